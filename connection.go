@@ -1,0 +1,362 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/hashicorp/go-secure-stdlib/parseutil"
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Defaults, repeated in the README's parameter table.
+const (
+	defaultMaxOpenConnections = 4
+	defaultPasswordAuth       = passwordAuthAuto
+	defaultTerminateSessions  = true
+	// retryAttempts bounds how often a transaction that failed transiently
+	// (deadlock, concurrent catalog update) is run again.
+	retryAttempts = 6
+	retryBaseDelay = 10 * time.Millisecond
+)
+
+// config is the plugin's connection configuration, decoded once from the map
+// Vault stores. Field tags are the parameter names operators use.
+type config struct {
+	ConnectionURL         string        `mapstructure:"connection_url"`
+	Username              string        `mapstructure:"username"`
+	Password              string        `mapstructure:"password"`
+	MaxOpenConnections    int           `mapstructure:"max_open_connections"`
+	MaxIdleConnections    int           `mapstructure:"max_idle_connections"`
+	MaxConnectionLifetime time.Duration `mapstructure:"max_connection_lifetime"`
+	UsernameTemplate      string        `mapstructure:"username_template"`
+	DisableEscaping       bool          `mapstructure:"disable_escaping"`
+	PasswordAuthentication string       `mapstructure:"password_authentication"`
+	TLSCA                 string        `mapstructure:"tls_ca"`
+	TLSCertificate        string        `mapstructure:"tls_certificate"`
+	PrivateKey            string        `mapstructure:"private_key"`
+	AuthType              string        `mapstructure:"auth_type"`
+	ServiceAccountJSON    string        `mapstructure:"service_account_json"`
+	TerminateSessions     *bool         `mapstructure:"terminate_sessions"`
+	ReassignOwnedTo       string        `mapstructure:"reassign_owned_to"`
+}
+
+// knownIgnoredKeys are keys Vault or older configurations may pass that this
+// plugin accepts without acting on them.
+var knownIgnoredKeys = map[string]bool{
+	dbpluginSupportedCredentialTypesKey: true,
+	"verify_connection":                 true,
+	"plugin_name":                       true,
+	"plugin_version":                    true,
+	"allowed_roles":                     true,
+	"root_rotation_statements":          true,
+	"password_policy":                   true,
+	"use_private_ip":                    true,
+}
+
+const dbpluginSupportedCredentialTypesKey = "supported_credential_types"
+
+// parseConfig decodes and validates the raw configuration. It returns the
+// keys it did not recognise so the caller can log them.
+func parseConfig(raw map[string]interface{}) (*config, []string, error) {
+	c := &config{}
+	var md mapstructure.Metadata
+	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		Result:           c,
+		WeaklyTypedInput: true, // numbers arrive as float64 or strings over gRPC
+		Metadata:         &md,
+		DecodeHook:       durationHook,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := dec.Decode(raw); err != nil {
+		return nil, nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	var unknown []string
+	for _, k := range md.Unused {
+		if !knownIgnoredKeys[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	sort.Strings(unknown)
+
+	var errs []error
+	if strings.TrimSpace(c.ConnectionURL) == "" {
+		errs = append(errs, errors.New("connection_url is required"))
+	}
+	switch c.AuthType {
+	case "", "password":
+	default:
+		errs = append(errs, fmt.Errorf("auth_type %q is not supported by this plugin; remove it and authenticate with username and password", c.AuthType))
+	}
+	if c.ServiceAccountJSON != "" {
+		errs = append(errs, errors.New("service_account_json (cloud IAM authentication) is not supported by this plugin"))
+	}
+	if c.MaxOpenConnections < 0 {
+		errs = append(errs, fmt.Errorf("max_open_connections must be positive, got %d", c.MaxOpenConnections))
+	}
+	if c.MaxOpenConnections == 0 {
+		c.MaxOpenConnections = defaultMaxOpenConnections
+	}
+	if c.MaxIdleConnections < 0 {
+		errs = append(errs, fmt.Errorf("max_idle_connections must not be negative, got %d", c.MaxIdleConnections))
+	}
+	if c.MaxIdleConnections > c.MaxOpenConnections {
+		c.MaxIdleConnections = c.MaxOpenConnections
+	}
+	if c.MaxConnectionLifetime < 0 {
+		errs = append(errs, fmt.Errorf("max_connection_lifetime must not be negative, got %s", c.MaxConnectionLifetime))
+	}
+	c.PasswordAuthentication = strings.ToLower(strings.TrimSpace(c.PasswordAuthentication))
+	switch c.PasswordAuthentication {
+	case "":
+		c.PasswordAuthentication = defaultPasswordAuth
+	case passwordAuthAuto, passwordAuthPassword, passwordAuthSCRAM, passwordAuthMD5:
+	default:
+		errs = append(errs, fmt.Errorf("password_authentication %q is not valid; use auto, scram-sha-256, md5 or password", c.PasswordAuthentication))
+	}
+	if (c.TLSCertificate == "") != (c.PrivateKey == "") {
+		errs = append(errs, errors.New("tls_certificate and private_key must be set together"))
+	}
+	if c.TerminateSessions == nil {
+		t := defaultTerminateSessions
+		c.TerminateSessions = &t
+	}
+	return c, unknown, errors.Join(errs...)
+}
+
+// durationHook accepts durations as Go strings ("30s"), or as a number of
+// seconds (a float64 or a numeric string), as the built-in plugin does.
+func durationHook(from reflect.Type, to reflect.Type, data interface{}) (interface{}, error) {
+	if to != reflect.TypeOf(time.Duration(0)) {
+		return data, nil
+	}
+	d, err := parseutil.ParseDurationSecond(data)
+	if err != nil {
+		return nil, fmt.Errorf("not a duration: %w", err)
+	}
+	return d, nil
+}
+
+// poolConfig turns the configuration into a pgxpool configuration. The root
+// credentials are never spliced into text that could be logged: placeholders
+// are replaced by random tokens, the URL is parsed, and the tokens are then
+// swapped for the real values in the parsed configuration.
+func (c *config) poolConfig() (*pgxpool.Config, error) {
+	connURL := c.ConnectionURL
+	userTok, passTok := randomToken(), randomToken()
+	if c.DisableEscaping {
+		// The operator escaped the values themselves: insert them verbatim.
+		connURL = strings.ReplaceAll(connURL, "{{username}}", c.Username)
+		connURL = strings.ReplaceAll(connURL, "{{password}}", c.Password)
+	} else {
+		connURL = strings.ReplaceAll(connURL, "{{username}}", userTok)
+		connURL = strings.ReplaceAll(connURL, "{{password}}", passTok)
+	}
+	pc, err := pgxpool.ParseConfig(connURL)
+	if err != nil {
+		// pgx errors can quote the input; never echo a URL that may hold a password.
+		return nil, errors.New("connection_url could not be parsed: use postgres://{{username}}:{{password}}@host:5432/db?sslmode=… or a keyword/value string")
+	}
+	cc := pc.ConnConfig
+	cc.User = strings.ReplaceAll(cc.User, userTok, c.Username)
+	cc.Password = strings.ReplaceAll(cc.Password, passTok, c.Password)
+	if strings.Contains(cc.User, userTok) || cc.User == "" {
+		return nil, errors.New("connection_url has no user: add {{username}} and set username")
+	}
+	if cc.RuntimeParams == nil {
+		cc.RuntimeParams = map[string]string{}
+	}
+	if _, ok := cc.RuntimeParams["application_name"]; !ok {
+		cc.RuntimeParams["application_name"] = "vault-plugin-database-postgres"
+	}
+
+	if err := c.applyTLS(cc); err != nil {
+		return nil, err
+	}
+
+	pc.MaxConns = int32(c.MaxOpenConnections)
+	pc.MinConns = 0
+	if c.MaxConnectionLifetime > 0 {
+		pc.MaxConnLifetime = c.MaxConnectionLifetime
+	}
+	if c.MaxIdleConnections == 0 {
+		// The built-in treats 0 idle connections as "close when idle"; keep
+		// them briefly instead so bursts reuse them.
+		pc.MaxConnIdleTime = 30 * time.Second
+	}
+	return pc, nil
+}
+
+func randomToken() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return "pgvaulttok" + hex.EncodeToString(b)
+}
+
+// applyTLS installs the inline PEM CA and client certificate on every TLS
+// configuration pgx derived from sslmode (the host and its fallbacks).
+func (c *config) applyTLS(cc *pgx.ConnConfig) error {
+	if c.TLSCA == "" && c.TLSCertificate == "" {
+		return nil
+	}
+	var roots *x509.CertPool
+	if c.TLSCA != "" {
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM([]byte(c.TLSCA)) {
+			return errors.New("tls_ca holds no PEM certificate")
+		}
+	}
+	var certs []tls.Certificate
+	if c.TLSCertificate != "" {
+		cert, err := tls.X509KeyPair([]byte(c.TLSCertificate), []byte(c.PrivateKey))
+		if err != nil {
+			return fmt.Errorf("tls_certificate/private_key: %w", err)
+		}
+		certs = []tls.Certificate{cert}
+	}
+	configs := []*tls.Config{cc.TLSConfig}
+	for _, fb := range cc.Fallbacks {
+		configs = append(configs, fb.TLSConfig)
+	}
+	any := false
+	for _, tc := range configs {
+		if tc == nil {
+			continue
+		}
+		any = true
+		if roots != nil {
+			tc.RootCAs = roots
+			if tc.InsecureSkipVerify && tc.VerifyPeerCertificate == nil {
+				// sslmode=require with a CA behaves like verify-ca, as in libpq.
+				tc.VerifyPeerCertificate = verifyChain(roots)
+			}
+		}
+		tc.Certificates = certs
+	}
+	if !any {
+		return errors.New("tls_ca/tls_certificate are set but connection_url disables TLS: use sslmode=verify-full (or verify-ca, require)")
+	}
+	return nil
+}
+
+func verifyChain(roots *x509.CertPool) func([][]byte, [][]*x509.Certificate) error {
+	return func(raw [][]byte, _ [][]*x509.Certificate) error {
+		if len(raw) == 0 {
+			return errors.New("server sent no certificate")
+		}
+		certs := make([]*x509.Certificate, len(raw))
+		for i, r := range raw {
+			c, err := x509.ParseCertificate(r)
+			if err != nil {
+				return err
+			}
+			certs[i] = c
+		}
+		inter := x509.NewCertPool()
+		for _, c := range certs[1:] {
+			inter.AddCert(c)
+		}
+		_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
+		return err
+	}
+}
+
+// execer is what exec needs: a pool, or a single connection.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// execAtomic runs sql (several statements) with the simple protocol in one
+// round trip; PostgreSQL runs it as one implicit transaction. Transient
+// failures of the whole transaction are retried with bounded, jittered
+// exponential backoff, within the request's deadline.
+func execAtomic(ctx context.Context, db execer, sql string) error {
+	var err error
+	for attempt := 0; attempt < retryAttempts; attempt++ {
+		if attempt > 0 {
+			if werr := sleepCtx(ctx, backoff(attempt)); werr != nil {
+				return err
+			}
+		}
+		_, err = db.Exec(ctx, sql)
+		if err == nil || !isTransient(err) {
+			return err
+		}
+	}
+	return err
+}
+
+func backoff(attempt int) time.Duration {
+	d := retryBaseDelay << (attempt - 1)
+	j, _ := rand.Int(rand.Reader, big.NewInt(int64(d)))
+	return d/2 + time.Duration(j.Int64())/2
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// isTransient reports failures that a retry of the same transaction fixes:
+// deadlocks, serialization failures and the "tuple concurrently updated"
+// internal error PostgreSQL raises for concurrent GRANTs on one object.
+func isTransient(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case pgerrcode.DeadlockDetected, pgerrcode.SerializationFailure, pgerrcode.LockNotAvailable:
+		return true
+	case pgerrcode.InternalError:
+		return strings.Contains(pgErr.Message, "concurrently")
+	case pgerrcode.UniqueViolation:
+		// Two CREATE/GRANT racing on a catalog row.
+		return strings.HasPrefix(pgErr.ConstraintName, "pg_")
+	}
+	return false
+}
+
+// sqlState returns the SQLSTATE of err, or "".
+func sqlState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
+// describe formats a database error for an operator without the statement
+// text (which could hold a password verifier).
+func describe(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		s := pgErr.Message
+		if pgErr.Detail != "" {
+			s += " (" + pgErr.Detail + ")"
+		}
+		return fmt.Sprintf("%s (SQLSTATE %s)", s, pgErr.Code)
+	}
+	return err.Error()
+}

@@ -1,0 +1,375 @@
+// Package postgres is a HashiCorp Vault database secrets plugin for
+// PostgreSQL built on pgx: dynamic users, static-role and root rotation, and a
+// revocation that always finishes without losing data.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	"github.com/hashicorp/vault/sdk/helper/template"
+	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// typeName is what Type reports to Vault.
+const typeName = "postgres"
+
+// Default statements, used when a role or Vault sends none.
+const (
+	defaultChangePassword   = `ALTER ROLE "{{username}}" WITH PASSWORD '{{password}}';`
+	defaultChangeExpiration = `ALTER ROLE "{{username}}" VALID UNTIL '{{expiration}}';`
+)
+
+var (
+	_ dbplugin.Database       = (*Postgres)(nil)
+	_ logical.PluginVersioner = (*Postgres)(nil)
+)
+
+// Postgres implements dbplugin.Database. Its state is built whole by
+// Initialize and swapped atomically; requests only read it, so they run in
+// parallel on the pool with no plugin-wide lock.
+type Postgres struct {
+	state  atomic.Pointer[state]
+	logger hclog.Logger
+}
+
+// state is everything a request needs, immutable once published.
+type state struct {
+	cfg      *config
+	pool     *pgxpool.Pool
+	poolCfg  *pgxpool.Config
+	username template.StringTemplate
+
+	// serverPasswordEncryption caches the server's password_encryption for
+	// password_authentication=auto; "" until first read.
+	serverPasswordEncryption atomic.Pointer[string]
+
+	// dbPools are pools to the cluster's other databases, opened on demand
+	// by revocation (an object owned in another database can only be
+	// reassigned from a connection to it).
+	dbPools sync.Map // database name → *pgxpool.Pool
+}
+
+// New returns a Postgres wrapped in the SDK's error sanitizer, which strips
+// the root password from any error returned to Vault.
+func New() (interface{}, error) {
+	db := newPostgres(defaultLogger())
+	return dbplugin.NewDatabaseErrorSanitizerMiddleware(db, db.secretValues), nil
+}
+
+func newPostgres(logger hclog.Logger) *Postgres {
+	return &Postgres{logger: logger}
+}
+
+func defaultLogger() hclog.Logger {
+	level := hclog.LevelFromString(os.Getenv("PGVAULT_LOG_LEVEL"))
+	if level == hclog.NoLevel {
+		level = hclog.Info
+	}
+	// JSON lines on stderr are parsed by go-plugin and re-logged by Vault.
+	return hclog.New(&hclog.LoggerOptions{Name: "postgres", Level: level, JSONFormat: true, Output: os.Stderr})
+}
+
+func (p *Postgres) secretValues() map[string]string {
+	st := p.state.Load()
+	if st == nil || st.cfg.Password == "" {
+		return nil
+	}
+	return map[string]string{st.cfg.Password: "[password]"}
+}
+
+func (p *Postgres) current() (*state, error) {
+	st := p.state.Load()
+	if st == nil {
+		return nil, errors.New("plugin is not initialized: configure the connection first")
+	}
+	return st, nil
+}
+
+// Initialize decodes and validates the configuration, builds a pool and, when
+// Vault asks, proves the connection works with a real round trip. The config
+// it returns is what Vault stores: the input unchanged plus the supported
+// credential types, so it round-trips on the next start.
+func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeRequest) (dbplugin.InitializeResponse, error) {
+	cfg, unknown, err := parseConfig(req.Config)
+	if err != nil {
+		return dbplugin.InitializeResponse{}, err
+	}
+	if len(unknown) > 0 {
+		p.logger.Warn("ignoring unknown configuration keys", "keys", strings.Join(unknown, ", "))
+	}
+	tmpl, err := newUsernameTemplate(cfg.UsernameTemplate)
+	if err != nil {
+		return dbplugin.InitializeResponse{}, err
+	}
+	poolCfg, err := cfg.poolConfig()
+	if err != nil {
+		return dbplugin.InitializeResponse{}, err
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return dbplugin.InitializeResponse{}, fmt.Errorf("creating connection pool: %w", err)
+	}
+	st := &state{cfg: cfg, pool: pool, poolCfg: poolCfg, username: tmpl}
+	if req.VerifyConnection {
+		var enc string
+		if err := pool.QueryRow(ctx, "SELECT current_setting('password_encryption')").Scan(&enc); err != nil {
+			pool.Close()
+			return dbplugin.InitializeResponse{}, fmt.Errorf("verifying connection to %s as %q: %s", hostList(poolCfg), cfg.Username, describe(err))
+		}
+		st.serverPasswordEncryption.Store(&enc)
+	}
+	if old := p.state.Swap(st); old != nil {
+		old.close()
+	}
+	p.logger.Info("initialized", "hosts", hostList(poolCfg), "user", poolCfg.ConnConfig.User,
+		"password_authentication", cfg.PasswordAuthentication, "max_open_connections", cfg.MaxOpenConnections)
+
+	out := make(map[string]interface{}, len(req.Config)+1)
+	for k, v := range req.Config {
+		out[k] = v
+	}
+	resp := dbplugin.InitializeResponse{Config: out}
+	resp.SetSupportedCredentialTypes([]dbplugin.CredentialType{dbplugin.CredentialTypePassword})
+	return resp, nil
+}
+
+// NewUser creates a user from the role's creation statements, all in one
+// transaction: any failure leaves no role behind.
+func (p *Postgres) NewUser(ctx context.Context, req dbplugin.NewUserRequest) (dbplugin.NewUserResponse, error) {
+	st, err := p.current()
+	if err != nil {
+		return dbplugin.NewUserResponse{}, err
+	}
+	if req.CredentialType != dbplugin.CredentialTypePassword {
+		return dbplugin.NewUserResponse{}, fmt.Errorf("credential type %q is not supported; use password", req.CredentialType)
+	}
+	if !hasStatements(req.Statements.Commands) {
+		return dbplugin.NewUserResponse{}, errors.New("the role has no creation_statements: add e.g. CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';")
+	}
+	if req.Password == "" {
+		return dbplugin.NewUserResponse{}, errors.New("no password was generated for the new user")
+	}
+	username, err := st.username.Generate(req.UsernameConfig)
+	if err != nil {
+		return dbplugin.NewUserResponse{}, fmt.Errorf("generating username: %w", err)
+	}
+	if err := checkUsername(username); err != nil {
+		return dbplugin.NewUserResponse{}, fmt.Errorf("username_template %w", err)
+	}
+	verifier, err := st.passwordFor(ctx, username, req.Password)
+	if err != nil {
+		return dbplugin.NewUserResponse{}, fmt.Errorf("creating user %q: %w", username, err)
+	}
+	vals := newTemplateValues(username).withPassword(verifier).withExpiration(req.Expiration)
+	sql, err := renderStatements(req.Statements.Commands, vals)
+	if err != nil {
+		return dbplugin.NewUserResponse{}, fmt.Errorf("creation_statements: %w", err)
+	}
+	if err := execAtomic(ctx, st.pool, sql); err != nil {
+		p.rollback(ctx, st, req.RollbackStatements.Commands, vals)
+		return dbplugin.NewUserResponse{}, fmt.Errorf("creating user %q: %s", username, describe(err))
+	}
+	p.logger.Debug("created user", "username", username)
+	return dbplugin.NewUserResponse{Username: username}, nil
+}
+
+// rollback runs the role's rollback_statements after a failed creation. The
+// creation itself is one transaction, so PostgreSQL has already undone it;
+// rollback statements only matter for side effects outside the database's
+// transaction (dblink, NOTIFY consumers, external tables), and a role that
+// no longer exists is not an error.
+func (p *Postgres) rollback(ctx context.Context, st *state, stmts []string, vals templateValues) {
+	if !hasStatements(stmts) {
+		return
+	}
+	sql, err := renderStatements(stmts, vals)
+	if err == nil {
+		err = execAtomic(ctx, st.pool, sql)
+	}
+	if err != nil && sqlState(err) != pgerrcode.UndefinedObject {
+		p.logger.Warn("rollback_statements failed", "username", vals.Username, "error", describe(err))
+	}
+}
+
+// UpdateUser changes a user's password and/or expiration in one transaction.
+// It serves static-role rotation and root rotation alike.
+func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserRequest) (dbplugin.UpdateUserResponse, error) {
+	st, err := p.current()
+	if err != nil {
+		return dbplugin.UpdateUserResponse{}, err
+	}
+	if req.Username == "" {
+		return dbplugin.UpdateUserResponse{}, errors.New("no username given")
+	}
+	if req.CredentialType != dbplugin.CredentialTypePassword {
+		return dbplugin.UpdateUserResponse{}, fmt.Errorf("credential type %q is not supported; use password", req.CredentialType)
+	}
+	if req.Password == nil && req.Expiration == nil {
+		return dbplugin.UpdateUserResponse{}, errors.New("no change requested: give a new password or expiration")
+	}
+	vals := newTemplateValues(req.Username)
+	var stmts []string
+	if req.Password != nil {
+		if req.Password.NewPassword == "" {
+			return dbplugin.UpdateUserResponse{}, errors.New("the new password is empty")
+		}
+		verifier, err := st.passwordFor(ctx, req.Username, req.Password.NewPassword)
+		if err != nil {
+			return dbplugin.UpdateUserResponse{}, fmt.Errorf("updating user %q: %w", req.Username, err)
+		}
+		vals = vals.withPassword(verifier)
+		stmts = append(stmts, orDefault(req.Password.Statements.Commands, defaultChangePassword)...)
+	}
+	if req.Expiration != nil {
+		vals = vals.withExpiration(req.Expiration.NewExpiration)
+		stmts = append(stmts, orDefault(req.Expiration.Statements.Commands, defaultChangeExpiration)...)
+	}
+	sql, err := renderStatements(stmts, vals)
+	if err != nil {
+		return dbplugin.UpdateUserResponse{}, fmt.Errorf("rotation statements: %w", err)
+	}
+	// A role missing at the start makes ALTER ROLE fail with 42704; the check
+	// gives that a clear message without an extra round trip.
+	sql = fmt.Sprintf("DO $pgvault$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s) THEN RAISE EXCEPTION USING ERRCODE = 'undefined_object', MESSAGE = 'role does not exist'; END IF; END $pgvault$;\n", quoteLiteral(req.Username)) + sql
+
+	if req.SelfManagedPassword != "" {
+		err = st.execAs(ctx, req.Username, req.SelfManagedPassword, sql)
+	} else {
+		err = execAtomic(ctx, st.pool, sql)
+	}
+	if err != nil {
+		if sqlState(err) == pgerrcode.UndefinedObject {
+			return dbplugin.UpdateUserResponse{}, fmt.Errorf("updating user %q: the user does not exist in the database", req.Username)
+		}
+		return dbplugin.UpdateUserResponse{}, fmt.Errorf("updating user %q: %s", req.Username, describe(err))
+	}
+	p.logger.Debug("updated user", "username", req.Username, "password", req.Password != nil, "expiration", req.Expiration != nil)
+	return dbplugin.UpdateUserResponse{}, nil
+}
+
+// DeleteUser revokes a user. Without revocation_statements it runs the
+// default revocation (revoke.go), which always finishes; custom statements
+// run atomically, and a user that no longer exists counts as revoked.
+func (p *Postgres) DeleteUser(ctx context.Context, req dbplugin.DeleteUserRequest) (dbplugin.DeleteUserResponse, error) {
+	st, err := p.current()
+	if err != nil {
+		return dbplugin.DeleteUserResponse{}, err
+	}
+	if req.Username == "" {
+		return dbplugin.DeleteUserResponse{}, errors.New("no username given")
+	}
+	if !hasStatements(req.Statements.Commands) {
+		if err := p.defaultRevoke(ctx, st, req.Username); err != nil {
+			return dbplugin.DeleteUserResponse{}, fmt.Errorf("revoking user %q: %w", req.Username, err)
+		}
+		return dbplugin.DeleteUserResponse{}, nil
+	}
+	sql, err := renderStatements(req.Statements.Commands, newTemplateValues(req.Username))
+	if err != nil {
+		return dbplugin.DeleteUserResponse{}, fmt.Errorf("revocation_statements: %w", err)
+	}
+	if err := execAtomic(ctx, st.pool, sql); err != nil {
+		if sqlState(err) == pgerrcode.UndefinedObject {
+			p.logger.Debug("revocation: user already gone", "username", req.Username)
+			return dbplugin.DeleteUserResponse{}, nil
+		}
+		return dbplugin.DeleteUserResponse{}, fmt.Errorf("revoking user %q: %s", req.Username, describe(err))
+	}
+	return dbplugin.DeleteUserResponse{}, nil
+}
+
+// Type reports the database type to Vault.
+func (p *Postgres) Type() (string, error) { return typeName, nil }
+
+// Close releases every pool.
+func (p *Postgres) Close() error {
+	if st := p.state.Swap(nil); st != nil {
+		st.close()
+	}
+	return nil
+}
+
+func (st *state) close() {
+	st.pool.Close()
+	st.dbPools.Range(func(_, v any) bool {
+		v.(*pgxpool.Pool).Close()
+		return true
+	})
+}
+
+// passwordFor returns the form of password to render into {{password}}.
+func (st *state) passwordFor(ctx context.Context, username, password string) (string, error) {
+	enc := ""
+	if st.cfg.PasswordAuthentication == passwordAuthAuto {
+		var err error
+		if enc, err = st.passwordEncryption(ctx); err != nil {
+			return "", err
+		}
+	}
+	return passwordVerifier(st.cfg.PasswordAuthentication, enc, username, password)
+}
+
+// passwordEncryption reads the server's password_encryption once and caches
+// it; concurrent first reads are harmless.
+func (st *state) passwordEncryption(ctx context.Context) (string, error) {
+	if p := st.serverPasswordEncryption.Load(); p != nil {
+		return *p, nil
+	}
+	var enc string
+	if err := st.pool.QueryRow(ctx, "SELECT current_setting('password_encryption')").Scan(&enc); err != nil {
+		return "", fmt.Errorf("reading password_encryption: %s", describe(err))
+	}
+	st.serverPasswordEncryption.Store(&enc)
+	return enc, nil
+}
+
+// execAs runs sql on a one-off connection authenticated as another user, for
+// self-managed static roles whose password Vault does not own.
+func (st *state) execAs(ctx context.Context, user, password, sql string) error {
+	cc := st.poolCfg.ConnConfig.Copy()
+	cc.User, cc.Password = user, password
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return fmt.Errorf("connecting as %q with its current password: %w", user, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return execAtomic(ctx, conn, sql)
+}
+
+func hasStatements(stmts []string) bool {
+	for _, s := range stmts {
+		if strings.TrimSpace(s) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+func orDefault(stmts []string, def string) []string {
+	if hasStatements(stmts) {
+		return stmts
+	}
+	return []string{def}
+}
+
+func hostList(pc *pgxpool.Config) string {
+	hosts := []string{fmt.Sprintf("%s:%d", pc.ConnConfig.Host, pc.ConnConfig.Port)}
+	for _, fb := range pc.ConnConfig.Fallbacks {
+		h := fmt.Sprintf("%s:%d", fb.Host, fb.Port)
+		if h != hosts[len(hosts)-1] {
+			hosts = append(hosts, h)
+		}
+	}
+	return strings.Join(hosts, ",")
+}
