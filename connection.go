@@ -29,29 +29,29 @@ const (
 	defaultTerminateSessions  = true
 	// retryAttempts bounds how often a transaction that failed transiently
 	// (deadlock, concurrent catalog update) is run again.
-	retryAttempts = 6
+	retryAttempts  = 8
 	retryBaseDelay = 10 * time.Millisecond
 )
 
 // config is the plugin's connection configuration, decoded once from the map
 // Vault stores. Field tags are the parameter names operators use.
 type config struct {
-	ConnectionURL         string        `mapstructure:"connection_url"`
-	Username              string        `mapstructure:"username"`
-	Password              string        `mapstructure:"password"`
-	MaxOpenConnections    int           `mapstructure:"max_open_connections"`
-	MaxIdleConnections    int           `mapstructure:"max_idle_connections"`
-	MaxConnectionLifetime time.Duration `mapstructure:"max_connection_lifetime"`
-	UsernameTemplate      string        `mapstructure:"username_template"`
-	DisableEscaping       bool          `mapstructure:"disable_escaping"`
-	PasswordAuthentication string       `mapstructure:"password_authentication"`
-	TLSCA                 string        `mapstructure:"tls_ca"`
-	TLSCertificate        string        `mapstructure:"tls_certificate"`
-	PrivateKey            string        `mapstructure:"private_key"`
-	AuthType              string        `mapstructure:"auth_type"`
-	ServiceAccountJSON    string        `mapstructure:"service_account_json"`
-	TerminateSessions     *bool         `mapstructure:"terminate_sessions"`
-	ReassignOwnedTo       string        `mapstructure:"reassign_owned_to"`
+	ConnectionURL          string        `mapstructure:"connection_url"`
+	Username               string        `mapstructure:"username"`
+	Password               string        `mapstructure:"password"`
+	MaxOpenConnections     int           `mapstructure:"max_open_connections"`
+	MaxIdleConnections     int           `mapstructure:"max_idle_connections"`
+	MaxConnectionLifetime  time.Duration `mapstructure:"max_connection_lifetime"`
+	UsernameTemplate       string        `mapstructure:"username_template"`
+	DisableEscaping        bool          `mapstructure:"disable_escaping"`
+	PasswordAuthentication string        `mapstructure:"password_authentication"`
+	TLSCA                  string        `mapstructure:"tls_ca"`
+	TLSCertificate         string        `mapstructure:"tls_certificate"`
+	PrivateKey             string        `mapstructure:"private_key"`
+	AuthType               string        `mapstructure:"auth_type"`
+	ServiceAccountJSON     string        `mapstructure:"service_account_json"`
+	TerminateSessions      *bool         `mapstructure:"terminate_sessions"`
+	ReassignOwnedTo        string        `mapstructure:"reassign_owned_to"`
 }
 
 // knownIgnoredKeys are keys Vault or older configurations may pass that this

@@ -64,6 +64,10 @@ BEGIN
 		EXECUTE format('DROP ROLE %%I', r);
 		PERFORM set_config('pgvault.revoke_state', 'dropped', true);
 	EXCEPTION WHEN OTHERS THEN
+		-- Transient failures abort the whole transaction, which is retried.
+		IF SQLSTATE IN ('40P01', '40001', '55P03') OR (SQLSTATE = 'XX000' AND SQLERRM LIKE '%%concurrently%%') THEN
+			RAISE;
+		END IF;
 		PERFORM set_config('pgvault.revoke_state', 'disabled: ' || SQLERRM || ' (SQLSTATE ' || SQLSTATE || ')', true);
 		EXECUTE format('ALTER ROLE %%I NOLOGIN VALID UNTIL %%L', r, '-infinity');
 		FOR g IN SELECT m.roleid::regrole::text FROM pg_catalog.pg_auth_members m
@@ -71,7 +75,7 @@ BEGIN
 			BEGIN
 				EXECUTE format('REVOKE %%s FROM %%I', g, r);
 			EXCEPTION WHEN OTHERS THEN
-				RAISE WARNING 'could not revoke % from %: %', g, r, SQLERRM;
+				RAISE WARNING 'could not revoke %% from %%: %%', g, r, SQLERRM;
 			END;
 		END LOOP;
 	END;

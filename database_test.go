@@ -1,0 +1,552 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+func TestInitialize(t *testing.T) {
+	needPG(t)
+	cases := []struct {
+		name    string
+		config  func() map[string]interface{}
+		wantErr string // substring; "" means success
+	}{
+		{"superuser with special-character password", baseConfig, ""},
+		{"numbers as strings and floats", func() map[string]interface{} {
+			c := baseConfig()
+			c["max_open_connections"] = "7"
+			c["max_idle_connections"] = float64(3)
+			c["max_connection_lifetime"] = "30s"
+			return c
+		}, ""},
+		{"lifetime as seconds", func() map[string]interface{} {
+			c := baseConfig()
+			c["max_connection_lifetime"] = float64(60)
+			return c
+		}, ""},
+		{"keyword/value DSN", func() map[string]interface{} {
+			c := baseConfig()
+			c["connection_url"] = fmt.Sprintf("host=%s port=%d dbname=postgres user={{username}} password={{password}} sslmode=%s sslrootcert=%s", pg.Host, pg.Port, pg.SSLMode, pg.CAFile)
+			return c
+		}, ""},
+		{"unknown keys are only logged", func() map[string]interface{} {
+			c := baseConfig()
+			c["some_future_key"] = true
+			return c
+		}, ""},
+		{"missing connection_url", func() map[string]interface{} {
+			c := baseConfig()
+			delete(c, "connection_url")
+			return c
+		}, "connection_url is required"},
+		{"wrong root password", func() map[string]interface{} {
+			c := baseConfig()
+			c["password"] = "not-the-password"
+			return c
+		}, "verifying connection"},
+		{"gcp iam", func() map[string]interface{} {
+			c := baseConfig()
+			c["auth_type"] = "gcp_iam"
+			return c
+		}, `auth_type "gcp_iam" is not supported`},
+		{"bad password_authentication", func() map[string]interface{} {
+			c := baseConfig()
+			c["password_authentication"] = "plain"
+			return c
+		}, "password_authentication"},
+		{"certificate without key", func() map[string]interface{} {
+			c := baseConfig()
+			c["tls_certificate"] = "-----BEGIN CERTIFICATE-----"
+			return c
+		}, "must be set together"},
+		{"broken username template", func() map[string]interface{} {
+			c := baseConfig()
+			c["username_template"] = "{{ .Nope"
+			return c
+		}, "username_template"},
+		{"username template too long", func() map[string]interface{} {
+			c := baseConfig()
+			c["username_template"] = "{{ random 70 }}"
+			return c
+		}, "at most 63 bytes"},
+		{"negative pool size", func() map[string]interface{} {
+			c := baseConfig()
+			c["max_open_connections"] = -1
+			return c
+		}, "max_open_connections"},
+		{"not a duration", func() map[string]interface{} {
+			c := baseConfig()
+			c["max_connection_lifetime"] = "soon"
+			return c
+		}, "max_connection_lifetime"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db := newPostgres(hclog.NewNullLogger())
+			defer db.Close()
+			cfg := tc.config()
+			resp, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true})
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Initialize: %v", err)
+				}
+				for k, v := range cfg {
+					if fmt.Sprint(resp.Config[k]) != fmt.Sprint(v) {
+						t.Errorf("returned config[%q] = %v, want %v (the config must round-trip)", k, resp.Config[k], v)
+					}
+				}
+				if _, ok := resp.Config[dbplugin.SupportedCredentialTypesKey]; !ok {
+					t.Errorf("supported credential types not advertised")
+				}
+				// The returned config must initialize a fresh instance.
+				again := newPostgres(hclog.NewNullLogger())
+				defer again.Close()
+				if _, err := again.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: resp.Config, VerifyConnection: true}); err != nil {
+					t.Fatalf("re-Initialize with the returned config: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error = %v, want one containing %q", err, tc.wantErr)
+			}
+			if strings.Contains(err.Error(), pg.SuperPassword) {
+				t.Fatalf("error leaks the root password: %v", err)
+			}
+		})
+	}
+}
+
+func TestInitializeTLS(t *testing.T) {
+	needPG(t)
+	if pg.CAPEM == "" {
+		t.Skip("server has no test CA (PG_URL or Docker)")
+	}
+	url := fmt.Sprintf("postgres://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=verify-full", pg.Port)
+	t.Run("inline tls_ca verifies the server", func(t *testing.T) {
+		db := newDB(t, map[string]interface{}{"connection_url": url, "tls_ca": pg.CAPEM})
+		var ssl bool
+		conn, err := db.state.Load().pool.Acquire(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Release()
+		if err := conn.QueryRow(testCtx(t), "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&ssl); err != nil || !ssl {
+			t.Fatalf("connection is not TLS: ssl=%v err=%v", ssl, err)
+		}
+	})
+	t.Run("wrong CA is refused", func(t *testing.T) {
+		other := selfSignedPEM(t)
+		db := newPostgres(hclog.NewNullLogger())
+		defer db.Close()
+		cfg := baseConfig()
+		cfg["connection_url"], cfg["tls_ca"] = url, other
+		if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true}); err == nil {
+			t.Fatal("a server certificate from an unknown CA was accepted")
+		}
+	})
+}
+
+func TestNewUser(t *testing.T) {
+	db := newDB(t, nil)
+	a := admin(t)
+	execSQL(t, a, "CREATE TABLE IF NOT EXISTS newuser_orders (id int)")
+
+	cases := []struct {
+		name  string
+		stmts []string
+		check func(t *testing.T, user string)
+	}{
+		{"plain create with grant", []string{createStmt, `GRANT SELECT ON newuser_orders TO "{{name}}";`}, func(t *testing.T, user string) {
+			var ok bool
+			if err := a.QueryRow(testCtx(t), "SELECT has_table_privilege($1, 'newuser_orders', 'SELECT')", user).Scan(&ok); err != nil || !ok {
+				t.Fatalf("grant missing: %v %v", ok, err)
+			}
+		}},
+		{"DO block with END in lower case and semicolons", []string{`DO $$
+begin
+  if not exists (select 1 from pg_roles where rolname = '{{name}}') then
+    create role "{{name}}" with login password '{{password}}' valid until '{{expiration}}';
+  end if;
+end
+$$;`, `GRANT SELECT ON newuser_orders TO "{{name}}"; -- comment; with; semicolons`}, nil},
+		{"semicolons inside literals and comments", []string{createStmt + `
+/* a comment; with {{name}} inside; */
+COMMENT ON ROLE "{{name}}" IS 'issued by vault; do not edit; it''s fine';`}, func(t *testing.T, user string) {
+			var c string
+			if err := a.QueryRow(testCtx(t), "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1", user).Scan(&c); err != nil {
+				t.Fatal(err)
+			}
+			if c != "issued by vault; do not edit; it's fine" {
+				t.Fatalf("comment = %q", c)
+			}
+		}},
+		{"function body with a nested dollar tag", []string{createStmt, `CREATE OR REPLACE FUNCTION pg_temp.f() RETURNS int LANGUAGE plpgsql AS $fn$ BEGIN RETURN 1; END; $fn$;`}, nil},
+		{"bare placeholders are quoted", []string{`CREATE ROLE {{name}} WITH LOGIN PASSWORD {{password}} VALID UNTIL {{expiration}};`}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			req := newUserReq(tc.stmts...)
+			resp := dbtesting.AssertNewUser(t, db, req)
+			assertLogin(t, resp.Username, req.Password)
+			var until time.Time
+			if err := a.QueryRow(testCtx(t), "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", resp.Username).Scan(&until); err != nil {
+				t.Fatal(err)
+			}
+			if d := until.Sub(req.Expiration); d > time.Second || d < -time.Second {
+				t.Fatalf("rolvaliduntil = %s, want %s", until, req.Expiration)
+			}
+			if tc.check != nil {
+				tc.check(t, resp.Username)
+			}
+		})
+	}
+}
+
+func TestNewUserQuotesValues(t *testing.T) {
+	db := newDB(t, map[string]interface{}{
+		"username_template": `{{ printf "v-%s\"x'y-%s" (.RoleName | truncate 8) (random 8) }}`,
+	})
+	req := newUserReq(createStmt, `COMMENT ON ROLE "{{name}}" IS 'for {{name}}';`)
+	req.Password = `it's"a;pw\` + randSuffix()
+	resp := dbtesting.AssertNewUser(t, db, req)
+	if !strings.Contains(resp.Username, `"x'y`) {
+		t.Fatalf("username %q lost its quotes", resp.Username)
+	}
+	assertLogin(t, resp.Username, req.Password)
+}
+
+func TestNewUserErrors(t *testing.T) {
+	db := newDB(t, nil)
+	a := admin(t)
+	cases := []struct {
+		name    string
+		stmts   []string
+		wantErr string
+	}{
+		{"no statements", nil, "no creation_statements"},
+		{"blank statements", []string{"  ", "\n"}, "no creation_statements"},
+		{"unknown placeholder", []string{`CREATE ROLE "{{nmae}}";`}, "unknown placeholder {{nmae}}"},
+		{"failing second statement leaves no role", []string{createStmt, `GRANT SELECT ON no_such_table TO "{{name}}";`}, "no_such_table"},
+		{"failing statement inside a DO block leaves no role", []string{createStmt, `DO $$ BEGIN RAISE EXCEPTION 'boom'; END $$;`}, "boom"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			req := newUserReq(tc.stmts...)
+			req.UsernameConfig.RoleName = "err" + randSuffix()
+			_, err := db.NewUser(testCtx(t), req)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error = %v, want one containing %q", err, tc.wantErr)
+			}
+			if strings.Contains(err.Error(), req.Password) {
+				t.Fatalf("error leaks the password: %v", err)
+			}
+			var n int
+			if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_roles WHERE rolname LIKE $1", "v-test-"+req.UsernameConfig.RoleName[:8]+"%").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n != 0 {
+				t.Fatalf("%d roles left behind after a failed creation", n)
+			}
+		})
+	}
+}
+
+func TestNewUserRollbackStatements(t *testing.T) {
+	db := newDB(t, nil)
+	a := admin(t)
+	execSQL(t, a, "CREATE TABLE IF NOT EXISTS rollback_log (who text)")
+	// The rollback statement runs after the failed creation was undone; it
+	// records the attempt, which is what rollback_statements are for.
+	req := newUserReq(createStmt, `SELECT 1/0;`)
+	req.RollbackStatements = dbplugin.Statements{Commands: []string{`INSERT INTO rollback_log VALUES ('{{name}}'); DROP ROLE IF EXISTS "{{name}}";`}}
+	if _, err := db.NewUser(testCtx(t), req); err == nil {
+		t.Fatal("creation should fail")
+	}
+	var n int
+	if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM rollback_log WHERE who LIKE 'v-test-app-%'").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("rollback statements did not run: n=%d err=%v", n, err)
+	}
+}
+
+func TestPasswordAuthentication(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	cases := []struct {
+		mode      string
+		stored    string // prefix of pg_authid.rolpassword
+		plaintext bool   // whether the plaintext may reach the server
+	}{
+		{"auto", "SCRAM-SHA-256$", false},
+		{"scram-sha-256", "SCRAM-SHA-256$", false},
+		{"password", "SCRAM-SHA-256$", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.mode, func(t *testing.T) {
+			db := newDB(t, map[string]interface{}{"password_authentication": tc.mode})
+			req := newUserReq(createStmt)
+			req.Password = "Zq9-" + randSuffix() + "-plain"
+			resp := dbtesting.AssertNewUser(t, db, req)
+			assertLogin(t, resp.Username, req.Password)
+			var stored string
+			if err := a.QueryRow(testCtx(t), "SELECT rolpassword FROM pg_authid WHERE rolname = $1", resp.Username).Scan(&stored); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(stored, tc.stored) {
+				t.Fatalf("stored password %q…, want prefix %q", stored[:10], tc.stored)
+			}
+			// Rotate too: the new password must also stay off the wire.
+			newPw := "Rt7-" + randSuffix() + "-plain"
+			dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: resp.Username, Password: &dbplugin.ChangePassword{NewPassword: newPw}})
+			assertLogin(t, resp.Username, newPw)
+			if pg.LogFile == "" {
+				return
+			}
+			log, err := pg.ReadLog()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(log, resp.Username) {
+				t.Fatalf("server log does not show statements for %q: is log_statement on?", resp.Username)
+			}
+			leaked := strings.Contains(log, req.Password) || strings.Contains(log, newPw)
+			if leaked != tc.plaintext {
+				t.Fatalf("plaintext password in server log = %v, want %v", leaked, tc.plaintext)
+			}
+		})
+	}
+}
+
+func TestPasswordAuthenticationMD5(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	// A role-level password_encryption makes auto pick md5 for this admin's
+	// sessions; the pg_hba here is SCRAM-only, so check the stored form.
+	execSQL(t, a, `DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'md5admin') THEN CREATE ROLE md5admin LOGIN CREATEROLE PASSWORD 'md5admin-pw'; END IF; END $$`)
+	execSQL(t, a, `ALTER ROLE md5admin SET password_encryption = 'md5'`)
+	db := newDB(t, map[string]interface{}{"username": "md5admin", "password": "md5admin-pw"})
+	req := newUserReq(createStmt)
+	resp := dbtesting.AssertNewUser(t, db, req)
+	var stored string
+	if err := a.QueryRow(testCtx(t), "SELECT rolpassword FROM pg_authid WHERE rolname = $1", resp.Username).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := passwordVerifier("md5", "", resp.Username, req.Password)
+	if stored != want {
+		t.Fatalf("stored %q, want md5 verifier %q", stored, want)
+	}
+}
+
+func TestNonASCIIPassword(t *testing.T) {
+	db := newDB(t, nil)
+	req := newUserReq(createStmt)
+	// A non-ASCII space and characters NFC and NFKC agree on: pgx's client
+	// normalizes with NFC (precis), PostgreSQL with NFKC (SASLprep).
+	req.Password = "Pässwörd\u00a0日本-" + randSuffix()
+	resp := dbtesting.AssertNewUser(t, db, req)
+	assertLogin(t, resp.Username, req.Password)
+}
+
+func TestUpdateUser(t *testing.T) {
+	db := newDB(t, nil)
+	a := admin(t)
+
+	t.Run("password and expiration in one request", func(t *testing.T) {
+		t.Parallel()
+		req := newUserReq(createStmt)
+		resp := dbtesting.AssertNewUser(t, db, req)
+		exp := time.Now().Add(72 * time.Hour).Truncate(time.Second)
+		newPw := "New-" + randSuffix()
+		dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{
+			Username:   resp.Username,
+			Password:   &dbplugin.ChangePassword{NewPassword: newPw},
+			Expiration: &dbplugin.ChangeExpiration{NewExpiration: exp},
+		})
+		assertLogin(t, resp.Username, newPw)
+		assertNoLogin(t, resp.Username, req.Password)
+		var until time.Time
+		if err := a.QueryRow(testCtx(t), "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", resp.Username).Scan(&until); err != nil || !until.Equal(exp) {
+			t.Fatalf("rolvaliduntil = %s (%v), want %s", until, err, exp)
+		}
+	})
+	t.Run("custom rotation statements", func(t *testing.T) {
+		t.Parallel()
+		req := newUserReq(createStmt)
+		resp := dbtesting.AssertNewUser(t, db, req)
+		newPw := "Custom-" + randSuffix()
+		dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{
+			Username: resp.Username,
+			Password: &dbplugin.ChangePassword{NewPassword: newPw, Statements: dbplugin.Statements{Commands: []string{
+				`ALTER ROLE "{{name}}" WITH PASSWORD '{{password}}'; COMMENT ON ROLE "{{name}}" IS 'rotated';`}}},
+		})
+		assertLogin(t, resp.Username, newPw)
+	})
+	t.Run("missing user", func(t *testing.T) {
+		t.Parallel()
+		_, err := db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{Username: "no-such-user-" + randSuffix(), Password: &dbplugin.ChangePassword{NewPassword: "x-pw"}})
+		if err == nil || !strings.Contains(err.Error(), "does not exist") {
+			t.Fatalf("error = %v, want 'does not exist'", err)
+		}
+	})
+	t.Run("nothing to change", func(t *testing.T) {
+		t.Parallel()
+		_, err := db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{Username: "whoever"})
+		if err == nil || !strings.Contains(err.Error(), "no change requested") {
+			t.Fatalf("error = %v", err)
+		}
+	})
+	t.Run("self-managed password", func(t *testing.T) {
+		t.Parallel()
+		user, pw := "selfmanaged-"+randSuffix(), "Self-"+randSuffix()
+		execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN PASSWORD %s`, quoteIdent(user), quoteLiteral(pw)))
+		newPw := "Self2-" + randSuffix()
+		dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user, SelfManagedPassword: pw, Password: &dbplugin.ChangePassword{NewPassword: newPw}})
+		assertLogin(t, user, newPw)
+		_, err := db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{Username: user, SelfManagedPassword: "wrong", Password: &dbplugin.ChangePassword{NewPassword: "whatever-1"}})
+		if err == nil {
+			t.Fatal("a wrong self-managed password was accepted")
+		}
+		assertLogin(t, user, newPw)
+	})
+}
+
+// TestRootRotation follows Vault's rotate-root: UpdateUser on the root user,
+// then Initialize again with the new password.
+func TestRootRotation(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	root, pw := "rootrot-"+randSuffix(), `R@/#{}%?&'`+randSuffix()
+	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s`, quoteIdent(root), quoteLiteral(pw)))
+	db := newDB(t, map[string]interface{}{"username": root, "password": pw})
+	newPw := `N3w@/#{}%?&'` + randSuffix()
+	dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: root, Password: &dbplugin.ChangePassword{NewPassword: newPw}})
+	assertNoLogin(t, root, pw)
+	cfg := baseConfig()
+	cfg["username"], cfg["password"] = root, newPw
+	dbtesting.AssertInitialize(t, db, dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true})
+	req := newUserReq(createStmt)
+	resp := dbtesting.AssertNewUser(t, db, req)
+	assertLogin(t, resp.Username, req.Password)
+	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: resp.Username})
+	if roleExists(t, a, resp.Username) {
+		t.Fatal("role still exists")
+	}
+}
+
+// TestConcurrentRequests sends many creations that GRANT on the same table
+// at once; PostgreSQL answers some with "tuple concurrently updated", which
+// the plugin must absorb.
+func TestConcurrentRequests(t *testing.T) {
+	db := newDB(t, map[string]interface{}{"max_open_connections": 8})
+	a := admin(t)
+	execSQL(t, a, "CREATE TABLE IF NOT EXISTS concurrent_orders (id int)")
+	const n = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	users := make(chan [2]string, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := newUserReq(createStmt, `GRANT SELECT, INSERT ON concurrent_orders TO "{{name}}";`)
+			resp, err := db.NewUser(testCtx(t), req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			users <- [2]string{resp.Username, req.Password}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	close(users)
+	for err := range errs {
+		t.Errorf("NewUser: %v", err)
+	}
+	seen := map[string]bool{}
+	var all []string
+	for u := range users {
+		if seen[u[0]] {
+			t.Fatalf("duplicate username %q", u[0])
+		}
+		seen[u[0]] = true
+		all = append(all, u[0])
+		if err := pg.CanLogin(testCtx(t), u[0], u[1]); err != nil {
+			t.Errorf("login %q: %v", u[0], err)
+		}
+	}
+	// Revoke them all at once as well.
+	var wg2 sync.WaitGroup
+	for _, u := range all {
+		wg2.Add(1)
+		go func() {
+			defer wg2.Done()
+			if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: u}); err != nil {
+				t.Errorf("DeleteUser %q: %v", u, err)
+			}
+		}()
+	}
+	wg2.Wait()
+	var left int
+	if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_roles WHERE rolname = ANY($1)", all).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("%d roles left after revocation (err %v)", left, err)
+	}
+}
+
+func TestContextBoundsCalls(t *testing.T) {
+	db := newDB(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	req := newUserReq(createStmt, `SELECT pg_sleep(30);`)
+	_, err := db.NewUser(ctx, req)
+	if err == nil {
+		t.Fatal("a 30 s statement finished within a 200 ms context")
+	}
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Fatalf("context not expired: %v", ctx.Err())
+	}
+}
+
+func TestNotInitialized(t *testing.T) {
+	db := newPostgres(hclog.NewNullLogger())
+	if _, err := db.NewUser(context.Background(), newUserReq(createStmt)); err == nil || !strings.Contains(err.Error(), "not initialized") {
+		t.Fatalf("error = %v", err)
+	}
+}
+
+func TestNewSanitizesRootPassword(t *testing.T) {
+	needPG(t)
+	raw, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := raw.(dbplugin.Database)
+	defer db.Close()
+	cfg := baseConfig()
+	if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true}); err != nil {
+		t.Fatal(err)
+	}
+	// A statement that echoes the root password back in its error.
+	req := newUserReq(fmt.Sprintf(`DO $$ BEGIN RAISE EXCEPTION '%%', %s; END $$;`, quoteLiteral(pg.SuperPassword)))
+	_, err = db.NewUser(testCtx(t), req)
+	if err == nil || strings.Contains(err.Error(), pg.SuperPassword) || !strings.Contains(err.Error(), "[password]") {
+		t.Fatalf("error not sanitized: %v", err)
+	}
+	v, ok := raw.(logical.PluginVersioner)
+	if !ok || !strings.HasPrefix(v.PluginVersion().Version, "v") {
+		t.Fatalf("wrapped plugin does not report a v-prefixed version")
+	}
+}

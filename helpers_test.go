@@ -1,0 +1,194 @@
+package postgres
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
+)
+
+// pg is the server every test in this package uses.
+var pg *pgtest.Server
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if !testingShort() {
+		s, err := pgtest.Start(ctx)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer s.Stop()
+		pg = s
+		fmt.Fprintf(os.Stderr, "tests use PostgreSQL from %s on %s:%d\n", s.Source, s.Host, s.Port)
+	}
+	return m.Run()
+}
+
+func testingShort() bool {
+	for _, a := range os.Args {
+		if a == "-test.short" || a == "-test.short=true" {
+			return true
+		}
+	}
+	return false
+}
+
+func needPG(t testing.TB) {
+	t.Helper()
+	if pg == nil {
+		t.Skip("needs PostgreSQL; skipped under -short")
+	}
+}
+
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// baseConfig is the plugin configuration for the superuser.
+func baseConfig() map[string]interface{} {
+	return map[string]interface{}{
+		"connection_url": pg.TemplateURL(""),
+		"username":       pg.SuperUser,
+		"password":       pg.SuperPassword,
+	}
+}
+
+// newDB returns an initialized plugin; extra overrides baseConfig keys.
+func newDB(t testing.TB, extra map[string]interface{}) *Postgres {
+	t.Helper()
+	needPG(t)
+	cfg := baseConfig()
+	for k, v := range extra {
+		cfg[k] = v
+	}
+	db := newPostgres(hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: testWriter{t}}))
+	if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true}); err != nil {
+		t.Fatalf("Initialize: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// admin returns a superuser pool for checks from outside the plugin.
+func admin(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	needPG(t)
+	p, err := pg.Pool(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+func randSuffix() string {
+	b := make([]byte, 5)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func roleExists(t testing.TB, a *pgxpool.Pool, name string) bool {
+	t.Helper()
+	var n int
+	if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n == 1
+}
+
+// execSQL runs sql as the superuser and fails the test on error.
+func execSQL(t testing.TB, a *pgxpool.Pool, sql string, args ...any) {
+	t.Helper()
+	if _, err := a.Exec(testCtx(t), sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// assertLogin proves the password works and a wrong one does not.
+func assertLogin(t testing.TB, user, password string) {
+	t.Helper()
+	if err := pg.CanLogin(testCtx(t), user, password); err != nil {
+		t.Fatalf("login as %q with the returned password failed: %v", user, err)
+	}
+	if err := pg.CanLogin(testCtx(t), user, password+"x"); err == nil {
+		t.Fatalf("login as %q with a wrong password succeeded", user)
+	}
+}
+
+func assertNoLogin(t testing.TB, user, password string) {
+	t.Helper()
+	if err := pg.CanLogin(testCtx(t), user, password); err == nil {
+		t.Fatalf("login as %q still works", user)
+	}
+}
+
+func newUserReq(stmts ...string) dbplugin.NewUserRequest {
+	return dbplugin.NewUserRequest{
+		UsernameConfig: dbplugin.UsernameMetadata{DisplayName: "test", RoleName: "app"},
+		Statements:     dbplugin.Statements{Commands: stmts},
+		Password:       "Aa1-" + randSuffix() + "-pw",
+		Expiration:     time.Now().Add(time.Hour),
+	}
+}
+
+const createStmt = `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`
+
+// connectAs opens a session as user.
+func connectAs(t testing.TB, user, password, database string) *pgx.Conn {
+	t.Helper()
+	c, err := pg.Connect(testCtx(t), user, password, database)
+	if err != nil {
+		t.Fatalf("connect as %q: %v", user, err)
+	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
+}
+
+// selfSignedPEM returns a CA certificate unrelated to the test server.
+func selfSignedPEM(t testing.TB) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(9), Subject: pkix.Name{CommonName: "other CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}

@@ -1,0 +1,247 @@
+package pgtest
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// BinDir finds the PostgreSQL server binaries.
+func BinDir() (string, error) {
+	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
+		dir := strings.TrimSpace(string(out))
+		if _, err := os.Stat(filepath.Join(dir, "initdb")); err == nil {
+			return dir, nil
+		}
+	}
+	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	if len(matches) > 0 {
+		return filepath.Dir(matches[len(matches)-1]), nil
+	}
+	return "", errors.New("initdb not found (pg_config --bindir, /usr/lib/postgresql/*/bin)")
+}
+
+// runAs describes the OS user the cluster runs as: initdb refuses root.
+type runAs struct {
+	cred     *syscall.Credential
+	uid, gid int
+}
+
+func clusterUser() (runAs, error) {
+	if os.Geteuid() != 0 {
+		return runAs{uid: os.Getuid(), gid: os.Getgid()}, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return runAs{}, errors.New("running as root and there is no postgres OS user to run the cluster as")
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return runAs{cred: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, uid: uid, gid: gid}, nil
+}
+
+func (r runAs) command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
+	if r.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.cred}
+	}
+	cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8", "LANG=C.UTF-8")
+	return cmd
+}
+
+// startLocal starts a throwaway cluster in a temp dir owned by the cluster
+// user: SCRAM everywhere (so a wrong password fails), TLS from a fresh CA,
+// every statement logged (so tests can prove no plaintext password reaches
+// the server), on a free loopback port.
+func startLocal(ctx context.Context) (*Server, error) {
+	bin, err := BinDir()
+	if err != nil {
+		return nil, err
+	}
+	who, err := clusterUser()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "pgvault-pg-")
+	if err != nil {
+		return nil, err
+	}
+	cleanupDir := func() { _ = os.RemoveAll(dir) }
+	if err := os.Chmod(dir, 0o755); err != nil {
+		cleanupDir()
+		return nil, err
+	}
+	password := randomPassword()
+	ca, err := writeCerts(dir)
+	if err != nil {
+		cleanupDir()
+		return nil, err
+	}
+	pwfile := filepath.Join(dir, "pwfile")
+	if err := os.WriteFile(pwfile, []byte(password+"\n"), 0o600); err != nil {
+		cleanupDir()
+		return nil, err
+	}
+	for _, f := range []string{dir, pwfile, filepath.Join(dir, "server.key"), filepath.Join(dir, "server.crt"), filepath.Join(dir, "ca.crt")} {
+		if err := os.Chown(f, who.uid, who.gid); err != nil {
+			cleanupDir()
+			return nil, err
+		}
+	}
+	data := filepath.Join(dir, "data")
+	var out bytes.Buffer
+	initdb := who.command(ctx, filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "--auth=scram-sha-256",
+		"--pwfile="+pwfile, "-E", "UTF8", "--no-sync", "--no-instructions")
+	initdb.Stdout, initdb.Stderr = &out, &out
+	if err := initdb.Run(); err != nil {
+		cleanupDir()
+		return nil, fmt.Errorf("initdb: %v: %s", err, out.String())
+	}
+	_ = os.Remove(pwfile)
+	port, err := FreePort()
+	if err != nil {
+		cleanupDir()
+		return nil, err
+	}
+	conf := fmt.Sprintf(`
+listen_addresses = '127.0.0.1'
+port = %d
+unix_socket_directories = '%s'
+max_connections = 300
+password_encryption = 'scram-sha-256'
+ssl = on
+ssl_cert_file = '%s'
+ssl_key_file = '%s'
+ssl_ca_file = '%s'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+log_statement = 'all'
+log_min_messages = warning
+log_line_prefix = '%%m [%%p] %%u@%%d '
+`, port, dir, filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key"), filepath.Join(dir, "ca.crt"))
+	if err := appendFile(filepath.Join(data, "postgresql.conf"), conf); err != nil {
+		cleanupDir()
+		return nil, err
+	}
+	hba := "local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n"
+	if err := os.WriteFile(filepath.Join(data, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
+		cleanupDir()
+		return nil, err
+	}
+	_ = os.Chown(filepath.Join(data, "pg_hba.conf"), who.uid, who.gid)
+	logFile := filepath.Join(dir, "server.log")
+	out.Reset()
+	start := who.command(ctx, filepath.Join(bin, "pg_ctl"), "start", "-w", "-t", "60", "-D", data, "-l", logFile)
+	start.Stdout, start.Stderr = &out, &out
+	if err := start.Run(); err != nil {
+		log, _ := os.ReadFile(logFile)
+		cleanupDir()
+		return nil, fmt.Errorf("pg_ctl start: %v: %s %s", err, out.String(), log)
+	}
+	stop := func() error {
+		cmd := who.command(context.Background(), filepath.Join(bin, "pg_ctl"), "stop", "-m", "immediate", "-w", "-D", data)
+		err := cmd.Run()
+		cleanupDir()
+		return err
+	}
+	s := &Server{Host: "127.0.0.1", Port: port, SuperUser: "postgres", SuperPassword: password, Database: "postgres",
+		SSLMode: "verify-full", CAPEM: string(ca), CAFile: filepath.Join(dir, "ca.crt"), LogFile: logFile,
+		Source: "local " + bin, BinDir: bin, stop: stop}
+	if err := s.waitReady(ctx, 60*time.Second); err != nil {
+		_ = stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func appendFile(path, text string) error {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// writeCerts writes a CA and a server certificate for 127.0.0.1/localhost
+// into dir and returns the CA's PEM.
+func writeCerts(dir string) ([]byte, error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pgvault test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	srvTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(srvKey)
+	if err != nil {
+		return nil, err
+	}
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	files := map[string][]byte{
+		"ca.crt":     caPEM,
+		"server.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}),
+		"server.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+	}
+	for name, b := range files {
+		mode := os.FileMode(0o644)
+		if name == "server.key" {
+			mode = 0o600
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, mode); err != nil {
+			return nil, err
+		}
+	}
+	return caPEM, nil
+}
+
+// randomPassword returns a password with characters that break naive URL
+// and SQL handling, so the harness exercises escaping on every run.
+func randomPassword() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return "Pw@/#{}%?&'" + hex.EncodeToString(b)
+}

@@ -1,0 +1,181 @@
+// Package pgtest gives tests, benchmarks and the demo a real PostgreSQL
+// server. It looks, in order, for PG_URL (a superuser DSN), a Docker daemon
+// (dockertest, image postgres:${PG_VERSION:-17}), and the local PostgreSQL
+// server binaries (pg_config --bindir), from which it starts a throwaway
+// cluster with SCRAM authentication and TLS from a test CA on a free loopback
+// port.
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Server is a PostgreSQL server reachable as a superuser.
+type Server struct {
+	Host          string
+	Port          int
+	SuperUser     string
+	SuperPassword string
+	Database      string
+	// SSLMode is what URLs use: verify-full with the test CA for a local
+	// cluster, disable otherwise.
+	SSLMode string
+	// CAPEM is the PEM of the CA that signed the server certificate; empty
+	// when the server was not started here.
+	CAPEM string
+	// CAFile holds CAPEM on disk, for libpq-style sslrootcert.
+	CAFile string
+	// LogFile is the server's log (every statement is logged), or "".
+	LogFile string
+	// Source says where the server came from: PG_URL, docker or local.
+	Source string
+	// BinDir holds the server binaries of a local cluster.
+	BinDir string
+
+	stop func() error
+}
+
+// Start finds or starts a PostgreSQL server. Call Stop when done.
+func Start(ctx context.Context) (*Server, error) {
+	if u := os.Getenv("PG_URL"); u != "" {
+		return fromURL(u)
+	}
+	var tried []string
+	if s, err := startDocker(ctx); err == nil {
+		return s, nil
+	} else {
+		tried = append(tried, "Docker: "+err.Error())
+	}
+	s, err := startLocal(ctx)
+	if err == nil {
+		return s, nil
+	}
+	tried = append(tried, "local PostgreSQL binaries: "+err.Error())
+	return nil, fmt.Errorf("no PostgreSQL for tests. Set PG_URL to a superuser DSN, run a Docker daemon, or install the PostgreSQL server (pg_config --bindir must hold initdb and pg_ctl; on Debian: apt-get install postgresql). Tried:\n  PG_URL: not set\n  %s", strings.Join(tried, "\n  "))
+}
+
+// Stop stops a server this package started; it is a no-op for PG_URL.
+func (s *Server) Stop() error {
+	if s == nil || s.stop == nil {
+		return nil
+	}
+	return s.stop()
+}
+
+func fromURL(raw string) (*Server, error) {
+	cfg, err := pgx.ParseConfig(raw)
+	if err != nil {
+		return nil, errors.New("PG_URL could not be parsed")
+	}
+	mode := "disable"
+	if cfg.TLSConfig != nil {
+		mode = "require"
+	}
+	if u, err := url.Parse(raw); err == nil && u.Query().Get("sslmode") != "" {
+		mode = u.Query().Get("sslmode")
+	}
+	return &Server{Host: cfg.Host, Port: int(cfg.Port), SuperUser: cfg.User, SuperPassword: cfg.Password,
+		Database: cfg.Database, SSLMode: mode, Source: "PG_URL"}, nil
+}
+
+// URL is a postgres:// URL for user and password on database ("" for the
+// default database).
+func (s *Server) URL(user, password, database string) string {
+	if database == "" {
+		database = s.Database
+	}
+	u := url.URL{Scheme: "postgres", Host: net.JoinHostPort(s.Host, strconv.Itoa(s.Port)), Path: "/" + database}
+	if password == "" {
+		u.User = url.User(user)
+	} else {
+		u.User = url.UserPassword(user, password)
+	}
+	q := url.Values{"sslmode": {s.SSLMode}}
+	if s.CAFile != "" && s.SSLMode != "disable" {
+		q.Set("sslrootcert", s.CAFile)
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// SuperURL is the superuser's URL.
+func (s *Server) SuperURL() string { return s.URL(s.SuperUser, s.SuperPassword, "") }
+
+// TemplateURL is a connection_url for the plugin, with {{username}} and
+// {{password}} placeholders, on database ("" for the default).
+func (s *Server) TemplateURL(database string) string {
+	if database == "" {
+		database = s.Database
+	}
+	q := url.Values{"sslmode": {s.SSLMode}}
+	if s.CAFile != "" && s.SSLMode != "disable" {
+		q.Set("sslrootcert", s.CAFile)
+	}
+	return fmt.Sprintf("postgres://{{username}}:{{password}}@%s/%s?%s", net.JoinHostPort(s.Host, strconv.Itoa(s.Port)), database, q.Encode())
+}
+
+// Connect opens a connection as user with password.
+func (s *Server) Connect(ctx context.Context, user, password, database string) (*pgx.Conn, error) {
+	return pgx.Connect(ctx, s.URL(user, password, database))
+}
+
+// CanLogin reports whether user can log in with password and run a query.
+func (s *Server) CanLogin(ctx context.Context, user, password string) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	c, err := s.Connect(ctx, user, password, "")
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.Background())
+	var one int
+	return c.QueryRow(ctx, "SELECT 1").Scan(&one)
+}
+
+// Pool opens a superuser pool.
+func (s *Server) Pool(ctx context.Context) (*pgxpool.Pool, error) {
+	return pgxpool.New(ctx, s.SuperURL())
+}
+
+// ReadLog returns the server log, or an error when it is not available.
+func (s *Server) ReadLog() (string, error) {
+	if s.LogFile == "" {
+		return "", errors.New("server log not available for a server started elsewhere")
+	}
+	b, err := os.ReadFile(s.LogFile)
+	return string(b), err
+}
+
+// waitReady polls until the superuser can log in.
+func (s *Server) waitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = s.CanLogin(ctx, s.SuperUser, s.SuperPassword); err == nil {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("server not ready after %s: %w", timeout, err)
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
