@@ -38,20 +38,30 @@ BEGIN
 		RETURN;
 	END IF;
 	EXECUTE format('ALTER ROLE %%I NOLOGIN', r);
+	-- A CREATEROLE admin needs membership to end the role's sessions and,
+	-- on PostgreSQL 15, to reassign and drop what it owns.
+	IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = me)
+	   AND NOT pg_catalog.pg_has_role(me, r, 'USAGE') THEN
+		BEGIN
+			EXECUTE format('GRANT %%I TO %%I', r, me);
+		EXCEPTION WHEN insufficient_privilege THEN
+			PERFORM set_config('pgvault.revoke_note', 'could not join the role: ' || SQLERRM, true);
+		END;
+	END IF;
 	IF %[3]s THEN
-		IF current_setting('server_version_num')::int >= 140000 THEN
-			PERFORM pg_catalog.pg_terminate_backend(pid, 5000) FROM pg_catalog.pg_stat_activity
-				WHERE usename = r AND pid <> pg_catalog.pg_backend_pid();
-		ELSE
-			PERFORM pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
-				WHERE usename = r AND pid <> pg_catalog.pg_backend_pid();
-		END IF;
+		BEGIN
+			IF current_setting('server_version_num')::int >= 140000 THEN
+				PERFORM pg_catalog.pg_terminate_backend(pid, 5000) FROM pg_catalog.pg_stat_activity
+					WHERE usename = r AND pid <> pg_catalog.pg_backend_pid();
+			ELSE
+				PERFORM pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
+					WHERE usename = r AND pid <> pg_catalog.pg_backend_pid();
+			END IF;
+		EXCEPTION WHEN insufficient_privilege THEN
+			PERFORM set_config('pgvault.revoke_note', 'could not end sessions: ' || SQLERRM, true);
+		END;
 	END IF;
 	BEGIN
-		IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = me)
-		   AND NOT pg_catalog.pg_has_role(me, r, 'USAGE') THEN
-			EXECUTE format('GRANT %%I TO %%I', r, me);
-		END IF;
 		EXECUTE format('REASSIGN OWNED BY %%I TO %%I', r, target);
 		EXECUTE format('DROP OWNED BY %%I', r);
 		IF EXISTS (SELECT 1 FROM pg_catalog.pg_shdepend s
@@ -81,6 +91,7 @@ BEGIN
 	END;
 END $pgvault$;
 SELECT current_setting('pgvault.revoke_state', true),
+	coalesce(current_setting('pgvault.revoke_note', true), ''),
 	ARRAY(SELECT DISTINCT d.datname::text FROM pg_catalog.pg_shdepend s
 		JOIN pg_catalog.pg_database d ON d.oid = s.dbid
 		WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass
@@ -111,9 +122,12 @@ func (p *Postgres) defaultRevoke(ctx context.Context, st *state, username string
 		return errors.New("the username contains the reserved text $pgvault$")
 	}
 	sql := st.revokeSQL(revokeLocal, username)
-	outcome, others, err := st.revokeOnce(ctx, sql)
+	outcome, note, others, err := st.revokeOnce(ctx, sql)
 	if err != nil {
 		return err
+	}
+	if note != "" {
+		p.logger.Warn("revocation: "+note, "username", username)
 	}
 	if outcome == "other-databases" {
 		for _, dbname := range others {
@@ -125,7 +139,7 @@ func (p *Postgres) defaultRevoke(ctx context.Context, st *state, username string
 				return fmt.Errorf("reassigning objects in database %q: %s", dbname, describe(err))
 			}
 		}
-		if outcome, _, err = st.revokeOnce(ctx, sql); err != nil {
+		if outcome, _, _, err = st.revokeOnce(ctx, sql); err != nil {
 			return err
 		}
 	}
@@ -159,8 +173,8 @@ func (st *state) revokeSQL(tmpl, username string) string {
 
 // revokeOnce runs the local revocation and reads its outcome and the other
 // databases that still hold the user's objects.
-func (st *state) revokeOnce(ctx context.Context, sql string) (string, []string, error) {
-	var outcome, dbs string
+func (st *state) revokeOnce(ctx context.Context, sql string) (string, string, []string, error) {
+	var outcome, note, dbs string
 	var err error
 	for attempt := 0; attempt < retryAttempts; attempt++ {
 		if attempt > 0 {
@@ -168,32 +182,32 @@ func (st *state) revokeOnce(ctx context.Context, sql string) (string, []string, 
 				break
 			}
 		}
-		outcome, dbs, err = st.runRevoke(ctx, sql)
+		outcome, note, dbs, err = st.runRevoke(ctx, sql)
 		if err == nil || !isTransient(err) {
 			break
 		}
 	}
 	if err != nil {
-		return "", nil, errors.New(describe(err))
+		return "", "", nil, errors.New(describe(err))
 	}
-	return outcome, parseTextArray(dbs), nil
+	return outcome, note, parseTextArray(dbs), nil
 }
 
-func (st *state) runRevoke(ctx context.Context, sql string) (string, string, error) {
+func (st *state) runRevoke(ctx context.Context, sql string) (outcome, note, dbs string, err error) {
 	conn, err := st.pool.Acquire(ctx)
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
 	defer conn.Release()
 	results, err := conn.Conn().PgConn().Exec(ctx, sql).ReadAll()
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
 	last := results[len(results)-1]
-	if len(last.Rows) != 1 || len(last.Rows[0]) != 2 {
-		return "", "", errors.New("revocation returned no outcome")
+	if len(last.Rows) != 1 || len(last.Rows[0]) != 3 {
+		return "", "", "", errors.New("revocation returned no outcome")
 	}
-	return string(last.Rows[0][0]), string(last.Rows[0][1]), nil
+	return string(last.Rows[0][0]), string(last.Rows[0][1]), string(last.Rows[0][2]), nil
 }
 
 // databasePool returns a pool to another database of the same cluster,

@@ -1,0 +1,289 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// revokeAdmin is an admin configuration the revocation tests run under.
+type revokeAdmin struct {
+	name  string
+	user  string // "" for the superuser
+	setup func(t *testing.T, a *pgxpool.Pool, user, schema string)
+}
+
+func revokeAdmins() []revokeAdmin {
+	return []revokeAdmin{
+		{name: "superuser"},
+		{name: "createrole admin", user: "limited-" + randSuffix(), setup: func(t *testing.T, a *pgxpool.Pool, user, schema string) {
+			// What managed services give: CREATEROLE, not superuser, owning
+			// the application schema.
+			execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD 'limited-pw'`, quoteIdent(user)))
+			execSQL(t, a, fmt.Sprintf(`GRANT CREATE ON DATABASE postgres TO %s WITH GRANT OPTION`, quoteIdent(user)))
+			execSQL(t, a, fmt.Sprintf(`ALTER SCHEMA %s OWNER TO %s`, quoteIdent(schema), quoteIdent(user)))
+		}},
+	}
+}
+
+// ownedObjects is what a dynamic user creates in the test: a schema, and in
+// the shared schema a table, a sequence and a function.
+var ownedObjects = []struct{ kind, query string }{
+	{"table", `SELECT tableowner FROM pg_tables WHERE schemaname = $1 AND tablename = 'owned_t_' || $2`},
+	{"sequence", `SELECT sequenceowner FROM pg_sequences WHERE schemaname = $1 AND sequencename = 'owned_s_' || $2`},
+	{"function", `SELECT pg_get_userbyid(p.proowner) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 AND p.proname = 'owned_f_' || $2`},
+	{"schema", `SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'owned_n_' || $2 AND $1 <> ''`},
+}
+
+func TestDefaultRevocation(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	for _, adm := range revokeAdmins() {
+		t.Run(adm.name, func(t *testing.T) {
+			schema := "rev_" + randSuffix()
+			execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s`, quoteIdent(schema)))
+			// A sequence nobody in the test owns or may touch: the built-in's
+			// REVOKE ... ON ALL SEQUENCES fails on it for a CREATEROLE admin.
+			execSQL(t, a, fmt.Sprintf(`CREATE SEQUENCE %s.foreign_seq`, quoteIdent(schema)))
+			extra := map[string]interface{}{}
+			owner := pg.SuperUser
+			if adm.user != "" {
+				adm.setup(t, a, adm.user, schema)
+				extra["username"], extra["password"] = adm.user, "limited-pw"
+				owner = adm.user
+			}
+			db := newDB(t, extra)
+			creation := []string{createStmt,
+				fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, quoteIdent(schema)),
+				`GRANT CREATE ON DATABASE postgres TO "{{name}}";`}
+
+			t.Run("owns table, sequence, function and schema", func(t *testing.T) {
+				req := newUserReq(creation...)
+				user := dbtesting.AssertNewUser(t, db, req).Username
+				tag := randSuffix()
+				c := connectAs(t, user, req.Password, "")
+				for _, q := range []string{
+					fmt.Sprintf(`CREATE TABLE %s.owned_t_%s (id int)`, quoteIdent(schema), tag),
+					fmt.Sprintf(`INSERT INTO %s.owned_t_%s VALUES (42)`, quoteIdent(schema), tag),
+					fmt.Sprintf(`CREATE SEQUENCE %s.owned_s_%s`, quoteIdent(schema), tag),
+					fmt.Sprintf(`CREATE FUNCTION %s.owned_f_%s() RETURNS int LANGUAGE sql AS 'SELECT 1'`, quoteIdent(schema), tag),
+					fmt.Sprintf(`CREATE SCHEMA owned_n_%s`, tag),
+				} {
+					if _, err := c.Exec(testCtx(t), q); err != nil {
+						t.Fatalf("as the dynamic user: %s: %v", q, err)
+					}
+				}
+				c.Close(context.Background())
+				dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
+				if roleExists(t, a, user) {
+					t.Fatalf("role %q still exists", user)
+				}
+				for _, o := range ownedObjects {
+					var got string
+					if err := a.QueryRow(testCtx(t), o.query, schema, tag).Scan(&got); err != nil {
+						t.Fatalf("%s gone after revocation: %v", o.kind, err)
+					}
+					if got != owner {
+						t.Errorf("%s owned by %q, want %q", o.kind, got, owner)
+					}
+				}
+				var v int
+				if err := a.QueryRow(testCtx(t), fmt.Sprintf(`SELECT id FROM %s.owned_t_%s`, quoteIdent(schema), tag)).Scan(&v); err != nil || v != 42 {
+					t.Fatalf("table data lost: %v %v", v, err)
+				}
+			})
+
+			t.Run("open session running a long query", func(t *testing.T) {
+				req := newUserReq(creation...)
+				user := dbtesting.AssertNewUser(t, db, req).Username
+				c, err := pg.Connect(testCtx(t), user, req.Password, "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				pid := c.PgConn().PID()
+				done := make(chan error, 1)
+				go func() {
+					_, err := c.Exec(context.Background(), "SELECT pg_sleep(60)")
+					_ = c.Close(context.Background())
+					done <- err
+				}()
+				waitFor(t, func() bool {
+					var n int
+					_ = a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", int32(pid)).Scan(&n)
+					return n == 1
+				})
+				dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
+				select {
+				case err := <-done:
+					if err == nil {
+						t.Fatal("the long query finished normally")
+					}
+				case <-time.After(30 * time.Second):
+					t.Fatal("the long query is still running after revocation")
+				}
+				var n int
+				if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", int32(pid)).Scan(&n); err != nil || n != 0 {
+					t.Fatalf("session %d still in pg_stat_activity (n=%d, err=%v)", pid, n, err)
+				}
+				if roleExists(t, a, user) {
+					t.Fatalf("role %q still exists", user)
+				}
+			})
+
+			t.Run("objects in a second database", func(t *testing.T) {
+				dbname := "rev2_" + randSuffix()
+				execSQL(t, a, fmt.Sprintf(`CREATE DATABASE %s`, quoteIdent(dbname)))
+				if adm.user != "" {
+					execSQL(t, a, fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO %s WITH GRANT OPTION`, quoteIdent(dbname), quoteIdent(adm.user)))
+				}
+				stmts := append(append([]string{}, creation...), fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO "{{name}}";`, quoteIdent(dbname)))
+				req := newUserReq(stmts...)
+				user := dbtesting.AssertNewUser(t, db, req).Username
+				c := connectAs(t, user, req.Password, dbname)
+				for _, q := range []string{`CREATE SCHEMA elsewhere`, `CREATE TABLE elsewhere.t (id int)`, `INSERT INTO elsewhere.t VALUES (7)`} {
+					if _, err := c.Exec(testCtx(t), q); err != nil {
+						t.Fatalf("%s: %v", q, err)
+					}
+				}
+				c.Close(context.Background())
+				dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
+				if roleExists(t, a, user) {
+					t.Fatalf("role %q still exists", user)
+				}
+				other := connectAs(t, pg.SuperUser, pg.SuperPassword, dbname)
+				var got string
+				var v int
+				if err := other.QueryRow(testCtx(t), `SELECT tableowner FROM pg_tables WHERE schemaname = 'elsewhere' AND tablename = 't'`).Scan(&got); err != nil || got != owner {
+					t.Fatalf("table in %s owned by %q (%v), want %q", dbname, got, err, owner)
+				}
+				if err := other.QueryRow(testCtx(t), `SELECT id FROM elsewhere.t`).Scan(&v); err != nil || v != 7 {
+					t.Fatalf("data in %s lost: %v %v", dbname, v, err)
+				}
+			})
+
+			t.Run("privileges granted by a third role", func(t *testing.T) {
+				third := "grantor-" + randSuffix()
+				execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s`, quoteIdent(third)))
+				execSQL(t, a, fmt.Sprintf(`CREATE TABLE %s.third_t (id int)`, quoteIdent(schema)))
+				execSQL(t, a, fmt.Sprintf(`ALTER TABLE %s.third_t OWNER TO %s`, quoteIdent(schema), quoteIdent(third)))
+				execSQL(t, a, fmt.Sprintf(`GRANT USAGE ON SCHEMA %s TO %s`, quoteIdent(schema), quoteIdent(third)))
+				req := newUserReq(creation...)
+				user := dbtesting.AssertNewUser(t, db, req).Username
+				execSQL(t, a, fmt.Sprintf(`SET ROLE %s; GRANT SELECT ON %s.third_t TO %s; RESET ROLE`, quoteIdent(third), quoteIdent(schema), quoteIdent(user)))
+				dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
+				assertRevoked(t, a, user, req.Password)
+				var n int
+				if err := a.QueryRow(testCtx(t), fmt.Sprintf(`SELECT count(*) FROM %s.third_t`, quoteIdent(schema))).Scan(&n); err != nil {
+					t.Fatalf("third role's table gone: %v", err)
+				}
+			})
+
+			t.Run("already dropped role", func(t *testing.T) {
+				req := newUserReq(createStmt)
+				user := dbtesting.AssertNewUser(t, db, req).Username
+				execSQL(t, a, fmt.Sprintf(`DROP ROLE %s`, quoteIdent(user)))
+				dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
+				dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user, Statements: dbplugin.Statements{
+					Commands: []string{`REVOKE ALL ON SCHEMA public FROM "{{name}}"; DROP ROLE "{{name}}";`}}})
+			})
+		})
+	}
+}
+
+// assertRevoked checks the role is gone, or, where PostgreSQL would not let
+// it be dropped, that it can no longer log in and belongs to no group.
+func assertRevoked(t *testing.T, a *pgxpool.Pool, user, password string) {
+	t.Helper()
+	assertNoLogin(t, user, password)
+	var canLogin bool
+	var groups int
+	err := a.QueryRow(testCtx(t), `SELECT rolcanlogin, (SELECT count(*) FROM pg_auth_members m WHERE m.member = r.oid) FROM pg_roles r WHERE rolname = $1`, user).Scan(&canLogin, &groups)
+	if err != nil {
+		if strings.Contains(err.Error(), "no rows") {
+			return // dropped
+		}
+		t.Fatal(err)
+	}
+	if canLogin || groups != 0 {
+		t.Fatalf("role %q kept: rolcanlogin=%v, memberships=%d", user, canLogin, groups)
+	}
+}
+
+func TestCustomRevocation(t *testing.T) {
+	db := newDB(t, nil)
+	a := admin(t)
+	t.Run("runs atomically", func(t *testing.T) {
+		req := newUserReq(createStmt)
+		user := dbtesting.AssertNewUser(t, db, req).Username
+		_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user, Statements: dbplugin.Statements{
+			Commands: []string{`DROP ROLE "{{name}}";`, `SELECT * FROM no_such_table_for_revoke;`}}})
+		if err == nil || !strings.Contains(err.Error(), "no_such_table_for_revoke") {
+			t.Fatalf("error = %v", err)
+		}
+		if !roleExists(t, a, user) {
+			t.Fatal("a failed custom revocation dropped the role anyway: it is not atomic")
+		}
+		dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user, Statements: dbplugin.Statements{
+			Commands: []string{`DO $$ BEGIN EXECUTE format('DROP ROLE %I', '{{name}}'); END $$;`}}})
+		if roleExists(t, a, user) {
+			t.Fatal("role still exists")
+		}
+	})
+}
+
+func TestTerminateSessionsOff(t *testing.T) {
+	db := newDB(t, map[string]interface{}{"terminate_sessions": "false"})
+	a := admin(t)
+	req := newUserReq(createStmt)
+	user := dbtesting.AssertNewUser(t, db, req).Username
+	c := connectAs(t, user, req.Password, "")
+	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
+	// PostgreSQL lets the role go while its session lives on: exactly what
+	// terminate_sessions (on by default) prevents.
+	if roleExists(t, a, user) {
+		t.Fatal("role still exists")
+	}
+	var one int
+	if err := c.QueryRow(testCtx(t), "SELECT 1").Scan(&one); err != nil {
+		t.Fatalf("with terminate_sessions=false the session was ended anyway: %v", err)
+	}
+}
+
+func TestReassignOwnedTo(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	keeper := "keeper-" + randSuffix()
+	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s`, quoteIdent(keeper)))
+	db := newDB(t, map[string]interface{}{"reassign_owned_to": keeper})
+	req := newUserReq(createStmt, `GRANT CREATE ON SCHEMA public TO "{{name}}";`)
+	user := dbtesting.AssertNewUser(t, db, req).Username
+	tbl := "kept_" + randSuffix()
+	c := connectAs(t, user, req.Password, "")
+	if _, err := c.Exec(testCtx(t), fmt.Sprintf("CREATE TABLE public.%s (id int)", tbl)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close(context.Background())
+	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
+	var owner string
+	if err := a.QueryRow(testCtx(t), "SELECT tableowner FROM pg_tables WHERE tablename = $1", tbl).Scan(&owner); err != nil || owner != keeper {
+		t.Fatalf("owner = %q (%v), want %q", owner, err, keeper)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("condition not met within 20s")
+}
