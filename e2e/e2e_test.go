@@ -1,0 +1,451 @@
+// Package e2e proves the plugin the way operators run it: a real Vault
+// server launches the built binary and talks to a real PostgreSQL.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
+	"github.com/pgvault/vault-plugin-database-postgres/internal/vaulttest"
+)
+
+var (
+	pg       *pgtest.Server
+	vaultBin string
+	plugin   *vaulttest.Plugin
+)
+
+const pluginVersion = "v0.9.9-e2e"
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	for _, a := range os.Args {
+		if a == "-test.short" || a == "-test.short=true" {
+			return m.Run() // every test skips itself under -short
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var err error
+	if vaultBin, err = vaulttest.FindVault(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "pgvault-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if plugin, err = vaulttest.BuildPlugin(ctx, dir, pluginVersion); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if pg, err = pgtest.Start(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer pg.Stop()
+	fmt.Fprintf(os.Stderr, "e2e: Vault %s, PostgreSQL from %s\n", vaultBin, pg.Source)
+	return m.Run()
+}
+
+func needAll(t *testing.T) {
+	t.Helper()
+	if pg == nil {
+		t.Skip("end-to-end tests need Vault and PostgreSQL; skipped under -short")
+	}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// devVault starts a dev Vault with the plugin registered and one database
+// mount configured for the superuser; it returns the client.
+func devVault(t *testing.T) (*vaulttest.Server, *api.Client) {
+	t.Helper()
+	needAll(t)
+	s, err := vaulttest.StartDev(ctxT(t), vaultBin, t.TempDir(), plugin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("vault log tail:\n%s", s.LogTail())
+		}
+		s.Stop()
+	})
+	c := s.Client
+	must(t, vaulttest.Register(c, plugin))
+	must(t, vaulttest.EnableDatabase(c, "database"))
+	must(t, vaulttest.Configure(c, "database", "pg", plugin, rootConfig(pg.SuperUser, pg.SuperPassword)))
+	return s, c
+}
+
+func rootConfig(user, password string) map[string]interface{} {
+	return map[string]interface{}{
+		"connection_url": pg.TemplateURL(""),
+		"username":       user,
+		"password":       password,
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func write(t *testing.T, c *api.Client, path string, data map[string]interface{}) *api.Secret {
+	t.Helper()
+	s, err := c.Logical().Write(path, data)
+	if err != nil {
+		t.Fatalf("write %s: %v", path, err)
+	}
+	return s
+}
+
+func read(t *testing.T, c *api.Client, path string) *api.Secret {
+	t.Helper()
+	s, err := c.Logical().Read(path)
+	if err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	if s == nil {
+		t.Fatalf("read %s: nothing there", path)
+	}
+	return s
+}
+
+const creation = `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`
+
+func superPool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	p, err := pg.Pool(ctxT(t))
+	must(t, err)
+	t.Cleanup(p.Close)
+	return p
+}
+
+func roleExists(t *testing.T, p *pgxpool.Pool, name string) bool {
+	t.Helper()
+	var n int
+	must(t, p.QueryRow(ctxT(t), "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n))
+	return n == 1
+}
+
+func creds(s *api.Secret) (string, string) {
+	return s.Data["username"].(string), s.Data["password"].(string)
+}
+
+func TestDynamicCredentials(t *testing.T) {
+	_, c := devVault(t)
+	a := superPool(t)
+
+	cfg := read(t, c, "database/config/pg")
+	blob, _ := json.Marshal(cfg.Data)
+	details, _ := cfg.Data["connection_details"].(map[string]interface{})
+	if _, ok := details["password"]; ok || strings.Contains(string(blob), pg.SuperPassword) {
+		t.Fatalf("connection config read back shows a password: %s", blob)
+	}
+
+	write(t, c, "database/roles/app", map[string]interface{}{
+		"db_name": "pg", "creation_statements": []string{creation}, "default_ttl": "1h", "max_ttl": "24h",
+	})
+	sec := read(t, c, "database/creds/app")
+	user, pw := creds(sec)
+	if err := pg.CanLogin(ctxT(t), user, pw); err != nil {
+		t.Fatalf("login with dynamic credentials: %v", err)
+	}
+	if err := pg.CanLogin(ctxT(t), user, pw+"-wrong"); err == nil {
+		t.Fatal("a wrong password logged in")
+	}
+
+	var before, after time.Time
+	must(t, a.QueryRow(ctxT(t), "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", user).Scan(&before))
+	time.Sleep(1100 * time.Millisecond)
+	if _, err := c.Sys().Renew(sec.LeaseID, 7200); err != nil {
+		t.Fatalf("renew: %v", err)
+	}
+	must(t, a.QueryRow(ctxT(t), "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", user).Scan(&after))
+	if !after.After(before) {
+		t.Fatalf("renewal did not move rolvaliduntil: %s -> %s", before, after)
+	}
+
+	// An open session must end with the lease.
+	conn, err := pg.Connect(ctxT(t), user, pw, "")
+	must(t, err)
+	defer conn.Close(context.Background())
+	pid := conn.PgConn().PID()
+	must(t, c.Sys().Revoke(sec.LeaseID))
+	if roleExists(t, a, user) {
+		t.Fatalf("role %q still exists after revocation", user)
+	}
+	var n int
+	must(t, a.QueryRow(ctxT(t), "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", int32(pid)).Scan(&n))
+	if n != 0 {
+		t.Fatalf("the revoked user's session %d is still open", pid)
+	}
+}
+
+func TestRoleStatements(t *testing.T) {
+	_, c := devVault(t)
+	a := superPool(t)
+	t.Run("DO block", func(t *testing.T) {
+		write(t, c, "database/roles/do", map[string]interface{}{
+			"db_name": "pg", "default_ttl": "1h",
+			"creation_statements": []string{`DO $$
+BEGIN
+  CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';
+  EXECUTE format('COMMENT ON ROLE %I IS %L', '{{name}}', 'made in a DO block; really');
+END
+$$;`},
+		})
+		user, pw := creds(read(t, c, "database/creds/do"))
+		if err := pg.CanLogin(ctxT(t), user, pw); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("failing statement leaves no role", func(t *testing.T) {
+		write(t, c, "database/roles/broken", map[string]interface{}{
+			"db_name": "pg", "default_ttl": "1h",
+			"creation_statements": []string{creation, `GRANT SELECT ON table_that_does_not_exist TO "{{name}}";`},
+		})
+		_, err := c.Logical().Read("database/creds/broken")
+		if err == nil || !strings.Contains(err.Error(), "table_that_does_not_exist") {
+			t.Fatalf("error = %v, want one naming the missing table", err)
+		}
+		var n int
+		must(t, a.QueryRow(ctxT(t), "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'v-root-broken-%'").Scan(&n))
+		if n != 0 {
+			t.Fatalf("%d roles left behind", n)
+		}
+	})
+}
+
+func TestStaticRole(t *testing.T) {
+	_, c := devVault(t)
+	a := superPool(t)
+	_, err := a.Exec(ctxT(t), `CREATE ROLE "static-app" LOGIN PASSWORD 'initial-pw'`)
+	must(t, err)
+	write(t, c, "database/static-roles/app", map[string]interface{}{
+		"db_name": "pg", "username": "static-app", "rotation_period": "24h",
+	})
+	_, pw1 := creds(read(t, c, "database/static-creds/app"))
+	if err := pg.CanLogin(ctxT(t), "static-app", pw1); err != nil {
+		t.Fatalf("static credentials: %v", err)
+	}
+	if err := pg.CanLogin(ctxT(t), "static-app", "initial-pw"); err == nil {
+		t.Fatal("the pre-Vault password still works")
+	}
+	write(t, c, "database/rotate-role/app", nil)
+	_, pw2 := creds(read(t, c, "database/static-creds/app"))
+	if pw2 == pw1 {
+		t.Fatal("rotate-role did not change the password")
+	}
+	if err := pg.CanLogin(ctxT(t), "static-app", pw2); err != nil {
+		t.Fatalf("new password: %v", err)
+	}
+	if err := pg.CanLogin(ctxT(t), "static-app", pw1); err == nil {
+		t.Fatal("the old password still works after rotate-role")
+	}
+}
+
+func TestRotateRoot(t *testing.T) {
+	s, c := devVault(t)
+	_ = s
+	a := superPool(t)
+	rootPw := `Root@/#{}%?&'pw`
+	_, err := a.Exec(ctxT(t), fmt.Sprintf(`CREATE ROLE "vault-admin" LOGIN CREATEROLE PASSWORD '%s'`, strings.ReplaceAll(rootPw, "'", "''")))
+	must(t, err)
+	must(t, vaulttest.Configure(c, "database", "admin", plugin, rootConfig("vault-admin", rootPw)))
+	write(t, c, "database/roles/viaadmin", map[string]interface{}{
+		"db_name": "admin", "creation_statements": []string{creation}, "default_ttl": "1h",
+	})
+	write(t, c, "database/rotate-root/admin", nil)
+	if err := pg.CanLogin(ctxT(t), "vault-admin", rootPw); err == nil {
+		t.Fatal("the old root password still works after rotate-root")
+	}
+	sec := read(t, c, "database/creds/viaadmin")
+	user, pw := creds(sec)
+	if err := pg.CanLogin(ctxT(t), user, pw); err != nil {
+		t.Fatalf("credentials after rotate-root: %v", err)
+	}
+	must(t, c.Sys().Revoke(sec.LeaseID))
+	if roleExists(t, a, user) {
+		t.Fatal("revocation after rotate-root left the role")
+	}
+}
+
+func TestMultiplexingAndVersion(t *testing.T) {
+	s, c := devVault(t)
+	must(t, vaulttest.EnableDatabase(c, "database2"))
+	must(t, vaulttest.Configure(c, "database2", "pg-a", plugin, rootConfig(pg.SuperUser, pg.SuperPassword)))
+	must(t, vaulttest.Configure(c, "database2", "pg-b", plugin, rootConfig(pg.SuperUser, pg.SuperPassword)))
+	for _, m := range []struct{ mount, conn string }{{"database", "pg"}, {"database2", "pg-a"}, {"database2", "pg-b"}} {
+		write(t, c, m.mount+"/roles/r-"+m.conn, map[string]interface{}{"db_name": m.conn, "creation_statements": []string{creation}, "default_ttl": "1h"})
+		user, pw := creds(read(t, c, m.mount+"/creds/r-"+m.conn))
+		if err := pg.CanLogin(ctxT(t), user, pw); err != nil {
+			t.Fatalf("%s/%s: %v", m.mount, m.conn, err)
+		}
+	}
+	if n := vaulttest.CountPluginProcesses(s.PluginDir); n != 1 {
+		t.Fatalf("%d plugin processes serve 2 mounts and 3 connections, want 1 (multiplexed)", n)
+	}
+
+	p, err := c.Sys().GetPluginWithContext(ctxT(t), &api.GetPluginInput{Name: vaulttest.PluginName, Type: api.PluginTypeDatabase, Version: plugin.Version})
+	must(t, err)
+	if p.Version != plugin.Version || p.SHA256 != plugin.SHA256 {
+		t.Fatalf("catalog shows version %q sha %q, want %q %q", p.Version, p.SHA256, plugin.Version, plugin.SHA256)
+	}
+	cfg := read(t, c, "database/config/pg")
+	if got := fmt.Sprint(cfg.Data["plugin_version"]); got != plugin.Version {
+		t.Fatalf("connection plugin_version = %q, want %q", got, plugin.Version)
+	}
+	if got := fmt.Sprint(cfg.Data["running_plugin_version"]); got != "" && got != "<nil>" && got != plugin.Version {
+		t.Fatalf("running_plugin_version = %q, want %q", got, plugin.Version)
+	}
+	out, err := s.Output(ctxT(t), vaultBin, "secrets", "list", "-detailed")
+	if err != nil {
+		t.Fatalf("vault secrets list -detailed: %v: %s", err, out)
+	}
+	if !strings.Contains(out, "database2/") {
+		t.Fatalf("secrets list does not show the mounts:\n%s", out)
+	}
+	out, err = s.Output(ctxT(t), vaultBin, "plugin", "list", "-detailed", "database")
+	if err != nil || !strings.Contains(out, vaulttest.PluginName) || !strings.Contains(out, plugin.Version) {
+		t.Fatalf("vault plugin list does not show %s %s (%v):\n%s", vaulttest.PluginName, plugin.Version, err, out)
+	}
+}
+
+func TestParallelCredentials(t *testing.T) {
+	_, c := devVault(t)
+	a := superPool(t)
+	_, err := a.Exec(ctxT(t), "CREATE TABLE IF NOT EXISTS e2e_orders (id int)")
+	must(t, err)
+	write(t, c, "database/roles/par", map[string]interface{}{
+		"db_name": "pg", "default_ttl": "1h",
+		"creation_statements": []string{creation, `GRANT SELECT ON e2e_orders TO "{{name}}";`},
+	})
+	const n = 50
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	got := map[string]string{}
+	var errs []error
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := c.Logical().Read("database/creds/par")
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			u, p := creds(s)
+			got[u] = p
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		t.Errorf("parallel creds: %v", err)
+	}
+	if len(got) != n {
+		t.Fatalf("%d distinct users from %d requests", len(got), n)
+	}
+	var names []string
+	for u, p := range got {
+		names = append(names, u)
+		if err := pg.CanLogin(ctxT(t), u, p); err != nil {
+			t.Errorf("login %s: %v", u, err)
+		}
+	}
+	must(t, c.Sys().RevokePrefix("database/creds/par"))
+	var left int
+	must(t, a.QueryRow(ctxT(t), "SELECT count(*) FROM pg_roles WHERE rolname = ANY($1)", names).Scan(&left))
+	if left != 0 {
+		t.Fatalf("%d of %d roles left after revoke-prefix", left, n)
+	}
+}
+
+// TestHA runs three Vault nodes on Raft: credentials issued through the
+// leader are revoked by the node that takes over when the leader stops.
+func TestHA(t *testing.T) {
+	needAll(t)
+	cl, err := vaulttest.StartRaftCluster(ctxT(t), vaultBin, t.TempDir(), plugin, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range cl.Nodes {
+				t.Logf("%s log tail:\n%s", n.Addr, n.LogTail())
+			}
+		}
+		cl.Stop()
+	})
+	leader, err := cl.Leader(ctxT(t))
+	must(t, err)
+	c := leader.Client
+	must(t, vaulttest.Register(c, plugin))
+	must(t, vaulttest.EnableDatabase(c, "database"))
+	must(t, vaulttest.Configure(c, "database", "pg", plugin, rootConfig(pg.SuperUser, pg.SuperPassword)))
+	write(t, c, "database/roles/ha", map[string]interface{}{"db_name": "pg", "creation_statements": []string{creation}, "default_ttl": "1h"})
+	a := superPool(t)
+	var leases []string
+	var users []string
+	for i := 0; i < 3; i++ {
+		s := read(t, c, "database/creds/ha")
+		u, p := creds(s)
+		if err := pg.CanLogin(ctxT(t), u, p); err != nil {
+			t.Fatal(err)
+		}
+		leases, users = append(leases, s.LeaseID), append(users, u)
+	}
+	leader.Stop()
+	next, err := cl.Leader(ctxT(t))
+	must(t, err)
+	if next == leader {
+		t.Fatal("the stopped leader is still the leader")
+	}
+	// The new active node may need a moment to load mounts and leases.
+	for i, l := range leases {
+		var rerr error
+		deadline := time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			if rerr = next.Client.Sys().Revoke(l); rerr == nil {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if rerr != nil {
+			t.Fatalf("revoke on the new leader: %v", rerr)
+		}
+		if roleExists(t, a, users[i]) {
+			t.Fatalf("role %q survived revocation by the new leader", users[i])
+		}
+	}
+	// And it issues new credentials.
+	u, p := creds(read(t, next.Client, "database/creds/ha"))
+	if err := pg.CanLogin(ctxT(t), u, p); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,302 @@
+// Package vaulttest runs real Vault servers (dev mode, or a Raft cluster)
+// with this plugin registered, for the end-to-end tests and the demo.
+package vaulttest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
+)
+
+// PluginName is the name the plugin is registered under.
+const PluginName = "vault-plugin-database-postgres"
+
+// VaultVersion is the Vault the Makefile builds into .cache/vault.
+const VaultVersion = "1.21.0"
+
+// RepoRoot finds the module root from this source file's location.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// FindVault returns the Vault binary: VAULT_BIN, then the one `make vault`
+// builds, then a vault on PATH.
+func FindVault() (string, error) {
+	if b := os.Getenv("VAULT_BIN"); b != "" {
+		if _, err := os.Stat(b); err != nil {
+			return "", fmt.Errorf("VAULT_BIN=%s: %w", b, err)
+		}
+		return b, nil
+	}
+	built := filepath.Join(RepoRoot(), ".cache", "vault", "vault-"+VaultVersion)
+	if _, err := os.Stat(built); err == nil {
+		return built, nil
+	}
+	if p, err := exec.LookPath("vault"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("no Vault binary: run `make vault` (builds Vault " + VaultVersion + " into .cache/vault), set VAULT_BIN, or put vault on PATH")
+}
+
+// Plugin is a built plugin binary.
+type Plugin struct {
+	Path    string
+	SHA256  string
+	Version string
+}
+
+// BuildPlugin builds the plugin into dir with the given version.
+func BuildPlugin(ctx context.Context, dir, version string) (*Plugin, error) {
+	out := filepath.Join(dir, PluginName)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out,
+		"-ldflags", "-X github.com/pgvault/vault-plugin-database-postgres.Version="+version,
+		"./cmd/"+PluginName)
+	cmd.Dir = RepoRoot()
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("building plugin: %v: %s", err, b)
+	}
+	sum, err := fileSHA256(out)
+	if err != nil {
+		return nil, err
+	}
+	return &Plugin{Path: out, SHA256: sum, Version: version}, nil
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Server is one running Vault process.
+type Server struct {
+	Addr      string
+	Client    *api.Client
+	PluginDir string
+	LogFile   string
+	cmd       *exec.Cmd
+	done      chan struct{}
+}
+
+// Stop kills the server and waits for it (and its plugins) to exit.
+func (s *Server) Stop() {
+	if s == nil || s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(15 * time.Second):
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.done
+	}
+}
+
+// Running reports whether the process is still up.
+func (s *Server) Running() bool {
+	select {
+	case <-s.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// LogTail returns the end of the server log, for failure messages.
+func (s *Server) LogTail() string {
+	b, _ := os.ReadFile(s.LogFile)
+	if len(b) > 6000 {
+		b = b[len(b)-6000:]
+	}
+	return string(b)
+}
+
+// StartDev starts `vault server -dev` on a free loopback port, with the
+// plugin copied into its plugin directory. dir must exist.
+func StartDev(ctx context.Context, vaultBin, dir string, plugin *Plugin) (*Server, error) {
+	port, err := pgtest.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	pluginDir := filepath.Join(dir, "plugins")
+	if err := installPlugin(pluginDir, plugin); err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(dir, "vault.hcl")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("plugin_directory = %q\ndisable_mlock = true\n", pluginDir)), 0o600); err != nil {
+		return nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	s := &Server{Addr: "http://" + addr, PluginDir: pluginDir, LogFile: filepath.Join(dir, "vault.log")}
+	if err := s.start(vaultBin, "server", "-dev", "-dev-root-token-id=root", "-dev-listen-address="+addr,
+		"-dev-no-store-token", "-config="+cfg, "-log-level=debug"); err != nil {
+		return nil, err
+	}
+	c, err := newClient(s.Addr, "root")
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
+	s.Client = c
+	if err := s.waitActive(ctx, 60*time.Second); err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("%w\n%s", err, s.LogTail())
+	}
+	return s, nil
+}
+
+func installPlugin(pluginDir string, plugin *Plugin) error {
+	if err := os.MkdirAll(pluginDir, 0o755); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(plugin.Path)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(pluginDir, PluginName), b, 0o755)
+}
+
+func (s *Server) start(vaultBin string, args ...string) error {
+	logf, err := os.Create(s.LogFile)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(vaultBin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), "VAULT_ADDR=", "VAULT_TOKEN=", "VAULT_DEV_ROOT_TOKEN_ID=")
+	// Own process group, so a kill also reaches plugin processes.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("starting vault: %w", err)
+	}
+	s.cmd = cmd
+	s.done = make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(s.done)
+	}()
+	return nil
+}
+
+func newClient(addr, token string) (*api.Client, error) {
+	cfg := api.DefaultConfig()
+	cfg.Address = addr
+	cfg.Timeout = 60 * time.Second
+	cfg.MaxRetries = 0
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.SetToken(token)
+	return c, nil
+}
+
+// waitActive polls sys/health until this node is an unsealed active node.
+func (s *Server) waitActive(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if !s.Running() {
+			return errors.New("vault exited during startup")
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.Addr+"/v1/sys/health", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+	return fmt.Errorf("vault at %s not active after %s", s.Addr, timeout)
+}
+
+// Register registers the plugin in the catalog with its sha256 and version.
+func Register(c *api.Client, p *Plugin) error {
+	return c.Sys().RegisterPlugin(&api.RegisterPluginInput{
+		Name:    PluginName,
+		Type:    api.PluginTypeDatabase,
+		Command: PluginName,
+		SHA256:  p.SHA256,
+		Version: p.Version,
+	})
+}
+
+// EnableDatabase mounts the database secrets engine at path.
+func EnableDatabase(c *api.Client, path string) error {
+	return c.Sys().Mount(path, &api.MountInput{Type: "database"})
+}
+
+// Configure writes a connection for the plugin.
+func Configure(c *api.Client, mount, name string, p *Plugin, data map[string]interface{}) error {
+	body := map[string]interface{}{
+		"plugin_name":       PluginName,
+		"plugin_version":    p.Version,
+		"allowed_roles":     "*",
+		"verify_connection": true,
+	}
+	for k, v := range data {
+		body[k] = v
+	}
+	_, err := c.Logical().Write(mount+"/config/"+name, body)
+	return err
+}
+
+// CountPluginProcesses counts running processes of the plugin binary under
+// pluginDir.
+func CountPluginProcesses(pluginDir string) int {
+	want := filepath.Join(pluginDir, PluginName)
+	entries, _ := os.ReadDir("/proc")
+	n := 0
+	for _, e := range entries {
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err != nil {
+			continue
+		}
+		if strings.TrimSuffix(exe, " (deleted)") == want {
+			n++
+		}
+	}
+	return n
+}
+
+// Output runs the vault CLI against s and returns its output.
+func (s *Server) Output(ctx context.Context, vaultBin string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, vaultBin, args...)
+	cmd.Env = append(os.Environ(), "VAULT_ADDR="+s.Addr, "VAULT_TOKEN="+s.Client.Token())
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
