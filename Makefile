@@ -1,0 +1,61 @@
+# The front door. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+GO          ?= go
+VERSION     ?= v0.1.0
+PLUGIN      := vault-plugin-database-postgres
+LDFLAGS     := -X github.com/pgvault/vault-plugin-database-postgres.Version=$(VERSION)
+
+# Vault for the end-to-end tests and the demo: VAULT_BIN, else a vault on
+# PATH, else Vault $(VAULT_VERSION) built once from the Go module proxy into
+# .cache/vault (about 14 minutes cold).
+VAULT_VERSION := 1.21.0
+VAULT_CACHED  := $(CURDIR)/.cache/vault/vault-$(VAULT_VERSION)
+VAULT_BIN     ?= $(or $(shell command -v vault 2>/dev/null),$(VAULT_CACHED))
+export VAULT_BIN
+
+TEST_TIMEOUT ?= 60m
+
+.PHONY: help build test test-short bench demo dev fmt lint vault clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+build: ## Build the plugin into bin/ (version $(VERSION))
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/$(PLUGIN) ./cmd/$(PLUGIN)
+	@echo "bin/$(PLUGIN) $$(./bin/$(PLUGIN) -version) sha256 $$(sha256sum bin/$(PLUGIN) | cut -d' ' -f1)"
+
+vault: $(VAULT_BIN) ## Build Vault $(VAULT_VERSION) for tests and the demo (once)
+
+$(VAULT_CACHED):
+	@echo "building Vault $(VAULT_VERSION) from the Go module proxy into .cache/vault (once; about 14 minutes cold)"
+	@mkdir -p $(dir $@)
+	cd tools/vault && $(GO) build -trimpath -ldflags "-s -w" -o $@.tmp github.com/hashicorp/vault
+	mv $@.tmp $@
+
+test: vault ## Run every test (unit, PostgreSQL, end-to-end through Vault) with -race
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+test-short: ## Run only the tests that need neither PostgreSQL nor Vault
+	$(GO) test -race -short -count=1 ./...
+
+bench: vault ## Benchmarks: plugin operations, and revocation against the built-in plugin
+	$(GO) test -run '^$$' -bench . -benchtime 200x -count 1 .
+	$(GO) run ./internal/revokebench
+
+demo: vault ## The whole job on a fresh machine: Vault + PostgreSQL, issue, use, renew, revoke, rotate
+	$(GO) run ./internal/demo -version $(VERSION)
+
+dev: vault ## A sandbox (Vault + PostgreSQL + plugin) that stays up until Ctrl-C
+	$(GO) run ./internal/demo -dev -version $(VERSION)
+
+fmt: ## Format the code
+	gofmt -w $$(git ls-files '*.go')
+
+lint: ## go vet and staticcheck
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+clean: ## Remove build output (keeps the cached Vault)
+	rm -rf bin/
