@@ -286,6 +286,16 @@ type execer interface {
 // failures of the whole transaction are retried with bounded, jittered
 // exponential backoff, within the request's deadline.
 func execAtomic(ctx context.Context, db execer, sql string) error {
+	return withRetry(ctx, func() error {
+		_, err := db.Exec(ctx, sql)
+		return err
+	})
+}
+
+// withRetry runs f again while it fails transiently, up to retryAttempts
+// times, sleeping a jittered, doubling delay between attempts. It gives up
+// early, returning the last error, when ctx ends.
+func withRetry(ctx context.Context, f func() error) error {
 	var err error
 	for attempt := 0; attempt < retryAttempts; attempt++ {
 		if attempt > 0 {
@@ -293,8 +303,7 @@ func execAtomic(ctx context.Context, db execer, sql string) error {
 				return err
 			}
 		}
-		_, err = db.Exec(ctx, sql)
-		if err == nil || !isTransient(err) {
+		if err = f(); err == nil || !isTransient(err) {
 			return err
 		}
 	}

@@ -175,18 +175,11 @@ func (st *state) revokeSQL(tmpl, username string) string {
 // databases that still hold the user's objects.
 func (st *state) revokeOnce(ctx context.Context, sql string) (string, string, []string, error) {
 	var outcome, note, dbs string
-	var err error
-	for attempt := 0; attempt < retryAttempts; attempt++ {
-		if attempt > 0 {
-			if werr := sleepCtx(ctx, backoff(attempt)); werr != nil {
-				break
-			}
-		}
+	err := withRetry(ctx, func() error {
+		var err error
 		outcome, note, dbs, err = st.runRevoke(ctx, sql)
-		if err == nil || !isTransient(err) {
-			break
-		}
-	}
+		return err
+	})
 	if err != nil {
 		return "", "", nil, errors.New(describe(err))
 	}
