@@ -71,13 +71,18 @@ func newPostgres(logger hclog.Logger) *Postgres {
 	return &Postgres{logger: logger}
 }
 
+// logOutput is the process's stderr as it was at start-up. go-plugin's Serve
+// later points os.Stderr at a pipe that Vault discards, so a logger built
+// after that (every multiplexed instance is) must not read os.Stderr then.
+var logOutput = os.Stderr
+
 func defaultLogger() hclog.Logger {
 	level := hclog.LevelFromString(os.Getenv("PGVAULT_LOG_LEVEL"))
 	if level == hclog.NoLevel {
 		level = hclog.Info
 	}
 	// JSON lines on stderr are parsed by go-plugin and re-logged by Vault.
-	return hclog.New(&hclog.LoggerOptions{Name: "postgres", Level: level, JSONFormat: true, Output: os.Stderr})
+	return hclog.New(&hclog.LoggerOptions{Name: "postgres", Level: level, JSONFormat: true, Output: logOutput})
 }
 
 func (p *Postgres) secretValues() map[string]string {

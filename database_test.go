@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -38,6 +39,11 @@ func TestInitialize(t *testing.T) {
 		{"keyword/value DSN", func() map[string]interface{} {
 			c := baseConfig()
 			c["connection_url"] = fmt.Sprintf("host=%s port=%d dbname=postgres user={{username}} password={{password}} sslmode=%s sslrootcert=%s", pg.Host, pg.Port, pg.SSLMode, pg.CAFile)
+			return c
+		}, ""},
+		{"several hosts, the first one down", func() map[string]interface{} {
+			c := baseConfig()
+			c["connection_url"] = strings.Replace(pg.TemplateURL(""), fmt.Sprintf("@%s:%d", pg.Host, pg.Port), fmt.Sprintf("@127.0.0.1:1,%s:%d", pg.Host, pg.Port), 1)
 			return c
 		}, ""},
 		{"unknown keys are only logged", func() map[string]interface{} {
@@ -517,6 +523,56 @@ func TestContextBoundsCalls(t *testing.T) {
 	}
 	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		t.Fatalf("context not expired: %v", ctx.Err())
+	}
+}
+
+func TestUnknownKeysAreLogged(t *testing.T) {
+	needPG(t)
+	var buf strings.Builder
+	db := newPostgres(hclog.New(&hclog.LoggerOptions{Output: &syncWriter{w: &buf}, Level: hclog.Info}))
+	defer db.Close()
+	cfg := baseConfig()
+	cfg["shiny_new_key"] = "x"
+	dbtesting.AssertInitialize(t, db, dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true})
+	out := buf.String()
+	if !strings.Contains(out, "shiny_new_key") || !strings.Contains(out, "[WARN]") {
+		t.Fatalf("no warning for the unknown key in the log:\n%s", out)
+	}
+	if strings.Contains(out, pg.SuperPassword) {
+		t.Fatalf("the log holds the root password:\n%s", out)
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  *strings.Builder
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// TestCloseLeavesNoGoroutines checks that Close stops everything the plugin
+// started: pools, health checks, per-database pools.
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	needPG(t)
+	before := runtime.NumGoroutine()
+	db := newPostgres(hclog.NewNullLogger())
+	dbtesting.AssertInitialize(t, db, dbplugin.InitializeRequest{Config: baseConfig(), VerifyConnection: true})
+	resp := dbtesting.AssertNewUser(t, db, newUserReq(createStmt))
+	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: resp.Username})
+	if _, err := db.state.Load().databasePool("template1"); err != nil {
+		t.Fatal(err)
+	}
+	dbtesting.AssertClose(t, db)
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Fatalf("%d goroutines after Close, %d before", n, before)
 	}
 }
 

@@ -156,7 +156,7 @@ func creds(s *api.Secret) (string, string) {
 }
 
 func TestDynamicCredentials(t *testing.T) {
-	_, c := devVault(t)
+	v, c := devVault(t)
 	a := superPool(t)
 
 	cfg := read(t, c, "database/config/pg")
@@ -202,6 +202,17 @@ func TestDynamicCredentials(t *testing.T) {
 	must(t, a.QueryRow(ctxT(t), "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", int32(pid)).Scan(&n))
 	if n != 0 {
 		t.Fatalf("the revoked user's session %d is still open", pid)
+	}
+	// Vault's debug log carries the plugin's own log lines.
+	log, err := os.ReadFile(v.LogFile)
+	must(t, err)
+	if !strings.Contains(string(log), "password_authentication=auto") && !strings.Contains(string(log), `"password_authentication":"auto"`) {
+		t.Fatalf("the plugin's log lines are not in Vault's log:\n%s", log)
+	}
+	for _, secret := range []string{pw, pg.SuperPassword} {
+		if strings.Contains(string(log), secret) {
+			t.Fatal("Vault's log holds a password")
+		}
 	}
 }
 
