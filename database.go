@@ -183,7 +183,7 @@ func (p *Postgres) NewUser(ctx context.Context, req dbplugin.NewUserRequest) (db
 	}
 	if err := execAtomic(ctx, st.pool, sql); err != nil {
 		p.rollback(ctx, st, req.RollbackStatements.Commands, vals)
-		return dbplugin.NewUserResponse{}, fmt.Errorf("creating user %q: %s", username, describe(err))
+		return dbplugin.NewUserResponse{}, fmt.Errorf("creating user %q: %s", username, redact(describe(err), req.Password, verifier))
 	}
 	p.logger.Debug("created user", "username", username)
 	return dbplugin.NewUserResponse{Username: username}, nil
@@ -203,7 +203,7 @@ func (p *Postgres) rollback(ctx context.Context, st *state, stmts []string, vals
 		err = execAtomic(ctx, st.pool, sql)
 	}
 	if err != nil && sqlState(err) != pgerrcode.UndefinedObject {
-		p.logger.Warn("rollback_statements failed", "username", vals.Username, "error", describe(err))
+		p.logger.Warn("rollback_statements failed", "username", vals.Username, "error", redact(describe(err), vals.Password))
 	}
 }
 
@@ -225,7 +225,9 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 	}
 	vals := newTemplateValues(req.Username)
 	var stmts []string
+	newPassword := ""
 	if req.Password != nil {
+		newPassword = req.Password.NewPassword
 		if req.Password.NewPassword == "" {
 			return dbplugin.UpdateUserResponse{}, errors.New("the new password is empty")
 		}
@@ -257,7 +259,7 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 		if sqlState(err) == pgerrcode.UndefinedObject {
 			return dbplugin.UpdateUserResponse{}, fmt.Errorf("updating user %q: the user does not exist in the database", req.Username)
 		}
-		return dbplugin.UpdateUserResponse{}, fmt.Errorf("updating user %q: %s", req.Username, describe(err))
+		return dbplugin.UpdateUserResponse{}, fmt.Errorf("updating user %q: %s", req.Username, redact(describe(err), newPassword, vals.Password, req.SelfManagedPassword))
 	}
 	p.logger.Debug("updated user", "username", req.Username, "password", req.Password != nil, "expiration", req.Expiration != nil)
 	return dbplugin.UpdateUserResponse{}, nil
@@ -350,6 +352,18 @@ func (st *state) execAs(ctx context.Context, user, password, sql string) error {
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	return execAtomic(ctx, conn, sql)
+}
+
+// redact replaces secrets in a message meant for Vault or the log. The SDK's
+// sanitizer only knows the root password; a server error can quote a piece
+// of a statement, and with it a new user's password or verifier.
+func redact(msg string, secrets ...string) string {
+	for _, s := range secrets {
+		if len(s) >= 4 {
+			msg = strings.ReplaceAll(msg, s, "[redacted]")
+		}
+	}
+	return msg
 }
 
 func hasStatements(stmts []string) bool {

@@ -247,6 +247,7 @@ func TestNewUserErrors(t *testing.T) {
 		{"unknown placeholder", []string{`CREATE ROLE "{{nmae}}";`}, "unknown placeholder {{nmae}}"},
 		{"failing second statement leaves no role", []string{createStmt, `GRANT SELECT ON no_such_table TO "{{name}}";`}, "no_such_table"},
 		{"failing statement inside a DO block leaves no role", []string{createStmt, `DO $$ BEGIN RAISE EXCEPTION 'boom'; END $$;`}, "boom"},
+		{"error quoting the password is redacted", []string{createStmt, `DO $$ BEGIN RAISE EXCEPTION 'pw is %', {{password}}; END $$;`}, "pw is [redacted]"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
