@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -25,7 +26,8 @@ import (
 //     memberships; the reason is reported back for a warning.
 //
 // %[1]s is the role name as a literal, %[2]s the reassign target as an SQL
-// expression, %[3]s whether to end sessions.
+// expression, %[3]s whether to end sessions, %[4]s whether this is the final
+// pass, after which objects left in other databases disable the role.
 const revokeLocal = `DO $pgvault$
 DECLARE
 	r text := %[1]s;
@@ -68,6 +70,10 @@ BEGIN
 			WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass
 			  AND s.refobjid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = r)
 			  AND s.dbid NOT IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()))) THEN
+			IF %[4]s THEN
+				RAISE EXCEPTION USING ERRCODE = 'dependent_objects_still_exist',
+					MESSAGE = 'the role still owns objects or holds privileges in other databases';
+			END IF;
 			PERFORM set_config('pgvault.revoke_state', 'other-databases', true);
 			RETURN;
 		END IF;
@@ -121,8 +127,7 @@ func (p *Postgres) defaultRevoke(ctx context.Context, st *state, username string
 	if strings.Contains(username, "$pgvault$") {
 		return errors.New("the username contains the reserved text $pgvault$")
 	}
-	sql := st.revokeSQL(revokeLocal, username)
-	outcome, note, others, err := st.revokeOnce(ctx, sql)
+	outcome, note, others, err := st.revokeOnce(ctx, st.revokeSQL(revokeLocal, username, false))
 	if err != nil {
 		return err
 	}
@@ -131,15 +136,13 @@ func (p *Postgres) defaultRevoke(ctx context.Context, st *state, username string
 	}
 	if outcome == "other-databases" {
 		for _, dbname := range others {
-			pool, err := st.databasePool(dbname)
-			if err != nil {
-				return err
-			}
-			if err := execAtomic(ctx, pool, st.revokeSQL(reassignElsewhere, username)); err != nil {
-				return fmt.Errorf("reassigning objects in database %q: %s", dbname, describe(err))
+			// A database we cannot reach must not make the lease
+			// irrevocable: the final pass disables the role instead.
+			if err := st.reassignIn(ctx, dbname, username); err != nil {
+				p.logger.Warn("revocation: could not reassign objects in another database", "username", username, "database", dbname, "error", err)
 			}
 		}
-		if outcome, _, _, err = st.revokeOnce(ctx, sql); err != nil {
+		if outcome, _, _, err = st.revokeOnce(ctx, st.revokeSQL(revokeLocal, username, true)); err != nil {
 			return err
 		}
 	}
@@ -151,15 +154,25 @@ func (p *Postgres) defaultRevoke(ctx context.Context, st *state, username string
 	case strings.HasPrefix(outcome, "disabled: "):
 		p.logger.Warn("revocation: the role could not be dropped, so it was disabled instead (NOLOGIN, expired, memberships revoked, sessions ended)",
 			"username", username, "reason", strings.TrimPrefix(outcome, "disabled: "))
-	case outcome == "other-databases":
-		p.logger.Warn("revocation: the role still has objects in other databases, so it was disabled but not dropped", "username", username, "databases", strings.Join(others, ","))
 	default:
 		return fmt.Errorf("unexpected revocation outcome %q", outcome)
 	}
 	return nil
 }
 
-func (st *state) revokeSQL(tmpl, username string) string {
+// reassignIn hands the user's objects in another database to the target.
+func (st *state) reassignIn(ctx context.Context, dbname, username string) error {
+	pool, err := st.databasePool(dbname)
+	if err != nil {
+		return err
+	}
+	if err := execAtomic(ctx, pool, st.revokeSQL(reassignElsewhere, username, false)); err != nil {
+		return errors.New(describe(err))
+	}
+	return nil
+}
+
+func (st *state) revokeSQL(tmpl, username string, final bool) string {
 	target := "current_user"
 	if st.cfg.ReassignOwnedTo != "" {
 		target = quoteLiteral(st.cfg.ReassignOwnedTo)
@@ -168,7 +181,7 @@ func (st *state) revokeSQL(tmpl, username string) string {
 	if *st.cfg.TerminateSessions {
 		terminate = "true"
 	}
-	return fmt.Sprintf(tmpl, quoteLiteral(username), target, terminate)
+	return fmt.Sprintf(tmpl, quoteLiteral(username), target, terminate, strconv.FormatBool(final))
 }
 
 // revokeOnce runs the local revocation and reads its outcome and the other

@@ -14,14 +14,18 @@ import (
 
 // revokeAdmin is an admin configuration the revocation tests run under.
 type revokeAdmin struct {
-	name  string
-	user  string // "" for the superuser
+	name string
+	user string // "" for the superuser
+	// thirdRoleDrops says whether a role holding privileges granted by a
+	// third role can be dropped: a superuser's DROP OWNED revokes them, a
+	// CREATEROLE admin's cannot, so the role is disabled instead.
+	thirdRoleDrops bool
 	setup func(t *testing.T, a *pgxpool.Pool, user, schema string)
 }
 
 func revokeAdmins() []revokeAdmin {
 	return []revokeAdmin{
-		{name: "superuser"},
+		{name: "superuser", thirdRoleDrops: true},
 		{name: "createrole admin", user: "limited-" + randSuffix(), setup: func(t *testing.T, a *pgxpool.Pool, user, schema string) {
 			// What managed services give: CREATEROLE, not superuser, owning
 			// the application schema.
@@ -167,6 +171,37 @@ func TestDefaultRevocation(t *testing.T) {
 				}
 			})
 
+			t.Run("objects in a database that no longer accepts connections", func(t *testing.T) {
+				dbname := "revclosed_" + randSuffix()
+				execSQL(t, a, fmt.Sprintf(`CREATE DATABASE %s`, quoteIdent(dbname)))
+				if adm.user != "" {
+					execSQL(t, a, fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO %s WITH GRANT OPTION`, quoteIdent(dbname), quoteIdent(adm.user)))
+				}
+				group := "grp-" + randSuffix()
+				execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s`, quoteIdent(group)))
+				if adm.user != "" {
+					execSQL(t, a, fmt.Sprintf(`GRANT %s TO %s WITH ADMIN OPTION`, quoteIdent(group), quoteIdent(adm.user)))
+				}
+				stmts := append(append([]string{}, creation...),
+					fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO "{{name}}";`, quoteIdent(dbname)),
+					fmt.Sprintf(`GRANT %s TO "{{name}}";`, quoteIdent(group)))
+				req := newUserReq(stmts...)
+				user := dbtesting.AssertNewUser(t, db, req).Username
+				c := connectAs(t, user, req.Password, dbname)
+				if _, err := c.Exec(testCtx(t), `CREATE SCHEMA mine; CREATE TABLE mine.kept (id int)`); err != nil {
+					t.Fatal(err)
+				}
+				c.Close(context.Background())
+				execSQL(t, a, fmt.Sprintf(`ALTER DATABASE %s ALLOW_CONNECTIONS false`, quoteIdent(dbname)))
+				// Revocation cannot reach that database: it must still finish,
+				// leaving the role unable to log in and in no group.
+				dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
+				if !roleExists(t, a, user) {
+					t.Fatal("role dropped although it still owns a table elsewhere")
+				}
+				assertRevoked(t, a, user, req.Password)
+			})
+
 			t.Run("privileges granted by a third role", func(t *testing.T) {
 				third := "grantor-" + randSuffix()
 				execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s`, quoteIdent(third)))
@@ -178,6 +213,9 @@ func TestDefaultRevocation(t *testing.T) {
 				execSQL(t, a, fmt.Sprintf(`SET ROLE %s; GRANT SELECT ON %s.third_t TO %s; RESET ROLE`, quoteIdent(third), quoteIdent(schema), quoteIdent(user)))
 				dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
 				assertRevoked(t, a, user, req.Password)
+				if got := !roleExists(t, a, user); got != adm.thirdRoleDrops {
+					t.Fatalf("role dropped = %v, want %v", got, adm.thirdRoleDrops)
+				}
 				var n int
 				if err := a.QueryRow(testCtx(t), fmt.Sprintf(`SELECT count(*) FROM %s.third_t`, quoteIdent(schema))).Scan(&n); err != nil {
 					t.Fatalf("third role's table gone: %v", err)
