@@ -20,7 +20,7 @@ type revokeAdmin struct {
 	// third role can be dropped: a superuser's DROP OWNED revokes them, a
 	// CREATEROLE admin's cannot, so the role is disabled instead.
 	thirdRoleDrops bool
-	setup func(t *testing.T, a *pgxpool.Pool, user, schema string)
+	setup          func(t *testing.T, a *pgxpool.Pool, user, schema string)
 }
 
 func revokeAdmins() []revokeAdmin {
