@@ -53,7 +53,8 @@ dev: vault ## A sandbox (Vault + PostgreSQL + plugin) that stays up until Ctrl-C
 fmt: ## Format the code
 	gofmt -w $$(git ls-files '*.go')
 
-lint: ## go vet and staticcheck
+lint: ## gofmt check, go vet and staticcheck
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run make fmt"; exit 1; }
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
