@@ -60,9 +60,7 @@ func clusterUser() (runAs, error) {
 
 func (r runAs) command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, name, args...)
-	if r.cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.cred}
-	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.cred}
 	cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8", "LANG=C.UTF-8")
 	return cmd
 }
@@ -149,26 +147,47 @@ log_line_prefix = '%%m [%%p] %%u@%%d '
 	}
 	_ = os.Chown(filepath.Join(data, "pg_hba.conf"), who.uid, who.gid)
 	logFile := filepath.Join(dir, "server.log")
-	out.Reset()
-	start := who.command(ctx, filepath.Join(bin, "pg_ctl"), "start", "-w", "-t", "60", "-D", data, "-l", logFile)
-	start.Stdout, start.Stderr = &out, &out
-	if err := start.Run(); err != nil {
-		log, _ := os.ReadFile(logFile)
+	logf, err := os.Create(logFile)
+	if err != nil {
 		cleanupDir()
-		return nil, fmt.Errorf("pg_ctl start: %v: %s %s", err, out.String(), log)
+		return nil, err
 	}
-	stop := func() error {
-		cmd := who.command(context.Background(), filepath.Join(bin, "pg_ctl"), "stop", "-m", "immediate", "-w", "-D", data)
-		err := cmd.Run()
+	// The postmaster runs as our child (not daemonized by pg_ctl) in its own
+	// process group and dies with us, so a test binary that panics or times
+	// out leaves no server behind.
+	pgCmd := who.command(context.Background(), filepath.Join(bin, "postgres"), "-D", data)
+	pgCmd.Stdout, pgCmd.Stderr = logf, logf
+	pgCmd.SysProcAttr.Setpgid = true
+	pgCmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	if err := pgCmd.Start(); err != nil {
+		logf.Close()
 		cleanupDir()
-		return err
+		return nil, fmt.Errorf("starting postgres: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = pgCmd.Wait()
+		logf.Close()
+		close(exited)
+	}()
+	stop := func() error {
+		_ = pgCmd.Process.Signal(syscall.SIGINT) // fast shutdown
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			_ = syscall.Kill(-pgCmd.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
+		cleanupDir()
+		return nil
 	}
 	s := &Server{Host: "127.0.0.1", Port: port, SuperUser: "postgres", SuperPassword: password, Database: "postgres",
 		SSLMode: "verify-full", CAPEM: string(ca), CAFile: filepath.Join(dir, "ca.crt"), LogFile: logFile,
 		Source: "local " + bin, BinDir: bin, stop: stop}
 	if err := s.waitReady(ctx, 60*time.Second); err != nil {
+		log, _ := os.ReadFile(logFile)
 		_ = stop()
-		return nil, err
+		return nil, fmt.Errorf("%w\nserver log:\n%s", err, log)
 	}
 	return s, nil
 }
