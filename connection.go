@@ -115,7 +115,10 @@ func parseConfig(raw map[string]interface{}) (*config, []string, error) {
 	if c.MaxIdleConnections < 0 {
 		errs = append(errs, fmt.Errorf("max_idle_connections must not be negative, got %d", c.MaxIdleConnections))
 	}
-	if c.MaxIdleConnections > c.MaxOpenConnections {
+	// pgxpool has no idle cap of its own: idle connections stay up to the
+	// pool size and close after 30 minutes unused. As in the built-in, an
+	// unset (0) value means the pool size.
+	if c.MaxIdleConnections == 0 || c.MaxIdleConnections > c.MaxOpenConnections {
 		c.MaxIdleConnections = c.MaxOpenConnections
 	}
 	if c.MaxConnectionLifetime < 0 {
@@ -193,11 +196,6 @@ func (c *config) poolConfig() (*pgxpool.Config, error) {
 	pc.MinConns = 0
 	if c.MaxConnectionLifetime > 0 {
 		pc.MaxConnLifetime = c.MaxConnectionLifetime
-	}
-	if c.MaxIdleConnections == 0 {
-		// The built-in treats 0 idle connections as "close when idle"; keep
-		// them briefly instead so bursts reuse them.
-		pc.MaxConnIdleTime = 30 * time.Second
 	}
 	return pc, nil
 }
