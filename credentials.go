@@ -256,8 +256,10 @@ func renderIn(sql string, v templateValues, closers []string) (string, error) {
 		if end < 0 {
 			return "", 0
 		}
+		// Only identifier-like names are placeholders: '{{1,2},{3,4}}' is
+		// an array literal, while a misspelt {{nmae}} is an error.
 		name := strings.TrimSpace(sql[i+2 : i+2+end])
-		if name == "" || strings.ContainsAny(name, "{} \t\n") {
+		if !isPlaceholderName(name) {
 			return "", 0
 		}
 		return name, end + 4
@@ -368,6 +370,19 @@ func renderIn(sql string, v templateValues, closers []string) (string, error) {
 		}
 	}
 	return b.String(), nil
+}
+
+func isPlaceholderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (i > 0 && c >= '0' && c <= '9')) {
+			return false
+		}
+	}
+	return true
 }
 
 // dollarTag returns the opening tag ($$ or $name$) at the start of s.

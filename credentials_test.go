@@ -30,6 +30,7 @@ func TestRenderSQL(t *testing.T) {
 		{"value may not close its dollar body", `DO $$ BEGIN PERFORM '{{password}}'; END $$`, "", "end the dollar-quoted body"},
 		{"positional parameters are not dollar tags", `SELECT $1, '{{name}}'`, `SELECT $1, 'app"user''x'`, ""},
 		{"unknown placeholder", `{{nope}}`, "", "unknown placeholder"},
+		{"array literals are not placeholders", `SELECT '{{1,2},{3,4}}'::int[], '{{1}}'::int[]`, `SELECT '{{1,2},{3,4}}'::int[], '{{1}}'::int[]`, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
