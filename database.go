@@ -133,6 +133,13 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 			return dbplugin.InitializeResponse{}, fmt.Errorf("verifying connection to %s as %q: %s", hostList(poolCfg), cfg.Username, describe(err))
 		}
 		st.serverPasswordEncryption.Store(&enc)
+		if t := cfg.ReassignOwnedTo; t != "" {
+			var ok bool
+			if err := pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)", t).Scan(&ok); err != nil || !ok {
+				pool.Close()
+				return dbplugin.InitializeResponse{}, fmt.Errorf("reassign_owned_to: role %q does not exist (create it, or leave the parameter out to use the connection's user)", t)
+			}
+		}
 	}
 	if old := p.state.Swap(st); old != nil {
 		old.close()

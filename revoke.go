@@ -39,6 +39,14 @@ BEGIN
 	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
 		RETURN;
 	END IF;
+	IF r IN (current_user, session_user) THEN
+		RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+			MESSAGE = 'refusing to revoke the user Vault connects as';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = target) THEN
+		RAISE EXCEPTION USING ERRCODE = 'undefined_object',
+			MESSAGE = format('reassign_owned_to names role %%I, which does not exist', target);
+	END IF;
 	EXECUTE format('ALTER ROLE %%I NOLOGIN', r);
 	-- A CREATEROLE admin needs membership to end the role's sessions and,
 	-- on PostgreSQL 15, to reassign and drop what it owns.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -272,6 +273,45 @@ func TestCustomRevocation(t *testing.T) {
 		if roleExists(t, a, user) {
 			t.Fatal("role still exists")
 		}
+	})
+}
+
+func TestRevocationGuards(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	t.Run("the connection's own user", func(t *testing.T) {
+		root := "selfrevoke-" + randSuffix()
+		execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD 'self-pw'`, quoteIdent(root)))
+		db := newDB(t, map[string]interface{}{"username": root, "password": "self-pw"})
+		_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: root})
+		if err == nil || !strings.Contains(err.Error(), "refusing to revoke the user Vault connects as") {
+			t.Fatalf("error = %v", err)
+		}
+		assertLogin(t, root, "self-pw")
+	})
+	t.Run("reassign_owned_to missing at configuration", func(t *testing.T) {
+		db := newPostgres(hclog.NewNullLogger())
+		defer db.Close()
+		cfg := baseConfig()
+		cfg["reassign_owned_to"] = "nobody-" + randSuffix()
+		_, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true})
+		if err == nil || !strings.Contains(err.Error(), "reassign_owned_to") {
+			t.Fatalf("error = %v", err)
+		}
+	})
+	t.Run("reassign_owned_to dropped later", func(t *testing.T) {
+		keeper := "gone-keeper-" + randSuffix()
+		execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s`, quoteIdent(keeper)))
+		db := newDB(t, map[string]interface{}{"reassign_owned_to": keeper})
+		req := newUserReq(createStmt)
+		user := dbtesting.AssertNewUser(t, db, req).Username
+		execSQL(t, a, fmt.Sprintf(`DROP ROLE %s`, quoteIdent(keeper)))
+		_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user})
+		if err == nil || !strings.Contains(err.Error(), "reassign_owned_to") {
+			t.Fatalf("error = %v", err)
+		}
+		// Nothing was changed: the user still works until the config is fixed.
+		assertLogin(t, user, req.Password)
 	})
 }
 
