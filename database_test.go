@@ -14,6 +14,8 @@ import (
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
 )
 
 func TestInitialize(t *testing.T) {
@@ -150,6 +152,36 @@ func TestInitializeTLS(t *testing.T) {
 		defer conn.Release()
 		if err := conn.QueryRow(testCtx(t), "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&ssl); err != nil || !ssl {
 			t.Fatalf("connection is not TLS: ssl=%v err=%v", ssl, err)
+		}
+	})
+	t.Run("client certificate authenticates the admin", func(t *testing.T) {
+		a := admin(t)
+		execSQL(t, a, `DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '`+pgtest.CertUser+`') THEN CREATE ROLE `+pgtest.CertUser+` LOGIN CREATEROLE; END IF; END $$`)
+		cert, key, err := pg.ClientCert(pgtest.CertUser)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certURL := fmt.Sprintf("postgres://{{username}}@127.0.0.1:%d/postgres?sslmode=verify-full", pg.Port)
+		cfg := map[string]interface{}{"connection_url": certURL, "username": pgtest.CertUser, "password": "",
+			"tls_ca": pg.CAPEM, "tls_certificate": cert, "private_key": key}
+		db := newDB(t, cfg)
+		req := newUserReq(createStmt)
+		resp := dbtesting.AssertNewUser(t, db, req)
+		assertLogin(t, resp.Username, req.Password)
+		dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: resp.Username})
+
+		// Without the certificate the same user is rejected.
+		noCert := newPostgres(hclog.NewNullLogger())
+		defer noCert.Close()
+		delete(cfg, "tls_certificate")
+		delete(cfg, "private_key")
+		for k, v := range baseConfig() {
+			if _, ok := cfg[k]; !ok {
+				cfg[k] = v
+			}
+		}
+		if _, err := noCert.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true}); err == nil {
+			t.Fatal("the certificate-only user connected without a certificate")
 		}
 	})
 	t.Run("wrong CA is refused", func(t *testing.T) {

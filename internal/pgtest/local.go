@@ -88,7 +88,7 @@ func startLocal(ctx context.Context) (*Server, error) {
 		return nil, err
 	}
 	password := randomPassword()
-	ca, err := writeCerts(dir)
+	ca, signer, err := writeCerts(dir)
 	if err != nil {
 		cleanupDir()
 		return nil, err
@@ -140,7 +140,9 @@ log_line_prefix = '%%m [%%p] %%u@%%d '
 		cleanupDir()
 		return nil, err
 	}
-	hba := "local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n"
+	// CertUser may only log in with a client certificate from the test CA.
+	hba := "hostssl all " + CertUser + " 127.0.0.1/32 cert\nhost all " + CertUser + " 127.0.0.1/32 reject\n" +
+		"local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n"
 	if err := os.WriteFile(filepath.Join(data, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
 		cleanupDir()
 		return nil, err
@@ -182,7 +184,7 @@ log_line_prefix = '%%m [%%p] %%u@%%d '
 		return nil
 	}
 	s := &Server{Host: "127.0.0.1", Port: port, SuperUser: "postgres", SuperPassword: password, Database: "postgres",
-		SSLMode: "verify-full", CAPEM: string(ca), CAFile: filepath.Join(dir, "ca.crt"), LogFile: logFile,
+		SSLMode: "verify-full", CAPEM: string(ca), CAFile: filepath.Join(dir, "ca.crt"), LogFile: logFile, ca: signer,
 		Source: "local " + bin, BinDir: bin, stop: stop}
 	if err := s.waitReady(ctx, 60*time.Second); err != nil {
 		log, _ := os.ReadFile(logFile)
@@ -206,10 +208,16 @@ func appendFile(path, text string) error {
 
 // writeCerts writes a CA and a server certificate for 127.0.0.1/localhost
 // into dir and returns the CA's PEM.
-func writeCerts(dir string) ([]byte, error) {
+// testCA is the CA that signs the server's and clients' certificates.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func writeCerts(dir string) ([]byte, *testCA, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	caTmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pgvault test CA"},
@@ -218,12 +226,13 @@ func writeCerts(dir string) ([]byte, error) {
 	}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	caCert, _ := x509.ParseCertificate(caDER)
+	ca := &testCA{cert: caCert, key: caKey}
 	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	srvTmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
@@ -233,11 +242,11 @@ func writeCerts(dir string) ([]byte, error) {
 	}
 	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	keyDER, err := x509.MarshalECPrivateKey(srvKey)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
 	files := map[string][]byte{
@@ -251,10 +260,10 @@ func writeCerts(dir string) ([]byte, error) {
 			mode = 0o600
 		}
 		if err := os.WriteFile(filepath.Join(dir, name), b, mode); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return caPEM, nil
+	return caPEM, ca, nil
 }
 
 // randomPassword returns a password with characters that break naive URL
@@ -263,4 +272,36 @@ func randomPassword() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
 	return "Pw@/#{}%?&'" + hex.EncodeToString(b)
+}
+
+// CertUser is the role a local cluster admits only with a client certificate
+// (pg_hba "cert"); tests create it and get its certificate from ClientCert.
+const CertUser = "pgvault_certuser"
+
+// ClientCert issues a client certificate and key (PEM) for user, signed by
+// the server's test CA. Only a local cluster has one.
+func (s *Server) ClientCert(user string) (certPEM, keyPEM string, err error) {
+	if s.ca == nil {
+		return "", "", errors.New("no test CA: the server was not started here")
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: user},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.ca.cert, &key.PublicKey, s.ca.key)
+	if err != nil {
+		return "", "", err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return "", "", err
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})), nil
 }

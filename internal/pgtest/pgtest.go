@@ -44,6 +44,7 @@ type Server struct {
 	BinDir string
 
 	stop func() error
+	ca   *testCA
 }
 
 // Start finds or starts a PostgreSQL server. Call Stop when done.
