@@ -50,10 +50,11 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	if plugin, err = vaulttest.BuildPlugin(ctx, dir, pluginVersion); err != nil {
+	if plugin, err = vaulttest.BuildPlugin(ctx, dir, pluginVersion, "-race"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	plugin.Env = []string{"GORACE=halt_on_error=1"}
 	if pg, err = pgtest.Start(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -86,6 +87,9 @@ func devVault(t *testing.T) (*vaulttest.Server, *api.Client) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		if log, _ := os.ReadFile(s.LogFile); strings.Contains(string(log), "DATA RACE") {
+			t.Errorf("the plugin reported a data race under Vault:\n%s", log)
+		}
 		if t.Failed() {
 			t.Logf("vault log tail:\n%s", s.LogTail())
 		}

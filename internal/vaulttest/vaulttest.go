@@ -60,14 +60,18 @@ type Plugin struct {
 	Path    string
 	SHA256  string
 	Version string
+	// Env is set for the plugin process at registration (vault plugin register -env).
+	Env []string
 }
 
-// BuildPlugin builds the plugin into dir with the given version.
-func BuildPlugin(ctx context.Context, dir, version string) (*Plugin, error) {
+// BuildPlugin builds the plugin into dir with the given version; extra
+// flags go to `go build` (the end-to-end tests add -race, so a data race
+// in the plugin under Vault's real concurrent load kills it loudly).
+func BuildPlugin(ctx context.Context, dir, version string, extra ...string) (*Plugin, error) {
 	out := filepath.Join(dir, PluginName)
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out,
-		"-ldflags", "-X github.com/pgvault/vault-plugin-database-postgres.Version="+version,
-		"./cmd/"+PluginName)
+	args := append([]string{"build", "-o", out,
+		"-ldflags", "-X github.com/pgvault/vault-plugin-database-postgres.Version=" + version}, extra...)
+	cmd := exec.CommandContext(ctx, "go", append(args, "./cmd/"+PluginName)...)
 	cmd.Dir = RepoRoot()
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("building plugin: %v: %s", err, b)
@@ -250,6 +254,7 @@ func Register(c *api.Client, p *Plugin) error {
 		Command: PluginName,
 		SHA256:  p.SHA256,
 		Version: p.Version,
+		Env:     p.Env,
 	})
 }
 
