@@ -17,7 +17,7 @@ export VAULT_BIN
 
 TEST_TIMEOUT ?= 60m
 
-.PHONY: help build test test-short bench demo dev fmt lint vault clean
+.PHONY: help build test test-short bench fuzz demo dev fmt lint vault clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -43,6 +43,10 @@ test-short: ## Run only the tests that need neither PostgreSQL nor Vault
 bench: vault ## Benchmarks: plugin operations, and revocation against the built-in plugin
 	$(GO) test -run '^$$' -bench . -benchtime 200x -count 1 .
 	$(GO) run ./internal/revokebench
+
+FUZZTIME ?= 60s
+fuzz: ## Fuzz statement escaping against a real PostgreSQL for FUZZTIME (default 60s)
+	$(GO) test -run '^$$' -fuzz FuzzRenderedValuesStayInTheirQuotes -fuzztime $(FUZZTIME) -parallel 1 .
 
 demo: vault ## The whole job on a fresh machine: Vault + PostgreSQL, issue, use, renew, revoke, rotate
 	$(GO) run ./internal/demo -version $(VERSION)
