@@ -11,7 +11,7 @@ import (
 // into identifier, literal and dollar-quoted contexts and runs the result on
 // the real server: the role must exist with exactly that name and comment.
 // Any escape from a quote would change the name, the comment, or fail.
-// (COMMENT IS ” removes the comment, hence coalesce.)
+// (An empty comment is stored as no comment, hence the coalesce.)
 // `go test -fuzz FuzzRendered` explores further; the seeds run in `make test`.
 func FuzzRenderedValuesStayInTheirQuotes(f *testing.F) {
 	for _, seed := range [][2]string{
