@@ -311,12 +311,13 @@ func TestNewUserRollbackStatements(t *testing.T) {
 	// The rollback statement runs after the failed creation was undone; it
 	// records the attempt, which is what rollback_statements are for.
 	req := newUserReq(createStmt, `SELECT 1/0;`)
+	req.UsernameConfig.RoleName = "rb" + randSuffix()[:6]
 	req.RollbackStatements = dbplugin.Statements{Commands: []string{`INSERT INTO rollback_log VALUES ('{{name}}'); DROP ROLE IF EXISTS "{{name}}";`}}
 	if _, err := db.NewUser(testCtx(t), req); err == nil {
 		t.Fatal("creation should fail")
 	}
 	var n int
-	if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM rollback_log WHERE who LIKE 'v-test-app-%'").Scan(&n); err != nil || n != 1 {
+	if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM rollback_log WHERE who LIKE $1", "v-test-"+req.UsernameConfig.RoleName+"-%").Scan(&n); err != nil || n != 1 {
 		t.Fatalf("rollback statements did not run: n=%d err=%v", n, err)
 	}
 }
