@@ -258,16 +258,17 @@ $$;`},
 func TestStaticRole(t *testing.T) {
 	_, c := devVault(t)
 	a := superPool(t)
-	_, err := a.Exec(ctxT(t), `CREATE ROLE "static-app" LOGIN PASSWORD 'initial-pw'`)
+	static := fmt.Sprintf("static-app-%d", time.Now().UnixNano())
+	_, err := a.Exec(ctxT(t), fmt.Sprintf(`CREATE ROLE %q LOGIN PASSWORD 'initial-pw'`, static))
 	must(t, err)
 	write(t, c, "database/static-roles/app", map[string]interface{}{
-		"db_name": "pg", "username": "static-app", "rotation_period": "24h",
+		"db_name": "pg", "username": static, "rotation_period": "24h",
 	})
 	_, pw1 := creds(read(t, c, "database/static-creds/app"))
-	if err := pg.CanLogin(ctxT(t), "static-app", pw1); err != nil {
+	if err := pg.CanLogin(ctxT(t), static, pw1); err != nil {
 		t.Fatalf("static credentials: %v", err)
 	}
-	if err := pg.CanLogin(ctxT(t), "static-app", "initial-pw"); err == nil {
+	if err := pg.CanLogin(ctxT(t), static, "initial-pw"); err == nil {
 		t.Fatal("the pre-Vault password still works")
 	}
 	write(t, c, "database/rotate-role/app", nil)
@@ -275,10 +276,10 @@ func TestStaticRole(t *testing.T) {
 	if pw2 == pw1 {
 		t.Fatal("rotate-role did not change the password")
 	}
-	if err := pg.CanLogin(ctxT(t), "static-app", pw2); err != nil {
+	if err := pg.CanLogin(ctxT(t), static, pw2); err != nil {
 		t.Fatalf("new password: %v", err)
 	}
-	if err := pg.CanLogin(ctxT(t), "static-app", pw1); err == nil {
+	if err := pg.CanLogin(ctxT(t), static, pw1); err == nil {
 		t.Fatal("the old password still works after rotate-role")
 	}
 }
@@ -288,14 +289,15 @@ func TestRotateRoot(t *testing.T) {
 	_ = s
 	a := superPool(t)
 	rootPw := `Root@/#{}%?&'pw`
-	_, err := a.Exec(ctxT(t), fmt.Sprintf(`CREATE ROLE "vault-admin" LOGIN CREATEROLE PASSWORD '%s'`, strings.ReplaceAll(rootPw, "'", "''")))
+	root := fmt.Sprintf("vault-admin-%d", time.Now().UnixNano())
+	_, err := a.Exec(ctxT(t), fmt.Sprintf(`CREATE ROLE %q LOGIN CREATEROLE PASSWORD '%s'`, root, strings.ReplaceAll(rootPw, "'", "''")))
 	must(t, err)
-	must(t, vaulttest.Configure(c, "database", "admin", plugin, rootConfig("vault-admin", rootPw)))
+	must(t, vaulttest.Configure(c, "database", "admin", plugin, rootConfig(root, rootPw)))
 	write(t, c, "database/roles/viaadmin", map[string]interface{}{
 		"db_name": "admin", "creation_statements": []string{creation}, "default_ttl": "1h",
 	})
 	write(t, c, "database/rotate-root/admin", nil)
-	if err := pg.CanLogin(ctxT(t), "vault-admin", rootPw); err == nil {
+	if err := pg.CanLogin(ctxT(t), root, rootPw); err == nil {
 		t.Fatal("the old root password still works after rotate-root")
 	}
 	sec := read(t, c, "database/creds/viaadmin")
