@@ -187,6 +187,11 @@ func (c *config) poolConfig() (*pgxpool.Config, error) {
 	if _, ok := cc.RuntimeParams["application_name"]; !ok {
 		cc.RuntimeParams["application_name"] = "vault-plugin-database-postgres"
 	}
+	// Statement rendering escapes literals the standard way ('' only);
+	// pin the setting in the startup packet (no extra round trip) so a
+	// server, database or role default of off cannot reinterpret a
+	// backslash in a password.
+	cc.RuntimeParams["standard_conforming_strings"] = "on"
 
 	if err := c.applyTLS(cc); err != nil {
 		return nil, err

@@ -390,6 +390,22 @@ func TestPasswordAuthenticationMD5(t *testing.T) {
 	}
 }
 
+// TestBackslashWithNonStandardStrings: an admin whose sessions default to
+// standard_conforming_strings=off must still store a password with a
+// backslash exactly (plaintext mode sends it inside '…').
+func TestBackslashWithNonStandardStrings(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	root := "scsoff-" + randSuffix()
+	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD 'scs-pw'`, quoteIdent(root)))
+	execSQL(t, a, fmt.Sprintf(`ALTER ROLE %s SET standard_conforming_strings = off`, quoteIdent(root)))
+	db := newDB(t, map[string]interface{}{"username": root, "password": "scs-pw", "password_authentication": "password"})
+	req := newUserReq(createStmt)
+	req.Password = `back\slash\b-` + randSuffix()
+	resp := dbtesting.AssertNewUser(t, db, req)
+	assertLogin(t, resp.Username, req.Password)
+}
+
 func TestNonASCIIPassword(t *testing.T) {
 	db := newDB(t, nil)
 	req := newUserReq(createStmt)
