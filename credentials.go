@@ -282,6 +282,9 @@ func renderIn(sql string, v templateValues, closers []string) (string, error) {
 			i = end
 		case c == '\'' || c == '"':
 			escapeStr := c == '\'' && i > 0 && (sql[i-1] == 'E' || sql[i-1] == 'e') && (i < 2 || !isIdentChar(sql[i-2]))
+			// U&'…' and U&"…" treat a backslash as the start of a Unicode
+			// escape; a doubled one stands for itself.
+			unicodeStr := i > 1 && sql[i-1] == '&' && (sql[i-2] == 'U' || sql[i-2] == 'u') && (i < 3 || !isIdentChar(sql[i-3]))
 			b.WriteByte(c)
 			i++
 			for i < len(sql) {
@@ -290,12 +293,12 @@ func renderIn(sql string, v templateValues, closers []string) (string, error) {
 					if err != nil {
 						return "", err
 					}
+					if escapeStr || unicodeStr {
+						val = strings.ReplaceAll(val, `\`, `\\`)
+					}
 					if c == '"' {
 						val = strings.ReplaceAll(val, `"`, `""`)
 					} else {
-						if escapeStr {
-							val = strings.ReplaceAll(val, `\`, `\\`)
-						}
 						val = strings.ReplaceAll(val, `'`, `''`)
 					}
 					if err := emit(val); err != nil {

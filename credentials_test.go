@@ -19,6 +19,7 @@ func TestRenderSQL(t *testing.T) {
 		{"username alias", `DROP ROLE "{{username}}";`, `DROP ROLE "app""user'x";`, ""},
 		{"literal context", `PASSWORD '{{password}}'`, `PASSWORD 'p''w"$$;--'`, ""},
 		{"escape-string literal", `E'{{password}}\n'`, `E'p''w"$$;--\n'`, ""},
+		{"unicode-escape literal doubles backslashes", `U&'{{name}}'`, `U&'app"user''x'`, ""},
 		{"bare name is quoted", `CREATE ROLE {{name}}`, `CREATE ROLE "app""user'x"`, ""},
 		{"bare password is a literal", `PASSWORD {{password}}`, `PASSWORD 'p''w"$$;--'`, ""},
 		{"expiration", `VALID UNTIL '{{expiration}}'`, `VALID UNTIL '2030-01-02 03:04:05+0000'`, ""},

@@ -37,6 +37,8 @@ func FuzzRenderedValuesStayInTheirQuotes(f *testing.F) {
 		sql, err := renderStatements([]string{
 			`CREATE ROLE "{{name}}" NOLOGIN;`,
 			`COMMENT ON ROLE {{name}} IS '{{password}}';`,
+			`ALTER ROLE U&"{{name}}" NOLOGIN;`,
+			`DO $fz$ BEGIN IF U&'{{password}}' <> E'{{password}}' THEN RAISE EXCEPTION 'mismatch'; END IF; END $fz$;`,
 			`DO $fz$ BEGIN IF '{{password}}' <> {{password}} THEN RAISE EXCEPTION 'mismatch'; END IF; END $fz$;`,
 		}, vals)
 		if strings.Contains(name+password, "$fz$") {
