@@ -160,7 +160,7 @@ func (p *Postgres) defaultRevoke(ctx context.Context, st *state, username string
 	case outcome == "dropped":
 		p.logger.Debug("revoked user", "username", username)
 	case strings.HasPrefix(outcome, "disabled: "):
-		p.logger.Warn("revocation: the role could not be dropped, so it was disabled instead (NOLOGIN, expired, memberships revoked, sessions ended)",
+		p.logger.Warn("revocation: the role could not be dropped, so it was disabled instead (NOLOGIN, expired, memberships revoked)",
 			"username", username, "reason", strings.TrimPrefix(outcome, "disabled: "))
 	default:
 		return fmt.Errorf("unexpected revocation outcome %q", outcome)
