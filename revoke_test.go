@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -11,6 +12,8 @@ import (
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
 )
 
 // revokeAdmin is an admin configuration the revocation tests run under.
@@ -356,12 +359,13 @@ func TestReassignOwnedTo(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
+	err := pgtest.Poll(testCtx(t), 20*time.Second, 50*time.Millisecond, func() error {
+		if !cond() {
+			return errors.New("not yet")
 		}
-		time.Sleep(50 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		t.Fatal("condition not met within 20s")
 	}
-	t.Fatal("condition not met within 20s")
 }

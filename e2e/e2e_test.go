@@ -445,14 +445,9 @@ func TestHA(t *testing.T) {
 	}
 	// The new active node may need a moment to load mounts and leases.
 	for i, l := range leases {
-		var rerr error
-		deadline := time.Now().Add(60 * time.Second)
-		for time.Now().Before(deadline) {
-			if rerr = next.Client.Sys().Revoke(l); rerr == nil {
-				break
-			}
-			time.Sleep(500 * time.Millisecond)
-		}
+		rerr := pgtest.Poll(ctxT(t), 60*time.Second, 500*time.Millisecond, func() error {
+			return next.Client.Sys().Revoke(l)
+		})
 		if rerr != nil {
 			t.Fatalf("revoke on the new leader: %v", rerr)
 		}

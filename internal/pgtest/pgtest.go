@@ -160,15 +160,31 @@ func (s *Server) ReadLog() (string, error) {
 
 // waitReady polls until the superuser can log in.
 func (s *Server) waitReady(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = s.CanLogin(ctx, s.SuperUser, s.SuperPassword); err == nil {
-			return nil
-		}
-		time.Sleep(200 * time.Millisecond)
+	err := Poll(ctx, timeout, 200*time.Millisecond, func() error {
+		return s.CanLogin(ctx, s.SuperUser, s.SuperPassword)
+	})
+	if err != nil {
+		return fmt.Errorf("server not ready after %s: %w", timeout, err)
 	}
-	return fmt.Errorf("server not ready after %s: %w", timeout, err)
+	return nil
+}
+
+// Poll calls f every interval until it returns nil, timeout passes or ctx
+// ends, and returns f's last error (or ctx's). The harnesses, tests and
+// demo wait for servers, leaders and sessions with it.
+func Poll(ctx context.Context, timeout, interval time.Duration, f func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil || !time.Now().Before(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(interval):
+		}
+	}
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.

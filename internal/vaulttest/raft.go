@@ -94,7 +94,7 @@ ui = false
 
 	first := cl.Nodes[0]
 	var initResp *api.InitResponse
-	err := retry(ctx, 60*time.Second, func() error {
+	err := pgtest.Poll(ctx, 60*time.Second, pollInterval, func() error {
 		var err error
 		initResp, err = first.Client.Sys().InitWithContext(ctx, &api.InitRequest{SecretShares: 1, SecretThreshold: 1})
 		return err
@@ -125,7 +125,7 @@ ui = false
 	}
 	for _, s := range cl.Nodes[1:] {
 		// retry_join needs the node sealed and asks for the key once joined.
-		err := retry(ctx, 90*time.Second, func() error {
+		err := pgtest.Poll(ctx, 90*time.Second, pollInterval, func() error {
 			st, err := s.Client.Sys().UnsealWithContext(ctx, cl.UnsealKey)
 			if err != nil {
 				return err
@@ -142,7 +142,7 @@ ui = false
 	}
 	// Wait until every node reports itself a healthy standby or leader.
 	for _, s := range cl.Nodes {
-		err := retry(ctx, 60*time.Second, func() error {
+		err := pgtest.Poll(ctx, 60*time.Second, pollInterval, func() error {
 			h, err := s.Client.Sys().HealthWithContext(ctx)
 			if err != nil {
 				return err
@@ -157,7 +157,7 @@ ui = false
 			return nil, fmt.Errorf("node %s: %w", s.Addr, err)
 		}
 	}
-	err = retry(ctx, 90*time.Second, func() error {
+	err = pgtest.Poll(ctx, 90*time.Second, pollInterval, func() error {
 		sec, err := first.Client.Logical().ReadWithContext(ctx, "sys/storage/raft/configuration")
 		if err != nil || sec == nil {
 			return fmt.Errorf("reading raft configuration: %v", err)
@@ -185,7 +185,7 @@ ui = false
 // Leader returns the running node that is currently active.
 func (c *Cluster) Leader(ctx context.Context) (*Server, error) {
 	var leader *Server
-	err := retry(ctx, 60*time.Second, func() error {
+	err := pgtest.Poll(ctx, 60*time.Second, pollInterval, func() error {
 		for _, s := range c.Nodes {
 			if !s.Running() {
 				continue
@@ -199,20 +199,4 @@ func (c *Cluster) Leader(ctx context.Context) (*Server, error) {
 		return errors.New("no active node")
 	})
 	return leader, err
-}
-
-func retry(ctx context.Context, timeout time.Duration, f func() error) error {
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-	return err
 }

@@ -228,23 +228,34 @@ func newClient(addr, token string) (*api.Client, error) {
 
 // waitActive polls sys/health until this node is an unsealed active node.
 func (s *Server) waitActive(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	exited := false
+	err := pgtest.Poll(ctx, timeout, 150*time.Millisecond, func() error {
 		if !s.Running() {
-			return errors.New("vault exited during startup")
+			exited = true // stop polling: it will not come up
+			return nil
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.Addr+"/v1/sys/health", nil)
 		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		if err != nil {
+			return err
 		}
-		time.Sleep(150 * time.Millisecond)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("sys/health answered %d", resp.StatusCode)
+		}
+		return nil
+	})
+	switch {
+	case exited:
+		return errors.New("vault exited during startup")
+	case err != nil:
+		return fmt.Errorf("vault at %s not active after %s: %w", s.Addr, timeout, err)
 	}
-	return fmt.Errorf("vault at %s not active after %s", s.Addr, timeout)
+	return nil
 }
+
+// pollInterval is how often the cluster helpers ask Vault again.
+const pollInterval = 250 * time.Millisecond
 
 // Register registers the plugin in the catalog with its sha256 and version.
 func Register(c *api.Client, p *Plugin) error {
