@@ -127,19 +127,21 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 	}
 	st := &state{cfg: cfg, pool: pool, poolCfg: poolCfg, username: tmpl}
 	if req.VerifyConnection {
+		// One round trip proves the connection, reads password_encryption
+		// for auto mode and checks the reassign_owned_to role.
 		var enc string
-		if err := pool.QueryRow(ctx, "SELECT current_setting('password_encryption')").Scan(&enc); err != nil {
+		var targetOK bool
+		err := pool.QueryRow(ctx, `SELECT current_setting('password_encryption'),
+			$1 = '' OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)`, cfg.ReassignOwnedTo).Scan(&enc, &targetOK)
+		if err != nil {
 			pool.Close()
 			return dbplugin.InitializeResponse{}, fmt.Errorf("verifying connection to %s as %q: %s", hostList(poolCfg), cfg.Username, describe(err))
 		}
-		st.serverPasswordEncryption.Store(&enc)
-		if t := cfg.ReassignOwnedTo; t != "" {
-			var ok bool
-			if err := pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)", t).Scan(&ok); err != nil || !ok {
-				pool.Close()
-				return dbplugin.InitializeResponse{}, fmt.Errorf("reassign_owned_to: role %q does not exist (create it, or leave the parameter out to use the connection's user)", t)
-			}
+		if !targetOK {
+			pool.Close()
+			return dbplugin.InitializeResponse{}, fmt.Errorf("reassign_owned_to: role %q does not exist (create it, or leave the parameter out to use the connection's user)", cfg.ReassignOwnedTo)
 		}
+		st.serverPasswordEncryption.Store(&enc)
 	}
 	if old := p.state.Swap(st); old != nil {
 		old.close()
