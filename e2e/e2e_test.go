@@ -138,7 +138,7 @@ func read(t *testing.T, c *api.Client, path string) *api.Secret {
 	return s
 }
 
-const creation = `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`
+const creation = vaulttest.CreateRole
 
 func superPool(t *testing.T) *pgxpool.Pool {
 	t.Helper()

@@ -88,7 +88,7 @@ func run(dev bool, version string) (err error) {
 	if _, err := c.Logical().Write("database/roles/app", map[string]interface{}{
 		"db_name": "pg", "default_ttl": "1h", "max_ttl": "24h",
 		"creation_statements": []string{
-			`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`,
+			vaulttest.CreateRole,
 			`GRANT pg_read_all_data TO "{{name}}";`,
 		},
 	}); err != nil {
@@ -207,7 +207,7 @@ func run(dev bool, version string) (err error) {
 	}
 	if _, err := c.Logical().Write("database/roles/managed-app", map[string]interface{}{
 		"db_name": "managed", "default_ttl": "1h",
-		"creation_statements": []string{`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`},
+		"creation_statements": []string{vaulttest.CreateRole},
 	}); err != nil {
 		return err
 	}

@@ -106,7 +106,7 @@ func run(n int, delay time.Duration) error {
 			if _, err := c.Logical().Write("database/roles/"+name, map[string]interface{}{
 				"db_name": name, "default_ttl": "1h",
 				"creation_statements": []string{
-					`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`,
+					vaulttest.CreateRole,
 					`GRANT SELECT ON bench_orders TO "{{name}}";`,
 				},
 			}); err != nil {

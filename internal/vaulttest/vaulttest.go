@@ -30,6 +30,10 @@ const PluginName = "vault-plugin-database-postgres"
 // VaultVersion is the Vault the Makefile builds into .cache/vault.
 const VaultVersion = "1.21.0"
 
+// CreateRole is the creation statement the tests, demo and benchmark give
+// their roles: a login role whose validity follows the lease.
+const CreateRole = `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`
+
 // RepoRoot finds the module root from this source file's location.
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
