@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
+	"flag"
 	"fmt"
 	"math/big"
 	"os"
@@ -34,7 +35,8 @@ func TestMain(m *testing.M) {
 func runTests(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if !testingShort() {
+	flag.Parse() // so testing.Short can be read before m.Run
+	if !testing.Short() {
 		s, err := pgtest.Start(ctx)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -45,15 +47,6 @@ func runTests(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "tests use PostgreSQL from %s on %s:%d\n", s.Source, s.Host, s.Port)
 	}
 	return m.Run()
-}
-
-func testingShort() bool {
-	for _, a := range os.Args {
-		if a == "-test.short" || a == "-test.short=true" {
-			return true
-		}
-	}
-	return false
 }
 
 func needPG(t testing.TB) {

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -32,10 +33,9 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	for _, a := range os.Args {
-		if a == "-test.short" || a == "-test.short=true" {
-			return m.Run() // every test skips itself under -short
-		}
+	flag.Parse() // so testing.Short can be read before m.Run
+	if testing.Short() {
+		return m.Run() // every test skips itself under -short
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
