@@ -10,68 +10,6 @@ import (
 	"time"
 )
 
-func TestRenderSQL(t *testing.T) {
-	v := newTemplateValues(`app"user'x`).withPassword(`p'w"$$;--`).withExpiration(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
-	cases := []struct {
-		name, in, want, wantErr string
-	}{
-		{"identifier context", `CREATE ROLE "{{name}}";`, `CREATE ROLE "app""user'x";`, ""},
-		{"username alias", `DROP ROLE "{{username}}";`, `DROP ROLE "app""user'x";`, ""},
-		{"literal context", `PASSWORD '{{password}}'`, `PASSWORD 'p''w"$$;--'`, ""},
-		{"escape-string literal", `E'{{password}}\n'`, `E'p''w"$$;--\n'`, ""},
-		{"unicode-escape literal doubles backslashes", `U&'{{name}}'`, `U&'app"user''x'`, ""},
-		{"bare name is quoted", `CREATE ROLE {{name}}`, `CREATE ROLE "app""user'x"`, ""},
-		{"bare password is a literal", `PASSWORD {{password}}`, `PASSWORD 'p''w"$$;--'`, ""},
-		{"expiration", `VALID UNTIL '{{expiration}}'`, `VALID UNTIL '2030-01-02 03:04:05+0000'`, ""},
-		{"spaces inside braces", `"{{ name }}"`, `"app""user'x"`, ""},
-		{"comments are left alone", "-- {{password}}\n/* {{password}} /* nested */ */ SELECT 1", "-- {{password}}\n/* {{password}} /* nested */ */ SELECT 1", ""},
-		{"literal in a comment does not open a quote", "-- it's\n'{{name}}'", "-- it's\n'app\"user''x'", ""},
-		{"doubled quotes stay inside the literal", `'a''{{name}}'`, `'a''app"user''x'`, ""},
-		{"dollar body rendered as SQL", `DO $fn$ BEGIN EXECUTE 'x' || '{{name}}'; END $fn$`, `DO $fn$ BEGIN EXECUTE 'x' || 'app"user''x'; END $fn$`, ""},
-		{"value may not close its dollar body", `DO $$ BEGIN PERFORM '{{password}}'; END $$`, "", "end the dollar-quoted body"},
-		{"positional parameters are not dollar tags", `SELECT $1, '{{name}}'`, `SELECT $1, 'app"user''x'`, ""},
-		{"unknown placeholder", `{{nope}}`, "", "unknown placeholder"},
-		{"array literals are not placeholders", `SELECT '{{1,2},{3,4}}'::int[], '{{1}}'::int[]`, `SELECT '{{1,2},{3,4}}'::int[], '{{1}}'::int[]`, ""},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := renderSQL(tc.in, v)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error = %v, want %q", err, tc.wantErr)
-				}
-				if strings.Contains(err.Error(), v.Password) {
-					t.Fatalf("error leaks the value: %v", err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got != tc.want {
-				t.Fatalf("\n got %s\nwant %s", got, tc.want)
-			}
-		})
-	}
-}
-
-func TestRenderMissingValues(t *testing.T) {
-	_, err := renderSQL(`ALTER ROLE "{{name}}" PASSWORD '{{password}}'`, newTemplateValues("u"))
-	if err == nil || !strings.Contains(err.Error(), "{{password}} is not available") {
-		t.Fatalf("error = %v", err)
-	}
-}
-
-func TestRenderStatementsJoinsAfterComments(t *testing.T) {
-	got, err := renderStatements([]string{"SELECT 1 -- trailing comment", "", "SELECT 2"}, newTemplateValues("u"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(got, "-- trailing comment\n;") || !strings.Contains(got, "SELECT 2\n;") {
-		t.Fatalf("statements joined badly: %q", got)
-	}
-}
-
 // TestSCRAMVerifier recomputes the stored and server keys from the salt.
 func TestSCRAMVerifier(t *testing.T) {
 	v, err := scramSHA256Verifier("pencil")

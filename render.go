@@ -1,0 +1,730 @@
+package postgres
+
+// Statement rendering: a small lexer that follows PostgreSQL's own scanner
+// (src/backend/parser/scan.l) closely enough to know, for every {{placeholder}},
+// which quoting context it stands in, and escapes the value for exactly that
+// context. One function per context, in the style of pgx's internal/sanitize.
+//
+// Contexts:
+//   - bare SQL: a name becomes a quoted identifier, any other value a literal;
+//   - "…" and U&"…" identifiers;
+//   - '…', E'…', U&'…', N'…', B'…', X'…' strings, with continuations (a string
+//     followed by whitespace holding a newline and another '…' is one string)
+//     and UESCAPE;
+//   - $tag$…$tag$ strings;
+//   - -- and nested /* */ comments (placeholders there are left alone);
+//   - code inside strings: the body of DO, of CREATE FUNCTION … AS, and the
+//     string EXECUTE runs in PL/pgSQL are SQL themselves. Their content is
+//     decoded, rendered as SQL (recursively: an EXECUTE string in a DO body in
+//     …), and encoded back, so a value is escaped for its innermost context
+//     and then for every string around it.
+//
+// A value can never end a dollar-quoted string early: the rendered body is
+// checked for its closing tag, and a value that would form it is refused.
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// templateValues are the values a statement can refer to.
+type templateValues struct {
+	Username   string
+	Password   string // already in the form to send (verifier or plaintext)
+	Expiration string
+	hasPass    bool
+	hasExp     bool
+}
+
+func newTemplateValues(username string) templateValues {
+	return templateValues{Username: username}
+}
+
+func (v templateValues) withPassword(p string) templateValues {
+	v.Password, v.hasPass = p, true
+	return v
+}
+
+func (v templateValues) withExpiration(t time.Time) templateValues {
+	v.Expiration, v.hasExp = t.Format(expirationFormat), true
+	return v
+}
+
+// lookup returns the value for a placeholder name and whether it is a
+// username (quoted as an identifier when it stands bare in the SQL).
+func (v templateValues) lookup(name string) (val string, ident bool, err error) {
+	switch name {
+	case "name", "username":
+		return v.Username, true, nil
+	case "password":
+		if !v.hasPass {
+			return "", false, fmt.Errorf("{{password}} is not available in this statement")
+		}
+		return v.Password, false, nil
+	case "expiration":
+		if !v.hasExp {
+			return "", false, fmt.Errorf("{{expiration}} is not available in this statement")
+		}
+		return v.Expiration, false, nil
+	}
+	return "", false, fmt.Errorf("unknown placeholder {{%s}} (use {{name}}, {{username}}, {{password}} or {{expiration}})", name)
+}
+
+// renderStatements renders every statement and joins them into one SQL text
+// that is sent in a single simple-protocol Exec: PostgreSQL runs it as one
+// implicit transaction, so the request is atomic and costs one round trip.
+// Statements are never split: DO blocks, function bodies and semicolons in
+// literals reach the server exactly as written.
+func renderStatements(stmts []string, v templateValues) (string, error) {
+	var b strings.Builder
+	for i, s := range stmts {
+		if strings.TrimSpace(s) == "" {
+			continue
+		}
+		out, err := renderSQL(s, v)
+		if err != nil {
+			return "", fmt.Errorf("statement %d: %w", i+1, err)
+		}
+		// The newline ends a trailing -- comment before the separator.
+		b.WriteString(out)
+		b.WriteString("\n;\n")
+	}
+	return b.String(), nil
+}
+
+// renderSQL substitutes the {{placeholders}} of one piece of SQL.
+func renderSQL(sql string, v templateValues) (string, error) {
+	return renderCode(sql, v, 0)
+}
+
+// maxNesting bounds code-in-a-string recursion (DO → EXECUTE → …).
+const maxNesting = 8
+
+// lexer renders one level of SQL text. Nested code (a DO body, an EXECUTE
+// string) gets a lexer of its own over the decoded content.
+type lexer struct {
+	src   string
+	pos   int // next byte to read
+	start int // src[start:pos] is read but not yet written to out
+	out   strings.Builder
+	vals  templateValues
+	depth int
+	// prev and last are the two previous words (upper-cased keywords or
+	// identifiers; "" after any other token): they tell whether a string
+	// that follows holds code.
+	prev, last string
+	err        error
+}
+
+type stateFn func(*lexer) stateFn
+
+func renderCode(sql string, v templateValues, depth int) (string, error) {
+	if depth > maxNesting {
+		return "", fmt.Errorf("code is nested in strings more than %d levels deep", maxNesting)
+	}
+	l := &lexer{src: sql, vals: v, depth: depth}
+	l.out.Grow(len(sql) + 64)
+	for state := stateFn(rawState); state != nil; {
+		state = state(l)
+	}
+	if l.err != nil {
+		return "", l.err
+	}
+	l.flush()
+	return l.out.String(), nil
+}
+
+// flush writes the pending original text.
+func (l *lexer) flush() {
+	l.out.WriteString(l.src[l.start:l.pos])
+	l.start = l.pos
+}
+
+// replace writes s in place of src[l.start:end] (everything read since the
+// last write up to from is kept), and moves past end.
+func (l *lexer) replace(from, end int, s string) {
+	l.out.WriteString(l.src[l.start:from])
+	l.out.WriteString(s)
+	l.pos, l.start = end, end
+}
+
+func (l *lexer) fail(err error) stateFn {
+	l.err = err
+	return nil
+}
+
+func (l *lexer) word(w string) { l.prev, l.last = l.last, w }
+func (l *lexer) other()        { l.prev, l.last = l.last, "" }
+
+// codeFollows reports whether a string at this point holds SQL: the body of
+// DO [LANGUAGE x], of a routine (AS), or the command of PL/pgSQL's EXECUTE.
+func (l *lexer) codeFollows() bool {
+	switch l.last {
+	case "DO", "AS", "EXECUTE":
+		return true
+	}
+	return l.prev == "LANGUAGE" && l.last != ""
+}
+
+// rawState reads bare SQL: tokens, and the start of every quoted context.
+func rawState(l *lexer) stateFn {
+	for l.pos < len(l.src) {
+		c := l.src[l.pos]
+		switch {
+		case c == '-' && strings.HasPrefix(l.src[l.pos:], "--"):
+			return lineCommentState
+		case c == '/' && strings.HasPrefix(l.src[l.pos:], "/*"):
+			return blockCommentState
+		case c == '{' && placeholderLen(l.src[l.pos:]) > 0:
+			return barePlaceholderState
+		case c == '\'':
+			return stringState(kindStandard, 0)
+		case c == '"':
+			return identState(false, 0)
+		case c == '$':
+			return dollarState
+		case isIdentStart(c):
+			return wordState
+		case c >= '0' && c <= '9':
+			// A number (also 0x1F, 1e5, 1_000): a $ after it may open a
+			// dollar quote, unlike a $ after an identifier.
+			for l.pos < len(l.src) && (isIdentStart(l.src[l.pos]) || isDigit(l.src[l.pos]) || l.src[l.pos] == '.') {
+				l.pos++
+			}
+			l.other()
+		case isSpace(c):
+			l.pos++
+		default:
+			l.pos++
+			l.other()
+		}
+	}
+	return nil
+}
+
+// wordState reads an identifier or keyword, or the prefix of a special
+// string: E'…', U&'…', U&"…", N'…', B'…', X'…'.
+func wordState(l *lexer) stateFn {
+	s := l.src[l.pos:]
+	if len(s) >= 2 && s[1] == '\'' {
+		switch s[0] {
+		case 'e', 'E':
+			return stringState(kindEscape, 1)
+		case 'n', 'N':
+			return stringState(kindStandard, 1)
+		case 'b', 'B', 'x', 'X':
+			return stringState(kindBits, 1)
+		}
+	}
+	if len(s) >= 3 && (s[0] == 'u' || s[0] == 'U') && s[1] == '&' {
+		switch s[2] {
+		case '\'':
+			return stringState(kindUnicode, 2)
+		case '"':
+			return identState(true, 2)
+		}
+	}
+	end := l.pos + 1
+	for end < len(l.src) && isIdentCont(l.src[end]) {
+		end++
+	}
+	l.word(strings.ToUpper(l.src[l.pos:end]))
+	l.pos = end
+	return rawState
+}
+
+// lineCommentState skips a -- comment. It ends at a line feed or a carriage
+// return, as in PostgreSQL.
+func lineCommentState(l *lexer) stateFn {
+	end := strings.IndexAny(l.src[l.pos:], "\n\r")
+	if end < 0 {
+		l.pos = len(l.src)
+		return nil
+	}
+	l.pos += end
+	return rawState
+}
+
+// blockCommentState skips a /* */ comment; they nest.
+func blockCommentState(l *lexer) stateFn {
+	depth := 0
+	for l.pos < len(l.src)-1 {
+		switch {
+		case l.src[l.pos] == '/' && l.src[l.pos+1] == '*':
+			depth++
+			l.pos += 2
+		case l.src[l.pos] == '*' && l.src[l.pos+1] == '/':
+			depth--
+			l.pos += 2
+			if depth == 0 {
+				return rawState
+			}
+		default:
+			l.pos++
+		}
+	}
+	l.pos = len(l.src) // unterminated: the server reports it
+	return nil
+}
+
+// barePlaceholderState renders a placeholder that stands outside any quotes:
+// a name as a quoted identifier, any other value as a string literal.
+func barePlaceholderState(l *lexer) stateFn {
+	n := placeholderLen(l.src[l.pos:])
+	val, ident, err := l.vals.lookup(placeholderName(l.src[l.pos : l.pos+n]))
+	if err != nil {
+		return l.fail(err)
+	}
+	if ident {
+		val = quoteIdent(val)
+	} else {
+		val = quoteLiteral(val)
+	}
+	l.replace(l.pos, l.pos+n, val)
+	l.other()
+	return rawState
+}
+
+// identState renders a quoted identifier, "…" or U&"…" (prefix is the length
+// of "U&"), escaping values by doubling " (and the Unicode escape character).
+func identState(unicode bool, prefix int) stateFn {
+	return func(l *lexer) stateFn {
+		open := l.pos + prefix
+		end := open + 1
+		for {
+			i := strings.IndexByte(l.src[end:], '"')
+			if i < 0 {
+				end = len(l.src)
+				break
+			}
+			end += i + 1
+			if end < len(l.src) && l.src[end] == '"' {
+				end++ // doubled quote
+				continue
+			}
+			break
+		}
+		escChar := byte(0)
+		if unicode {
+			escChar = l.uescape(end)
+		}
+		l.flush()
+		if err := l.renderData(open+1, max(open+1, end-1), func(v string) string {
+			if escChar != 0 {
+				v = strings.ReplaceAll(v, string(escChar), string([]byte{escChar, escChar}))
+			}
+			return strings.ReplaceAll(v, `"`, `""`)
+		}); err != nil {
+			return l.fail(err)
+		}
+		l.pos = end
+		l.word(`"`)
+		return rawState
+	}
+}
+
+// String kinds.
+const (
+	kindStandard = iota // '…' and N'…' (standard_conforming_strings is pinned on)
+	kindEscape          // E'…'
+	kindUnicode         // U&'…'
+	kindBits            // B'…', X'…'
+)
+
+// stringState renders a quoted string, continuations included. When the
+// string holds code (see codeFollows) its content is rendered as SQL;
+// otherwise values are escaped for the string itself.
+func stringState(kind, prefix int) stateFn {
+	return func(l *lexer) stateFn {
+		code := l.codeFollows() && kind != kindBits
+		open := l.pos + prefix
+		segs, end := stringExtent(l.src, open, kind == kindEscape)
+		escChar := byte('\\')
+		if kind == kindUnicode {
+			escChar = l.uescape(end)
+		}
+		l.pos = open
+		l.flush() // the prefix (E, U&, N…) as written
+		if code {
+			content := decodeString(l.src, segs, kind, escChar)
+			inner, err := renderCode(content, l.vals, l.depth+1)
+			if err != nil {
+				return l.fail(err)
+			}
+			l.replace(open, end, "'"+encodeString(inner, kind, escChar)+"'")
+		} else {
+			// Quotes and the whitespace between continued segments stay
+			// as written; only placeholders change.
+			for _, s := range segs {
+				if err := l.renderData(s[0], s[1], func(v string) string { return encodeString(v, kind, escChar) }); err != nil {
+					return l.fail(err)
+				}
+			}
+			l.pos = end
+			l.flush()
+		}
+		l.other()
+		return rawState
+	}
+}
+
+// stringExtent returns the content ranges of a string opening at src[open]
+// (a quote) and its continuations, and the end of the whole string. A
+// continuation is a quote after whitespace that holds at least one newline,
+// where only -- comments (not /* */) may stand.
+func stringExtent(src string, open int, backslashEscapes bool) (segs [][2]int, end int) {
+	i := open + 1
+	segStart := i
+	for i < len(src) {
+		c := src[i]
+		switch {
+		case backslashEscapes && c == '\\':
+			i += 2
+			continue
+		case c == '\'':
+			if i+1 < len(src) && src[i+1] == '\'' {
+				i += 2
+				continue
+			}
+			segs = append(segs, [2]int{segStart, i})
+			if next, ok := continuation(src, i+1); ok {
+				i = next + 1
+				segStart = i
+				continue
+			}
+			return segs, i + 1
+		}
+		i++
+	}
+	// Unterminated: the server reports it; render what there is.
+	return append(segs, [2]int{segStart, len(src)}), len(src)
+}
+
+// continuation reports whether src[i:] is whitespace holding a newline
+// followed by a quote, and where that quote is.
+func continuation(src string, i int) (int, bool) {
+	newline := false
+	for i < len(src) {
+		switch c := src[i]; {
+		case c == '\n' || c == '\r':
+			newline = true
+			i++
+		case c == ' ' || c == '\t' || c == '\f' || c == '\v':
+			i++
+		case c == '-' && strings.HasPrefix(src[i:], "--"):
+			j := strings.IndexAny(src[i:], "\n\r")
+			if j < 0 {
+				return 0, false
+			}
+			i += j
+		case c == '\'' && newline:
+			return i, true
+		default:
+			return 0, false
+		}
+	}
+	return 0, false
+}
+
+// uescape looks past a U& string or identifier ending at src[end] for
+// UESCAPE 'c' and returns the escape character (backslash by default).
+func (l *lexer) uescape(end int) byte {
+	i := skipSpaceAndComments(l.src, end)
+	if len(l.src)-i < 7 || !strings.EqualFold(l.src[i:i+7], "UESCAPE") || (i+7 < len(l.src) && isIdentCont(l.src[i+7])) {
+		return '\\'
+	}
+	i = skipSpaceAndComments(l.src, i+7)
+	if i+2 < len(l.src) && l.src[i] == '\'' && l.src[i+2] == '\'' {
+		return l.src[i+1]
+	}
+	return '\\' // invalid UESCAPE: the server rejects the statement
+}
+
+func skipSpaceAndComments(src string, i int) int {
+	for i < len(src) {
+		switch {
+		case isSpace(src[i]):
+			i++
+		case strings.HasPrefix(src[i:], "--"):
+			j := strings.IndexAny(src[i:], "\n\r")
+			if j < 0 {
+				return len(src)
+			}
+			i += j
+		case strings.HasPrefix(src[i:], "/*"):
+			l := &lexer{src: src, pos: i}
+			blockCommentState(l)
+			i = l.pos
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// dollarState reads $n (a parameter) or a dollar-quoted string. A body that
+// holds code is rendered as SQL; any other body takes values verbatim. Either
+// way the rendered body must not contain its closing tag.
+func dollarState(l *lexer) stateFn {
+	tag, ok := dollarTag(l.src[l.pos:])
+	if !ok {
+		l.pos++
+		for l.pos < len(l.src) && isDigit(l.src[l.pos]) {
+			l.pos++ // $1
+		}
+		l.other()
+		return rawState
+	}
+	code := l.codeFollows()
+	bodyStart := l.pos + len(tag)
+	n := strings.Index(l.src[bodyStart:], tag)
+	if n < 0 { // unterminated: the server reports it
+		l.pos = len(l.src)
+		return nil
+	}
+	bodyEnd := bodyStart + n
+	var body string
+	if code {
+		var err error
+		if body, err = renderCode(l.src[bodyStart:bodyEnd], l.vals, l.depth+1); err != nil {
+			return l.fail(err)
+		}
+	} else {
+		sub := &lexer{src: l.src[bodyStart:bodyEnd], vals: l.vals}
+		if err := sub.renderData(0, len(sub.src), func(v string) string { return v }); err != nil {
+			return l.fail(err)
+		}
+		sub.pos = len(sub.src)
+		sub.flush()
+		body = sub.out.String()
+	}
+	if strings.Index(body+tag, tag) != len(body) {
+		return l.fail(fmt.Errorf("a value would end the dollar-quoted string %s…%s it is rendered into (it holds the tag, or ends in $): use another tag, or a quoted literal such as '{{password}}'", tag, tag))
+	}
+	l.replace(l.pos, bodyEnd+len(tag), tag+body+tag)
+	l.other()
+	return rawState
+}
+
+// renderData writes the pending text up to src[to], where src[from:to] is the
+// content of a quoted context, with each placeholder there replaced by its
+// value escaped by esc.
+func (l *lexer) renderData(from, to int, esc func(string) string) error {
+	i := from
+	for i < to {
+		j := strings.Index(l.src[i:to], "{{")
+		if j < 0 {
+			break
+		}
+		i += j
+		n := placeholderLen(l.src[i:to])
+		if n == 0 {
+			i += 2
+			continue
+		}
+		val, _, err := l.vals.lookup(placeholderName(l.src[i : i+n]))
+		if err != nil {
+			return err
+		}
+		l.out.WriteString(l.src[l.start:i])
+		l.out.WriteString(esc(val))
+		i += n
+		l.start = i
+	}
+	l.out.WriteString(l.src[l.start:to])
+	l.start = to
+	return nil
+}
+
+// decodeString returns the characters a string's content stands for, so that
+// code inside it can be lexed as the server will run it.
+func decodeString(src string, segs [][2]int, kind int, escChar byte) string {
+	var b strings.Builder
+	for _, s := range segs {
+		c := src[s[0]:s[1]]
+		for i := 0; i < len(c); i++ {
+			switch {
+			case c[i] == '\'' && i+1 < len(c) && c[i+1] == '\'':
+				b.WriteByte('\'')
+				i++
+			case kind == kindEscape && c[i] == '\\' && i+1 < len(c):
+				i += decodeBackslash(&b, c[i+1:])
+			case kind == kindUnicode && c[i] == escChar && i+1 < len(c):
+				i += decodeUnicodeEscape(&b, c[i+1:], escChar)
+			default:
+				b.WriteByte(c[i])
+			}
+		}
+	}
+	return b.String()
+}
+
+// decodeBackslash decodes the escape after a backslash in E'…' and returns
+// how many bytes it used.
+func decodeBackslash(b *strings.Builder, s string) int {
+	switch s[0] {
+	case 'b':
+		b.WriteByte('\b')
+	case 'f':
+		b.WriteByte('\f')
+	case 'n':
+		b.WriteByte('\n')
+	case 'r':
+		b.WriteByte('\r')
+	case 't':
+		b.WriteByte('\t')
+	case 'v':
+		b.WriteByte('\v')
+	case '0', '1', '2', '3', '4', '5', '6', '7':
+		n := 1
+		for n < 3 && n < len(s) && s[n] >= '0' && s[n] <= '7' {
+			n++
+		}
+		v, _ := strconv.ParseUint(s[:n], 8, 16)
+		b.WriteByte(byte(v))
+		return n
+	case 'x':
+		n := 1
+		for n < 3 && n < len(s) && isHex(s[n]) {
+			n++
+		}
+		if n == 1 {
+			b.WriteByte('x')
+			return 1
+		}
+		v, _ := strconv.ParseUint(s[1:n], 16, 8)
+		b.WriteByte(byte(v))
+		return n
+	case 'u', 'U':
+		w := 4
+		if s[0] == 'U' {
+			w = 8
+		}
+		if r, ok := hexRune(s[1:], w); ok {
+			b.WriteRune(r)
+			return 1 + w
+		}
+		b.WriteByte(s[0])
+	default:
+		b.WriteByte(s[0])
+	}
+	return 1
+}
+
+// decodeUnicodeEscape decodes the escape after the escape character in
+// U&'…' and returns how many bytes it used.
+func decodeUnicodeEscape(b *strings.Builder, s string, escChar byte) int {
+	switch {
+	case s[0] == escChar:
+		b.WriteByte(escChar)
+		return 1
+	case s[0] == '+':
+		if r, ok := hexRune(s[1:], 6); ok {
+			b.WriteRune(r)
+			return 7
+		}
+	default:
+		if r, ok := hexRune(s, 4); ok {
+			b.WriteRune(r)
+			return 4
+		}
+	}
+	b.WriteByte(escChar) // invalid: the server rejects the string
+	return 0
+}
+
+func hexRune(s string, w int) (rune, bool) {
+	if len(s) < w {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(s[:w], 16, 32)
+	if err != nil || !utf8.ValidRune(rune(v)) {
+		return 0, false
+	}
+	return rune(v), true
+}
+
+// encodeString escapes s as the content of a string of the given kind.
+func encodeString(s string, kind int, escChar byte) string {
+	switch kind {
+	case kindEscape:
+		s = strings.ReplaceAll(s, `\`, `\\`)
+	case kindUnicode:
+		s = strings.ReplaceAll(s, string(escChar), string([]byte{escChar, escChar}))
+	}
+	return strings.ReplaceAll(s, `'`, `''`)
+}
+
+// placeholderLen returns the length of a {{name}} placeholder at the start of
+// s, or 0. Only identifier-like names are placeholders: '{{1,2},{3,4}}' is an
+// array literal, while a misspelt {{nmae}} is reported by lookup.
+func placeholderLen(s string) int {
+	if !strings.HasPrefix(s, "{{") {
+		return 0
+	}
+	end := strings.Index(s[2:], "}}")
+	if end < 0 || !isPlaceholderName(strings.TrimSpace(s[2:2+end])) {
+		return 0
+	}
+	return end + 4
+}
+
+func placeholderName(p string) string { return strings.TrimSpace(p[2 : len(p)-2]) }
+
+func isPlaceholderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (i > 0 && isDigit(c))) {
+			return false
+		}
+	}
+	return true
+}
+
+// dollarTag returns the opening tag ($$ or $name$) at the start of s.
+func dollarTag(s string) (string, bool) {
+	for j := 1; j < len(s); j++ {
+		ch := s[j]
+		if ch == '$' {
+			return s[:j+1], true
+		}
+		if !(isIdentStart(ch) || (j > 1 && isDigit(ch))) {
+			return "", false
+		}
+	}
+	return "", false
+}
+
+func isIdentStart(c byte) bool {
+	return c == '_' || c >= 0x80 || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+}
+
+func isIdentCont(c byte) bool { return isIdentStart(c) || isDigit(c) || c == '$' }
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+func isHex(c byte) bool { return isDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') }
+
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'
+}
+
+// quoteLiteral quotes s as a standard-conforming SQL string literal.
+func quoteLiteral(s string) string {
+	if strings.Contains(s, `\`) {
+		// E'' makes the meaning independent of standard_conforming_strings.
+		return `E'` + strings.ReplaceAll(strings.ReplaceAll(s, `\`, `\\`), `'`, `''`) + `'`
+	}
+	return `'` + strings.ReplaceAll(s, `'`, `''`) + `'`
+}
+
+// quoteIdent quotes a role or database name for SQL text.
+func quoteIdent(s string) string { return pgx.Identifier{s}.Sanitize() }

@@ -1,0 +1,183 @@
+package postgres
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRenderSQL(t *testing.T) {
+	v := newTemplateValues(`app"user'x`).withPassword(`p'w"$$;--`).withExpiration(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	cases := []struct {
+		name, in, want, wantErr string
+	}{
+		{"identifier context", `CREATE ROLE "{{name}}";`, `CREATE ROLE "app""user'x";`, ""},
+		{"username alias", `DROP ROLE "{{username}}";`, `DROP ROLE "app""user'x";`, ""},
+		{"literal context", `PASSWORD '{{password}}'`, `PASSWORD 'p''w"$$;--'`, ""},
+		{"escape-string literal", `E'{{password}}\n'`, `E'p''w"$$;--\n'`, ""},
+		{"unicode-escape literal doubles backslashes", `U&'{{name}}'`, `U&'app"user''x'`, ""},
+		{"bare name is quoted", `CREATE ROLE {{name}}`, `CREATE ROLE "app""user'x"`, ""},
+		{"bare password is a literal", `PASSWORD {{password}}`, `PASSWORD 'p''w"$$;--'`, ""},
+		{"expiration", `VALID UNTIL '{{expiration}}'`, `VALID UNTIL '2030-01-02 03:04:05+0000'`, ""},
+		{"spaces inside braces", `"{{ name }}"`, `"app""user'x"`, ""},
+		{"comments are left alone", "-- {{password}}\n/* {{password}} /* nested */ */ SELECT 1", "-- {{password}}\n/* {{password}} /* nested */ */ SELECT 1", ""},
+		{"literal in a comment does not open a quote", "-- it's\n'{{name}}'", "-- it's\n'app\"user''x'", ""},
+		{"doubled quotes stay inside the literal", `'a''{{name}}'`, `'a''app"user''x'`, ""},
+		{"dollar body rendered as SQL", `DO $fn$ BEGIN EXECUTE 'x' || '{{name}}'; END $fn$`, `DO $fn$ BEGIN EXECUTE 'x' || 'app"user''x'; END $fn$`, ""},
+		{"value may not close its dollar body", `DO $$ BEGIN PERFORM '{{password}}'; END $$`, "", "would end the dollar-quoted string"},
+		{"positional parameters are not dollar tags", `SELECT $1, '{{name}}'`, `SELECT $1, 'app"user''x'`, ""},
+		{"unknown placeholder", `{{nope}}`, "", "unknown placeholder"},
+		{"array literals are not placeholders", `SELECT '{{1,2},{3,4}}'::int[], '{{1}}'::int[]`, `SELECT '{{1,2},{3,4}}'::int[], '{{1}}'::int[]`, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := renderSQL(tc.in, v)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error = %v, want %q", err, tc.wantErr)
+				}
+				if strings.Contains(err.Error(), v.Password) {
+					t.Fatalf("error leaks the value: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Fatalf("\n got %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRenderMissingValues(t *testing.T) {
+	_, err := renderSQL(`ALTER ROLE "{{name}}" PASSWORD '{{password}}'`, newTemplateValues("u"))
+	if err == nil || !strings.Contains(err.Error(), "{{password}} is not available") {
+		t.Fatalf("error = %v", err)
+	}
+}
+
+func TestRenderStatementsJoinsAfterComments(t *testing.T) {
+	got, err := renderStatements([]string{"SELECT 1 -- trailing comment", "", "SELECT 2"}, newTemplateValues("u"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(got, "-- trailing comment\n;") || !strings.Contains(got, "SELECT 2\n;") {
+		t.Fatalf("statements joined badly: %q", got)
+	}
+}
+
+// TestRenderContexts pins the escaping of every quoting context, nested code
+// included, on hostile values.
+func TestRenderContexts(t *testing.T) {
+	v := newTemplateValues(`n"'\$`).withPassword(`p'\"$!`)
+	cases := []struct{ name, in, want string }{
+		{"E string continued by a standard segment", "E'a'\n'{{name}}'", "E'a'\n'n\"''\\\\$'"},
+		{"continuation after a -- comment", "E'a' -- c\n  '{{name}}'", "E'a' -- c\n  'n\"''\\\\$'"},
+		{"no continuation without a newline", "E'a' '{{name}}'", "E'a' 'n\"''\\$'"},
+		{"no continuation across a block comment", "E'a'\n/* c */ '{{name}}'", "E'a'\n/* c */ 'n\"''\\$'"},
+		{"bare carriage return ends a -- comment", "-- c\r'{{name}}'", "-- c\r'n\"''\\$'"},
+		{"UESCAPE changes the escape character", `U&'{{password}}' UESCAPE '!'`, `U&'p''\"$!!' UESCAPE '!'`},
+		{"U& identifier", `U&"{{name}}"`, `U&"n""'\\$"`},
+		{"EXECUTE string: identifier inside", `DO $$ BEGIN EXECUTE 'GRANT r TO "{{name}}"'; END $$`, `DO $$ BEGIN EXECUTE 'GRANT r TO "n""''\$"'; END $$`},
+		{"EXECUTE string: literal inside", `DO $$ BEGIN EXECUTE 'SELECT ''{{password}}'''; END $$`, `DO $$ BEGIN EXECUTE 'SELECT ''p''''\"$!'''; END $$`},
+		{"EXECUTE string: bare name is quoted", `DO $$ BEGIN EXECUTE 'GRANT r TO {{name}}'; END $$`, `DO $$ BEGIN EXECUTE 'GRANT r TO "n""''\$"'; END $$`},
+		{"EXECUTE E string", `DO $$ BEGIN EXECUTE E'SELECT \'{{password}}\''; END $$`, `DO $$ BEGIN EXECUTE E'SELECT ''p''''\\"$!'''; END $$`},
+		{"EXECUTE dollar string", `DO $$ BEGIN EXECUTE $q$SELECT '{{password}}'$q$; END $$`, `DO $$ BEGIN EXECUTE $q$SELECT 'p''\"$!'$q$; END $$`},
+		{"format argument is data", `DO $$ BEGIN EXECUTE format('DROP ROLE %I', '{{name}}'); END $$`, `DO $$ BEGIN EXECUTE format('DROP ROLE %I', 'n"''\$'); END $$`},
+		{"dollar string as a value", `PASSWORD $q${{password}}$q$`, `PASSWORD $q$p'\"$!$q$`},
+		{"DO LANGUAGE body is code", `DO LANGUAGE plpgsql $b$ BEGIN PERFORM {{password}}; END $b$`, `DO LANGUAGE plpgsql $b$ BEGIN PERFORM E'p''\\"$!'; END $b$`},
+		{"function body is code", `CREATE FUNCTION f() RETURNS text LANGUAGE sql AS 'SELECT {{name}}::text'`, `CREATE FUNCTION f() RETURNS text LANGUAGE sql AS 'SELECT "n""''\$"::text'`},
+		{"identifier ending in $ is not a dollar quote", `SELECT a$$ '{{name}}'`, `SELECT a$$ 'n"''\$'`},
+		{"number then dollar quote", `SELECT 1$$ {{name}} $$`, `SELECT 1$$ n"'\$ $$`},
+		{"bit string", `B'{{name}}'`, `B'n"''\$'`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := renderSQL(tc.in, v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Fatalf("\n got %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRenderRefusesEarlyDollarClose(t *testing.T) {
+	for _, tc := range []struct{ in, password string }{
+		{`PASSWORD $${{password}}$$`, `ab$$cd`},
+		{`PASSWORD $${{password}}$$`, `abc$`},
+		{`DO $$ BEGIN PERFORM '{{password}}$'; END $$`, `x$`},
+		{`DO $x$ BEGIN EXECUTE 'SELECT ''{{password}}'''; END $x$`, `a$x$b`},
+	} {
+		_, err := renderSQL(tc.in, newTemplateValues("u").withPassword(tc.password))
+		if err == nil || !strings.Contains(err.Error(), "dollar-quoted") {
+			t.Errorf("%s with %q: error = %v", tc.in, tc.password, err)
+		}
+		if err != nil && strings.Contains(err.Error(), tc.password) {
+			t.Errorf("error leaks the value: %v", err)
+		}
+	}
+}
+
+// TestRenderedAttacksStayInert runs each attack the renderer once fell for
+// against the real server: the value must land in its context exactly (the
+// role's comment equals it) and no injected statement may run.
+func TestRenderedAttacksStayInert(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	pwn := "pwn_" + randSuffix()
+	inject := fmt.Sprintf(`;CREATE TABLE %s();--`, pwn)
+	tbl := "guarded_" + randSuffix()
+	execSQL(t, a, fmt.Sprintf("CREATE TABLE %s (id int)", tbl))
+	cases := []struct {
+		name, user, password, stmt, want string
+	}{
+		{"E string continued by a standard segment", `a\'` + inject, "pw", "COMMENT ON ROLE \"{{name}}\" IS E'x'\n'{{name}}';", "x{{name}}"},
+		{"carriage return ends a comment", `a'` + inject, "pw", "COMMENT ON ROLE \"{{name}}\" IS -- c\r'x\n{{name}}';", "x\n{{name}}"},
+		{"EXECUTE string with a quoted identifier", `x", PUBLIC --`, "pw", fmt.Sprintf(`DO $$ BEGIN EXECUTE 'GRANT SELECT ON %s TO "{{name}}"'; END $$; COMMENT ON ROLE "{{name}}" IS 'ok';`, tbl), "ok"},
+		{"EXECUTE string with a literal", "e", `'''; CREATE TABLE ` + pwn + `(); --\`, `DO $$ BEGIN EXECUTE 'COMMENT ON ROLE "{{name}}" IS ''{{password}}'''; END $$;`, "{{password}}"},
+		{"EXECUTE string with bare values", "b", `x'` + inject, `DO $$ BEGIN EXECUTE 'COMMENT ON ROLE {{name}} IS {{password}}'; END $$;`, "{{password}}"},
+		{"EXECUTE E string", "ee", `\'` + inject, `DO $$ BEGIN EXECUTE E'COMMENT ON ROLE "{{name}}" IS \'{{password}}\''; END $$;`, "{{password}}"},
+		{"EXECUTE inside EXECUTE", "nn", `'"` + inject, `DO $$ BEGIN EXECUTE 'DO $i$ BEGIN EXECUTE ''COMMENT ON ROLE "{{name}}" IS ''''{{password}}''''''; END $i$'; END $$;`, "{{password}}"},
+		{"dollar-quoted value", "dq", `it's \ "x"` + inject, `COMMENT ON ROLE "{{name}}" IS $${{password}}$$;`, "{{password}}"},
+		{"UESCAPE", "ue", `!0041'` + inject, `COMMENT ON ROLE "{{name}}" IS U&'{{password}}' UESCAPE '!';`, "{{password}}"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			user := "ra-" + randSuffix() + "-" + tc.user
+			vals := newTemplateValues(user).withPassword(tc.password)
+			sql, err := renderStatements([]string{`CREATE ROLE "{{name}}";`, tc.stmt}, vals)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				_, _ = a.Exec(testCtx(t), fmt.Sprintf("REVOKE ALL ON %s FROM %s", tbl, quoteIdent(user)))
+				_, _ = a.Exec(testCtx(t), "DROP ROLE IF EXISTS "+quoteIdent(user))
+			})
+			if err := execAtomic(testCtx(t), a, sql); err != nil {
+				t.Fatalf("rendered SQL failed: %v\n%s", err, sql)
+			}
+			want := strings.NewReplacer("{{name}}", user, "{{password}}", tc.password).Replace(tc.want)
+			var comment string
+			if err := a.QueryRow(testCtx(t), "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1", user).Scan(&comment); err != nil {
+				t.Fatalf("role %q: %v\n%s", user, err, sql)
+			}
+			if comment != want {
+				t.Fatalf("comment = %q, want %q\n%s", comment, want, sql)
+			}
+		})
+	}
+	var n int
+	if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_class WHERE relname = $1", pwn).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("an injected statement ran: table %s exists (%v)", pwn, err)
+	}
+	var public bool
+	if err := a.QueryRow(testCtx(t), "SELECT EXISTS (SELECT 1 FROM pg_class c, aclexplode(c.relacl) x WHERE c.relname = $1 AND x.grantee = 0)", tbl).Scan(&public); err != nil || public {
+		t.Fatalf("a name granted the table to PUBLIC (%v)", err)
+	}
+}
