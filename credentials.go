@@ -53,10 +53,37 @@ func newUsernameTemplate(tmpl string) (template.StringTemplate, error) {
 	if err != nil {
 		return template.StringTemplate{}, fmt.Errorf("username_template: rendering a test name: %w", err)
 	}
-	if err := checkUsername(name); err != nil {
+	if err := checkUsername(safeUsername(name)); err != nil {
 		return template.StringTemplate{}, fmt.Errorf("username_template: %w", err)
 	}
 	return up, nil
+}
+
+// safeUsername maps every character that could end a quoting context in
+// SQL — " ' \ $ and control characters (line breaks included) — to "_". The
+// display name in a username comes from the Vault token, which whoever logs
+// in can often shape (OIDC claims, userpass names); the renderer already
+// escapes values for their context, and this keeps a generated name harmless
+// even in a statement that pastes it where no escaping can reach (a string
+// built with || inside EXECUTE).
+func safeUsername(name string) string {
+	if strings.IndexFunc(name, unsafeInName) < 0 {
+		return name
+	}
+	return strings.Map(func(r rune) rune {
+		if unsafeInName(r) {
+			return '_'
+		}
+		return r
+	}, name)
+}
+
+func unsafeInName(r rune) bool {
+	switch r {
+	case '"', '\'', '\\', '$', utf8.RuneError:
+		return true
+	}
+	return unicode.IsControl(r) || r == '\u2028' || r == '\u2029'
 }
 
 func checkUsername(name string) error {

@@ -178,6 +178,7 @@ func (p *Postgres) NewUser(ctx context.Context, req dbplugin.NewUserRequest) (db
 	if err != nil {
 		return dbplugin.NewUserResponse{}, fmt.Errorf("generating username: %w", err)
 	}
+	username = safeUsername(username)
 	if err := checkUsername(username); err != nil {
 		return dbplugin.NewUserResponse{}, fmt.Errorf("username_template %w", err)
 	}

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 )
 
 func TestRenderSQL(t *testing.T) {
@@ -179,5 +181,42 @@ func TestRenderedAttacksStayInert(t *testing.T) {
 	var public bool
 	if err := a.QueryRow(testCtx(t), "SELECT EXISTS (SELECT 1 FROM pg_class c, aclexplode(c.relacl) x WHERE c.relname = $1 AND x.grantee = 0)", tbl).Scan(&public); err != nil || public {
 		t.Fatalf("a name granted the table to PUBLIC (%v)", err)
+	}
+}
+
+// TestHostileDisplayNames issues credentials for display names built to end
+// quoting contexts: each user must be created with a safe name, log in,
+// renew and be revoked.
+func TestHostileDisplayNames(t *testing.T) {
+	db := newDB(t, map[string]interface{}{"username_template": `{{ printf "h-%s-%s" .DisplayName (random 6) | truncate 63 }}`})
+	a := admin(t)
+	for _, display := range []string{`a"b`, `x'y`, `back\slash`, `$pgvault$`, `$$`, "new\nline\rcr", `postgres", PUBLIC --`, `E'\'`, `a\';CREATE TABLE x();--`, "nul\x00byte", "\u2028sep"} {
+		t.Run(fmt.Sprintf("%q", display), func(t *testing.T) {
+			req := newUserReq(createStmt, `DO $$ BEGIN EXECUTE 'COMMENT ON ROLE "{{name}}" IS ' || quote_literal('{{name}}'); END $$;`)
+			req.UsernameConfig.DisplayName = display
+			resp, err := db.NewUser(testCtx(t), req)
+			if err != nil {
+				t.Fatalf("NewUser: %v", err)
+			}
+			user := resp.Username
+			if strings.ContainsAny(user, "\"'\\$\n\r\x00") || strings.ContainsRune(user, '\u2028') {
+				t.Fatalf("username %q holds a character that can end a quoting context", user)
+			}
+			assertLogin(t, user, req.Password)
+			var comment string
+			if err := a.QueryRow(testCtx(t), "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1", user).Scan(&comment); err != nil || comment != user {
+				t.Fatalf("comment = %q (%v), want %q", comment, err, user)
+			}
+			exp := time.Now().Add(2 * time.Hour).Truncate(time.Second)
+			if _, err := db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{Username: user, Expiration: &dbplugin.ChangeExpiration{NewExpiration: exp}}); err != nil {
+				t.Fatalf("renewing %q: %v", user, err)
+			}
+			if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user}); err != nil {
+				t.Fatalf("revoking %q: %v", user, err)
+			}
+			if roleExists(t, a, user) {
+				t.Fatalf("role %q survived revocation", user)
+			}
+		})
 	}
 }
