@@ -58,6 +58,15 @@ func (v templateValues) withExpiration(t time.Time) templateValues {
 // lookup returns the value for a placeholder name and whether it is a
 // username (quoted as an identifier when it stands bare in the SQL).
 func (v templateValues) lookup(name string) (val string, ident bool, err error) {
+	val, ident, err = v.value(name)
+	if err == nil && strings.IndexByte(val, 0) >= 0 {
+		// The query message is NUL-terminated: a NUL would cut the SQL.
+		return "", false, fmt.Errorf("the value of {{%s}} contains a NUL byte, which SQL text cannot hold", name)
+	}
+	return val, ident, err
+}
+
+func (v templateValues) value(name string) (val string, ident bool, err error) {
 	switch name {
 	case "name", "username":
 		return v.Username, true, nil
