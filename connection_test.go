@@ -3,17 +3,27 @@ package postgres
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/binary"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // fakePG is a man in the middle as the issue describes it: it refuses TLS
@@ -179,6 +189,7 @@ func TestCleartextPasswordRefused(t *testing.T) {
 			if err == nil {
 				t.Fatal("Initialize succeeded against a server that asked for the cleartext password")
 			}
+			t.Logf("error: %v", err)
 			if !strings.Contains(err.Error(), "allow_cleartext_password") {
 				t.Errorf("error does not name allow_cleartext_password: %v", err)
 			}
@@ -248,6 +259,7 @@ func TestTLSRequiredWithCA(t *testing.T) {
 			if err == nil {
 				t.Fatal("Initialize succeeded without verified TLS")
 			}
+			t.Logf("error: %v", err)
 			for _, w := range tc.wantErr {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error does not say %q: %v", w, err)
@@ -319,4 +331,173 @@ func TestPoolSizeBeyondInt32(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestPoolConfigTLSRules covers the TLS rule without a server: every
+// combination that could go without verified TLS is a configuration error.
+func TestPoolConfigTLSRules(t *testing.T) {
+	t.Setenv("PGSSLMODE", "") // the cases are about connection_url alone
+	t.Setenv("PGSERVICE", "")
+	ca := selfSignedPEM(t)
+	cert, key := selfSignedPair(t)
+	const base = "postgres://{{username}}:{{password}}@db.example.com:5432/postgres"
+	cases := []struct {
+		name    string
+		url     string
+		extra   map[string]interface{}
+		wantErr string // "" means valid
+	}{
+		{"ca, no sslmode: verify-full", base, map[string]interface{}{"tls_ca": ca}, ""},
+		{"ca, require", base + "?sslmode=require", map[string]interface{}{"tls_ca": ca}, ""},
+		{"ca, prefer", base + "?sslmode=prefer", map[string]interface{}{"tls_ca": ca}, "sslmode=prefer"},
+		{"ca, two hosts, allow", "postgres://{{username}}:{{password}}@a:5432,b:5432/postgres?sslmode=allow", map[string]interface{}{"tls_ca": ca}, "sslmode=allow"},
+		{"ca, keyword/value prefer", "host=db.example.com user={{username}} password={{password}} sslmode='prefer'", map[string]interface{}{"tls_ca": ca}, "sslmode=prefer"},
+		{"ca, keyword/value, sslmode only inside a quoted value", "host=db.example.com user={{username}} password={{password}} application_name='x sslmode=disable'", map[string]interface{}{"tls_ca": ca}, ""},
+		{"ca, unix socket", "host=/var/run/postgresql user={{username}} password={{password}}", map[string]interface{}{"tls_ca": ca}, "Unix socket"},
+		{"certificate, no CA, require", base + "?sslmode=require", map[string]interface{}{"tls_certificate": cert, "private_key": key}, "does not verify"},
+		{"certificate, no CA, verify-full", base + "?sslmode=verify-full", map[string]interface{}{"tls_certificate": cert, "private_key": key}, ""},
+		{"certificate, no CA, no sslmode", base, map[string]interface{}{"tls_certificate": cert, "private_key": key}, ""},
+		{"no TLS parameters, prefer stays prefer", base + "?sslmode=prefer", nil, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := map[string]interface{}{"connection_url": tc.url, "username": "u", "password": "p"}
+			for k, v := range tc.extra {
+				raw[k] = v
+			}
+			c, _, err := parseConfig(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pc, err := c.poolConfig()
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !c.wantsTLS() {
+				return
+			}
+			cc := pc.ConnConfig
+			for i, tlsCfg := range append([]*tls.Config{cc.TLSConfig}, fallbackTLS(cc.Fallbacks)...) {
+				if tlsCfg == nil {
+					t.Fatalf("connection %d has no TLS", i)
+				}
+				if tlsCfg.InsecureSkipVerify && tlsCfg.VerifyPeerCertificate == nil {
+					t.Fatalf("connection %d does not verify the server", i)
+				}
+				if strings.Contains(tc.name, "no sslmode") && (tlsCfg.InsecureSkipVerify || tlsCfg.ServerName != "db.example.com") {
+					t.Fatalf("connection %d without sslmode is not verify-full (host name unchecked)", i)
+				}
+			}
+		})
+	}
+}
+
+func fallbackTLS(fbs []*pgconn.FallbackConfig) []*tls.Config {
+	var out []*tls.Config
+	for _, fb := range fbs {
+		out = append(out, fb.TLSConfig)
+	}
+	return out
+}
+
+func TestSSLModeSetting(t *testing.T) {
+	t.Setenv("PGSSLMODE", "")
+	t.Setenv("PGSERVICE", "")
+	cases := []struct {
+		conn string
+		mode string
+		set  bool
+	}{
+		{"postgres://u@h/db", "", false},
+		{"postgres://u@h/db?sslmode=require", "require", true},
+		{"postgresql://u@h/db?application_name=x&sslmode=verify-ca", "verify-ca", true},
+		{"host=h user=u", "", false},
+		{"host=h sslmode=allow user=u", "allow", true},
+		{"host=h  sslmode = 'verify-full' ", "verify-full", true},
+		{`host=h password='a\' sslmode=disable' user=u`, "", false},
+		{"host=h service=prod", "", true},
+	}
+	for _, tc := range cases {
+		mode, set := sslmodeSetting(tc.conn)
+		if mode != tc.mode || set != tc.set {
+			t.Errorf("sslmodeSetting(%q) = %q, %v; want %q, %v", tc.conn, mode, set, tc.mode, tc.set)
+		}
+	}
+	for in, want := range map[string]string{
+		"postgres://u@h/db":          "postgres://u@h/db?sslmode=verify-full",
+		"postgres://u@h/db?x=1":      "postgres://u@h/db?x=1&sslmode=verify-full",
+		"postgres://u@h/db?x=1#frag": "postgres://u@h/db?x=1&sslmode=verify-full#frag",
+		"host=h user=u":              "host=h user=u sslmode=verify-full",
+	} {
+		if got := withSSLMode(in, "verify-full"); got != want {
+			t.Errorf("withSSLMode(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestCleartextGuard feeds backend messages one byte at a time: the guard
+// must find the cleartext request however reads split the stream, and stop
+// looking once the session is ready.
+func TestCleartextGuard(t *testing.T) {
+	msg := func(typ byte, body ...byte) []byte {
+		out := []byte{typ, 0, 0, 0, 0}
+		binary.BigEndian.PutUint32(out[1:], uint32(len(body)+4))
+		return append(out, body...)
+	}
+	authOK := msg('R', 0, 0, 0, 0)
+	sasl := msg('R', append([]byte{0, 0, 0, 10}, "SCRAM-SHA-256\x00\x00"...)...)
+	cleartext := msg('R', 0, 0, 0, 3)
+	param := msg('S', []byte("client_encoding\x00UTF8\x00")...)
+	ready := msg('Z', 'I')
+	empty := msg('I')
+	cases := []struct {
+		name    string
+		stream  [][]byte
+		refused bool
+	}{
+		{"cleartext first", [][]byte{cleartext}, true},
+		{"after another request", [][]byte{sasl, empty, cleartext}, true},
+		{"scram then ready", [][]byte{sasl, authOK, param, ready}, false},
+		{"after ready it is not authentication", [][]byte{authOK, ready, cleartext}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := &cleartextGuard{r: iotest.OneByteReader(bytes.NewReader(bytes.Join(tc.stream, nil))), addr: "db:5432"}
+			_, err := io.ReadAll(g)
+			if tc.refused != (err != nil) {
+				t.Fatalf("err = %v, want refused=%v", err, tc.refused)
+			}
+			if err != nil && !strings.Contains(err.Error(), "allow_cleartext_password") {
+				t.Fatalf("error does not name allow_cleartext_password: %v", err)
+			}
+		})
+	}
+}
+
+// selfSignedPair returns a client certificate and its key, unrelated to the
+// test server.
+func selfSignedPair(t testing.TB) (certPEM, keyPEM string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(10), Subject: pkix.Name{CommonName: "client"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
 }
