@@ -23,7 +23,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // fakePG is a man in the middle as the issue describes it: it refuses TLS
@@ -500,4 +502,53 @@ func selfSignedPair(t testing.TB) (certPEM, keyPEM string) {
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
 		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
+}
+
+// TestCleartextGuardOnCopies: connections opened from copies of the pool
+// configuration (execAs for self-managed static roles, pools to other
+// databases in revoke.go) carry the same guard.
+func TestCleartextGuardOnCopies(t *testing.T) {
+	f := startFakePG(t)
+	c, _, err := parseConfig(map[string]interface{}{
+		"connection_url": fmt.Sprintf("postgres://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable", f.port()),
+		"username":       "vaultroot", "password": "root-pw-" + randSuffix(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := c.poolConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+
+	staticPassword := "static-pw-" + randSuffix()
+	cc := pc.ConnConfig.Copy() // as execAs does
+	cc.User, cc.Password = "static", staticPassword
+	if conn, err := pgx.ConnectConfig(ctx, cc); err == nil {
+		conn.Close(ctx)
+		t.Fatal("a copied connection configuration answered the cleartext request")
+	} else if !strings.Contains(err.Error(), "allow_cleartext_password") {
+		t.Errorf("copied connection configuration: error = %v", err)
+	}
+
+	other := pc.Copy() // as databasePool does
+	other.ConnConfig.Database = "other"
+	pool, err := pgxpool.NewWithConfig(ctx, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = pool.Ping(ctx)
+	pool.Close()
+	if err == nil || !strings.Contains(err.Error(), "allow_cleartext_password") {
+		t.Errorf("pool to another database: error = %v", err)
+	}
+
+	got, conns := f.received()
+	if conns < 2 {
+		t.Fatalf("the fake server saw %d connections, want one from each copy", conns)
+	}
+	if strings.Contains(got, staticPassword) || strings.Contains(got, c.Password) {
+		t.Fatal("the fake server received a password")
+	}
 }
