@@ -552,3 +552,24 @@ func TestCleartextGuardOnCopies(t *testing.T) {
 		t.Fatal("the fake server received a password")
 	}
 }
+
+// TestGuardPassesSCRAMWithoutTLS: the guard reads a real server's SCRAM
+// exchange over a connection without TLS and lets it through.
+func TestGuardPassesSCRAMWithoutTLS(t *testing.T) {
+	needPG(t)
+	url := fmt.Sprintf("postgres://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable", pg.Port)
+	db := newDB(t, map[string]interface{}{"connection_url": url})
+	var ssl bool
+	if err := db.state.Load().pool.QueryRow(testCtx(t), "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&ssl); err != nil || ssl {
+		t.Fatalf("want a connection without TLS: ssl=%v err=%v", ssl, err)
+	}
+	req := newUserReq(createStmt)
+	resp, err := db.NewUser(testCtx(t), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertLogin(t, resp.Username, req.Password)
+	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: resp.Username}); err != nil {
+		t.Fatal(err)
+	}
+}
