@@ -5,10 +5,16 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"math/big"
+	"net"
+	"net/url"
+	"os"
 	"reflect"
 	"sort"
 	"strings"
@@ -19,6 +25,7 @@ import (
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -27,6 +34,13 @@ const (
 	defaultMaxOpenConnections = 4
 	defaultPasswordAuth       = passwordAuthAuto
 	defaultTerminateSessions  = true
+	// defaultAllowCleartextPassword: a server that asks for the password in
+	// cleartext over a connection without TLS is refused unless the
+	// operator allows it.
+	defaultAllowCleartextPassword = false
+	// defaultSSLModeWithTLS is the sslmode used when tls_ca or
+	// tls_certificate is set and connection_url names none.
+	defaultSSLModeWithTLS = "verify-full"
 	// retryAttempts bounds how often a transaction that failed transiently
 	// (deadlock, concurrent catalog update) is run again.
 	retryAttempts  = 8
@@ -52,6 +66,7 @@ type config struct {
 	ServiceAccountJSON     string        `mapstructure:"service_account_json"`
 	TerminateSessions      *bool         `mapstructure:"terminate_sessions"`
 	ReassignOwnedTo        string        `mapstructure:"reassign_owned_to"`
+	AllowCleartextPassword bool          `mapstructure:"allow_cleartext_password"`
 }
 
 // knownIgnoredKeys are keys Vault or older configurations may pass that this
@@ -72,7 +87,7 @@ const dbpluginSupportedCredentialTypesKey = "supported_credential_types"
 // parseConfig decodes and validates the raw configuration. It returns the
 // keys it did not recognise so the caller can log them.
 func parseConfig(raw map[string]interface{}) (*config, []string, error) {
-	c := &config{}
+	c := &config{AllowCleartextPassword: defaultAllowCleartextPassword}
 	var md mapstructure.Metadata
 	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
 		Result:           c,
@@ -106,14 +121,19 @@ func parseConfig(raw map[string]interface{}) (*config, []string, error) {
 	if c.ServiceAccountJSON != "" {
 		errs = append(errs, errors.New("service_account_json (cloud IAM authentication) is not supported by this plugin"))
 	}
+	// pgxpool counts connections in an int32; a larger value would wrap.
 	if c.MaxOpenConnections < 0 {
 		errs = append(errs, fmt.Errorf("max_open_connections must be positive, got %d", c.MaxOpenConnections))
+	} else if c.MaxOpenConnections > math.MaxInt32 {
+		errs = append(errs, fmt.Errorf("max_open_connections must be at most %d, got %d", math.MaxInt32, c.MaxOpenConnections))
 	}
 	if c.MaxOpenConnections == 0 {
 		c.MaxOpenConnections = defaultMaxOpenConnections
 	}
 	if c.MaxIdleConnections < 0 {
 		errs = append(errs, fmt.Errorf("max_idle_connections must not be negative, got %d", c.MaxIdleConnections))
+	} else if c.MaxIdleConnections > math.MaxInt32 {
+		errs = append(errs, fmt.Errorf("max_idle_connections must be at most %d, got %d", math.MaxInt32, c.MaxIdleConnections))
 	}
 	// pgxpool has no idle cap of its own: idle connections stay up to the
 	// pool size and close after 30 minutes unused. As in the built-in, an
@@ -170,6 +190,13 @@ func (c *config) poolConfig() (*pgxpool.Config, error) {
 		connURL = strings.ReplaceAll(connURL, "{{username}}", userTok)
 		connURL = strings.ReplaceAll(connURL, "{{password}}", passTok)
 	}
+	sslmode, sslmodeSet := sslmodeSetting(connURL)
+	if c.wantsTLS() && !sslmodeSet {
+		// A CA or client certificate says the operator wants verified
+		// TLS; libpq's default (prefer) would fall back to plaintext.
+		connURL = withSSLMode(connURL, defaultSSLModeWithTLS)
+		sslmode = defaultSSLModeWithTLS
+	}
 	pc, err := pgxpool.ParseConfig(connURL)
 	if err != nil {
 		// pgx errors can quote the input; never echo a URL that may hold a password.
@@ -193,8 +220,14 @@ func (c *config) poolConfig() (*pgxpool.Config, error) {
 	// backslash in a password.
 	cc.RuntimeParams["standard_conforming_strings"] = "on"
 
-	if err := c.applyTLS(cc); err != nil {
+	if err := c.applyTLS(cc, sslmode); err != nil {
 		return nil, err
+	}
+	if !c.AllowCleartextPassword {
+		// BuildFrontend is part of the shared pgconn.Config, so the guard
+		// covers the primary host, every fallback and every copy of this
+		// configuration (other databases, connections as another user).
+		cc.BuildFrontend = guardedFrontend
 	}
 
 	pc.MaxConns = int32(c.MaxOpenConnections)
@@ -211,10 +244,16 @@ func randomToken() string {
 	return "pgvaulttok" + hex.EncodeToString(b)
 }
 
-// applyTLS installs the inline PEM CA and client certificate on every TLS
-// configuration pgx derived from sslmode (the host and its fallbacks).
-func (c *config) applyTLS(cc *pgx.ConnConfig) error {
-	if c.TLSCA == "" && c.TLSCertificate == "" {
+func (c *config) wantsTLS() bool { return c.TLSCA != "" || c.TLSCertificate != "" }
+
+// applyTLS enforces the TLS rule: with tls_ca or tls_certificate set, every
+// connection pgx may make (the primary host and each fallback) is TLS that
+// verifies the server, or the configuration is refused with the reason. It
+// installs the inline CA and client certificate on each of them. sslmode is
+// the value connection_url gives, for messages ("" when it comes from the
+// environment or a service file).
+func (c *config) applyTLS(cc *pgx.ConnConfig, sslmode string) error {
+	if !c.wantsTLS() {
 		return nil
 	}
 	var roots *x509.CertPool
@@ -232,27 +271,194 @@ func (c *config) applyTLS(cc *pgx.ConnConfig) error {
 		}
 		certs = []tls.Certificate{cert}
 	}
-	configs := []*tls.Config{cc.TLSConfig}
-	for _, fb := range cc.Fallbacks {
-		configs = append(configs, fb.TLSConfig)
+	mode := "sslmode=" + sslmode
+	if sslmode == "" {
+		mode = "the sslmode in effect (PGSSLMODE or a service file)"
 	}
-	any := false
-	for _, tc := range configs {
-		if tc == nil {
+	targets := append([]*pgconn.FallbackConfig{{Host: cc.Host, Port: cc.Port, TLSConfig: cc.TLSConfig}}, cc.Fallbacks...)
+	for _, t := range targets {
+		if t.TLSConfig != nil {
 			continue
 		}
-		any = true
-		if roots != nil {
+		if network, _ := pgconn.NetworkAddress(t.Host, t.Port); network == "unix" {
+			return fmt.Errorf("tls_ca/tls_certificate are set but host %s is a Unix socket, which has no TLS: connect over TCP, or remove tls_ca/tls_certificate", t.Host)
+		}
+		return fmt.Errorf("tls_ca/tls_certificate are set but %s lets the connection to %s:%d go without TLS: set sslmode=verify-full (or verify-ca) in connection_url", mode, t.Host, t.Port)
+	}
+	for _, t := range targets {
+		tc := t.TLSConfig
+		switch {
+		case roots != nil:
 			tc.RootCAs = roots
-			if tc.InsecureSkipVerify && tc.VerifyPeerCertificate == nil {
-				// sslmode=require with a CA behaves like verify-ca, as in libpq.
+			if tc.InsecureSkipVerify {
+				// require and verify-ca check the chain but not the host
+				// name, as libpq does with a CA. pgx's own check reads
+				// the pool of the configuration it was built for; this
+				// one holds tls_ca itself, so copies and an sslrootcert
+				// in the URL cannot change what verifies the server.
 				tc.VerifyPeerCertificate = verifyChain(roots)
 			}
+		case tc.InsecureSkipVerify && tc.VerifyPeerCertificate == nil:
+			// require without any CA encrypts but accepts any server.
+			return fmt.Errorf("tls_certificate is set but %s does not verify the server's certificate: set tls_ca, or use sslmode=verify-full to verify against the system's CAs", mode)
 		}
 		tc.Certificates = certs
 	}
-	if !any {
-		return errors.New("tls_ca/tls_certificate are set but connection_url disables TLS: use sslmode=verify-full (or verify-ca, require)")
+	return nil
+}
+
+// sslmodeSetting returns the sslmode connection_url (a URL or keyword/value
+// string) sets, and whether one is set there or in the environment
+// (PGSSLMODE, or a service file that may set it).
+func sslmodeSetting(connString string) (string, bool) {
+	var settings map[string]string
+	if strings.HasPrefix(connString, "postgres://") || strings.HasPrefix(connString, "postgresql://") {
+		u, err := url.Parse(connString)
+		if err != nil {
+			return "", false // pgx reports the parse error
+		}
+		settings = map[string]string{}
+		for k, v := range u.Query() {
+			settings[k] = v[0]
+		}
+	} else {
+		settings = keywordValueSettings(connString)
+	}
+	if mode, ok := settings["sslmode"]; ok {
+		return mode, true
+	}
+	for _, env := range []string{"PGSSLMODE", "PGSERVICE"} {
+		if os.Getenv(env) != "" {
+			return "", true
+		}
+	}
+	_, service := settings["service"]
+	return "", service
+}
+
+// keywordValueSettings splits a keyword/value connection string the way
+// pgconn does (values unquoted or in '…', with backslash escapes); it only
+// reads the keys, so a malformed string yields what it could read.
+func keywordValueSettings(s string) map[string]string {
+	const space = " \t\n\r\v\f"
+	settings := map[string]string{}
+	for len(s) > 0 {
+		eq := strings.IndexByte(s, '=')
+		if eq < 0 {
+			break
+		}
+		key := strings.Trim(s[:eq], space)
+		s = strings.TrimLeft(s[eq+1:], space)
+		quoted := len(s) > 0 && s[0] == '\''
+		if quoted {
+			s = s[1:]
+		}
+		end := 0
+		for ; end < len(s); end++ {
+			if quoted && s[end] == '\'' || !quoted && strings.IndexByte(space, s[end]) >= 0 {
+				break
+			}
+			if s[end] == '\\' {
+				end++
+			}
+		}
+		if end > len(s) {
+			end = len(s)
+		}
+		val := strings.NewReplacer(`\\`, `\`, `\'`, `'`).Replace(s[:end])
+		settings[key] = val
+		if end < len(s) {
+			s = s[end+1:]
+		} else {
+			s = ""
+		}
+	}
+	return settings
+}
+
+// withSSLMode adds sslmode to a connection string that has none.
+func withSSLMode(connString, mode string) string {
+	if !strings.HasPrefix(connString, "postgres://") && !strings.HasPrefix(connString, "postgresql://") {
+		return connString + " sslmode=" + mode
+	}
+	frag := ""
+	if i := strings.IndexByte(connString, '#'); i >= 0 {
+		connString, frag = connString[:i], connString[i:]
+	}
+	sep := "?"
+	if strings.Contains(connString, "?") {
+		sep = "&"
+	}
+	return connString + sep + "sslmode=" + mode + frag
+}
+
+// guardedFrontend is pgconn's BuildFrontend with a guard on connections
+// without TLS: pgconn passes the connection it writes to, a *tls.Conn once
+// TLS is up, so the guard knows the channel before the server speaks.
+func guardedFrontend(r io.Reader, w io.Writer) *pgproto3.Frontend {
+	if _, isTLS := w.(*tls.Conn); !isTLS {
+		addr := "the server"
+		if nc, ok := w.(net.Conn); ok {
+			addr = nc.RemoteAddr().String()
+		}
+		r = &cleartextGuard{r: r, addr: addr}
+	}
+	return pgproto3.NewFrontend(r, w)
+}
+
+// cleartextGuard reads the backend's messages (a type byte, an int32 length
+// counting itself, the body) until the session is ready, and fails the read
+// that brings an AuthenticationCleartextPassword ('R', code 3), so pgconn
+// never answers it with the password.
+type cleartextGuard struct {
+	r    io.Reader
+	addr string
+	done bool // ReadyForQuery seen: authentication is over
+
+	hdr    [5]byte // type and length of the current message
+	hdrLen int
+	body   int    // body bytes of the current message not yet seen
+	code   []byte // first bytes of an 'R' body: the authentication code
+}
+
+func (g *cleartextGuard) Read(p []byte) (int, error) {
+	n, err := g.r.Read(p)
+	if !g.done && n > 0 {
+		if gerr := g.inspect(p[:n]); gerr != nil {
+			return 0, gerr
+		}
+	}
+	return n, err
+}
+
+func (g *cleartextGuard) inspect(b []byte) error {
+	for len(b) > 0 && !g.done {
+		if g.hdrLen < len(g.hdr) {
+			k := copy(g.hdr[g.hdrLen:], b)
+			g.hdrLen += k
+			b = b[k:]
+			if g.hdrLen < len(g.hdr) {
+				return nil
+			}
+			g.body = int(binary.BigEndian.Uint32(g.hdr[1:])) - 4
+			g.code = g.code[:0]
+			if g.body < 0 {
+				return fmt.Errorf("server %s sent a malformed message", g.addr)
+			}
+		}
+		k := min(g.body, len(b))
+		if g.hdr[0] == 'R' && len(g.code) < 4 {
+			g.code = append(g.code, b[:min(k, 4-len(g.code))]...)
+			if len(g.code) == 4 && binary.BigEndian.Uint32(g.code) == 3 {
+				return fmt.Errorf("server %s asked for the password in cleartext over a connection without TLS; refused so the password is not exposed: use TLS (sslmode=verify-full), or set allow_cleartext_password=true", g.addr)
+			}
+		}
+		g.body -= k
+		b = b[k:]
+		if g.body == 0 {
+			g.done = g.hdr[0] == 'Z'
+			g.hdrLen = 0
+		}
 	}
 	return nil
 }

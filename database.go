@@ -364,18 +364,6 @@ func (st *state) execAs(ctx context.Context, user, password, sql string) error {
 	return execAtomic(ctx, conn, sql)
 }
 
-// redact replaces secrets in a message meant for Vault or the log. The SDK's
-// sanitizer only knows the root password; a server error can quote a piece
-// of a statement, and with it a new user's password or verifier.
-func redact(msg string, secrets ...string) string {
-	for _, s := range secrets {
-		if len(s) >= 4 {
-			msg = strings.ReplaceAll(msg, s, "[redacted]")
-		}
-	}
-	return msg
-}
-
 func hasStatements(stmts []string) bool {
 	for _, s := range stmts {
 		if strings.TrimSpace(s) != "" {
