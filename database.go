@@ -37,7 +37,9 @@ var (
 
 // Postgres implements dbplugin.Database. Its state is built whole by
 // Initialize and swapped atomically; requests only read it, so they run in
-// parallel on the pool with no plugin-wide lock.
+// parallel on the pool with no plugin-wide lock. A request holds a reference
+// to the state it started with, so re-initializing or closing the plugin
+// never closes a pool under a request in flight.
 type Postgres struct {
 	state  atomic.Pointer[state]
 	logger hclog.Logger
@@ -45,6 +47,14 @@ type Postgres struct {
 
 // state is everything a request needs, immutable once published.
 type state struct {
+	// refs counts the plugin's own reference, held from publication until
+	// Initialize or Close retires the state, plus one per request in
+	// flight. Whoever drops it to zero closes the pools; once at zero it
+	// never rises again (see ref).
+	refs atomic.Int64
+	// closed makes close idempotent.
+	closed atomic.Bool
+
 	cfg      *config
 	pool     *pgxpool.Pool
 	poolCfg  *pgxpool.Config
@@ -93,12 +103,52 @@ func (p *Postgres) secretValues() map[string]string {
 	return map[string]string{st.cfg.Password: "[password]"}
 }
 
-func (p *Postgres) current() (*state, error) {
-	st := p.state.Load()
-	if st == nil {
-		return nil, errors.New("plugin is not initialized: configure the connection first")
+// acquire returns the current state with a reference held for the caller,
+// who must release it when done. A state retired between the load and the
+// reference is skipped: by then p.state holds its successor (or nil after
+// Close), so the loop ends.
+func (p *Postgres) acquire() (*state, error) {
+	for {
+		st := p.state.Load()
+		if st == nil {
+			return nil, errors.New("plugin is not initialized: configure the connection first")
+		}
+		if st.ref() {
+			return st, nil
+		}
 	}
-	return st, nil
+}
+
+// ref takes a reference unless the state has already been released for
+// good; it never revives a state whose pools are closing.
+func (st *state) ref() bool {
+	for {
+		n := st.refs.Load()
+		if n <= 0 {
+			return false
+		}
+		if st.refs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// release drops a reference; the last one closes the pools.
+func (st *state) release() {
+	if st.refs.Add(-1) == 0 {
+		st.close()
+	}
+}
+
+// retire swaps in next (nil on Close) and drops the plugin's reference to
+// the state it replaces; requests still using that state keep it open.
+func (p *Postgres) retire(next *state) {
+	if next != nil {
+		next.refs.Store(1)
+	}
+	if old := p.state.Swap(next); old != nil {
+		old.release()
+	}
 }
 
 // Initialize decodes and validates the configuration, builds a pool and, when
@@ -143,9 +193,7 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 		}
 		st.serverPasswordEncryption.Store(&enc)
 	}
-	if old := p.state.Swap(st); old != nil {
-		old.close()
-	}
+	p.retire(st)
 	p.logger.Info("initialized", "hosts", hostList(poolCfg), "user", poolCfg.ConnConfig.User,
 		"password_authentication", cfg.PasswordAuthentication, "max_open_connections", cfg.MaxOpenConnections)
 
@@ -161,10 +209,11 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 // NewUser creates a user from the role's creation statements, all in one
 // transaction: any failure leaves no role behind.
 func (p *Postgres) NewUser(ctx context.Context, req dbplugin.NewUserRequest) (dbplugin.NewUserResponse, error) {
-	st, err := p.current()
+	st, err := p.acquire()
 	if err != nil {
 		return dbplugin.NewUserResponse{}, err
 	}
+	defer st.release()
 	if req.CredentialType != dbplugin.CredentialTypePassword {
 		return dbplugin.NewUserResponse{}, fmt.Errorf("credential type %q is not supported; use password", req.CredentialType)
 	}
@@ -219,10 +268,11 @@ func (p *Postgres) rollback(ctx context.Context, st *state, stmts []string, vals
 // UpdateUser changes a user's password and/or expiration in one transaction.
 // It serves static-role rotation and root rotation alike.
 func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserRequest) (dbplugin.UpdateUserResponse, error) {
-	st, err := p.current()
+	st, err := p.acquire()
 	if err != nil {
 		return dbplugin.UpdateUserResponse{}, err
 	}
+	defer st.release()
 	if req.Username == "" {
 		return dbplugin.UpdateUserResponse{}, errors.New("no username given")
 	}
@@ -278,10 +328,11 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 // default revocation (revoke.go), which always finishes; custom statements
 // run atomically, and a user that no longer exists counts as revoked.
 func (p *Postgres) DeleteUser(ctx context.Context, req dbplugin.DeleteUserRequest) (dbplugin.DeleteUserResponse, error) {
-	st, err := p.current()
+	st, err := p.acquire()
 	if err != nil {
 		return dbplugin.DeleteUserResponse{}, err
 	}
+	defer st.release()
 	if req.Username == "" {
 		return dbplugin.DeleteUserResponse{}, errors.New("no username given")
 	}
@@ -308,15 +359,20 @@ func (p *Postgres) DeleteUser(ctx context.Context, req dbplugin.DeleteUserReques
 // Type reports the database type to Vault.
 func (p *Postgres) Type() (string, error) { return typeName, nil }
 
-// Close releases every pool.
+// Close retires the state: new requests are refused at once, and the pools
+// close when the last request in flight ends.
 func (p *Postgres) Close() error {
-	if st := p.state.Swap(nil); st != nil {
-		st.close()
-	}
+	p.retire(nil)
 	return nil
 }
 
+// close closes the pools. It runs when the last reference is released, so
+// no request is left that could open another per-database pool (revocation
+// opens them only while it holds a reference); a second call does nothing.
 func (st *state) close() {
+	if !st.closed.CompareAndSwap(false, true) {
+		return
+	}
 	st.pool.Close()
 	st.dbPools.Range(func(_, v any) bool {
 		v.(*pgxpool.Pool).Close()
