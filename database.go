@@ -171,6 +171,8 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 	if err != nil {
 		return dbplugin.InitializeResponse{}, err
 	}
+	// Per-database pools copy poolCfg, hook included.
+	poolCfg.PrepareConn = prepareSession
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return dbplugin.InitializeResponse{}, fmt.Errorf("creating connection pool: %w", err)
@@ -393,13 +395,15 @@ func (st *state) passwordFor(ctx context.Context, username, password string) (st
 }
 
 // passwordEncryption reads the server's password_encryption once and caches
-// it; concurrent first reads are harmless.
+// it; concurrent first reads are harmless. It reads the value a reset
+// session has, which is what statements run with (sessionReset), not what a
+// previous request may have SET on the pooled connection.
 func (st *state) passwordEncryption(ctx context.Context) (string, error) {
 	if p := st.serverPasswordEncryption.Load(); p != nil {
 		return *p, nil
 	}
 	var enc string
-	if err := st.pool.QueryRow(ctx, "SELECT current_setting('password_encryption')").Scan(&enc); err != nil {
+	if err := st.pool.QueryRow(ctx, "SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'password_encryption'").Scan(&enc); err != nil {
 		return "", fmt.Errorf("reading password_encryption: %s", describe(err))
 	}
 	st.serverPasswordEncryption.Store(&enc)
