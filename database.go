@@ -17,7 +17,7 @@ import (
 	"github.com/hashicorp/vault/sdk/helper/template"
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/jackc/pgerrcode"
-	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -311,10 +311,21 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 	// gives that a clear message without an extra round trip.
 	sql = fmt.Sprintf("DO $pgvault$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s) THEN RAISE EXCEPTION USING ERRCODE = 'undefined_object', MESSAGE = 'role does not exist'; END IF; END $pgvault$;\n", quoteLiteral(req.Username)) + sql
 
+	var pid uint32 // the backend the statements went to; 0 if none
+	sessionUser := st.poolCfg.ConnConfig.User
 	if req.SelfManagedPassword != "" {
-		err = st.execAs(ctx, req.Username, req.SelfManagedPassword, sql)
+		sessionUser = req.Username
+		pid, err = st.execAs(ctx, req.Username, req.SelfManagedPassword, sql)
 	} else {
-		err = execAtomic(ctx, st.pool, sql)
+		pid, err = st.execPooled(ctx, sql)
+	}
+	if err != nil && req.Password != nil && pid != 0 && replyLost(err) {
+		// Vault keeps whichever password we report: answer with what the
+		// database holds, or Vault is locked out.
+		err = st.settleRotation(ctx, req.Username, newPassword, st.oldPassword(req), sessionUser, pid, err)
+		if err == nil {
+			p.logger.Warn("the connection was lost after the password change was sent; the new password works, so the change took effect", "username", req.Username)
+		}
 	}
 	if err != nil {
 		if sqlState(err) == pgerrcode.UndefinedObject {
@@ -324,6 +335,61 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 	}
 	p.logger.Debug("updated user", "username", req.Username, "password", req.Password != nil, "expiration", req.Expiration != nil)
 	return dbplugin.UpdateUserResponse{}, nil
+}
+
+// replyLost reports an error after which the server may or may not have run
+// the statements: the connection failed once the query was on its way.
+func replyLost(err error) bool {
+	var pgErr *pgconn.PgError
+	return !errors.As(err, &pgErr) && !pgconn.SafeToRetry(err)
+}
+
+// oldPassword is the user's password before the rotation, where the plugin
+// knows it: the root user's own, or a self-managed static role's.
+func (st *state) oldPassword(req dbplugin.UpdateUserRequest) string {
+	if req.SelfManagedPassword != "" {
+		return req.SelfManagedPassword
+	}
+	if req.Username == st.poolCfg.ConnConfig.User {
+		return st.poolCfg.ConnConfig.Password
+	}
+	return ""
+}
+
+// settleRotation answers a password change whose reply was lost with what
+// the database holds. A login with the new password proves the change
+// committed. Otherwise the session that sent it (pid, logged in as
+// sessionUser) is ended and awaited, so that its transaction is final, and
+// the passwords are tried again: the new one refused and the old one
+// accepted prove nothing changed, and cause is reported. Anything else is an
+// error that says the outcome is unknown, and why.
+func (st *state) settleRotation(ctx context.Context, user, newPassword, oldPassword, sessionUser string, pid uint32, cause error) error {
+	if st.loginAs(ctx, user, newPassword) == nil {
+		return nil
+	}
+	ended := st.endSession(ctx, sessionUser, pid)
+	newErr := st.loginAs(ctx, user, newPassword)
+	if newErr == nil {
+		return nil
+	}
+	why := []string{"logging in with the new password failed: " + describe(newErr)}
+	switch {
+	case ended != nil:
+		why = append(why, "the session that sent the change may still be running: "+describe(ended))
+	case sqlState(newErr) != pgerrcode.InvalidPassword:
+		// Refused for another reason than the password: the old one
+		// would tell nothing either.
+	case oldPassword == "":
+		why = append(why, "the old password is not known to the plugin")
+	default:
+		oldErr := st.loginAs(ctx, user, oldPassword)
+		if oldErr == nil {
+			return fmt.Errorf("the connection was lost after the change was sent, and the password was not changed (the new one is refused, the old one still works): %s", describe(cause))
+		}
+		why = append(why, "logging in with the old password failed: "+describe(oldErr))
+	}
+	return fmt.Errorf("the connection was lost after the change was sent, and whether it took effect is unknown (%s): %s; find out which password works before rotating again",
+		strings.Join(why, "; "), describe(cause))
 }
 
 // DeleteUser revokes a user. Without revocation_statements it runs the
@@ -411,16 +477,26 @@ func (st *state) passwordEncryption(ctx context.Context) (string, error) {
 }
 
 // execAs runs sql on a one-off connection authenticated as another user, for
-// self-managed static roles whose password Vault does not own.
-func (st *state) execAs(ctx context.Context, user, password, sql string) error {
-	cc := st.poolCfg.ConnConfig.Copy()
-	cc.User, cc.Password = user, password
-	conn, err := pgx.ConnectConfig(ctx, cc)
+// self-managed static roles whose password Vault does not own. It reports
+// the connection's backend pid, 0 if it could not connect.
+func (st *state) execAs(ctx context.Context, user, password, sql string) (uint32, error) {
+	conn, err := st.connectAs(ctx, user, password)
 	if err != nil {
-		return fmt.Errorf("connecting as %q with its current password: %w", user, err)
+		return 0, fmt.Errorf("connecting as %q with its current password: %w", user, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	return execAtomic(ctx, conn, sql)
+	return conn.PgConn().PID(), execAtomic(ctx, conn, sql)
+}
+
+// execPooled runs sql like execAtomic on one pooled connection and reports
+// that connection's backend pid, 0 if none could be acquired.
+func (st *state) execPooled(ctx context.Context, sql string) (uint32, error) {
+	conn, err := st.pool.Acquire(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Release()
+	return conn.Conn().PgConn().PID(), execAtomic(ctx, conn, sql)
 }
 
 // redact replaces secrets in a message meant for Vault or the log. The SDK's
