@@ -493,10 +493,11 @@ type execer interface {
 // execAtomic runs sql (several statements) with the simple protocol in one
 // round trip; PostgreSQL runs it as one implicit transaction. Transient
 // failures of the whole transaction are retried with bounded, jittered
-// exponential backoff, within the request's deadline.
+// exponential backoff, within the request's deadline. The statements start
+// from a clean session (sessionReset).
 func execAtomic(ctx context.Context, db execer, sql string) error {
 	return withRetry(ctx, func() error {
-		_, err := db.Exec(ctx, sql)
+		_, err := db.Exec(ctx, sessionReset+sql)
 		return err
 	})
 }

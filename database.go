@@ -17,7 +17,7 @@ import (
 	"github.com/hashicorp/vault/sdk/helper/template"
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/jackc/pgerrcode"
-	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -37,7 +37,9 @@ var (
 
 // Postgres implements dbplugin.Database. Its state is built whole by
 // Initialize and swapped atomically; requests only read it, so they run in
-// parallel on the pool with no plugin-wide lock.
+// parallel on the pool with no plugin-wide lock. A request holds a reference
+// to the state it started with, so re-initializing or closing the plugin
+// never closes a pool under a request in flight.
 type Postgres struct {
 	state  atomic.Pointer[state]
 	logger hclog.Logger
@@ -45,6 +47,14 @@ type Postgres struct {
 
 // state is everything a request needs, immutable once published.
 type state struct {
+	// refs counts the plugin's own reference, held from publication until
+	// Initialize or Close retires the state, plus one per request in
+	// flight. Whoever drops it to zero closes the pools; once at zero it
+	// never rises again (see ref).
+	refs atomic.Int64
+	// closed makes close idempotent.
+	closed atomic.Bool
+
 	cfg      *config
 	pool     *pgxpool.Pool
 	poolCfg  *pgxpool.Config
@@ -93,12 +103,52 @@ func (p *Postgres) secretValues() map[string]string {
 	return map[string]string{st.cfg.Password: "[password]"}
 }
 
-func (p *Postgres) current() (*state, error) {
-	st := p.state.Load()
-	if st == nil {
-		return nil, errors.New("plugin is not initialized: configure the connection first")
+// acquire returns the current state with a reference held for the caller,
+// who must release it when done. A state retired between the load and the
+// reference is skipped: by then p.state holds its successor (or nil after
+// Close), so the loop ends.
+func (p *Postgres) acquire() (*state, error) {
+	for {
+		st := p.state.Load()
+		if st == nil {
+			return nil, errors.New("plugin is not initialized: configure the connection first")
+		}
+		if st.ref() {
+			return st, nil
+		}
 	}
-	return st, nil
+}
+
+// ref takes a reference unless the state has already been released for
+// good; it never revives a state whose pools are closing.
+func (st *state) ref() bool {
+	for {
+		n := st.refs.Load()
+		if n <= 0 {
+			return false
+		}
+		if st.refs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// release drops a reference; the last one closes the pools.
+func (st *state) release() {
+	if st.refs.Add(-1) == 0 {
+		st.close()
+	}
+}
+
+// retire swaps in next (nil on Close) and drops the plugin's reference to
+// the state it replaces; requests still using that state keep it open.
+func (p *Postgres) retire(next *state) {
+	if next != nil {
+		next.refs.Store(1)
+	}
+	if old := p.state.Swap(next); old != nil {
+		old.release()
+	}
 }
 
 // Initialize decodes and validates the configuration, builds a pool and, when
@@ -121,6 +171,8 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 	if err != nil {
 		return dbplugin.InitializeResponse{}, err
 	}
+	// Per-database pools copy poolCfg, hook included.
+	poolCfg.PrepareConn = prepareSession
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return dbplugin.InitializeResponse{}, fmt.Errorf("creating connection pool: %w", err)
@@ -143,9 +195,7 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 		}
 		st.serverPasswordEncryption.Store(&enc)
 	}
-	if old := p.state.Swap(st); old != nil {
-		old.close()
-	}
+	p.retire(st)
 	p.logger.Info("initialized", "hosts", hostList(poolCfg), "user", poolCfg.ConnConfig.User,
 		"password_authentication", cfg.PasswordAuthentication, "max_open_connections", cfg.MaxOpenConnections)
 
@@ -161,10 +211,11 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 // NewUser creates a user from the role's creation statements, all in one
 // transaction: any failure leaves no role behind.
 func (p *Postgres) NewUser(ctx context.Context, req dbplugin.NewUserRequest) (dbplugin.NewUserResponse, error) {
-	st, err := p.current()
+	st, err := p.acquire()
 	if err != nil {
 		return dbplugin.NewUserResponse{}, err
 	}
+	defer st.release()
 	if req.CredentialType != dbplugin.CredentialTypePassword {
 		return dbplugin.NewUserResponse{}, fmt.Errorf("credential type %q is not supported; use password", req.CredentialType)
 	}
@@ -220,10 +271,11 @@ func (p *Postgres) rollback(ctx context.Context, st *state, stmts []string, vals
 // UpdateUser changes a user's password and/or expiration in one transaction.
 // It serves static-role rotation and root rotation alike.
 func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserRequest) (dbplugin.UpdateUserResponse, error) {
-	st, err := p.current()
+	st, err := p.acquire()
 	if err != nil {
 		return dbplugin.UpdateUserResponse{}, err
 	}
+	defer st.release()
 	if req.Username == "" {
 		return dbplugin.UpdateUserResponse{}, errors.New("no username given")
 	}
@@ -260,10 +312,21 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 	// gives that a clear message without an extra round trip.
 	sql = fmt.Sprintf("DO $pgvault$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s) THEN RAISE EXCEPTION USING ERRCODE = 'undefined_object', MESSAGE = 'role does not exist'; END IF; END $pgvault$;\n", quoteLiteral(req.Username)) + sql
 
+	var pid uint32 // the backend the statements went to; 0 if none
+	sessionUser := st.poolCfg.ConnConfig.User
 	if req.SelfManagedPassword != "" {
-		err = st.execAs(ctx, req.Username, req.SelfManagedPassword, sql)
+		sessionUser = req.Username
+		pid, err = st.execAs(ctx, req.Username, req.SelfManagedPassword, sql)
 	} else {
-		err = execAtomic(ctx, st.pool, sql)
+		pid, err = st.execPooled(ctx, sql)
+	}
+	if err != nil && req.Password != nil && pid != 0 && replyLost(err) {
+		// Vault keeps whichever password we report: answer with what the
+		// database holds, or Vault is locked out.
+		err = st.settleRotation(ctx, req.Username, newPassword, st.oldPassword(req), sessionUser, pid, err)
+		if err == nil {
+			p.logger.Warn("the connection was lost after the password change was sent; the new password works, so the change took effect", "username", req.Username)
+		}
 	}
 	if err != nil {
 		if sqlState(err) == pgerrcode.UndefinedObject {
@@ -275,14 +338,70 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 	return dbplugin.UpdateUserResponse{}, nil
 }
 
+// replyLost reports an error after which the server may or may not have run
+// the statements: the connection failed once the query was on its way.
+func replyLost(err error) bool {
+	var pgErr *pgconn.PgError
+	return !errors.As(err, &pgErr) && !pgconn.SafeToRetry(err)
+}
+
+// oldPassword is the user's password before the rotation, where the plugin
+// knows it: the root user's own, or a self-managed static role's.
+func (st *state) oldPassword(req dbplugin.UpdateUserRequest) string {
+	if req.SelfManagedPassword != "" {
+		return req.SelfManagedPassword
+	}
+	if req.Username == st.poolCfg.ConnConfig.User {
+		return st.poolCfg.ConnConfig.Password
+	}
+	return ""
+}
+
+// settleRotation answers a password change whose reply was lost with what
+// the database holds. A login with the new password proves the change
+// committed. Otherwise the session that sent it (pid, logged in as
+// sessionUser) is ended and awaited, so that its transaction is final, and
+// the passwords are tried again: the new one refused and the old one
+// accepted prove nothing changed, and cause is reported. Anything else is an
+// error that says the outcome is unknown, and why.
+func (st *state) settleRotation(ctx context.Context, user, newPassword, oldPassword, sessionUser string, pid uint32, cause error) error {
+	if st.loginAs(ctx, user, newPassword) == nil {
+		return nil
+	}
+	ended := st.endSession(ctx, sessionUser, pid)
+	newErr := st.loginAs(ctx, user, newPassword)
+	if newErr == nil {
+		return nil
+	}
+	why := []string{"logging in with the new password failed: " + describe(newErr)}
+	switch {
+	case ended != nil:
+		why = append(why, "the session that sent the change may still be running: "+describe(ended))
+	case sqlState(newErr) != pgerrcode.InvalidPassword:
+		// Refused for another reason than the password: the old one
+		// would tell nothing either.
+	case oldPassword == "":
+		why = append(why, "the old password is not known to the plugin")
+	default:
+		oldErr := st.loginAs(ctx, user, oldPassword)
+		if oldErr == nil {
+			return fmt.Errorf("the connection was lost after the change was sent, and the password was not changed (the new one is refused, the old one still works): %s", describe(cause))
+		}
+		why = append(why, "logging in with the old password failed: "+describe(oldErr))
+	}
+	return fmt.Errorf("the connection was lost after the change was sent, and whether it took effect is unknown (%s): %s; find out which password works before rotating again",
+		strings.Join(why, "; "), describe(cause))
+}
+
 // DeleteUser revokes a user. Without revocation_statements it runs the
 // default revocation (revoke.go), which always finishes; custom statements
 // run atomically, and a user that no longer exists counts as revoked.
 func (p *Postgres) DeleteUser(ctx context.Context, req dbplugin.DeleteUserRequest) (dbplugin.DeleteUserResponse, error) {
-	st, err := p.current()
+	st, err := p.acquire()
 	if err != nil {
 		return dbplugin.DeleteUserResponse{}, err
 	}
+	defer st.release()
 	if req.Username == "" {
 		return dbplugin.DeleteUserResponse{}, errors.New("no username given")
 	}
@@ -309,15 +428,20 @@ func (p *Postgres) DeleteUser(ctx context.Context, req dbplugin.DeleteUserReques
 // Type reports the database type to Vault.
 func (p *Postgres) Type() (string, error) { return typeName, nil }
 
-// Close releases every pool.
+// Close retires the state: new requests are refused at once, and the pools
+// close when the last request in flight ends.
 func (p *Postgres) Close() error {
-	if st := p.state.Swap(nil); st != nil {
-		st.close()
-	}
+	p.retire(nil)
 	return nil
 }
 
+// close closes the pools. It runs when the last reference is released, so
+// no request is left that could open another per-database pool (revocation
+// opens them only while it holds a reference); a second call does nothing.
 func (st *state) close() {
+	if !st.closed.CompareAndSwap(false, true) {
+		return
+	}
 	st.pool.Close()
 	st.dbPools.Range(func(_, v any) bool {
 		v.(*pgxpool.Pool).Close()
@@ -338,13 +462,15 @@ func (st *state) passwordFor(ctx context.Context, username, password string) (st
 }
 
 // passwordEncryption reads the server's password_encryption once and caches
-// it; concurrent first reads are harmless.
+// it; concurrent first reads are harmless. It reads the value a reset
+// session has, which is what statements run with (sessionReset), not what a
+// previous request may have SET on the pooled connection.
 func (st *state) passwordEncryption(ctx context.Context) (string, error) {
 	if p := st.serverPasswordEncryption.Load(); p != nil {
 		return *p, nil
 	}
 	var enc string
-	if err := st.pool.QueryRow(ctx, "SELECT current_setting('password_encryption')").Scan(&enc); err != nil {
+	if err := st.pool.QueryRow(ctx, "SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'password_encryption'").Scan(&enc); err != nil {
 		return "", fmt.Errorf("reading password_encryption: %s", describe(err))
 	}
 	st.serverPasswordEncryption.Store(&enc)
@@ -352,16 +478,26 @@ func (st *state) passwordEncryption(ctx context.Context) (string, error) {
 }
 
 // execAs runs sql on a one-off connection authenticated as another user, for
-// self-managed static roles whose password Vault does not own.
-func (st *state) execAs(ctx context.Context, user, password, sql string) error {
-	cc := st.poolCfg.ConnConfig.Copy()
-	cc.User, cc.Password = user, password
-	conn, err := pgx.ConnectConfig(ctx, cc)
+// self-managed static roles whose password Vault does not own. It reports
+// the connection's backend pid, 0 if it could not connect.
+func (st *state) execAs(ctx context.Context, user, password, sql string) (uint32, error) {
+	conn, err := st.connectAs(ctx, user, password)
 	if err != nil {
-		return fmt.Errorf("connecting as %q with its current password: %w", user, err)
+		return 0, fmt.Errorf("connecting as %q with its current password: %w", user, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	return execAtomic(ctx, conn, sql)
+	return conn.PgConn().PID(), execAtomic(ctx, conn, sql)
+}
+
+// execPooled runs sql like execAtomic on one pooled connection and reports
+// that connection's backend pid, 0 if none could be acquired.
+func (st *state) execPooled(ctx context.Context, sql string) (uint32, error) {
+	conn, err := st.pool.Acquire(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Release()
+	return conn.Conn().PgConn().PID(), execAtomic(ctx, conn, sql)
 }
 
 func hasStatements(stmts []string) bool {

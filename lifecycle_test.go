@@ -1,0 +1,518 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
+)
+
+// appConfig returns plugin configuration overrides that tag every connection
+// of one plugin instance with a unique application_name, so a test can count
+// that instance's sessions in pg_stat_activity.
+func appConfig(app string) map[string]interface{} {
+	return map[string]interface{}{"connection_url": pg.TemplateURL("") + "&application_name=" + app}
+}
+
+// sessionsOf counts the server sessions tagged with application_name app.
+func sessionsOf(t testing.TB, a *pgxpool.Pool, app string) int {
+	t.Helper()
+	var n int
+	if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// waitSessions waits until at most max sessions of app remain; closed
+// connections take a moment to leave pg_stat_activity.
+func waitSessions(t testing.TB, a *pgxpool.Pool, app string, max int) {
+	t.Helper()
+	err := pgtest.Poll(testCtx(t), 20*time.Second, 50*time.Millisecond, func() error {
+		if n := sessionsOf(t, a, app); n > max {
+			return fmt.Errorf("%d sessions of %s are still open, want at most %d", n, app, max)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitBlocked waits until a session whose query contains marker waits on a lock.
+func waitBlocked(t testing.TB, a *pgxpool.Pool, marker string) {
+	t.Helper()
+	err := pgtest.Poll(testCtx(t), 30*time.Second, 20*time.Millisecond, func() error {
+		var n int
+		if err := a.QueryRow(testCtx(t), `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND strpos(query, $1) > 0 AND pid <> pg_backend_pid()`, marker).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return errors.New("no session is waiting on the lock yet")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// closeAsync closes db in the background (it must not wait for requests in
+// flight, but if it does the test must not deadlock) and returns once the
+// plugin has let go of its state: new requests are refused from then on.
+func closeAsync(t testing.TB, db *Postgres) <-chan error {
+	t.Helper()
+	closed := make(chan error, 1)
+	go func() { closed <- db.Close() }()
+	err := pgtest.Poll(testCtx(t), 30*time.Second, 5*time.Millisecond, func() error {
+		if db.state.Load() != nil {
+			return errors.New("Close has not retired the state yet")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return closed
+}
+
+// TestReinitializeDuringRequests re-initializes the plugin (same
+// configuration, as Vault does on a config write or reload) again and again
+// while requests run: none may fail, and every retired pool is closed.
+func TestReinitializeDuringRequests(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	app := "lc-reinit-" + randSuffix()
+	extra := appConfig(app)
+	db := newDB(t, extra)
+	cfg := baseConfig()
+	for k, v := range extra {
+		cfg[k] = v
+	}
+
+	const workers, reinits = 6, 25
+	var done atomic.Bool
+	var wg sync.WaitGroup
+	errs := make(chan error, 1000)
+	var requests atomic.Int64
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Run until the re-initializations are over, and at least a few rounds.
+			for i := 0; i < 3 || !done.Load(); i++ {
+				req := newUserReq(createStmt)
+				resp, err := db.NewUser(testCtx(t), req)
+				if err != nil {
+					errs <- fmt.Errorf("NewUser: %w", err)
+					return
+				}
+				if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: resp.Username}); err != nil {
+					errs <- fmt.Errorf("DeleteUser %s: %w", resp.Username, err)
+					return
+				}
+				requests.Add(2)
+			}
+		}()
+	}
+	for i := 0; i < reinits; i++ {
+		if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true}); err != nil {
+			t.Errorf("Initialize %d: %v", i, err)
+		}
+	}
+	done.Store(true)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	t.Logf("%d requests during %d re-initializations", requests.Load(), reinits)
+	// Every retired state closed its pool once its last request ended: only
+	// the current pool's connections remain.
+	waitSessions(t, a, app, defaultMaxOpenConnections)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitSessions(t, a, app, 0)
+}
+
+// TestCloseDuringRequest closes the plugin while a creation waits on a lock:
+// the creation still finishes, then the pool closes.
+func TestCloseDuringRequest(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	app := "lc-close-" + randSuffix()
+	db := newDB(t, appConfig(app))
+
+	lock, err := a.Acquire(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Release()
+	key := time.Now().UnixNano()
+	if _, err := lock.Exec(testCtx(t), "SELECT pg_advisory_lock($1)", key); err != nil {
+		t.Fatal(err)
+	}
+	req := newUserReq(createStmt, fmt.Sprintf("SELECT pg_advisory_xact_lock(%d);", key))
+	type result struct {
+		resp dbplugin.NewUserResponse
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := db.NewUser(testCtx(t), req)
+		res <- result{resp, err}
+	}()
+	waitBlocked(t, a, strconv.FormatInt(key, 10))
+	closed := closeAsync(t, db)
+	if _, err := db.NewUser(testCtx(t), newUserReq(createStmt)); err == nil || !strings.Contains(err.Error(), "not initialized") {
+		t.Fatalf("a request after Close: error = %v, want not initialized", err)
+	}
+	if _, err := lock.Exec(testCtx(t), "SELECT pg_advisory_unlock($1)", key); err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	if r.err != nil {
+		t.Fatalf("the request in flight during Close failed: %v", r.err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(r.resp.Username)) })
+	assertLogin(t, r.resp.Username, req.Password)
+	waitSessions(t, a, app, 0)
+}
+
+// TestDatabasePoolAfterClose closes the plugin while a revocation is held up
+// before it reaches the user's objects in another database: the pool it then
+// opens to that database is closed with the rest once it finishes.
+func TestDatabasePoolAfterClose(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	app := "lc-dbpool-" + randSuffix()
+	dbname := "lc_other_" + randSuffix()
+	execSQL(t, a, "CREATE DATABASE "+quoteIdent(dbname))
+	t.Cleanup(func() {
+		_, _ = a.Exec(context.Background(), "DROP DATABASE IF EXISTS "+quoteIdent(dbname)+" WITH (FORCE)")
+	})
+	db := newDB(t, appConfig(app))
+	req := newUserReq(createStmt)
+	resp := dbtesting.AssertNewUser(t, db, req)
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(resp.Username)) })
+	other, err := pg.Connect(testCtx(t), pg.SuperUser, pg.SuperPassword, dbname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(context.Background())
+	if _, err := other.Exec(testCtx(t), "CREATE TABLE kept (id int); ALTER TABLE kept OWNER TO "+quoteIdent(resp.Username)); err != nil {
+		t.Fatal(err)
+	}
+
+	// An uncommitted change to the role holds its pg_authid row: the
+	// revocation waits at its first ALTER ROLE.
+	tx, err := a.Begin(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(testCtx(t), "ALTER ROLE "+quoteIdent(resp.Username)+" CONNECTION LIMIT 7"); err != nil {
+		t.Fatal(err)
+	}
+	res := make(chan error, 1)
+	go func() {
+		_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: resp.Username})
+		res <- err
+	}()
+	waitBlocked(t, a, resp.Username)
+	closed := closeAsync(t, db)
+	if err := tx.Rollback(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; err != nil {
+		t.Fatalf("revocation in flight during Close: %v", err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if roleExists(t, a, resp.Username) {
+		t.Fatal("role still exists")
+	}
+	var owner string
+	if err := other.QueryRow(testCtx(t), "SELECT tableowner FROM pg_tables WHERE tablename = 'kept'").Scan(&owner); err != nil {
+		t.Fatalf("the table in the other database is gone: %v", err)
+	}
+	// The revocation reached the other database through a pool opened after
+	// Close; that pool is closed too.
+	waitSessions(t, a, app, 0)
+}
+
+// TestSessionReset leaves a pooled session dirty (another role or session
+// user, standard_conforming_strings off, another search_path) from one
+// request and checks that the next request on the same connection runs as
+// the configured user with the plugin's settings: its password with a
+// backslash works and its statements see a clean session.
+func TestSessionReset(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	other := "lc-other-" + randSuffix()
+	execSQL(t, a, "CREATE ROLE "+quoteIdent(other))
+	probe := "lc_probe_" + randSuffix()
+	execSQL(t, a, "CREATE TABLE public."+probe+" (name text, cu text, su text, scs text, sp text, pid int)")
+	t.Cleanup(func() {
+		_, _ = a.Exec(context.Background(), "DROP TABLE IF EXISTS public."+probe)
+		_, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(other))
+	})
+	// Unqualified on purpose: it resolves only with the default search_path.
+	record := "INSERT INTO " + probe + " SELECT '{{name}}', current_user, session_user, current_setting('standard_conforming_strings'), current_setting('search_path'), pg_backend_pid();"
+	var defaultPath string
+	if err := a.QueryRow(testCtx(t), "SELECT reset_val FROM pg_settings WHERE name = 'search_path'").Scan(&defaultPath); err != nil {
+		t.Fatal(err)
+	}
+
+	cases := map[string][]string{
+		"set role":                        {"SET ROLE " + quoteIdent(other) + ";"},
+		"set session authorization":       {"SET SESSION AUTHORIZATION " + quoteIdent(other) + ";"},
+		"standard_conforming_strings off": {"SET standard_conforming_strings = off;"},
+		"search_path":                     {"SET search_path = lc_nowhere;"},
+		"all at once": {"SET ROLE " + quoteIdent(other) + ";", "SET standard_conforming_strings = off;",
+			"SET search_path = lc_nowhere;", "SET password_encryption = md5;"},
+		"local set role in DO": {"DO $$ BEGIN PERFORM set_config('role', " + quoteLiteral(other) + ", false); END $$;"},
+	}
+	for name, dirt := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			// One connection, sending plaintext passwords into the literal so
+			// that the quoting rules matter.
+			db := newDB(t, map[string]interface{}{"max_open_connections": 1, "password_authentication": "password"})
+			dirty := dbtesting.AssertNewUser(t, db, newUserReq(append([]string{createStmt, record}, dirt...)...))
+			t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(dirty.Username)) })
+
+			req := newUserReq(createStmt, record)
+			req.Password = `Aa1\'b\\c` + randSuffix()
+			resp := dbtesting.AssertNewUser(t, db, req)
+			t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(resp.Username)) })
+			assertLogin(t, resp.Username, req.Password)
+
+			var dirtyPID, pid int
+			var cu, su, scs, sp string
+			if err := a.QueryRow(testCtx(t), "SELECT pid FROM public."+probe+" WHERE name = $1", dirty.Username).Scan(&dirtyPID); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.QueryRow(testCtx(t), "SELECT cu, su, scs, sp, pid FROM public."+probe+" WHERE name = $1", resp.Username).Scan(&cu, &su, &scs, &sp, &pid); err != nil {
+				t.Fatal(err)
+			}
+			if pid != dirtyPID {
+				t.Fatalf("the second request ran on another connection (pid %d, not %d): the test proves nothing", pid, dirtyPID)
+			}
+			if cu != pg.SuperUser || su != pg.SuperUser || scs != "on" || sp != defaultPath {
+				t.Fatalf("the next request saw current_user=%q session_user=%q standard_conforming_strings=%q search_path=%q; want %q, %q, on, %q",
+					cu, su, scs, sp, pg.SuperUser, pg.SuperUser, defaultPath)
+			}
+
+			// Rotation on the dirtied connection sets the password it reports.
+			dbtesting.AssertNewUser(t, db, newUserReq(append([]string{`CREATE ROLE "{{name}}";`}, dirt...)...))
+			newPw := `Nn2\'x\\` + randSuffix()
+			if _, err := db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{Username: resp.Username, CredentialType: dbplugin.CredentialTypePassword,
+				Password: &dbplugin.ChangePassword{NewPassword: newPw}}); err != nil {
+				t.Fatalf("UpdateUser: %v", err)
+			}
+			assertLogin(t, resp.Username, newPw)
+		})
+	}
+}
+
+// cutProxy copies bytes between the plugin and the server (TLS passes
+// through untouched) and, when armed, cuts connections that existed at
+// arming time at their next large client→server chunk: the statement of
+// interest, not pgxpool's small liveness ping.
+type cutProxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	links map[*proxyLink]bool
+	fired chan struct{}
+}
+
+type proxyLink struct {
+	client, server net.Conn
+	// mode is 0 (copy), cutBefore or cutAfter; set by arm.
+	mode atomic.Int32
+	cut  atomic.Bool
+}
+
+const (
+	cutBefore = 1 // drop the chunk and close both sides
+	cutAfter  = 2 // forward the chunk, then close both sides before any reply
+	// bigChunk separates a statement from pgxpool's ping ("-- ping" in a
+	// TLS record is well under it).
+	bigChunk = 120
+)
+
+func newCutProxy(t testing.TB, target string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, target: target, links: map[*proxyLink]bool{}, fired: make(chan struct{}, 8)}
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for l := range p.links {
+			l.client.Close()
+			l.server.Close()
+		}
+	})
+	go p.serve()
+	return p
+}
+
+func (p *cutProxy) port() int { return p.ln.Addr().(*net.TCPAddr).Port }
+
+// arm makes every connection open now cut at its next large chunk, once.
+func (p *cutProxy) arm(mode int32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for l := range p.links {
+		l.mode.Store(mode)
+	}
+}
+
+func (p *cutProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		s, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		l := &proxyLink{client: c, server: s}
+		p.mu.Lock()
+		p.links[l] = true
+		p.mu.Unlock()
+		go p.up(l)
+		go p.down(l)
+	}
+}
+
+func (p *cutProxy) up(l *proxyLink) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := l.client.Read(buf)
+		if n > 0 {
+			mode := l.mode.Load()
+			if mode != 0 && n > bigChunk && l.mode.CompareAndSwap(mode, 0) {
+				// Mark the link cut before the server can answer, so down
+				// drops the reply.
+				l.cut.Store(true)
+				if mode == cutAfter {
+					_, _ = l.server.Write(buf[:n])
+				}
+				l.server.Close()
+				l.client.Close()
+				p.fired <- struct{}{}
+				return
+			}
+			if _, werr := l.server.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	l.server.Close()
+	l.client.Close()
+}
+
+func (p *cutProxy) down(l *proxyLink) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := l.server.Read(buf)
+		if n > 0 && !l.cut.Load() {
+			if _, werr := l.client.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	l.client.Close()
+}
+
+// TestRotationLostReply cuts the connection right after (or right before)
+// the root rotation's ALTER ROLE reaches the server. The plugin must answer
+// with what the database holds: success when the new password is in place,
+// an error when the old one still is.
+func TestRotationLostReply(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	for _, tc := range []struct {
+		name    string
+		mode    int32
+		changed bool
+	}{
+		{"reply lost after the change was sent", cutAfter, true},
+		{"connection lost before the change arrived", cutBefore, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			root, pw := "lc-root-"+randSuffix(), `R@/#{}%?&'`+randSuffix()
+			execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s`, quoteIdent(root), quoteLiteral(pw)))
+			t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(root)) })
+			proxy := newCutProxy(t, net.JoinHostPort(pg.Host, strconv.Itoa(pg.Port)))
+			through := *pg
+			through.Port = proxy.port()
+			db := newDB(t, map[string]interface{}{"connection_url": through.TemplateURL(""), "username": root, "password": pw})
+
+			proxy.arm(tc.mode)
+			newPw := `N3w@/#{}%?&'` + randSuffix()
+			_, err := db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{Username: root, CredentialType: dbplugin.CredentialTypePassword,
+				Password: &dbplugin.ChangePassword{NewPassword: newPw}})
+			select {
+			case <-proxy.fired:
+			default:
+				t.Fatalf("the proxy never cut the connection (UpdateUser error: %v): the test proves nothing", err)
+			}
+			if err != nil && (strings.Contains(err.Error(), newPw) || strings.Contains(err.Error(), pw)) {
+				t.Fatalf("error holds a password: %v", err)
+			}
+			if tc.changed {
+				if err != nil {
+					t.Fatalf("the password changed but UpdateUser failed: %v", err)
+				}
+				assertLogin(t, root, newPw)
+				assertNoLogin(t, root, pw)
+				return
+			}
+			if err == nil {
+				t.Fatal("the password did not change but UpdateUser succeeded")
+			}
+			if !strings.Contains(err.Error(), "not changed") {
+				t.Fatalf("error does not say the password was not changed: %v", err)
+			}
+			t.Log(err)
+			assertLogin(t, root, pw)
+			assertNoLogin(t, root, newPw)
+		})
+	}
+}

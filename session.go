@@ -1,0 +1,88 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// sessionReset returns a pooled session to what the plugin connected with:
+// the configured user (SET SESSION AUTHORIZATION DEFAULT also ends any SET
+// ROLE, which RESET ALL leaves alone) and every setting at its connect-time
+// value, standard_conforming_strings=on from the startup packet included.
+// Both are allowed inside the implicit transaction of a multi-statement
+// query, so it is sent as a prefix of every simple-protocol query the plugin
+// runs on a pooled connection: no extra round trip.
+const sessionReset = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL;\n"
+
+// prepareSession is the pool's PrepareConn hook. PostgreSQL lexes a whole
+// multi-statement query before running any of it, so the sessionReset prefix
+// comes too late for the one setting that changes how literals are read:
+// standard_conforming_strings. The server reports that setting whenever it
+// changes, so the check is free; only a session a previous request left with
+// it off pays a round trip to reset before its next query.
+func prepareSession(ctx context.Context, c *pgx.Conn) (bool, error) {
+	if c.PgConn().ParameterStatus("standard_conforming_strings") == "on" {
+		return true, nil
+	}
+	if _, err := c.Exec(ctx, sessionReset); err != nil {
+		// Let the pool replace the connection with a fresh one.
+		return false, nil
+	}
+	if v := c.PgConn().ParameterStatus("standard_conforming_strings"); v != "on" {
+		return false, fmt.Errorf("standard_conforming_strings is %q after a reset; the plugin needs on (remove what sets it off for the connection's user or database)", v)
+	}
+	return true, nil
+}
+
+// connectAs opens a one-off connection as user, with the pool's hosts, TLS
+// and settings.
+func (st *state) connectAs(ctx context.Context, user, password string) (*pgx.Conn, error) {
+	cc := st.poolCfg.ConnConfig.Copy()
+	cc.User, cc.Password = user, password
+	return pgx.ConnectConfig(ctx, cc)
+}
+
+// loginAs reports whether user can log in with password. A failure the
+// server did not answer (the network that just dropped a connection may
+// still be recovering) is retried briefly, within ctx; an answer is final.
+func (st *state) loginAs(ctx context.Context, user, password string) error {
+	var err error
+	for attempt := 0; attempt < retryAttempts; attempt++ {
+		if attempt > 0 && sleepCtx(ctx, backoff(attempt)) != nil {
+			break
+		}
+		var conn *pgx.Conn
+		if conn, err = st.connectAs(ctx, user, password); err == nil {
+			_ = conn.Close(ctx)
+			return nil
+		}
+		if sqlState(err) != "" || ctx.Err() != nil {
+			break
+		}
+	}
+	return err
+}
+
+// endSession ends the backend pid of user if it still runs and waits until
+// it is gone, so that whatever its transaction did is final. Ending it needs
+// the right to signal it; without that, waiting alone has to do.
+func (st *state) endSession(ctx context.Context, user string, pid uint32) error {
+	const match = "FROM pg_catalog.pg_stat_activity WHERE pid = $1 AND usename = $2"
+	_, _ = st.pool.Exec(ctx, "SELECT pg_catalog.pg_terminate_backend(pid) "+match, int64(pid), user)
+	var err error
+	for attempt := 0; attempt < retryAttempts; attempt++ {
+		if attempt > 0 && sleepCtx(ctx, backoff(attempt)) != nil {
+			break
+		}
+		var alive bool
+		if err = st.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 "+match+")", int64(pid), user).Scan(&alive); err == nil {
+			if !alive {
+				return nil
+			}
+			err = fmt.Errorf("session %d is still running", pid)
+		}
+	}
+	return err
+}
