@@ -100,7 +100,13 @@ func (p *Postgres) secretValues() map[string]string {
 	if st == nil || st.cfg.Password == "" {
 		return nil
 	}
-	return map[string]string{st.cfg.Password: "[password]"}
+	// Every form a server message can quote the password in (redact.go).
+	forms := secretForms(st.cfg.Password)
+	m := make(map[string]string, len(forms))
+	for _, f := range forms {
+		m[f] = "[password]"
+	}
+	return m
 }
 
 // acquire returns the current state with a reference held for the caller,
