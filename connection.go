@@ -32,8 +32,13 @@ import (
 // Defaults, repeated in the README's parameter table.
 const (
 	defaultMaxOpenConnections = 4
-	defaultPasswordAuth       = passwordAuthAuto
-	defaultTerminateSessions  = true
+	// defaultConnectTimeout bounds each connection attempt to each host
+	// when connection_url sets no connect_timeout.
+	defaultConnectTimeout = 10 * time.Second
+	// pingTimeout bounds the liveness check of a pooled connection.
+	pingTimeout              = 5 * time.Second
+	defaultPasswordAuth      = passwordAuthAuto
+	defaultTerminateSessions = true
 	// defaultAllowCleartextPassword: a server that asks for the password in
 	// cleartext over a connection without TLS is refused unless the
 	// operator allows it.
@@ -229,6 +234,18 @@ func (c *config) poolConfig() (*pgxpool.Config, error) {
 		// configuration (other databases, connections as another user).
 		cc.BuildFrontend = guardedFrontend
 	}
+
+	if cc.ConnectTimeout == 0 {
+		// A host that drops packets must not hold a request until Vault's
+		// own deadline: each host gets this long to answer.
+		cc.ConnectTimeout = defaultConnectTimeout
+	}
+	// Keepalive probes keep NAT and load-balancer mappings of idle pooled
+	// connections alive (AWS drops them after 350 s idle), and notice a
+	// dead peer in about a minute instead of pgx's 5-minute default.
+	dialer := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 10 * time.Second, Count: 3}}
+	cc.DialFunc = dialer.DialContext
+	pc.ShouldPing = shouldPing
 
 	pc.MaxConns = int32(c.MaxOpenConnections)
 	pc.MinConns = 0
@@ -483,6 +500,40 @@ func verifyChain(roots *x509.CertPool) func([][]byte, [][]*x509.Certificate) err
 		_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
 		return err
 	}
+}
+
+// shouldPing is the pool's liveness check for a connection it hands out: one
+// idle for more than a second is pinged, as pgxpool does by default, but the
+// ping gets pingTimeout, not the request's whole deadline. A connection whose
+// NAT mapping was dropped swallows the ping without an answer; this way it is
+// replaced by a fresh one and the request still succeeds. prepareSession
+// clears the deadline again.
+func shouldPing(_ context.Context, p pgxpool.ShouldPingParams) bool {
+	if p.IdleDuration <= time.Second {
+		return false
+	}
+	_ = p.Conn.PgConn().Conn().SetDeadline(time.Now().Add(pingTimeout))
+	return true
+}
+
+// connLost reports a failure of the connection, not of the statements: the
+// server went away (restart, failover, pg_terminate_backend, a dropped
+// network path) before or while the request ran.
+func connLost(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		// admin_shutdown, crash_shutdown, cannot_connect_now, and
+		// connection exceptions: the session ended under the request.
+		return strings.HasPrefix(pgErr.Code, "57P0") || strings.HasPrefix(pgErr.Code, "08")
+	}
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) {
+		return false // could not connect at all: retrying now will not help
+	}
+	return true
 }
 
 // execer is what exec needs: a pool, or a single connection.

@@ -248,12 +248,59 @@ func (p *Postgres) NewUser(ctx context.Context, req dbplugin.NewUserRequest) (db
 	if err != nil {
 		return dbplugin.NewUserResponse{}, fmt.Errorf("creation_statements: %w", err)
 	}
-	if err := execAtomic(ctx, st.pool, sql); err != nil {
+	if err := p.create(ctx, st, username, sql); err != nil {
 		p.rollback(ctx, st, req.RollbackStatements.Commands, vals)
-		return dbplugin.NewUserResponse{}, fmt.Errorf("creating user %q: %s", username, redact(describe(err), req.Password, verifier))
+		return dbplugin.NewUserResponse{}, fmt.Errorf("creating user %q: %s", username, redact(st.describe(err), req.Password, verifier))
 	}
 	p.logger.Debug("created user", "username", username)
 	return dbplugin.NewUserResponse{Username: username}, nil
+}
+
+// connRetries bounds how often a request runs again on a fresh connection
+// after the one it used was lost (a restarted server, a killed backend).
+const connRetries = 3
+
+// create runs the creation statements. When the connection is lost, the
+// creation runs again on a fresh connection only when that is safe: nothing
+// was sent, or the session that got it has ended and the role does not exist
+// (the statements are one transaction, so a role that exists means all of
+// them committed, and that is success).
+func (p *Postgres) create(ctx context.Context, st *state, username, sql string) error {
+	pid, err := st.execPooled(ctx, sql)
+	for attempt := 0; attempt < connRetries && connLost(err) && ctx.Err() == nil; attempt++ {
+		if pid != 0 && !pgconn.SafeToRetry(err) {
+			if st.endSession(ctx, st.poolCfg.ConnConfig.User, pid) != nil {
+				return err
+			}
+			exists, cerr := st.roleExists(ctx, username)
+			if cerr != nil {
+				return err
+			}
+			if exists {
+				p.logger.Warn("the connection was lost after the creation was sent; the user exists, so it committed", "username", username)
+				return nil
+			}
+		}
+		p.logger.Debug("connection lost; creating the user again on a fresh connection", "username", username, "error", describe(err))
+		pid, err = st.execPooled(ctx, sql)
+	}
+	return err
+}
+
+func (st *state) roleExists(ctx context.Context, name string) (bool, error) {
+	var ok bool
+	err := st.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)", name).Scan(&ok)
+	return ok, err
+}
+
+// describe is describe(err) with the database it came from when the error is
+// the connection's, which pgx's own text ("unexpected EOF") does not name.
+func (st *state) describe(err error) string {
+	msg := describe(err)
+	if sqlState(err) == "" && !strings.Contains(msg, "failed to connect") {
+		msg = fmt.Sprintf("%s (database %s)", msg, hostList(st.poolCfg))
+	}
+	return msg
 }
 
 // rollback runs the role's rollback_statements after a failed creation. The
@@ -318,27 +365,40 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 	// gives that a clear message without an extra round trip.
 	sql = fmt.Sprintf("DO $pgvault$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s) THEN RAISE EXCEPTION USING ERRCODE = 'undefined_object', MESSAGE = 'role does not exist'; END IF; END $pgvault$;\n", quoteLiteral(req.Username)) + sql
 
-	var pid uint32 // the backend the statements went to; 0 if none
 	sessionUser := st.poolCfg.ConnConfig.User
 	if req.SelfManagedPassword != "" {
 		sessionUser = req.Username
-		pid, err = st.execAs(ctx, req.Username, req.SelfManagedPassword, sql)
-	} else {
-		pid, err = st.execPooled(ctx, sql)
 	}
-	if err != nil && req.Password != nil && pid != 0 && replyLost(err) {
-		// Vault keeps whichever password we report: answer with what the
-		// database holds, or Vault is locked out.
-		err = st.settleRotation(ctx, req.Username, newPassword, st.oldPassword(req), sessionUser, pid, err)
-		if err == nil {
-			p.logger.Warn("the connection was lost after the password change was sent; the new password works, so the change took effect", "username", req.Username)
+	run := func() (uint32, error) {
+		if req.SelfManagedPassword != "" {
+			return st.execAs(ctx, req.Username, req.SelfManagedPassword, sql)
 		}
+		return st.execPooled(ctx, sql)
+	}
+	pid, err := run() // pid: the backend the statements went to; 0 if none
+	for attempt := 0; attempt < connRetries && connLost(err) && ctx.Err() == nil; attempt++ {
+		if req.Password != nil && pid != 0 && !pgconn.SafeToRetry(err) {
+			// Vault keeps whichever password we report: answer with what
+			// the database holds, or Vault is locked out.
+			err = st.settleRotation(ctx, req.Username, newPassword, sessionUser, pid, err)
+			if err == nil {
+				p.logger.Warn("the connection was lost after the password change was sent; the new password works, so the change took effect", "username", req.Username)
+				break
+			}
+			if !errors.Is(err, errNotApplied) {
+				break
+			}
+		}
+		// Nothing was sent, the change provably did not apply, or it only
+		// sets an expiration (the same again is harmless): run it again.
+		p.logger.Debug("connection lost; updating the user again on a fresh connection", "username", req.Username)
+		pid, err = run()
 	}
 	if err != nil {
 		if sqlState(err) == pgerrcode.UndefinedObject {
 			return dbplugin.UpdateUserResponse{}, fmt.Errorf("updating user %q: the user does not exist in the database", req.Username)
 		}
-		return dbplugin.UpdateUserResponse{}, fmt.Errorf("updating user %q: %s", req.Username, redact(describe(err), newPassword, vals.Password, req.SelfManagedPassword))
+		return dbplugin.UpdateUserResponse{}, fmt.Errorf("updating user %q: %s", req.Username, redact(st.describe(err), newPassword, vals.Password, req.SelfManagedPassword))
 	}
 	p.logger.Debug("updated user", "username", req.Username, "password", req.Password != nil, "expiration", req.Expiration != nil)
 	return dbplugin.UpdateUserResponse{}, nil
@@ -351,17 +411,9 @@ func replyLost(err error) bool {
 	return !errors.As(err, &pgErr) && !pgconn.SafeToRetry(err)
 }
 
-// oldPassword is the user's password before the rotation, where the plugin
-// knows it: the root user's own, or a self-managed static role's.
-func (st *state) oldPassword(req dbplugin.UpdateUserRequest) string {
-	if req.SelfManagedPassword != "" {
-		return req.SelfManagedPassword
-	}
-	if req.Username == st.poolCfg.ConnConfig.User {
-		return st.poolCfg.ConnConfig.Password
-	}
-	return ""
-}
+// errNotApplied says a password change whose reply was lost provably did not
+// take effect, so running it again is safe.
+var errNotApplied = errors.New("the connection was lost after the change was sent, and the password was not changed (the new one is refused)")
 
 // settleRotation answers a password change whose reply was lost with what
 // the database holds. A login with the new password proves the change
@@ -370,7 +422,7 @@ func (st *state) oldPassword(req dbplugin.UpdateUserRequest) string {
 // the passwords are tried again: the new one refused and the old one
 // accepted prove nothing changed, and cause is reported. Anything else is an
 // error that says the outcome is unknown, and why.
-func (st *state) settleRotation(ctx context.Context, user, newPassword, oldPassword, sessionUser string, pid uint32, cause error) error {
+func (st *state) settleRotation(ctx context.Context, user, newPassword, sessionUser string, pid uint32, cause error) error {
 	if st.loginAs(ctx, user, newPassword) == nil {
 		return nil
 	}
@@ -379,21 +431,14 @@ func (st *state) settleRotation(ctx context.Context, user, newPassword, oldPassw
 	if newErr == nil {
 		return nil
 	}
+	if ended == nil && sqlState(newErr) == pgerrcode.InvalidPassword {
+		// The session that sent the change has ended, so its transaction is
+		// final, and the new password is refused: the change did not apply.
+		return fmt.Errorf("%w: %s", errNotApplied, describe(cause))
+	}
 	why := []string{"logging in with the new password failed: " + describe(newErr)}
-	switch {
-	case ended != nil:
+	if ended != nil {
 		why = append(why, "the session that sent the change may still be running: "+describe(ended))
-	case sqlState(newErr) != pgerrcode.InvalidPassword:
-		// Refused for another reason than the password: the old one
-		// would tell nothing either.
-	case oldPassword == "":
-		why = append(why, "the old password is not known to the plugin")
-	default:
-		oldErr := st.loginAs(ctx, user, oldPassword)
-		if oldErr == nil {
-			return fmt.Errorf("the connection was lost after the change was sent, and the password was not changed (the new one is refused, the old one still works): %s", describe(cause))
-		}
-		why = append(why, "logging in with the old password failed: "+describe(oldErr))
 	}
 	return fmt.Errorf("the connection was lost after the change was sent, and whether it took effect is unknown (%s): %s; find out which password works before rotating again",
 		strings.Join(why, "; "), describe(cause))

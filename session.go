@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -23,6 +24,8 @@ const sessionReset = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL;\n"
 // changes, so the check is free; only a session a previous request left with
 // it off pays a round trip to reset before its next query.
 func prepareSession(ctx context.Context, c *pgx.Conn) (bool, error) {
+	// The ping (if any) is over: lift its deadline (see shouldPing).
+	_ = c.PgConn().Conn().SetDeadline(time.Time{})
 	if c.PgConn().ParameterStatus("standard_conforming_strings") == "on" {
 		return true, nil
 	}
