@@ -64,12 +64,15 @@ END`
 //  3. make the admin a member of the role when it is not a superuser: it
 //     needs that to end the role's sessions and, on PostgreSQL 15, to
 //     reassign and drop what it owns;
-//  4. end the sessions, by role oid. Logins that passed the NOLOGIN check
-//     before it was committed may not show in pg_stat_activity yet (a
-//     backend appears there at the end of its startup, which a client can
-//     delay with post_auth_delay); they hold a virtual transaction id, so
-//     they are found in pg_locks and waited for. Once they have shown up or
-//     gone, and every session seen has ended, none can start again;
+//  4. end the sessions, by role oid. A login that passed the NOLOGIN check
+//     before it was committed may not show in pg_stat_activity yet: a
+//     backend appears there only at the end of its startup, which a client
+//     can delay at will with the post_auth_delay startup option. Such
+//     backends hold a virtual transaction id, so pg_locks lists them; those
+//     still hidden after a short wait are signalled while acting as the
+//     role, which succeeds only for the role's own. (Logins still
+//     authenticating read rolcanlogin afresh afterwards, and fail.) Once
+//     every session found has ended, none can start again;
 //  5. in a subtransaction: hand everything the user owns to the target,
 //     drop what is left (privileges), and drop the role unless it still has
 //     objects in other databases;
@@ -89,9 +92,11 @@ DECLARE
 	g text;
 	p int;
 	note text := '';
+	me_super boolean := (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user);
+	can_act boolean;
 	starting int[];
+	killed int[] := '{}';
 	deadline timestamptz;
-	tried_as_role boolean := false;
 	prev_role text;
 BEGIN
 	PERFORM set_config('pgvault.revoke_state', 'gone', true);
@@ -115,8 +120,7 @@ BEGIN
 		END;
 	END LOOP;
 
-	IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = me)
-	   AND NOT pg_catalog.pg_has_role(me, r, 'USAGE') THEN
+	IF NOT me_super AND NOT pg_catalog.pg_has_role(me, r, 'USAGE') THEN
 		BEGIN
 			EXECUTE format('GRANT %I TO %I', r, me);
 		EXCEPTION WHEN insufficient_privilege OR invalid_grant_operation THEN
@@ -125,48 +129,47 @@ BEGIN
 	END IF;
 
 	IF terminate THEN
-		-- Logins that were starting when NOLOGIN was committed: wait until
-		-- they show in pg_stat_activity or go away.
-		deadline := pg_catalog.clock_timestamp() + interval '3 s';
+		-- Logins that were starting when NOLOGIN was committed: most show
+		-- in pg_stat_activity within milliseconds.
+		can_act := me_super OR pg_catalog.pg_has_role(me, r, 'MEMBER');
+		deadline := pg_catalog.clock_timestamp() + CASE WHEN can_act THEN interval '50 ms' ELSE interval '3 s' END;
 		LOOP
 			PERFORM pg_catalog.pg_stat_clear_snapshot();
 			starting := ARRAY(SELECT l.pid FROM pg_catalog.pg_locks l
 				WHERE l.locktype = 'virtualxid' AND l.granted AND l.pid = ANY (starting)
 				  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid));
-			EXIT WHEN cardinality(starting) = 0;
-			IF pg_catalog.clock_timestamp() > deadline THEN
-				IF tried_as_role THEN
-					RAISE EXCEPTION USING ERRCODE = 'object_in_use',
-						MESSAGE = format('connections that began before logins were blocked are still starting (server pids %s) and may belong to the user: retry the revocation', array_to_string(starting, ', '));
-				END IF;
-				-- Still starting: end those already running as the role.
-				-- Acting as the role (now in no group), only its own
-				-- backends can be signalled.
-				tried_as_role := true;
-				deadline := pg_catalog.clock_timestamp() + interval '1 s';
-				prev_role := current_setting('role');
+			EXIT WHEN cardinality(starting) = 0 OR pg_catalog.clock_timestamp() > deadline;
+			PERFORM pg_catalog.pg_sleep(0.002);
+		END LOOP;
+		IF cardinality(starting) > 0 THEN
+			IF NOT can_act THEN
+				RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+					MESSAGE = format('connections that began before logins were blocked are still starting (server pids %s) and %I cannot tell whether they belong to the user: make it a member of the user, or retry', array_to_string(starting, ', '), me);
+			END IF;
+			-- Acting as the role, which is now in no group, a backend can
+			-- be signalled only if it runs as the role. The others are
+			-- another role's or have not reached the NOLOGIN check, which
+			-- they will fail.
+			prev_role := current_setting('role');
+			EXECUTE format('SET LOCAL ROLE %I', r);
+			FOREACH p IN ARRAY starting LOOP
 				BEGIN
-					EXECUTE format('SET LOCAL ROLE %I', r);
-					FOREACH p IN ARRAY starting LOOP
-						BEGIN
-							PERFORM pg_catalog.pg_terminate_backend(p);
-						EXCEPTION WHEN insufficient_privilege THEN
-							NULL;
-						END;
-					END LOOP;
+					IF pg_catalog.pg_terminate_backend(p) THEN
+						killed := killed || p;
+					END IF;
 				EXCEPTION WHEN insufficient_privilege THEN
 					NULL;
 				END;
-				PERFORM set_config('role', prev_role, true);
-			END IF;
-			PERFORM pg_catalog.pg_sleep(0.005);
-		END LOOP;
+			END LOOP;
+			PERFORM set_config('role', prev_role, true);
+		END IF;
 
 		deadline := pg_catalog.clock_timestamp() + interval '10 s';
 		LOOP
 			PERFORM pg_catalog.pg_stat_clear_snapshot();
 			EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity
-				WHERE usesysid = roid AND pid <> pg_catalog.pg_backend_pid());
+				WHERE usesysid = roid AND pid <> pg_catalog.pg_backend_pid())
+			  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'virtualxid' AND pid = ANY (killed));
 			IF pg_catalog.clock_timestamp() > deadline THEN
 				RAISE EXCEPTION USING ERRCODE = 'object_in_use',
 					MESSAGE = 'sessions of the user are still running 10 s after being told to end: retry the revocation';

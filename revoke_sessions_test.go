@@ -185,7 +185,7 @@ func TestRevocationEndsSessionsOfDisabledRole(t *testing.T) {
 func TestRevocationEndsLoginsStillStarting(t *testing.T) {
 	needPG(t)
 	a := admin(t)
-	for _, delay := range []string{"1", "8"} { // within the wait, and beyond it
+	for _, delay := range []string{"1", "8"} {
 		delay := delay
 		t.Run("post_auth_delay="+delay, func(t *testing.T) {
 			t.Parallel()
