@@ -106,12 +106,6 @@ BEGIN
 	IF roid IS NULL THEN
 		RETURN;
 	END IF;
-	IF terminate THEN
-		starting := ARRAY(SELECT l.pid FROM pg_catalog.pg_locks l
-			WHERE l.locktype = 'virtualxid' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()
-			  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid));
-	END IF;
-
 	FOR g IN SELECT m.roleid::regrole::text FROM pg_catalog.pg_auth_members m WHERE m.member = roid LOOP
 		BEGIN
 			EXECUTE format('REVOKE %s FROM %I', g, r);
@@ -129,17 +123,21 @@ BEGIN
 	END IF;
 
 	IF terminate THEN
-		-- Logins that were starting when NOLOGIN was committed: most show
-		-- in pg_stat_activity within milliseconds.
+		-- Read once, after NOLOGIN was committed: the sessions of the role,
+		-- and the backends still starting, which pg_stat_activity does not
+		-- show yet. In the common case both are empty and that is all.
+		starting := ARRAY(SELECT l.pid FROM pg_catalog.pg_locks l
+			WHERE l.locktype = 'virtualxid' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()
+			  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid));
+		-- Most starting backends show up within milliseconds.
 		can_act := me_super OR pg_catalog.pg_has_role(me, r, 'MEMBER');
 		deadline := pg_catalog.clock_timestamp() + CASE WHEN can_act THEN interval '50 ms' ELSE interval '3 s' END;
-		LOOP
+		WHILE cardinality(starting) > 0 AND pg_catalog.clock_timestamp() < deadline LOOP
+			PERFORM pg_catalog.pg_sleep(0.002);
 			PERFORM pg_catalog.pg_stat_clear_snapshot();
 			starting := ARRAY(SELECT l.pid FROM pg_catalog.pg_locks l
 				WHERE l.locktype = 'virtualxid' AND l.granted AND l.pid = ANY (starting)
 				  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid));
-			EXIT WHEN cardinality(starting) = 0 OR pg_catalog.clock_timestamp() > deadline;
-			PERFORM pg_catalog.pg_sleep(0.002);
 		END LOOP;
 		IF cardinality(starting) > 0 THEN
 			IF NOT can_act THEN
@@ -164,9 +162,9 @@ BEGIN
 			PERFORM set_config('role', prev_role, true);
 		END IF;
 
+		-- End every session of the role, and wait until they are gone.
 		deadline := pg_catalog.clock_timestamp() + interval '10 s';
 		LOOP
-			PERFORM pg_catalog.pg_stat_clear_snapshot();
 			EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity
 				WHERE usesysid = roid AND pid <> pg_catalog.pg_backend_pid())
 			  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'virtualxid' AND pid = ANY (killed));
@@ -182,6 +180,7 @@ BEGIN
 					MESSAGE = format('cannot end the sessions of the user: grant pg_signal_backend to %I, or let it become a member of the user (%s%s)', me, note, SQLERRM);
 			END;
 			PERFORM pg_catalog.pg_sleep(0.005);
+			PERFORM pg_catalog.pg_stat_clear_snapshot();
 		END LOOP;
 	END IF;
 
