@@ -20,9 +20,10 @@ import (
 // so that no new session can start while the old ones are ended and a
 // failed revocation never leaves a usable login. revokeRole then ends the
 // sessions and removes the role; revokeOutcome reports what happened.
-// Both blocks take a transaction-level advisory lock on the role name, so
-// concurrent revocations of one role take turns and the later ones find it
-// gone.
+// Both blocks take a transaction-level advisory lock on the role name (1260,
+// pg_authid's oid, as the key's namespace; advisory locks are per database,
+// and every pass runs on the plugin's own one), so concurrent revocations
+// of one role take turns and the later ones find it gone.
 //
 // Markers: @role@ is the role name as a literal, @target@ the reassign
 // target as an SQL expression, @terminate@ whether to end sessions, @final@
