@@ -7,35 +7,37 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// revokeLocal is the default revocation of one user in the connected
-// database, as one DO block plus a SELECT that reports the outcome. Sent as
-// one simple-protocol query it runs in one implicit transaction and one round
-// trip. Steps:
+// The default revocation of one user in the connected database is one
+// simple-protocol query string, so one round trip:
 //
-//  1. a missing role is success;
-//  2. block new logins and end the user's sessions, cluster-wide;
-//  3. in a subtransaction: make the admin a member of the role when it is
-//     not a superuser (PostgreSQL 15 requires it for REASSIGN/DROP OWNED),
-//     hand everything the user owns to the configured role, drop what is
-//     left (privileges), and drop the role unless it still has objects in
-//     other databases;
-//  4. if step 3 fails, leave the role harmless: NOLOGIN, expired, no group
-//     memberships; the reason is reported back for a warning.
+//	BEGIN; DO <revokeLogin>; COMMIT; DO <revokeRole>; <revokeOutcome>
 //
-// %[1]s is the role name as a literal, %[2]s the reassign target as an SQL
-// expression, %[3]s whether to end sessions, %[4]s whether this is the final
-// pass, after which objects left in other databases disable the role.
-const revokeLocal = `DO $pgvault$
+// revokeLogin commits NOLOGIN on its own, before anything that can fail,
+// so that no new session can start while the old ones are ended and a
+// failed revocation never leaves a usable login. revokeRole then ends the
+// sessions and removes the role; revokeOutcome reports what happened.
+// Both blocks take a transaction-level advisory lock on the role name (1260,
+// pg_authid's oid, as the key's namespace; advisory locks are per database,
+// and every pass runs on the plugin's own one), so concurrent revocations
+// of one role take turns and the later ones find it gone.
+//
+// Markers: @role@ is the role name as a literal, @target@ the reassign
+// target as an SQL expression, @terminate@ whether to end sessions, @final@
+// whether this is the final pass, after which objects left in other
+// databases disable the role.
+
+// revokeLogin: the guards, then NOLOGIN. A missing role is left to
+// revokeRole, which reports it.
+const revokeLogin = `
 DECLARE
-	r text := %[1]s;
-	target text := %[2]s;
-	me text := current_user;
-	g text;
+	r text := @role@;
+	target text := @target@;
 BEGIN
-	PERFORM set_config('pgvault.revoke_state', 'gone', true);
+	PERFORM pg_catalog.pg_advisory_xact_lock(1260, pg_catalog.hashtext(r));
 	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
 		RETURN;
 	END IF;
@@ -43,104 +45,205 @@ BEGIN
 		RAISE EXCEPTION USING ERRCODE = 'object_in_use',
 			MESSAGE = 'refusing to revoke the user Vault connects as';
 	END IF;
+	IF r = target THEN
+		RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+			MESSAGE = 'refusing to revoke the role named in reassign_owned_to: it receives what revoked users own, and revoking it would drop what it owns itself';
+	END IF;
 	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = target) THEN
 		RAISE EXCEPTION USING ERRCODE = 'undefined_object',
-			MESSAGE = format('reassign_owned_to names role %%I, which does not exist', target);
+			MESSAGE = format('reassign_owned_to names role %I, which does not exist', target);
 	END IF;
-	EXECUTE format('ALTER ROLE %%I NOLOGIN', r);
-	-- A CREATEROLE admin needs membership to end the role's sessions and,
-	-- on PostgreSQL 15, to reassign and drop what it owns.
-	IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = me)
-	   AND NOT pg_catalog.pg_has_role(me, r, 'USAGE') THEN
+	EXECUTE format('ALTER ROLE %I NOLOGIN', r);
+END`
+
+// revokeRole runs once NOLOGIN is committed. Steps:
+//
+//  1. a missing role is success;
+//  2. revoke the role's group memberships (dropping it would anyway; a
+//     disabled role must lose them; and a role that is a member of the
+//     admin would make step 3 fail with 0LP01);
+//  3. make the admin a member of the role when it is not a superuser: it
+//     needs that to end the role's sessions and, on PostgreSQL 15, to
+//     reassign and drop what it owns;
+//  4. end the sessions, by role oid. A login that passed the NOLOGIN check
+//     before it was committed may not show in pg_stat_activity yet: a
+//     backend appears there only at the end of its startup, which a client
+//     can delay at will with the post_auth_delay startup option. Such
+//     backends hold a virtual transaction id, so pg_locks lists them; those
+//     still hidden after a short wait are signalled while acting as the
+//     role, which succeeds only for the role's own. (Logins still
+//     authenticating read rolcanlogin afresh afterwards, and fail.) Once
+//     every session found has ended, none can start again;
+//  5. in a subtransaction: hand everything the user owns to the target,
+//     drop what is left (privileges), and drop the role unless it still has
+//     objects in other databases;
+//  6. if step 5 fails, leave the role harmless: NOLOGIN, expired, no group
+//     memberships; the reason is reported back for a warning.
+//
+// pg_stat_activity is read from a snapshot taken once per transaction, so
+// every read that must see the present clears it first.
+const revokeRole = `
+DECLARE
+	r text := @role@;
+	target text := @target@;
+	terminate boolean := @terminate@;
+	final boolean := @final@;
+	me text := current_user;
+	roid oid;
+	g text;
+	p int;
+	note text := '';
+	me_super boolean := (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user);
+	can_act boolean;
+	starting int[];
+	killed int[] := '{}';
+	deadline timestamptz;
+	prev_role text;
+BEGIN
+	PERFORM set_config('pgvault.revoke_state', 'gone', true);
+	PERFORM set_config('pgvault.revoke_note', '', true);
+	PERFORM pg_catalog.pg_advisory_xact_lock(1260, pg_catalog.hashtext(r));
+	SELECT oid INTO roid FROM pg_catalog.pg_roles WHERE rolname = r;
+	IF roid IS NULL THEN
+		RETURN;
+	END IF;
+	FOR g IN SELECT m.roleid::regrole::text FROM pg_catalog.pg_auth_members m WHERE m.member = roid LOOP
 		BEGIN
-			EXECUTE format('GRANT %%I TO %%I', r, me);
-		EXCEPTION WHEN insufficient_privilege THEN
-			PERFORM set_config('pgvault.revoke_note', 'could not join the role: ' || SQLERRM, true);
+			EXECUTE format('REVOKE %s FROM %I', g, r);
+		EXCEPTION WHEN OTHERS THEN
+			note := note || format('could not revoke %s from the role: %s; ', g, SQLERRM);
+		END;
+	END LOOP;
+
+	IF NOT me_super AND NOT pg_catalog.pg_has_role(me, r, 'USAGE') THEN
+		BEGIN
+			EXECUTE format('GRANT %I TO %I', r, me);
+		EXCEPTION WHEN insufficient_privilege OR invalid_grant_operation THEN
+			note := note || 'could not join the role: ' || SQLERRM || '; ';
 		END;
 	END IF;
-	IF %[3]s THEN
-		BEGIN
-			IF current_setting('server_version_num')::int >= 140000 THEN
-				PERFORM pg_catalog.pg_terminate_backend(pid, 5000) FROM pg_catalog.pg_stat_activity
-					WHERE usename = r AND pid <> pg_catalog.pg_backend_pid();
-			ELSE
-				PERFORM pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
-					WHERE usename = r AND pid <> pg_catalog.pg_backend_pid();
+
+	IF terminate THEN
+		-- Read once, after NOLOGIN was committed: the sessions of the role,
+		-- and the backends still starting, which pg_stat_activity does not
+		-- show yet. In the common case both are empty and that is all.
+		starting := ARRAY(SELECT l.pid FROM pg_catalog.pg_locks l
+			WHERE l.locktype = 'virtualxid' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()
+			  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid));
+		-- Most starting backends show up within milliseconds.
+		can_act := me_super OR pg_catalog.pg_has_role(me, r, 'MEMBER');
+		deadline := pg_catalog.clock_timestamp() + CASE WHEN can_act THEN interval '50 ms' ELSE interval '3 s' END;
+		WHILE cardinality(starting) > 0 AND pg_catalog.clock_timestamp() < deadline LOOP
+			PERFORM pg_catalog.pg_sleep(0.002);
+			PERFORM pg_catalog.pg_stat_clear_snapshot();
+			starting := ARRAY(SELECT l.pid FROM pg_catalog.pg_locks l
+				WHERE l.locktype = 'virtualxid' AND l.granted AND l.pid = ANY (starting)
+				  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid));
+		END LOOP;
+		IF cardinality(starting) > 0 THEN
+			IF NOT can_act THEN
+				RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+					MESSAGE = format('connections that began before logins were blocked are still starting (server pids %s) and %I cannot tell whether they belong to the user: make it a member of the user, or retry', array_to_string(starting, ', '), me);
 			END IF;
-		EXCEPTION WHEN insufficient_privilege THEN
-			PERFORM set_config('pgvault.revoke_note', 'could not end sessions: ' || SQLERRM, true);
-		END;
+			-- Acting as the role, which is now in no group, a backend can
+			-- be signalled only if it runs as the role. The others are
+			-- another role's or have not reached the NOLOGIN check, which
+			-- they will fail.
+			prev_role := current_setting('role');
+			EXECUTE format('SET LOCAL ROLE %I', r);
+			FOREACH p IN ARRAY starting LOOP
+				BEGIN
+					IF pg_catalog.pg_terminate_backend(p) THEN
+						killed := killed || p;
+					END IF;
+				EXCEPTION WHEN insufficient_privilege THEN
+					NULL;
+				END;
+			END LOOP;
+			PERFORM set_config('role', prev_role, true);
+		END IF;
+
+		-- End every session of the role, and wait until they are gone.
+		deadline := pg_catalog.clock_timestamp() + interval '10 s';
+		LOOP
+			EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity
+				WHERE usesysid = roid AND pid <> pg_catalog.pg_backend_pid())
+			  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'virtualxid' AND pid = ANY (killed));
+			IF pg_catalog.clock_timestamp() > deadline THEN
+				RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+					MESSAGE = 'sessions of the user are still running 10 s after being told to end: retry the revocation';
+			END IF;
+			BEGIN
+				PERFORM pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
+					WHERE usesysid = roid AND pid <> pg_catalog.pg_backend_pid();
+			EXCEPTION WHEN insufficient_privilege THEN
+				RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+					MESSAGE = format('cannot end the sessions of the user: grant pg_signal_backend to %I, or let it become a member of the user (%s%s)', me, note, SQLERRM);
+			END;
+			PERFORM pg_catalog.pg_sleep(0.005);
+			PERFORM pg_catalog.pg_stat_clear_snapshot();
+		END LOOP;
 	END IF;
+
+	PERFORM set_config('pgvault.revoke_note', rtrim(note, '; '), true);
 	BEGIN
-		EXECUTE format('REASSIGN OWNED BY %%I TO %%I', r, target);
-		EXECUTE format('DROP OWNED BY %%I', r);
+		EXECUTE format('REASSIGN OWNED BY %I TO %I', r, target);
+		EXECUTE format('DROP OWNED BY %I', r);
 		IF EXISTS (SELECT 1 FROM pg_catalog.pg_shdepend s
-			WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass
-			  AND s.refobjid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = r)
+			WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = roid
 			  AND s.dbid NOT IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()))) THEN
-			IF %[4]s THEN
+			IF final THEN
 				RAISE EXCEPTION USING ERRCODE = 'dependent_objects_still_exist',
 					MESSAGE = 'the role still owns objects or holds privileges in other databases';
 			END IF;
 			PERFORM set_config('pgvault.revoke_state', 'other-databases', true);
 			RETURN;
 		END IF;
-		EXECUTE format('DROP ROLE %%I', r);
+		EXECUTE format('DROP ROLE %I', r);
 		PERFORM set_config('pgvault.revoke_state', 'dropped', true);
 	EXCEPTION WHEN OTHERS THEN
 		-- Transient failures abort the whole transaction, which is retried.
-		IF SQLSTATE IN ('40P01', '40001', '55P03') OR (SQLSTATE = 'XX000' AND SQLERRM LIKE '%%concurrently%%') THEN
+		IF SQLSTATE IN ('40P01', '40001', '55P03') OR (SQLSTATE = 'XX000' AND SQLERRM LIKE '%concurrently%') THEN
 			RAISE;
 		END IF;
 		PERFORM set_config('pgvault.revoke_state', 'disabled: ' || SQLERRM || ' (SQLSTATE ' || SQLSTATE || ')', true);
-		EXECUTE format('ALTER ROLE %%I NOLOGIN VALID UNTIL %%L', r, '-infinity');
-		FOR g IN SELECT m.roleid::regrole::text FROM pg_catalog.pg_auth_members m
-			WHERE m.member = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = r) LOOP
-			BEGIN
-				EXECUTE format('REVOKE %%s FROM %%I', g, r);
-			EXCEPTION WHEN OTHERS THEN
-				RAISE WARNING 'could not revoke %% from %%: %%', g, r, SQLERRM;
-			END;
-		END LOOP;
+		EXECUTE format('ALTER ROLE %I NOLOGIN VALID UNTIL %L', r, '-infinity');
 	END;
-END $pgvault$;
-SELECT current_setting('pgvault.revoke_state', true),
+END`
+
+// revokeOutcome reports revokeRole's outcome, its note, and the other
+// databases that still hold the user's objects.
+const revokeOutcome = `SELECT current_setting('pgvault.revoke_state', true),
 	coalesce(current_setting('pgvault.revoke_note', true), ''),
 	ARRAY(SELECT DISTINCT d.datname::text FROM pg_catalog.pg_shdepend s
 		JOIN pg_catalog.pg_database d ON d.oid = s.dbid
 		WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass
-		  AND s.refobjid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = %[1]s)
+		  AND s.refobjid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = @role@)
 		  AND d.datname <> current_database()
 		ORDER BY 1)::text`
 
 // reassignElsewhere hands a user's objects and privileges in another
 // database to the target role; the role itself is dropped afterwards from
 // the main connection.
-const reassignElsewhere = `DO $pgvault$
+const reassignElsewhere = `
 DECLARE
-	r text := %[1]s;
-	target text := %[2]s;
+	r text := @role@;
+	target text := @target@;
 BEGIN
 	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
 		RETURN;
 	END IF;
-	EXECUTE format('REASSIGN OWNED BY %%I TO %%I', r, target);
-	EXECUTE format('DROP OWNED BY %%I', r);
-END $pgvault$`
+	EXECUTE format('REASSIGN OWNED BY %I TO %I', r, target);
+	EXECUTE format('DROP OWNED BY %I', r);
+END`
 
 // defaultRevoke removes a user for good without losing data: one round trip
 // when the user owns nothing outside the connected database, otherwise one
 // more per database it owns objects in, and a final one to drop the role.
 func (p *Postgres) defaultRevoke(ctx context.Context, st *state, username string) error {
-	if strings.Contains(username, "$pgvault$") {
-		return errors.New("the username contains the reserved text $pgvault$")
-	}
-	outcome, note, others, err := st.revokeOnce(ctx, st.revokeSQL(revokeLocal, username, false))
+	outcome, note, others, err := st.revokeOnce(ctx, username, false)
 	if err != nil {
 		return err
-	}
-	if note != "" {
-		p.logger.Warn("revocation: "+note, "username", username)
 	}
 	if outcome == "other-databases" {
 		for _, dbname := range others {
@@ -150,7 +253,7 @@ func (p *Postgres) defaultRevoke(ctx context.Context, st *state, username string
 				p.logger.Warn("revocation: could not reassign objects in another database", "username", username, "database", dbname, "error", err)
 			}
 		}
-		if outcome, _, _, err = st.revokeOnce(ctx, st.revokeSQL(revokeLocal, username, true)); err != nil {
+		if outcome, note, _, err = st.revokeOnce(ctx, username, true); err != nil {
 			return err
 		}
 	}
@@ -162,6 +265,9 @@ func (p *Postgres) defaultRevoke(ctx context.Context, st *state, username string
 	case strings.HasPrefix(outcome, "disabled: "):
 		p.logger.Warn("revocation: the role could not be dropped, so it was disabled instead (NOLOGIN, expired, memberships revoked)",
 			"username", username, "reason", strings.TrimPrefix(outcome, "disabled: "))
+		if note != "" {
+			p.logger.Warn("revocation: "+note, "username", username)
+		}
 	default:
 		return fmt.Errorf("unexpected revocation outcome %q", outcome)
 	}
@@ -174,27 +280,49 @@ func (st *state) reassignIn(ctx context.Context, dbname, username string) error 
 	if err != nil {
 		return err
 	}
-	if err := execAtomic(ctx, pool, st.revokeSQL(reassignElsewhere, username, false)); err != nil {
+	if err := execAtomic(ctx, pool, "DO "+dollarQuote(st.revokeBody(reassignElsewhere, username, false))); err != nil {
 		return errors.New(describe(err))
 	}
 	return nil
 }
 
-func (st *state) revokeSQL(tmpl, username string, final bool) string {
+// revokeBody fills the markers of one revocation statement.
+func (st *state) revokeBody(tmpl, username string, final bool) string {
 	target := "current_user"
 	if st.cfg.ReassignOwnedTo != "" {
 		target = quoteLiteral(st.cfg.ReassignOwnedTo)
 	}
-	terminate := "false"
-	if *st.cfg.TerminateSessions {
-		terminate = "true"
-	}
-	return fmt.Sprintf(tmpl, quoteLiteral(username), target, terminate, strconv.FormatBool(final))
+	// One pass: a value is never searched for markers.
+	return strings.NewReplacer(
+		"@role@", quoteLiteral(username),
+		"@target@", target,
+		"@terminate@", strconv.FormatBool(*st.cfg.TerminateSessions),
+		"@final@", strconv.FormatBool(final),
+	).Replace(tmpl)
 }
 
-// revokeOnce runs the local revocation and reads its outcome and the other
-// databases that still hold the user's objects.
-func (st *state) revokeOnce(ctx context.Context, sql string) (string, string, []string, error) {
+// revokeSQL is the query string of one local revocation pass (see
+// revokeLogin).
+func (st *state) revokeSQL(username string, final bool) string {
+	return "BEGIN;\nDO " + dollarQuote(st.revokeBody(revokeLogin, username, final)) + ";\nCOMMIT;\n" +
+		"DO " + dollarQuote(st.revokeBody(revokeRole, username, final)) + ";\n" +
+		st.revokeBody(revokeOutcome, username, final)
+}
+
+// dollarQuote wraps body in a dollar-quote tag that does not occur in it,
+// so no body can end the quote early: $pgvault$, else $pgvault_1$, ...
+func dollarQuote(body string) string {
+	tag := "$pgvault$"
+	for n := 1; strings.Index(body+tag, tag) < len(body); n++ {
+		tag = "$pgvault_" + strconv.Itoa(n) + "$"
+	}
+	return tag + body + tag
+}
+
+// revokeOnce runs one local revocation pass and reads its outcome and the
+// other databases that still hold the user's objects.
+func (st *state) revokeOnce(ctx context.Context, username string, final bool) (string, string, []string, error) {
+	sql := st.revokeSQL(username, final)
 	var outcome, note, dbs string
 	err := withRetry(ctx, func() error {
 		var err error
@@ -202,9 +330,19 @@ func (st *state) revokeOnce(ctx context.Context, sql string) (string, string, []
 		return err
 	})
 	if err != nil {
+		// Someone else dropped the role between our check and our use.
+		if sqlState(err) == pgerrcode.UndefinedObject && !st.roleExists(ctx, username) {
+			return "gone", "", nil, nil
+		}
 		return "", "", nil, errors.New(describe(err))
 	}
 	return outcome, note, parseTextArray(dbs), nil
+}
+
+func (st *state) roleExists(ctx context.Context, name string) bool {
+	var exists bool
+	err := st.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)`, name).Scan(&exists)
+	return err != nil || exists
 }
 
 func (st *state) runRevoke(ctx context.Context, sql string) (outcome, note, dbs string, err error) {
@@ -213,8 +351,14 @@ func (st *state) runRevoke(ctx context.Context, sql string) (outcome, note, dbs 
 		return "", "", "", err
 	}
 	defer conn.Release()
-	results, err := conn.Conn().PgConn().Exec(ctx, sql).ReadAll()
+	pc := conn.Conn().PgConn()
+	results, err := pc.Exec(ctx, sql).ReadAll()
 	if err != nil {
+		// A failure inside the explicit transaction leaves it open and
+		// aborted; end it so the connection can go back to the pool.
+		if pc.TxStatus() == 'E' {
+			_ = pc.Exec(ctx, "ROLLBACK").Close()
+		}
 		return "", "", "", err
 	}
 	last := results[len(results)-1]
