@@ -363,7 +363,7 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 	}
 	// A role missing at the start makes ALTER ROLE fail with 42704; the check
 	// gives that a clear message without an extra round trip.
-	sql = fmt.Sprintf("DO $pgvault$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s) THEN RAISE EXCEPTION USING ERRCODE = 'undefined_object', MESSAGE = 'role does not exist'; END IF; END $pgvault$;\n", quoteLiteral(req.Username)) + sql
+	sql = "DO " + dollarQuote(fmt.Sprintf(" BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s) THEN RAISE EXCEPTION USING ERRCODE = 'undefined_object', MESSAGE = 'role does not exist'; END IF; END ", quoteLiteral(req.Username))) + ";\n" + sql
 
 	sessionUser := st.poolCfg.ConnConfig.User
 	if req.SelfManagedPassword != "" {

@@ -324,25 +324,29 @@ func dollarQuote(body string) string {
 func (st *state) revokeOnce(ctx context.Context, username string, final bool) (string, string, []string, error) {
 	sql := st.revokeSQL(username, final)
 	var outcome, note, dbs string
-	err := withRetry(ctx, func() error {
-		var err error
-		outcome, note, dbs, err = st.runRevoke(ctx, sql)
-		return err
-	})
+	run := func() error {
+		return withRetry(ctx, func() error {
+			var err error
+			outcome, note, dbs, err = st.runRevoke(ctx, sql)
+			return err
+		})
+	}
+	err := run()
+	// Revocation is idempotent: after a lost connection (a restarted
+	// server, a killed backend) it simply runs again on a fresh one.
+	for attempt := 0; attempt < connRetries && connLost(err) && ctx.Err() == nil; attempt++ {
+		err = run()
+	}
 	if err != nil {
 		// Someone else dropped the role between our check and our use.
-		if sqlState(err) == pgerrcode.UndefinedObject && !st.roleExists(ctx, username) {
-			return "gone", "", nil, nil
+		if sqlState(err) == pgerrcode.UndefinedObject {
+			if exists, cerr := st.roleExists(ctx, username); cerr == nil && !exists {
+				return "gone", "", nil, nil
+			}
 		}
-		return "", "", nil, errors.New(describe(err))
+		return "", "", nil, errors.New(st.describe(err))
 	}
 	return outcome, note, parseTextArray(dbs), nil
-}
-
-func (st *state) roleExists(ctx context.Context, name string) bool {
-	var exists bool
-	err := st.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)`, name).Scan(&exists)
-	return err != nil || exists
 }
 
 func (st *state) runRevoke(ctx context.Context, sql string) (outcome, note, dbs string, err error) {
@@ -352,7 +356,7 @@ func (st *state) runRevoke(ctx context.Context, sql string) (outcome, note, dbs 
 	}
 	defer conn.Release()
 	pc := conn.Conn().PgConn()
-	results, err := pc.Exec(ctx, sql).ReadAll()
+	results, err := pc.Exec(ctx, sessionReset+sql).ReadAll()
 	if err != nil {
 		// A failure inside the explicit transaction leaves it open and
 		// aborted; end it so the connection can go back to the pool.

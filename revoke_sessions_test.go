@@ -92,7 +92,7 @@ func roleOID(t *testing.T, a *pgxpool.Pool, user string) uint32 {
 
 // sessionsOf counts the sessions of a role by its oid: the sessions of a
 // dropped role have no name.
-func sessionsOf(t *testing.T, a *pgxpool.Pool, oid uint32) int {
+func sessionsOfRole(t *testing.T, a *pgxpool.Pool, oid uint32) int {
 	t.Helper()
 	var n int
 	if err := a.QueryRow(testCtx(t), `SELECT count(*) FROM pg_stat_activity WHERE usesysid = $1`, oid).Scan(&n); err != nil {
@@ -105,11 +105,11 @@ func sessionsOf(t *testing.T, a *pgxpool.Pool, oid uint32) int {
 // no session of the revoked role is left and none can start.
 func assertNoSessionSurvives(t *testing.T, a *pgxpool.Pool, r *reconnectors, oid uint32, user, password string) {
 	t.Helper()
-	if n := sessionsOf(t, a, oid); n != 0 {
+	if n := sessionsOfRole(t, a, oid); n != 0 {
 		t.Fatalf("%d session(s) of %q alive after DeleteUser returned success", n, user)
 	}
 	r.waitAttempts(t, 20)
-	if n := sessionsOf(t, a, oid); n != 0 {
+	if n := sessionsOfRole(t, a, oid); n != 0 {
 		t.Fatalf("%d session(s) of %q started after DeleteUser returned success", n, user)
 	}
 	assertNoLogin(t, user, password)
@@ -135,7 +135,7 @@ func TestRevocationEndsReconnectingClients(t *testing.T) {
 				user := dbtesting.AssertNewUser(t, db, req).Username
 				oid := roleOID(t, a, user)
 				r := startReconnectors(t, 4, user, req.Password, "SELECT 1")
-				waitFor(t, func() bool { return sessionsOf(t, a, oid) >= 2 })
+				waitFor(t, func() bool { return sessionsOfRole(t, a, oid) >= 2 })
 				dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
 				assertNoSessionSurvives(t, a, r, oid, user, req.Password)
 				r.close()
@@ -168,7 +168,7 @@ func TestRevocationEndsSessionsOfDisabledRole(t *testing.T) {
 		execSQL(t, a, fmt.Sprintf(`SET ROLE %s; GRANT SELECT ON %s.third_t TO %s; RESET ROLE`, quoteIdent(third), quoteIdent(schema), quoteIdent(user)))
 		oid := roleOID(t, a, user)
 		r := startReconnectors(t, 4, user, req.Password, fmt.Sprintf(`SELECT count(*) FROM %s.third_t`, quoteIdent(schema)))
-		waitFor(t, func() bool { return sessionsOf(t, a, oid) >= 2 })
+		waitFor(t, func() bool { return sessionsOfRole(t, a, oid) >= 2 })
 		dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
 		if !roleExists(t, a, user) {
 			t.Fatal("expected the role to be kept (disabled): the test no longer covers that path")
@@ -228,7 +228,7 @@ func TestRevocationEndsLoginsStillStarting(t *testing.T) {
 					t.Fatal("a login that began before the revocation runs queries after it succeeded")
 				}
 			}
-			if n := sessionsOf(t, a, oid); n != 0 {
+			if n := sessionsOfRole(t, a, oid); n != 0 {
 				t.Fatalf("%d session(s) of the revoked role alive", n)
 			}
 		})
