@@ -17,6 +17,7 @@ import (
 	"os"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,6 +47,11 @@ const (
 	// defaultSSLModeWithTLS is the sslmode used when tls_ca or
 	// tls_certificate is set and connection_url names none.
 	defaultSSLModeWithTLS = "verify-full"
+	// defaultLockTimeout bounds every lock wait of the plugin's sessions.
+	// A revocation's REASSIGN/DROP OWNED waits for ACCESS EXCLUSIVE locks on
+	// what the user owns, and every later query on those tables queues
+	// behind it: this is how long an application can stall because of it.
+	defaultLockTimeout = 3 * time.Second
 	// retryAttempts bounds how often a transaction that failed transiently
 	// (deadlock, concurrent catalog update) is run again.
 	retryAttempts  = 8
@@ -72,6 +78,7 @@ type config struct {
 	TerminateSessions      *bool         `mapstructure:"terminate_sessions"`
 	ReassignOwnedTo        string        `mapstructure:"reassign_owned_to"`
 	AllowCleartextPassword bool          `mapstructure:"allow_cleartext_password"`
+	LockTimeout            time.Duration `mapstructure:"lock_timeout"`
 }
 
 // knownIgnoredKeys are keys Vault or older configurations may pass that this
@@ -157,6 +164,11 @@ func parseConfig(raw map[string]interface{}) (*config, []string, error) {
 	default:
 		errs = append(errs, fmt.Errorf("password_authentication %q is not valid; use auto, scram-sha-256, md5 or password", c.PasswordAuthentication))
 	}
+	if _, set := raw["lock_timeout"]; !set {
+		c.LockTimeout = defaultLockTimeout
+	} else if c.LockTimeout < 0 {
+		errs = append(errs, fmt.Errorf("lock_timeout must not be negative, got %s (0 waits for locks without bound)", c.LockTimeout))
+	}
 	if (c.TLSCertificate == "") != (c.PrivateKey == "") {
 		errs = append(errs, errors.New("tls_certificate and private_key must be set together"))
 	}
@@ -224,6 +236,9 @@ func (c *config) poolConfig() (*pgxpool.Config, error) {
 	// server, database or role default of off cannot reinterpret a
 	// backslash in a password.
 	cc.RuntimeParams["standard_conforming_strings"] = "on"
+	// Every lock wait the plugin causes is bounded; in the startup packet,
+	// so it costs no round trip and RESET ALL keeps it.
+	cc.RuntimeParams["lock_timeout"] = strconv.FormatInt(c.LockTimeout.Milliseconds(), 10)
 
 	if err := c.applyTLS(cc, sslmode); err != nil {
 		return nil, err
@@ -597,8 +612,13 @@ func isTransient(err error) bool {
 		return false
 	}
 	switch pgErr.Code {
-	case pgerrcode.DeadlockDetected, pgerrcode.SerializationFailure, pgerrcode.LockNotAvailable:
+	case pgerrcode.DeadlockDetected, pgerrcode.SerializationFailure:
 		return true
+	case pgerrcode.LockNotAvailable:
+		// NOWAIT lost a race: try again. lock_timeout expired: someone
+		// holds the lock for long, and trying again at once would only
+		// stall their table again; the caller reports it.
+		return !isLockTimeout(err)
 	case pgerrcode.InternalError:
 		return strings.Contains(pgErr.Message, "concurrently")
 	case pgerrcode.UniqueViolation:
@@ -606,6 +626,12 @@ func isTransient(err error) bool {
 		return strings.HasPrefix(pgErr.ConstraintName, "pg_")
 	}
 	return false
+}
+
+// isLockTimeout reports an error from lock_timeout.
+func isLockTimeout(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == pgerrcode.LockNotAvailable && strings.Contains(pgErr.Message, "lock timeout")
 }
 
 // sqlState returns the SQLSTATE of err, or "".

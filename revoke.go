@@ -36,8 +36,13 @@ const revokeLogin = `
 DECLARE
 	r text := @role@;
 	target text := @target@;
+	lt text := current_setting('lock_timeout');
 BEGIN
+	-- Wait for another revocation of this role without lock_timeout: it
+	-- is bounded itself. Every other wait keeps the configured bound.
+	PERFORM set_config('lock_timeout', '0', true);
 	PERFORM pg_catalog.pg_advisory_xact_lock(1260, pg_catalog.hashtext(r));
+	PERFORM set_config('lock_timeout', lt, true);
 	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
 		RETURN;
 	END IF;
@@ -99,10 +104,15 @@ DECLARE
 	killed int[] := '{}';
 	deadline timestamptz;
 	prev_role text;
+	lt text := current_setting('lock_timeout');
 BEGIN
 	PERFORM set_config('pgvault.revoke_state', 'gone', true);
 	PERFORM set_config('pgvault.revoke_note', '', true);
+	-- Wait for another revocation of this role without lock_timeout: it
+	-- is bounded itself. Every other wait keeps the configured bound.
+	PERFORM set_config('lock_timeout', '0', true);
 	PERFORM pg_catalog.pg_advisory_xact_lock(1260, pg_catalog.hashtext(r));
+	PERFORM set_config('lock_timeout', lt, true);
 	SELECT oid INTO roid FROM pg_catalog.pg_roles WHERE rolname = r;
 	IF roid IS NULL THEN
 		RETURN;
@@ -229,6 +239,7 @@ const reassignElsewhere = `
 DECLARE
 	r text := @role@;
 	target text := @target@;
+	lt text := current_setting('lock_timeout');
 BEGIN
 	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
 		RETURN;
