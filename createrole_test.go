@@ -103,6 +103,7 @@ func assertNeedsAdminOption(t *testing.T, err error, user string) {
 	if err == nil {
 		t.Fatalf("a CREATEROLE admin without ADMIN OPTION changed %q created by another role", user)
 	}
+	t.Logf("refused as expected: %v", err)
 	for _, want := range []string{user, "permission denied", "ADMIN option"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
