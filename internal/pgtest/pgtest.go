@@ -1,9 +1,10 @@
 // Package pgtest gives tests, benchmarks and the demo a real PostgreSQL
-// server. It looks, in order, for PG_URL (a superuser DSN), a Docker daemon
-// (dockertest, image postgres:${PG_VERSION:-17}), and the local PostgreSQL
-// server binaries (pg_config --bindir), from which it starts a throwaway
-// cluster with SCRAM authentication and TLS from a test CA on a free loopback
-// port.
+// server. It looks, in order, for PG_URL (a superuser DSN), PG_BINDIR (the
+// bin directory of a PostgreSQL installation; `make test-matrix` sets it for
+// each major), a Docker daemon (dockertest, image
+// postgres:${PG_VERSION:-17}), and the local PostgreSQL server binaries
+// (pg_config --bindir). From binaries it starts a throwaway cluster with
+// SCRAM authentication and TLS from a test CA on a free loopback port.
 package pgtest
 
 import (
@@ -38,8 +39,13 @@ type Server struct {
 	CAFile string
 	// LogFile is the server's log (every statement is logged), or "".
 	LogFile string
-	// Source says where the server came from: PG_URL, docker or local.
+	// Source says where the server came from (PG_URL, docker or local)
+	// and which version it runs, for the tests' first log line.
 	Source string
+	// Version is the server's version() string and VersionNum its
+	// server_version_num (e.g. 160014), so a test can say what it ran on.
+	Version    string
+	VersionNum int
 	// BinDir holds the server binaries of a local cluster.
 	BinDir string
 
@@ -49,8 +55,25 @@ type Server struct {
 
 // Start finds or starts a PostgreSQL server. Call Stop when done.
 func Start(ctx context.Context) (*Server, error) {
+	s, err := start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.readVersion(ctx); err != nil {
+		_ = s.Stop()
+		return nil, fmt.Errorf("reading the version of PostgreSQL from %s: %w", s.Source, err)
+	}
+	return s, nil
+}
+
+func start(ctx context.Context) (*Server, error) {
 	if u := os.Getenv("PG_URL"); u != "" {
 		return fromURL(u)
+	}
+	if os.Getenv("PG_BINDIR") != "" {
+		// An explicit bin directory is a choice of version: never let a
+		// Docker daemon's image stand in for it.
+		return startLocal(ctx)
 	}
 	var tried []string
 	if s, err := startDocker(ctx); err == nil {
@@ -63,7 +86,25 @@ func Start(ctx context.Context) (*Server, error) {
 		return s, nil
 	}
 	tried = append(tried, "local PostgreSQL binaries: "+err.Error())
-	return nil, fmt.Errorf("no PostgreSQL for tests. Set PG_URL to a superuser DSN, run a Docker daemon, or install the PostgreSQL server (pg_config --bindir must hold initdb and pg_ctl; on Debian: apt-get install postgresql). Tried:\n  PG_URL: not set\n  %s", strings.Join(tried, "\n  "))
+	return nil, fmt.Errorf("no PostgreSQL for tests. Set PG_URL to a superuser DSN or PG_BINDIR to a PostgreSQL bin directory, run a Docker daemon, or install the PostgreSQL server (pg_config --bindir must hold initdb and pg_ctl; on Debian: apt-get install postgresql). Tried:\n  PG_URL: not set\n  %s", strings.Join(tried, "\n  "))
+}
+
+// readVersion fills Version and VersionNum and names the version in Source.
+func (s *Server) readVersion(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	c, err := s.Connect(ctx, s.SuperUser, s.SuperPassword, "")
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.Background())
+	var short string
+	if err := c.QueryRow(ctx, "SELECT version(), current_setting('server_version'), current_setting('server_version_num')::int").
+		Scan(&s.Version, &short, &s.VersionNum); err != nil {
+		return err
+	}
+	s.Source += " (PostgreSQL " + short + ")"
+	return nil
 }
 
 // Stop stops a server this package started; it is a no-op for PG_URL.

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -106,27 +107,55 @@ type Server struct {
 	Client    *api.Client
 	PluginDir string
 	LogFile   string
+	// Lingering counts the plugin processes Stop found still running after
+	// Vault had exited and a grace period had passed, and killed. Vault ends
+	// its plugins on shutdown, and a plugin exits by itself when Vault is
+	// killed, so anything above zero is a leak for a test to report.
+	Lingering int
 	cmd       *exec.Cmd
 	done      chan struct{}
 }
 
-// Stop kills the server and waits for it (and its plugins) to exit.
+// pluginGrace is how long Stop lets this server's plugins exit by
+// themselves once Vault is gone (they check their parent twice a second).
+const pluginGrace = 10 * time.Second
+
+// Stop kills the server and waits for it and its plugins to exit; plugin
+// processes still running after pluginGrace are killed and counted in
+// Lingering, so no test leaves one behind.
 func (s *Server) Stop() {
 	if s == nil || s.cmd == nil || s.cmd.Process == nil {
 		return
 	}
 	select {
 	case <-s.done:
-		return
 	default:
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.done:
+		case <-time.After(15 * time.Second):
+			_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+			<-s.done
+		}
 	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(15 * time.Second):
-		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		<-s.done
+	s.Lingering += reapPlugins(s.PluginDir, pluginGrace)
+}
+
+// reapPlugins waits up to grace for the plugin processes under pluginDir
+// to exit, then kills those left and returns how many it killed.
+func reapPlugins(pluginDir string, grace time.Duration) int {
+	if pluginDir == "" {
+		return 0
 	}
+	deadline := time.Now().Add(grace)
+	for len(pluginPIDs(pluginDir)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	left := pluginPIDs(pluginDir)
+	for _, pid := range left {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	return len(left)
 }
 
 // Running reports whether the process is still up.
@@ -296,19 +325,29 @@ func Configure(c *api.Client, mount, name string, p *Plugin, data map[string]int
 // CountPluginProcesses counts running processes of the plugin binary under
 // pluginDir.
 func CountPluginProcesses(pluginDir string) int {
+	return len(pluginPIDs(pluginDir))
+}
+
+// pluginPIDs lists the running processes of the plugin binary under
+// pluginDir (zombies excluded: they hold nothing).
+func pluginPIDs(pluginDir string) []int {
 	want := filepath.Join(pluginDir, PluginName)
 	entries, _ := os.ReadDir("/proc")
-	n := 0
+	var pids []int
 	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
 		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
 		if err != nil {
 			continue
 		}
 		if strings.TrimSuffix(exe, " (deleted)") == want {
-			n++
+			pids = append(pids, pid)
 		}
 	}
-	return n
+	return pids
 }
 
 // Output runs the vault CLI against s and returns its output.

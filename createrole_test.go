@@ -1,0 +1,176 @@
+package postgres
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// pg16 is server_version_num of PostgreSQL 16, which narrowed CREATEROLE: an
+// admin that is not a superuser may alter, drop and grant only roles it
+// holds ADMIN OPTION on, which it gets on the roles it creates itself.
+const pg16 = 160000
+
+// createroleAdmin makes a CREATEROLE admin (what managed services give) and
+// returns its name and password.
+func createroleAdmin(t *testing.T, a *pgxpool.Pool) (string, string) {
+	t.Helper()
+	user, pw := "cradmin-"+randSuffix(), "Cr-"+randSuffix()
+	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s`, quoteIdent(user), quoteLiteral(pw)))
+	return user, pw
+}
+
+// createdByAnother creates a login role as creator, a CREATEROLE role that
+// is neither the superuser nor the plugin's admin: a static role, or a
+// lease left by an earlier admin.
+func createdByAnother(t *testing.T, a *pgxpool.Pool) (user, password, creator string) {
+	t.Helper()
+	creator = "creator-" + randSuffix()
+	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s CREATEROLE`, quoteIdent(creator)))
+	user, password = "other-"+randSuffix(), "Other-"+randSuffix()
+	execSQL(t, a, fmt.Sprintf(`SET ROLE %s; CREATE ROLE %s LOGIN PASSWORD %s; RESET ROLE`,
+		quoteIdent(creator), quoteIdent(user), quoteLiteral(password)))
+	return user, password, creator
+}
+
+// TestRolesCreatedByAnotherRole rotates and revokes roles the plugin's admin
+// did not create. A superuser may always; a CREATEROLE admin may before
+// PostgreSQL 16, and from 16 on only once it holds ADMIN OPTION on the role.
+// Until then the request fails, names the missing ADMIN option, and changes
+// nothing.
+func TestRolesCreatedByAnotherRole(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	crUser, crPw := createroleAdmin(t, a)
+	admins := []struct {
+		name, user, password string
+		limited              bool // a CREATEROLE admin on PostgreSQL 16 or later
+	}{
+		{"superuser", pg.SuperUser, pg.SuperPassword, false},
+		{"createrole admin", crUser, crPw, pg.VersionNum >= pg16},
+	}
+	for _, adm := range admins {
+		t.Run(adm.name, func(t *testing.T) {
+			t.Parallel()
+			db := newDB(t, map[string]interface{}{"username": adm.user, "password": adm.password})
+			// grantAdmin is the operator's fix on PostgreSQL 16 and later.
+			grantAdmin := func(user string) {
+				execSQL(t, a, fmt.Sprintf(`GRANT %s TO %s WITH ADMIN OPTION`, quoteIdent(user), quoteIdent(adm.user)))
+			}
+
+			t.Run("rotate password", func(t *testing.T) {
+				t.Parallel()
+				user, pw, _ := createdByAnother(t, a)
+				newPw := "Rotated-" + randSuffix()
+				req := dbplugin.UpdateUserRequest{Username: user, Password: &dbplugin.ChangePassword{NewPassword: newPw}}
+				if adm.limited {
+					_, err := db.UpdateUser(testCtx(t), req)
+					assertNeedsAdminOption(t, err, user)
+					assertLogin(t, user, pw)
+					grantAdmin(user)
+				}
+				dbtesting.AssertUpdateUser(t, db, req)
+				assertLogin(t, user, newPw)
+			})
+
+			t.Run("revoke", func(t *testing.T) {
+				t.Parallel()
+				user, pw, _ := createdByAnother(t, a)
+				req := dbplugin.DeleteUserRequest{Username: user}
+				if adm.limited {
+					_, err := db.DeleteUser(testCtx(t), req)
+					assertNeedsAdminOption(t, err, user)
+					assertLogin(t, user, pw)
+					grantAdmin(user)
+				}
+				dbtesting.AssertDeleteUser(t, db, req)
+				if roleExists(t, a, user) {
+					t.Fatalf("role %q still exists", user)
+				}
+			})
+		})
+	}
+}
+
+// assertNeedsAdminOption checks that a CREATEROLE admin on PostgreSQL 16+
+// was refused with an error that says what to grant.
+func assertNeedsAdminOption(t *testing.T, err error, user string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("a CREATEROLE admin without ADMIN OPTION changed %q created by another role", user)
+	}
+	t.Logf("refused as expected: %v", err)
+	for _, want := range []string{user, "permission denied", "ADMIN option"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
+
+// TestCreateroleAdminMemberships issues and revokes a user as CREATEROLE
+// admins whose membership in the roles they create differs from the
+// default: createrole_self_grant (PostgreSQL 16+) makes the admin a member
+// of every role it creates, with SET and/or INHERIT; a NOINHERIT admin gets
+// memberships without inheritance. REASSIGN OWNED needs the privileges of
+// the role (an INHERIT membership); from PostgreSQL 16 the admin can give
+// itself one (GRANT ... WITH INHERIT TRUE) and the role must be dropped.
+// Before 16 a NOINHERIT admin cannot, and the role must end up disabled.
+func TestCreateroleAdminMemberships(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	cases := []struct {
+		name, alter string
+		minVersion  int
+		selfGrant   bool // createrole_self_grant makes the admin a member
+	}{
+		{"createrole_self_grant set", `SET createrole_self_grant = 'set'`, pg16, true},
+		{"createrole_self_grant inherit", `SET createrole_self_grant = 'inherit'`, pg16, true},
+		{"createrole_self_grant set, inherit", `SET createrole_self_grant = 'set, inherit'`, pg16, true},
+		{"NOINHERIT admin", `NOINHERIT`, 0, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if pg.VersionNum < tc.minVersion {
+				t.Skipf("needs server_version_num %d; the server runs %d", tc.minVersion, pg.VersionNum)
+			}
+			t.Parallel()
+			user, pw := createroleAdmin(t, a)
+			execSQL(t, a, fmt.Sprintf(`ALTER ROLE %s %s`, quoteIdent(user), tc.alter))
+			schema := "members_" + randSuffix()
+			execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s AUTHORIZATION %s`, quoteIdent(schema), quoteIdent(user)))
+			db := newDB(t, map[string]interface{}{"username": user, "password": pw})
+			req := newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, quoteIdent(schema)))
+			created := dbtesting.AssertNewUser(t, db, req).Username
+			assertLogin(t, created, req.Password)
+			if tc.selfGrant {
+				var member bool
+				if err := a.QueryRow(testCtx(t), `SELECT pg_has_role($1, $2, 'MEMBER')`, user, created).Scan(&member); err != nil || !member {
+					t.Fatalf("createrole_self_grant did not make the admin a member (%v): the test proves nothing", err)
+				}
+			}
+			c := connectAs(t, created, req.Password, "")
+			tbl := "owned_" + randSuffix()
+			if _, err := c.Exec(testCtx(t), fmt.Sprintf("CREATE TABLE %s.%s (id int)", quoteIdent(schema), tbl)); err != nil {
+				t.Fatal(err)
+			}
+			c.Close(testCtx(t))
+			dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: created})
+			if pg.VersionNum < pg16 && !tc.selfGrant {
+				// No way to the role's privileges: disabled, objects kept.
+				assertRevoked(t, a, created, req.Password)
+				return
+			}
+			if roleExists(t, a, created) {
+				t.Fatalf("role %q still exists", created)
+			}
+			var owner string
+			if err := a.QueryRow(testCtx(t), "SELECT tableowner FROM pg_tables WHERE schemaname = $1 AND tablename = $2", schema, tbl).Scan(&owner); err != nil || owner != user {
+				t.Fatalf("table owner = %q (%v), want the admin %q", owner, err, user)
+			}
+		})
+	}
+}
