@@ -127,7 +127,14 @@ BEGIN
 
 	IF NOT me_super AND NOT pg_catalog.pg_has_role(me, r, 'USAGE') THEN
 		BEGIN
-			EXECUTE format('GRANT %I TO %I', r, me);
+			IF current_setting('server_version_num')::int >= 160000 THEN
+				-- From 16 a new grant inherits only when asked: a NOINHERIT
+				-- admin, or one that createrole_self_grant made a SET-only
+				-- member, could not reassign the role's objects otherwise.
+				EXECUTE format('GRANT %I TO %I WITH INHERIT TRUE', r, me);
+			ELSE
+				EXECUTE format('GRANT %I TO %I', r, me);
+			END IF;
 		EXCEPTION WHEN insufficient_privilege OR invalid_grant_operation THEN
 			note := note || 'could not join the role: ' || SQLERRM || '; ';
 		END;

@@ -245,8 +245,18 @@ func TestRevocationOfAdminMember(t *testing.T) {
 	execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s`, quoteIdent(schema)))
 	adm.setup(t, a, adm.user, schema)
 	db := newDB(t, map[string]interface{}{"username": adm.user, "password": "limited-pw"})
-	req := newUserReq(createStmt, fmt.Sprintf(`GRANT %s TO "{{name}}";`, quoteIdent(adm.user)))
+	req := newUserReq(createStmt)
 	user := dbtesting.AssertNewUser(t, db, req).Username
+	// The superuser grants it: from PostgreSQL 16 the admin itself may not
+	// hand out membership in itself.
+	if _, err := a.Exec(testCtx(t), fmt.Sprintf(`GRANT %s TO %s`, quoteIdent(adm.user), quoteIdent(user))); err != nil {
+		if sqlState(err) == "0LP01" {
+			// From 16 the admin holds ADMIN OPTION on the roles it
+			// creates, which is a membership: PostgreSQL refuses the loop.
+			t.Skip("PostgreSQL refuses to make the user a member of the admin that created it")
+		}
+		t.Fatal(err)
+	}
 	c := connectAs(t, user, req.Password, "")
 	_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user})
 	t.Logf("DeleteUser: %v", err)
