@@ -269,12 +269,12 @@ func (p *Postgres) create(ctx context.Context, st *state, username, sql string) 
 	pid, err := st.execPooled(ctx, sql)
 	for attempt := 0; attempt < connRetries && connLost(err) && ctx.Err() == nil; attempt++ {
 		if pid != 0 && !pgconn.SafeToRetry(err) {
-			if st.endSession(ctx, st.poolCfg.ConnConfig.User, pid) != nil {
-				return err
+			if eerr := st.endSession(ctx, st.poolCfg.ConnConfig.User, pid); eerr != nil {
+				return fmt.Errorf("%w; reconnecting to find out whether the creation committed failed: %s", err, describe(eerr))
 			}
 			exists, cerr := st.roleExists(ctx, username)
 			if cerr != nil {
-				return err
+				return fmt.Errorf("%w; reconnecting to find out whether the creation committed failed: %s", err, describe(cerr))
 			}
 			if exists {
 				p.logger.Warn("the connection was lost after the creation was sent; the user exists, so it committed", "username", username)
@@ -297,7 +297,10 @@ func (st *state) roleExists(ctx context.Context, name string) (bool, error) {
 // the connection's, which pgx's own text ("unexpected EOF") does not name.
 func (st *state) describe(err error) string {
 	msg := describe(err)
-	if sqlState(err) == "" && !strings.Contains(msg, "failed to connect") {
+	switch {
+	case isLockTimeout(err):
+		msg = fmt.Sprintf("%s: waited longer than lock_timeout (%s) for a lock another session holds; retry later, or raise lock_timeout", msg, st.cfg.LockTimeout)
+	case sqlState(err) == "" && !strings.Contains(msg, "failed to connect"):
 		msg = fmt.Sprintf("%s (database %s)", msg, hostList(st.poolCfg))
 	}
 	return msg

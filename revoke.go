@@ -255,12 +255,19 @@ BEGIN
 	EXECUTE format('DROP OWNED BY %I', r);
 END`
 
+// errHandOverLocked: the user can no longer log in and has no session, but
+// its objects are not handed over yet.
+var errHandOverLocked = errors.New("logins are blocked and sessions ended")
+
 // defaultRevoke removes a user for good without losing data: one round trip
 // when the user owns nothing outside the connected database, otherwise one
 // more per database it owns objects in, and a final one to drop the role.
 func (p *Postgres) defaultRevoke(ctx context.Context, st *state, username string) error {
 	outcome, note, others, err := st.revokeOnce(ctx, username, false)
 	if err != nil {
+		if errors.Is(err, errHandOverLocked) {
+			p.logger.Warn("revocation: logins and sessions ended; the hand-over of the user's objects waits for a lock, Vault will retry", "username", username)
+		}
 		return err
 	}
 	if outcome == "other-databases" {
@@ -361,6 +368,11 @@ func (st *state) revokeOnce(ctx context.Context, username string, final bool) (s
 			if exists, cerr := st.roleExists(ctx, username); cerr == nil && !exists {
 				return "gone", "", nil, nil
 			}
+		}
+		if isLockTimeout(err) {
+			// NOLOGIN is committed and the sessions are ended before the
+			// hand-over starts: only REASSIGN/DROP OWNED waited.
+			return "", "", nil, fmt.Errorf("%w: handing over what the user owns waited longer than lock_timeout (%s) for a lock another session holds on one of its objects; Vault retries the revocation later", errHandOverLocked, st.cfg.LockTimeout)
 		}
 		return "", "", nil, errors.New(st.describe(err))
 	}

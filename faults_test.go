@@ -1,0 +1,277 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
+)
+
+// faultProxy stands between the plugin and the server and breaks the path on
+// demand: it kills every connection (a restart, a failover), refuses new ones
+// (the database is down), or silently swallows traffic on the connections it
+// has (a NAT mapping dropped after hours idle).
+type faultProxy struct {
+	t      testing.TB
+	target string
+	port   int
+
+	mu    sync.Mutex
+	ln    net.Listener
+	links []*faultLink
+}
+
+type faultLink struct {
+	client, server net.Conn
+	blackholed     atomic.Bool
+}
+
+func newFaultProxy(t testing.TB) *faultProxy {
+	t.Helper()
+	p := &faultProxy{t: t, target: net.JoinHostPort(pg.Host, strconv.Itoa(pg.Port))}
+	p.listen(0)
+	t.Cleanup(func() { p.down(); p.killAll() })
+	return p
+}
+
+func (p *faultProxy) listen(port int) {
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.ln, p.port = ln, ln.Addr().(*net.TCPAddr).Port
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			l := &faultLink{client: c, server: s}
+			p.mu.Lock()
+			p.links = append(p.links, l)
+			p.mu.Unlock()
+			go l.pipe(c, s)
+			go l.pipe(s, c)
+		}
+	}()
+}
+
+func (l *faultLink) pipe(src, dst net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !l.blackholed.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			if !l.blackholed.Load() {
+				dst.Close()
+			}
+			return
+		}
+	}
+}
+
+// url is a connection_url through the proxy.
+func (p *faultProxy) url() string {
+	through := *pg
+	through.Port = p.port
+	return through.TemplateURL("")
+}
+
+func (p *faultProxy) killAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.links {
+		l.client.Close()
+		l.server.Close()
+	}
+	p.links = nil
+}
+
+func (p *faultProxy) blackholeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.links {
+		l.blackholed.Store(true)
+	}
+	p.links = nil // new connections pass; these stay open and silent
+}
+
+func (p *faultProxy) down() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+}
+
+func (p *faultProxy) up() { p.listen(p.port) }
+
+// cycle proves the plugin works: create, renew, rotate, revoke, log in.
+func cycle(t *testing.T, db *Postgres) {
+	t.Helper()
+	req := newUserReq(createStmt)
+	user := dbtesting.AssertNewUser(t, db, req).Username
+	assertLogin(t, user, req.Password)
+	dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user,
+		Expiration: &dbplugin.ChangeExpiration{NewExpiration: time.Now().Add(time.Hour)}})
+	newPw := "Rot-" + randSuffix()
+	dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user,
+		Password: &dbplugin.ChangePassword{NewPassword: newPw}})
+	assertLogin(t, user, newPw)
+	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
+}
+
+// TestStalePooledConnections: after every pooled connection dies under the
+// plugin, the next requests succeed, each op after a fresh kill.
+func TestStalePooledConnections(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	for _, tc := range []struct {
+		name string
+		kill func(p *faultProxy, app string)
+	}{
+		{"server restarted (every connection closed)", func(p *faultProxy, _ string) { p.killAll() }},
+		{"pg_terminate_backend on every plugin connection", func(_ *faultProxy, app string) {
+			execSQL(t, a, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", app)
+			waitFor(t, func() bool { return sessionsOf(t, a, app) == 0 })
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newFaultProxy(t)
+			app := "pgvault-fault-" + randSuffix()
+			db := newDB(t, map[string]interface{}{"connection_url": p.url() + "&application_name=" + app, "max_open_connections": 2})
+			cycle(t, db)
+			// Kill before each operation, so that each meets a dead
+			// connection that was used less than a second ago (pgxpool
+			// pings only connections idle for longer).
+			req := newUserReq(createStmt)
+			tc.kill(p, app)
+			user := dbtesting.AssertNewUser(t, db, req).Username
+			tc.kill(p, app)
+			dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user,
+				Expiration: &dbplugin.ChangeExpiration{NewExpiration: time.Now().Add(time.Hour)}})
+			tc.kill(p, app)
+			newPw := "Rot-" + randSuffix()
+			dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user,
+				Password: &dbplugin.ChangePassword{NewPassword: newPw}})
+			assertLogin(t, user, newPw)
+			tc.kill(p, app)
+			dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
+			if roleExists(t, a, user) {
+				t.Fatal("role survived revocation")
+			}
+		})
+	}
+}
+
+// TestDatabaseDown: requests fail within their deadline with an error that
+// names the host and the cause, and service resumes by itself.
+func TestDatabaseDown(t *testing.T) {
+	p := newFaultProxy(t)
+	db := newDB(t, map[string]interface{}{"connection_url": p.url()})
+	cycle(t, db)
+	p.down()
+	p.killAll()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req := newUserReq(createStmt)
+	_, err := db.NewUser(ctx, req)
+	if err == nil {
+		t.Fatal("NewUser succeeded with the database down")
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("NewUser ran into its deadline instead of failing: %v", err)
+	}
+	hostPort := "127.0.0.1:" + strconv.Itoa(p.port)
+	if !strings.Contains(err.Error(), hostPort) || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("error does not name the host and the cause: %v", err)
+	}
+	if strings.Contains(err.Error(), req.Password) || strings.Contains(err.Error(), pg.SuperPassword) {
+		t.Fatalf("error holds a password: %v", err)
+	}
+	p.up()
+	cycle(t, db)
+}
+
+// TestDroppedNATMapping: connections idle in the pool were silently dropped
+// on the path (no FIN, no RST). The next request must not hang until its
+// deadline: the liveness ping gives up and a fresh connection serves it.
+func TestDroppedNATMapping(t *testing.T) {
+	p := newFaultProxy(t)
+	db := newDB(t, map[string]interface{}{"connection_url": p.url()})
+	cycle(t, db)
+	p.blackholeAll()
+	time.Sleep(1100 * time.Millisecond) // idle long enough to be pinged
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req := newUserReq(createStmt)
+	resp, err := db.NewUser(ctx, req)
+	if err != nil {
+		t.Fatalf("NewUser after the path dropped: %v", err)
+	}
+	assertLogin(t, resp.Username, req.Password)
+	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: resp.Username})
+}
+
+// TestLockTimeoutBoundsRevocation: a long transaction holds a lock on a
+// table the user owns. Revocation must not queue behind it for long (every
+// later query on the table would queue behind the revocation): access is
+// removed and committed, the hand-over gives up after lock_timeout with an
+// error that names it, and a later attempt finishes the job, data kept.
+func TestLockTimeoutBoundsRevocation(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	db := newDB(t, map[string]interface{}{"lock_timeout": "300ms"})
+	req := newUserReq(createStmt, `GRANT CREATE ON SCHEMA public TO "{{name}}";`)
+	user := dbtesting.AssertNewUser(t, db, req).Username
+	tbl := "locked_" + randSuffix()
+	c := connectAs(t, user, req.Password, "")
+	if _, err := c.Exec(testCtx(t), fmt.Sprintf("CREATE TABLE public.%s (id int); INSERT INTO public.%[1]s VALUES (1)", tbl)); err != nil {
+		t.Fatal(err)
+	}
+	holder := connectAs(t, pg.SuperUser, pg.SuperPassword, "")
+	if _, err := holder.Exec(testCtx(t), fmt.Sprintf("BEGIN; SELECT * FROM public.%s", tbl)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user})
+	if err == nil || !strings.Contains(err.Error(), "lock_timeout") {
+		t.Fatalf("revocation behind a lock: error = %v, want one naming lock_timeout", err)
+	}
+	t.Log(err)
+	// Access is gone although the hand-over waits.
+	assertNoLogin(t, user, req.Password)
+	var one int
+	if qerr := c.QueryRow(testCtx(t), "SELECT 1").Scan(&one); qerr == nil {
+		t.Fatal("the user's session survived the revocation attempt")
+	}
+	if _, err := holder.Exec(testCtx(t), "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
+	var owner string
+	var n int
+	if err := a.QueryRow(testCtx(t), fmt.Sprintf("SELECT (SELECT tableowner FROM pg_tables WHERE tablename = $1), (SELECT count(*) FROM public.%s)", tbl), tbl).Scan(&owner, &n); err != nil || n != 1 || owner != pg.SuperUser {
+		t.Fatalf("table after revocation: owner %q rows %d (%v)", owner, n, err)
+	}
+}
+
