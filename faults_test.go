@@ -274,4 +274,3 @@ func TestLockTimeoutBoundsRevocation(t *testing.T) {
 		t.Fatalf("table after revocation: owner %q rows %d (%v)", owner, n, err)
 	}
 }
-
