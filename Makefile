@@ -40,8 +40,12 @@ $(VAULT_CACHED):
 	cd tools/vault && $(GO) build -trimpath -ldflags "-s -w" -o $@.tmp github.com/hashicorp/vault
 	mv $@.tmp $@
 
-test: vault ## Run every test (unit, PostgreSQL, end-to-end through Vault) with -race
+# A short fuzz run of statement rendering is part of `make test`.
+TEST_FUZZTIME ?= 20s
+
+test: vault ## Run every test (unit, PostgreSQL, end-to-end through Vault) with -race, and a short fuzz
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -run '^$$' -fuzz FuzzRenderedValuesStayInTheirQuotes -fuzztime $(TEST_FUZZTIME) -parallel 2 .
 
 test-matrix: $(if $(strip $(MATRIX_E2E)),vault) ## Package tests on PostgreSQL $(PG_MAJORS), end-to-end on $(MATRIX_E2E)
 	GO=$(GO) MATRIX_E2E="$(MATRIX_E2E)" scripts/test-matrix $(PG_MAJORS)
