@@ -152,7 +152,8 @@ log_line_prefix = '%%m [%%p] %%u@%%d '
 	}
 	// CertUser may only log in with a client certificate from the test CA.
 	hba := "hostssl all " + CertUser + " 127.0.0.1/32 cert\nhost all " + CertUser + " 127.0.0.1/32 reject\n" +
-		"local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n"
+		"local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n" +
+		"host replication postgres 127.0.0.1/32 scram-sha-256\n" // StartReplica's pg_basebackup and standby
 	if err := os.WriteFile(filepath.Join(data, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
 		cleanupDir()
 		return nil, err
@@ -195,7 +196,7 @@ log_line_prefix = '%%m [%%p] %%u@%%d '
 	}
 	s := &Server{Host: "127.0.0.1", Port: port, SuperUser: "postgres", SuperPassword: password, Database: "postgres",
 		SSLMode: "verify-full", CAPEM: string(ca), CAFile: filepath.Join(dir, "ca.crt"), LogFile: logFile, ca: signer,
-		Source: "local " + bin, BinDir: bin, stop: stop}
+		Source: "local " + bin, BinDir: bin, stop: stop, DataDir: data, PID: pgCmd.Process.Pid, exited: exited}
 	if err := s.waitReady(ctx, 60*time.Second); err != nil {
 		log, _ := os.ReadFile(logFile)
 		_ = stop()

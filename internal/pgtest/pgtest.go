@@ -48,6 +48,12 @@ type Server struct {
 	VersionNum int
 	// BinDir holds the server binaries of a local cluster.
 	BinDir string
+	// DataDir and PID are a local cluster's data directory and postmaster
+	// process (replica.go: base backups, killing the primary).
+	DataDir string
+	PID     int
+
+	exited <-chan struct{} // closed when a local postmaster has exited
 
 	stop func() error
 	ca   *testCA
