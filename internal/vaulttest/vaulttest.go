@@ -178,8 +178,13 @@ func (s *Server) LogTail() string {
 }
 
 // StartDev starts `vault server -dev` on a free loopback port, with the
-// plugin copied into its plugin directory. dir must exist.
+// plugin copied into its plugin directory, logging at debug. dir must exist.
 func StartDev(ctx context.Context, vaultBin, dir string, plugin *Plugin) (*Server, error) {
+	return StartDevLogLevel(ctx, vaultBin, dir, plugin, "debug")
+}
+
+// StartDevLogLevel is StartDev with Vault's -log-level (trace, debug, info…).
+func StartDevLogLevel(ctx context.Context, vaultBin, dir string, plugin *Plugin, level string) (*Server, error) {
 	port, err := pgtest.FreePort()
 	if err != nil {
 		return nil, err
@@ -195,7 +200,7 @@ func StartDev(ctx context.Context, vaultBin, dir string, plugin *Plugin) (*Serve
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	s := &Server{Addr: "http://" + addr, PluginDir: pluginDir, LogFile: filepath.Join(dir, "vault.log")}
 	if err := s.start(vaultBin, "server", "-dev", "-dev-root-token-id=root", "-dev-listen-address="+addr,
-		"-dev-no-store-token", "-config="+cfg, "-log-level=debug"); err != nil {
+		"-dev-no-store-token", "-config="+cfg, "-log-level="+level); err != nil {
 		return nil, err
 	}
 	c, err := newClient(s.Addr, "root")
