@@ -270,11 +270,11 @@ func (p *Postgres) create(ctx context.Context, st *state, username, sql string) 
 	for attempt := 0; attempt < connRetries && connLost(err) && ctx.Err() == nil; attempt++ {
 		if pid != 0 && !pgconn.SafeToRetry(err) {
 			if eerr := st.endSession(ctx, st.poolCfg.ConnConfig.User, pid); eerr != nil {
-				return fmt.Errorf("%w; reconnecting to find out whether the creation committed failed: %s", err, describe(eerr))
+				return fmt.Errorf("%s; reconnecting to find out whether the creation committed failed: %s", st.describe(err), describe(eerr))
 			}
 			exists, cerr := st.roleExists(ctx, username)
 			if cerr != nil {
-				return fmt.Errorf("%w; reconnecting to find out whether the creation committed failed: %s", err, describe(cerr))
+				return fmt.Errorf("%s; reconnecting to find out whether the creation committed failed: %s", st.describe(err), describe(cerr))
 			}
 			if exists {
 				p.logger.Warn("the connection was lost after the creation was sent; the user exists, so it committed", "username", username)
@@ -301,7 +301,11 @@ func (st *state) describe(err error) string {
 	case isLockTimeout(err):
 		msg = fmt.Sprintf("%s: waited longer than lock_timeout (%s) for a lock another session holds; retry later, or raise lock_timeout", msg, st.cfg.LockTimeout)
 	case sqlState(err) == "" && !strings.Contains(msg, "failed to connect"):
-		msg = fmt.Sprintf("%s (database %s)", msg, hostList(st.poolCfg))
+		if connLost(err) {
+			msg = fmt.Sprintf("the connection to %s was lost (%s)", hostList(st.poolCfg), msg)
+		} else {
+			msg = fmt.Sprintf("%s (database %s)", msg, hostList(st.poolCfg))
+		}
 	}
 	return msg
 }
