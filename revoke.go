@@ -72,8 +72,9 @@ END`
 //     reassign and drop what it owns;
 //  4. end the sessions, by role oid. A login that passed the NOLOGIN check
 //     before it was committed may not show in pg_stat_activity yet: a
-//     backend appears there only at the end of its startup, which a client
-//     can delay at will with the post_auth_delay startup option. Such
+//     backend appears there only at the end of its startup (from
+//     PostgreSQL 18 it appears as "starting", without a user), which a
+//     client can delay at will with the post_auth_delay startup option. Such
 //     backends hold a virtual transaction id, so pg_locks lists them; those
 //     still hidden after a short wait are signalled while acting as the
 //     role, which succeeds only for the role's own. (Logins still
@@ -146,7 +147,8 @@ BEGIN
 		-- show yet. In the common case both are empty and that is all.
 		starting := ARRAY(SELECT l.pid FROM pg_catalog.pg_locks l
 			WHERE l.locktype = 'virtualxid' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()
-			  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid));
+			  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid
+				AND (a.usesysid IS NOT NULL OR a.backend_type <> 'client backend')));
 		-- Most starting backends show up within milliseconds.
 		can_act := me_super OR pg_catalog.pg_has_role(me, r, 'MEMBER');
 		deadline := pg_catalog.clock_timestamp() + CASE WHEN can_act THEN interval '50 ms' ELSE interval '3 s' END;
@@ -155,7 +157,8 @@ BEGIN
 			PERFORM pg_catalog.pg_stat_clear_snapshot();
 			starting := ARRAY(SELECT l.pid FROM pg_catalog.pg_locks l
 				WHERE l.locktype = 'virtualxid' AND l.granted AND l.pid = ANY (starting)
-				  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid));
+				  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid
+				AND (a.usesysid IS NOT NULL OR a.backend_type <> 'client backend')));
 		END LOOP;
 		IF cardinality(starting) > 0 THEN
 			IF NOT can_act THEN

@@ -216,7 +216,7 @@ func TestRevocationEndsLoginsStillStarting(t *testing.T) {
 				var n int
 				_ = a.QueryRow(testCtx(t), `SELECT count(*) FROM pg_locks l
 					WHERE l.locktype = 'object' AND l.classid = 'pg_database'::regclass AND l.granted
-					  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity s WHERE s.pid = l.pid)`).Scan(&n)
+					  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity s WHERE s.pid = l.pid AND s.usesysid IS NOT NULL)`).Scan(&n)
 				return n > 0
 			})
 			dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
