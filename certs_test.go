@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	"github.com/hashicorp/vault/sdk/helper/certutil"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
@@ -336,4 +338,68 @@ func TestClientCertificateUserErrors(t *testing.T) {
 			t.Fatalf("UpdateUser: got %v, want an error about client_certificate", err)
 		}
 	})
+}
+
+// TestVaultIssuedCertificate issues certificates the way Vault 1.21's
+// database engine does (builtin/logical/database/credentials.go: the CA
+// bundle parsed by certutil from credential_config, subject CN only, client
+// auth, NotAfter at the lease's end) and proves each key type logs in.
+func TestVaultIssuedCertificate(t *testing.T) {
+	ca := certSetup(t)
+	t.Parallel()
+	db := newDB(t, nil)
+	caKey, err := ca.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := certutil.ParsePEMBundle(ca.PEM + "\n" + caKey)
+	if err != nil {
+		t.Fatalf("Vault would refuse the test CA as credential_config ca_cert/ca_private_key: %v", err)
+	}
+	for _, c := range []struct {
+		keyType       string
+		keyBits, sigs int
+	}{{"ec", 256, 256}, {"rsa", 2048, 256}, {"ed25519", 0, 256}} {
+		t.Run(c.keyType, func(t *testing.T) {
+			t.Parallel()
+			expiration := time.Now().Add(time.Hour)
+			subject := pkix.Name{CommonName: "v-vault-" + c.keyType + "-" + randSuffix()}
+			noURLs := &certutil.URLEntries{IssuingCertificates: []string{}, CRLDistributionPoints: []string{}, OCSPServers: []string{}}
+			bundle, err := certutil.CreateCertificate(&certutil.CreationBundle{
+				Params: &certutil.CreationParameters{
+					Subject: subject, KeyType: c.keyType, KeyBits: c.keyBits, SignatureBits: c.sigs,
+					NotAfter: expiration, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: certutil.ClientAuthExtKeyUsage,
+					NotBeforeDuration: 30 * time.Second, URLs: noURLs,
+				},
+				SigningBundle: &certutil.CAInfoBundle{ParsedCertBundle: *parsed, URLs: noURLs},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cb, err := bundle.ToCertBundle()
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := certUserReq(subject.String(), certCreateStmt)
+			req.Expiration = expiration
+			resp, err := db.NewUser(testCtx(t), req)
+			if err != nil {
+				t.Fatalf("NewUser(%q): %v", req.Subject, err)
+			}
+			t.Cleanup(func() {
+				_, _ = db.DeleteUser(context.Background(), dbplugin.DeleteUserRequest{Username: resp.Username})
+			})
+			if resp.Username != subject.CommonName {
+				t.Fatalf("username %q, want the CN %q", resp.Username, subject.CommonName)
+			}
+			conn, err := connectCert(t, resp.Username, cb.Certificate, cb.PrivateKey)
+			if err != nil {
+				t.Fatalf("connect with a %s certificate as Vault issues it: %v", c.keyType, err)
+			}
+			var user string
+			if err := conn.QueryRow(testCtx(t), "SELECT current_user").Scan(&user); err != nil || user != resp.Username {
+				t.Fatalf("current_user %q, %v", user, err)
+			}
+		})
+	}
 }
