@@ -403,3 +403,23 @@ func TestVaultIssuedCertificate(t *testing.T) {
 		})
 	}
 }
+
+// TestCertAuthIgnoresValidUntil pins down what the README says: PostgreSQL
+// checks VALID UNTIL only for passwords, so a certificate user's access
+// ends with its certificate's NotAfter or with revocation, not with
+// rolvaliduntil.
+func TestCertAuthIgnoresValidUntil(t *testing.T) {
+	ca := certSetup(t)
+	t.Parallel()
+	a := admin(t)
+	name := "v-expired-" + randSuffix()
+	execSQL(t, a, `CREATE ROLE "`+name+`" LOGIN VALID UNTIL '2000-01-01' IN ROLE `+pgtest.CertGroup)
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), `DROP ROLE "`+name+`"`) })
+	certPEM, keyPEM, err := ca.Issue(name, "ec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := connectCert(t, name, certPEM, keyPEM); err != nil {
+		t.Fatalf("PostgreSQL now applies VALID UNTIL to certificate logins (update the README): %v", err)
+	}
+}
