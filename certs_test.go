@@ -423,3 +423,43 @@ func TestCertAuthIgnoresValidUntil(t *testing.T) {
 		t.Fatalf("PostgreSQL now applies VALID UNTIL to certificate logins (update the README): %v", err)
 	}
 }
+
+// TestClientCertificateUserCreateroleAdmin follows the README for an admin
+// that is not a superuser: from PostgreSQL 16 on it needs ADMIN OPTION on
+// the cert group to put users in it, and the error says so.
+func TestClientCertificateUserCreateroleAdmin(t *testing.T) {
+	ca := certSetup(t)
+	t.Parallel()
+	a := admin(t)
+	crUser, crPw := createroleAdmin(t, a)
+	db := newDB(t, map[string]interface{}{"username": crUser, "password": crPw})
+	name := "v-certcr-" + randSuffix()
+	if pg.VersionNum >= pg16 {
+		_, err := db.NewUser(testCtx(t), certUserReq(subjectOf(name), certCreateStmt))
+		if !refused(err, `ADMIN option on role "`+pgtest.CertGroup+`"`) {
+			t.Fatalf("NewUser without ADMIN OPTION on the group: got %v, want the server's permission error naming it", err)
+		}
+		execSQL(t, a, `GRANT `+pgtest.CertGroup+` TO `+quoteIdent(crUser)+` WITH ADMIN OPTION`)
+	}
+	resp, err := db.NewUser(testCtx(t), certUserReq(subjectOf(name), certCreateStmt))
+	if err != nil {
+		t.Fatalf("NewUser: %v", err)
+	}
+	certPEM, keyPEM, err := ca.Issue(resp.Username, "ec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	session, err := connectCert(t, resp.Username, certPEM, keyPEM)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: resp.Username}); err != nil {
+		t.Fatalf("DeleteUser: %v", err)
+	}
+	if _, err := session.Exec(testCtx(t), "SELECT 1"); err == nil {
+		t.Error("the session survived revocation")
+	}
+	if roleExists(t, a, resp.Username) {
+		t.Error("the role survived revocation")
+	}
+}
