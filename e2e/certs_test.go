@@ -42,6 +42,11 @@ func TestClientCertificateCredentials(t *testing.T) {
 				},
 				"creation_statements": []string{`CREATE ROLE "{{name}}" WITH LOGIN VALID UNTIL '{{expiration}}' IN ROLE ` + pgtest.CertGroup + `;`},
 			})
+			// The README warns that a role read returns the CA's private key.
+			cfg, _ := read(t, c, "database/roles/"+role).Data["credential_config"].(map[string]interface{})
+			if cfg["ca_private_key"] != caKey {
+				t.Errorf("reading the role no longer returns credential_config.ca_private_key (update the README's warning); credential_config keys: %v", keys(cfg))
+			}
 			sec := read(t, c, "database/creds/"+role)
 			user, _ := sec.Data["username"].(string)
 			certPEM, _ := sec.Data["client_certificate"].(string)
