@@ -210,7 +210,7 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 		out[k] = v
 	}
 	resp := dbplugin.InitializeResponse{Config: out}
-	resp.SetSupportedCredentialTypes([]dbplugin.CredentialType{dbplugin.CredentialTypePassword})
+	resp.SetSupportedCredentialTypes([]dbplugin.CredentialType{dbplugin.CredentialTypePassword, dbplugin.CredentialTypeClientCertificate})
 	return resp, nil
 }
 
@@ -222,8 +222,11 @@ func (p *Postgres) NewUser(ctx context.Context, req dbplugin.NewUserRequest) (db
 		return dbplugin.NewUserResponse{}, err
 	}
 	defer st.release()
+	if req.CredentialType == dbplugin.CredentialTypeClientCertificate {
+		return p.newCertUser(ctx, st, req) // certs.go
+	}
 	if req.CredentialType != dbplugin.CredentialTypePassword {
-		return dbplugin.NewUserResponse{}, fmt.Errorf("credential type %q is not supported; use password", req.CredentialType)
+		return dbplugin.NewUserResponse{}, fmt.Errorf("credential type %q is not supported; use password or client_certificate", req.CredentialType)
 	}
 	if !hasStatements(req.Statements.Commands) {
 		return dbplugin.NewUserResponse{}, errors.New("the role has no creation_statements: add e.g. CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';")
@@ -339,8 +342,8 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 	if req.Username == "" {
 		return dbplugin.UpdateUserResponse{}, errors.New("no username given")
 	}
-	if req.CredentialType != dbplugin.CredentialTypePassword {
-		return dbplugin.UpdateUserResponse{}, fmt.Errorf("credential type %q is not supported; use password", req.CredentialType)
+	if err := checkUpdateCredential(req); err != nil {
+		return dbplugin.UpdateUserResponse{}, err
 	}
 	if req.Password == nil && req.Expiration == nil {
 		return dbplugin.UpdateUserResponse{}, errors.New("no change requested: give a new password or expiration")

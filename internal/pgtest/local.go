@@ -151,7 +151,9 @@ log_line_prefix = '%%m [%%p] %%u@%%d '
 		return nil, err
 	}
 	// CertUser may only log in with a client certificate from the test CA.
+	// Members of CertGroup log in with a client certificate (certauth.go).
 	hba := "hostssl all " + CertUser + " 127.0.0.1/32 cert\nhost all " + CertUser + " 127.0.0.1/32 reject\n" +
+		"hostssl all +" + CertGroup + " 127.0.0.1/32 cert\n" +
 		"local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n" +
 		"host replication postgres 127.0.0.1/32 scram-sha-256\n" // StartReplica's pg_basebackup and standby
 	if err := os.WriteFile(filepath.Join(data, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
