@@ -1,7 +1,8 @@
 // Command demo shows the plugin's whole job on a fresh machine: a throwaway
 // PostgreSQL and a Vault dev server, the plugin registered with its sha256
 // and version, dynamic credentials issued, used, renewed and revoked, a
-// static role rotated and the root credential rotated. With -dev it leaves
+// client certificate issued, used and revoked, a static role rotated and the
+// root credential rotated. With -dev it leaves
 // the sandbox running until Ctrl-C instead.
 //
 // Run it with `make demo` or `make dev`.
@@ -160,6 +161,10 @@ func run(dev bool, version string) (err error) {
 		return fmt.Errorf("the revoked user's open session still works")
 	}
 	step("revoked the lease: %s is gone from pg_roles and its open session was ended", user)
+
+	if err := certificates(ctx, c, pg, admin, dir); err != nil {
+		return err
+	}
 
 	// Static role.
 	if _, err := admin.Exec(ctx, `CREATE ROLE "demo-static" LOGIN PASSWORD 'set-by-a-human'`); err != nil {
