@@ -197,8 +197,18 @@ BEGIN
 				PERFORM pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
 					WHERE usesysid = roid AND pid <> pg_catalog.pg_backend_pid();
 			EXCEPTION WHEN insufficient_privilege THEN
-				RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
-					MESSAGE = format('cannot end the sessions of the user: grant pg_signal_backend to %I, or let it become a member of the user (%s%s)', me, note, SQLERRM);
+				-- A member that does not inherit the role's privileges (a
+				-- NOINHERIT admin) may still act as the role, whose own
+				-- sessions it may end.
+				IF NOT pg_catalog.pg_has_role(me, r, 'MEMBER') THEN
+					RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+						MESSAGE = format('cannot end the sessions of the user: grant pg_signal_backend to %I, or let it become a member of the user (%s%s)', me, note, SQLERRM);
+				END IF;
+				prev_role := current_setting('role');
+				EXECUTE format('SET LOCAL ROLE %I', r);
+				PERFORM pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
+					WHERE usesysid = roid AND pid <> pg_catalog.pg_backend_pid();
+				PERFORM set_config('role', prev_role, true);
 			END;
 			PERFORM pg_catalog.pg_sleep(0.005);
 			PERFORM pg_catalog.pg_stat_clear_snapshot();
