@@ -96,16 +96,14 @@ func (p *Postgres) runReaper(ctx context.Context, st *state, every time.Duration
 			continue
 		}
 		passCtx, cancel := context.WithTimeout(ctx, reapPassTimeout)
-		res, err := p.reapOnce(passCtx, st)
+		_, err := p.reapOnce(passCtx, st)
 		cancel()
 		st.release()
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			return
-		case err != nil:
+		}
+		if err != nil {
 			p.logger.Warn("orphan reaper: pass failed; the next one tries again", "error", err)
-		default:
-			res.log(p)
 		}
 	}
 }
@@ -143,9 +141,9 @@ func (r reapResult) log(p *Postgres) {
 // reapOnce runs one pass: under the reapers' lock, it revokes every role
 // labelled by this plugin whose expiry is more than reap_orphans_after in
 // the past, by the server's clock. The caller holds a reference to st. A
-// revocation that fails is logged and counted, and the pass goes on.
-func (p *Postgres) reapOnce(ctx context.Context, st *state) (reapResult, error) {
-	var res reapResult
+// revocation that fails is logged and counted, and the pass goes on; a pass
+// that runs logs its summary.
+func (p *Postgres) reapOnce(ctx context.Context, st *state) (res reapResult, err error) {
 	// Its own session: it holds the lock for the pass and dies with it,
 	// and it is not a pooled session a request may have left SET ROLE in
 	// (current_user must be the configured user).
@@ -166,8 +164,14 @@ func (p *Postgres) reapOnce(ctx context.Context, st *state) (reapResult, error) 
 	}
 	if !locked {
 		res.skipped = true
+		res.log(p)
 		return res, nil
 	}
+	defer func() {
+		if err == nil {
+			res.log(p)
+		}
+	}()
 	orphans, err := orphans(ctx, conn, st.cfg.ReassignOwnedTo, st.cfg.ReapOrphansAfter)
 	if err != nil {
 		return res, fmt.Errorf("listing labelled roles: %s", st.describe(err))
