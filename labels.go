@@ -113,13 +113,19 @@ BEGIN
 	EXECUTE format('COMMENT ON ROLE %I IS %L', r, edited);
 END`
 
+// asPlugin makes the rest of the transaction run as the configured user:
+// creation and renewal statements may end with SET ROLE or SET SESSION
+// AUTHORIZATION (to grant as an owner), and the label is the plugin's to
+// write. LOCAL, so nothing outlives the transaction.
+const asPlugin = "SET LOCAL SESSION AUTHORIZATION DEFAULT; SET LOCAL ROLE NONE;\n"
+
 // labelStatement is the SQL that labels a role NewUser creates, to append to
 // its creation statements; "" when labelling is off.
 func (st *state) labelStatement(username string, req dbplugin.NewUserRequest) string {
 	if !*st.cfg.LabelRoles {
 		return ""
 	}
-	return "DO " + dollarQuote(strings.NewReplacer(
+	return asPlugin + "DO " + dollarQuote(strings.NewReplacer(
 		"@role@", quoteLiteral(username),
 		"@label@", quoteLiteral(newLabel(req.UsernameConfig, time.Now(), req.Expiration)),
 	).Replace(labelCreated)) + ";\n"
@@ -135,7 +141,7 @@ func relabelStatement(req dbplugin.UpdateUserRequest) string {
 	if req.Expiration == nil || req.Password != nil {
 		return ""
 	}
-	return "DO " + dollarQuote(strings.NewReplacer(
+	return asPlugin + "DO " + dollarQuote(strings.NewReplacer(
 		"@role@", quoteLiteral(req.Username),
 		"@expires@", quoteLiteral(labelTime(req.Expiration.NewExpiration)),
 		"@managed_by@", quoteLiteral(labelManagedBy),
