@@ -284,7 +284,9 @@ func TestStaticAndRootNotLabelled(t *testing.T) {
 	root, rootPw := "lblroot-"+randSuffix(), "Root-"+randSuffix()
 	static := "lblstatic-" + randSuffix()
 	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s", quoteIdent(root), quoteLiteral(rootPw)))
-	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN", quoteIdent(static)))
+	// ADMIN OPTION: from PostgreSQL 16, CREATEROLE alone does not let root
+	// change a role it did not create.
+	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN; GRANT %s TO %s WITH ADMIN OPTION", quoteIdent(static), quoteIdent(static), quoteIdent(root)))
 	t.Cleanup(func() { execSQL(t, a, fmt.Sprintf("DROP ROLE %s; DROP ROLE %s", quoteIdent(static), quoteIdent(root))) })
 	db := newDB(t, map[string]interface{}{"username": root, "password": rootPw})
 	dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: static, Password: &dbplugin.ChangePassword{NewPassword: "Static-" + randSuffix()}})

@@ -36,13 +36,19 @@ const reapPassTimeout = 5 * time.Minute
 const reapLockSQL = `SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtextextended('vault-plugin-database-postgres/reaper', 0))`
 
 // orphanCandidatesSQL lists the roles whose comment may be a label of ours,
-// with the server's clock. Comments are only read as text here: the label is
+// with the server's clock, and whether the connection's user may drop them:
+// a superuser any role; from PostgreSQL 16 a CREATEROLE user the roles it
+// holds ADMIN OPTION on (those it created); before 16 a CREATEROLE user any
+// role but a superuser. Comments are only read as text here: the label is
 // parsed in Go (parseLabel), so no comment, JSON or not, can make the query
 // fail. The connection's own user and the reassign_owned_to role ($1) are
 // never candidates.
-const orphanCandidatesSQL = `SELECT r.rolname::text, d.description, pg_catalog.now()
+const orphanCandidatesSQL = `SELECT r.rolname::text, d.description, pg_catalog.now(),
+	me.rolsuper OR (me.rolcreaterole AND CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 160000
+		THEN pg_catalog.pg_has_role(r.oid, 'USAGE WITH ADMIN OPTION') ELSE NOT r.rolsuper END)
 FROM pg_catalog.pg_roles r
 JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+CROSS JOIN (SELECT rolsuper, rolcreaterole FROM pg_catalog.pg_roles WHERE rolname = current_user) me
 WHERE d.description LIKE '%managed_by%' AND d.description LIKE '%vault-plugin-database-postgres%'
   AND r.rolname NOT IN (current_user, session_user, $1)
 ORDER BY r.rolname`
@@ -121,6 +127,7 @@ func jittered(every time.Duration) time.Duration {
 type reapResult struct {
 	skipped  bool // another reaper held the lock
 	expired  int  // labelled roles found past expiry + reap_orphans_after
+	beyond   int  // of those, roles the connection's user may not drop
 	reaped   int  // of those, dropped
 	disabled int  // revoked but not dropped (see defaultRevoke)
 	failed   int  // revocation returned an error
@@ -132,10 +139,10 @@ func (r reapResult) log(p *Postgres) {
 		return
 	}
 	level := p.logger.Debug
-	if r.expired > 0 {
+	if r.reaped+r.disabled+r.failed > 0 {
 		level = p.logger.Info
 	}
-	level("orphan reaper: pass done", "expired", r.expired, "reaped", r.reaped, "disabled", r.disabled, "failed", r.failed)
+	level("orphan reaper: pass done", "expired", r.expired, "beyond_reach", r.beyond, "reaped", r.reaped, "disabled", r.disabled, "failed", r.failed)
 }
 
 // reapOnce runs one pass: under the reapers' lock, it revokes every role
@@ -178,11 +185,18 @@ func (p *Postgres) reapOnce(ctx context.Context, st *state) (res reapResult, err
 	}
 	res.expired = len(orphans)
 	for _, o := range orphans {
+		if !o.canDrop {
+			// Another admin's role (another mount, another Vault): its
+			// reaper's to revoke. Counted, not warned about every pass.
+			res.beyond++
+			p.logger.Debug("orphan reaper: skipping an orphaned role the connection's user may not drop", "username", o.name)
+			continue
+		}
 		if err := p.defaultRevoke(ctx, st, o.name); err != nil {
 			res.failed++
 			p.logger.Warn("orphan reaper: could not revoke an orphaned role", "username", o.name, "label", o.label, "error", err)
 			if ctx.Err() != nil {
-				return res, fmt.Errorf("pass cut short after %d of %d roles: %w", res.reaped+res.disabled+res.failed, len(orphans), ctx.Err())
+				return res, fmt.Errorf("pass cut short after %d of %d roles: %w", res.beyond+res.reaped+res.disabled+res.failed, len(orphans), ctx.Err())
 			}
 			continue
 		}
@@ -199,6 +213,7 @@ func (p *Postgres) reapOnce(ctx context.Context, st *state) (res reapResult, err
 // orphan is a labelled role past its expiry and the grace period.
 type orphan struct {
 	name, label string
+	canDrop     bool
 }
 
 func orphans(ctx context.Context, conn *pgx.Conn, reassignTo string, after time.Duration) ([]orphan, error) {
@@ -210,7 +225,7 @@ func orphans(ctx context.Context, conn *pgx.Conn, reassignTo string, after time.
 	for rows.Next() {
 		var o orphan
 		var now time.Time
-		if err := rows.Scan(&o.name, &o.label, &now); err != nil {
+		if err := rows.Scan(&o.name, &o.label, &now, &o.canDrop); err != nil {
 			rows.Close()
 			return nil, err
 		}

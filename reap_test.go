@@ -77,7 +77,9 @@ func orphanUser(t *testing.T, db *Postgres, exp time.Time, stmts ...string) stri
 	t.Helper()
 	req := newUserReq(append([]string{createStmt}, stmts...)...)
 	req.Expiration = exp
-	return dbtesting.AssertNewUser(t, db, req).Username
+	name := dbtesting.AssertNewUser(t, db, req).Username
+	t.Cleanup(func() { execSQL(t, admin(t), "DROP ROLE IF EXISTS "+quoteIdent(name)) })
+	return name
 }
 
 // plainRole creates a role outside the plugin, with comment unless "".
@@ -187,9 +189,20 @@ func TestReaper(t *testing.T) {
 		if l := readLabel(t, a, orphan); l["managed_by"] != labelManagedBy {
 			t.Fatalf("label of a CREATEROLE admin's user = %v", l)
 		}
+		// Another admin's orphan: from PostgreSQL 16 this one may not drop
+		// it, and leaves it to its own reaper without a warning.
+		superDB, _ := newReaperDB(t, nil, 24*time.Hour, true)
+		foreign := orphanUser(t, superDB, time.Now().Add(-time.Hour))
 		res := reapNow(t, db)
 		if res.failed != 0 || roleExists(t, a, orphan) {
 			t.Fatalf("pass = %+v; orphan exists: %v", res, roleExists(t, a, orphan))
+		}
+		var version int
+		if err := a.QueryRow(testCtx(t), "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+			t.Fatal(err)
+		}
+		if version >= 160000 && (!roleExists(t, a, foreign) || res.beyond == 0) {
+			t.Fatalf("PostgreSQL %d: the superuser's orphan exists: %v, pass %+v; want it left alone and counted", version, roleExists(t, a, foreign), res)
 		}
 		for _, r := range []string{adm, tgt} {
 			if !roleExists(t, a, r) {
