@@ -193,11 +193,12 @@ func (p *Postgres) reapOnce(ctx context.Context, st *state) (res reapResult, err
 			continue
 		}
 		if err := p.defaultRevoke(ctx, st, o.name); err != nil {
-			res.failed++
-			p.logger.Warn("orphan reaper: could not revoke an orphaned role", "username", o.name, "label", o.label, "error", err)
 			if ctx.Err() != nil {
+				// Stopped, or out of time: the next pass resumes.
 				return res, fmt.Errorf("pass cut short after %d of %d roles: %w", res.beyond+res.reaped+res.disabled+res.failed, len(orphans), ctx.Err())
 			}
+			res.failed++
+			p.logger.Warn("orphan reaper: could not revoke an orphaned role", "username", o.name, "label", o.label, "error", err)
 			continue
 		}
 		if exists, err := st.roleExists(ctx, o.name); err == nil && exists {

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -383,5 +384,33 @@ func TestReaperConfig(t *testing.T) {
 				t.Fatalf("jittered(%s) = %s, want in (%s, %s]", every, d, want[0], want[1])
 			}
 		}
+	}
+}
+
+// TestReaperCloseLeavesNoGoroutines: Close stops the reaper, and the reaper
+// does not keep the retired state (its pools) alive.
+func TestReaperCloseLeavesNoGoroutines(t *testing.T) {
+	needPG(t)
+	before := runtime.NumGoroutine()
+	logs := &logBuffer{}
+	db := newPostgres(hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: logs}))
+	db.reapEvery = 5 * time.Millisecond
+	cfg := mergeConfig(map[string]interface{}{"reap_orphans_after": "1h"})
+	dbtesting.AssertInitialize(t, db, dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true})
+	waitFor(t, func() bool { return strings.Count(logs.String(), "pass done") >= 3 })
+	st := db.state.Load()
+	dbtesting.AssertClose(t, db)
+	if !st.closed.Load() {
+		t.Fatal("the retired state's pools are still open after Close")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Fatalf("%d goroutines after Close, %d before", n, before)
+	}
+	if strings.Contains(logs.String(), "[WARN]") {
+		t.Fatalf("warnings:\n%s", logs)
 	}
 }
