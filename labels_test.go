@@ -44,7 +44,7 @@ func readLabel(t testing.TB, a *pgxpool.Pool, name string) map[string]string {
 func TestLabelContent(t *testing.T) {
 	db := newDB(t, map[string]interface{}{"username_template": `{{ printf "lbl-%s" (random 12) }}`})
 	a := admin(t)
-	hostile := []string{`a"b`, `x'y`, `back\slash\\`, `$$`, `$pgvault$`, "new\nline\r\ttab", `E'\'`, `a\';DROP ROLE x;--`, `{"managed_by":"x"}`, `<script>&amp;`, "\u2028sep", "ünï😀", ""}
+	hostile := []string{`a"b`, `x'y`, `back\slash\\`, `$$`, `$pgvault$`, "new\nline\r\ttab", `E'\'`, `a\';DROP ROLE x;--`, `{"managed_by":"x"}`, `<script>&amp;`, `@role@@label@@expires@`, "\u2028sep", "ünï😀", ""}
 	for i, display := range hostile {
 		t.Run(fmt.Sprintf("%d %q", i, display), func(t *testing.T) {
 			t.Parallel()

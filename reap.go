@@ -179,7 +179,7 @@ func (p *Postgres) reapOnce(ctx context.Context, st *state) (res reapResult, err
 			res.log(p)
 		}
 	}()
-	orphans, err := orphans(ctx, conn, st.cfg.ReassignOwnedTo, st.cfg.ReapOrphansAfter)
+	orphans, err := listOrphans(ctx, conn, st.cfg.ReassignOwnedTo, st.cfg.ReapOrphansAfter)
 	if err != nil {
 		return res, fmt.Errorf("listing labelled roles: %s", st.describe(err))
 	}
@@ -217,7 +217,7 @@ type orphan struct {
 	canDrop     bool
 }
 
-func orphans(ctx context.Context, conn *pgx.Conn, reassignTo string, after time.Duration) ([]orphan, error) {
+func listOrphans(ctx context.Context, conn *pgx.Conn, reassignTo string, after time.Duration) ([]orphan, error) {
 	rows, err := conn.Query(ctx, orphanCandidatesSQL, reassignTo)
 	if err != nil {
 		return nil, err
