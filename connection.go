@@ -40,6 +40,10 @@ const (
 	pingTimeout              = 5 * time.Second
 	defaultPasswordAuth      = passwordAuthAuto
 	defaultTerminateSessions = true
+	// defaultLabelRoles: roles NewUser creates carry a JSON comment.
+	defaultLabelRoles = true
+	// defaultReapOrphansAfter: the orphan reaper is off.
+	defaultReapOrphansAfter = time.Duration(0)
 	// defaultAllowCleartextPassword: a server that asks for the password in
 	// cleartext over a connection without TLS is refused unless the
 	// operator allows it.
@@ -79,6 +83,8 @@ type config struct {
 	ReassignOwnedTo        string        `mapstructure:"reassign_owned_to"`
 	AllowCleartextPassword bool          `mapstructure:"allow_cleartext_password"`
 	LockTimeout            time.Duration `mapstructure:"lock_timeout"`
+	LabelRoles             *bool         `mapstructure:"label_roles"`
+	ReapOrphansAfter       time.Duration `mapstructure:"reap_orphans_after"`
 }
 
 // knownIgnoredKeys are keys Vault or older configurations may pass that this
@@ -175,6 +181,13 @@ func parseConfig(raw map[string]interface{}) (*config, []string, error) {
 	if c.TerminateSessions == nil {
 		t := defaultTerminateSessions
 		c.TerminateSessions = &t
+	}
+	if c.LabelRoles == nil {
+		t := defaultLabelRoles
+		c.LabelRoles = &t
+	}
+	if c.ReapOrphansAfter < 0 {
+		errs = append(errs, fmt.Errorf("reap_orphans_after must not be negative, got %s (0 turns the reaper off)", c.ReapOrphansAfter))
 	}
 	return c, unknown, errors.Join(errs...)
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
@@ -43,6 +44,8 @@ var (
 type Postgres struct {
 	state  atomic.Pointer[state]
 	logger hclog.Logger
+	// reapEvery, when set, replaces the orphan reaper's interval (tests).
+	reapEvery time.Duration
 }
 
 // state is everything a request needs, immutable once published.
@@ -68,6 +71,9 @@ type state struct {
 	// by revocation (an object owned in another database can only be
 	// reassigned from a connection to it).
 	dbPools sync.Map // database name → *pgxpool.Pool
+
+	// reaper runs the orphan reaper (reap.go); nil when it is off.
+	reaper *reaper
 }
 
 // New returns a Postgres wrapped in the SDK's error sanitizer, which strips
@@ -153,6 +159,7 @@ func (p *Postgres) retire(next *state) {
 		next.refs.Store(1)
 	}
 	if old := p.state.Swap(next); old != nil {
+		old.reaper.stop()
 		old.release()
 	}
 }
@@ -201,6 +208,7 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 		}
 		st.serverPasswordEncryption.Store(&enc)
 	}
+	st.reaper = p.startReaper(st)
 	p.retire(st)
 	p.logger.Info("initialized", "hosts", hostList(poolCfg), "user", poolCfg.ConnConfig.User,
 		"password_authentication", cfg.PasswordAuthentication, "max_open_connections", cfg.MaxOpenConnections)
@@ -251,6 +259,7 @@ func (p *Postgres) NewUser(ctx context.Context, req dbplugin.NewUserRequest) (db
 	if err != nil {
 		return dbplugin.NewUserResponse{}, fmt.Errorf("creation_statements: %w", err)
 	}
+	sql += st.labelStatement(username, req)
 	if err := p.create(ctx, st, username, sql); err != nil {
 		p.rollback(ctx, st, req.RollbackStatements.Commands, vals)
 		return dbplugin.NewUserResponse{}, fmt.Errorf("creating user %q: %s", username, redact(st.describe(err), req.Password, verifier))
@@ -371,6 +380,7 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 	if err != nil {
 		return dbplugin.UpdateUserResponse{}, fmt.Errorf("rotation statements: %w", err)
 	}
+	sql += relabelStatement(req)
 	// A role missing at the start makes ALTER ROLE fail with 42704; the check
 	// gives that a clear message without an extra round trip.
 	sql = "DO " + dollarQuote(fmt.Sprintf(" BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s) THEN RAISE EXCEPTION USING ERRCODE = 'undefined_object', MESSAGE = 'role does not exist'; END IF; END ", quoteLiteral(req.Username))) + ";\n" + sql

@@ -1,0 +1,168 @@
+package postgres
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+)
+
+// Roles the plugin creates carry a label: a JSON comment (COMMENT ON ROLE)
+// that tells a DBA who asked for the role and until when, and lets the
+// reaper (reap.go) recognise orphans. The label is written in the same
+// transaction as the creation, and its "expires" in the same transaction as
+// each renewal, so it never disagrees with the role's VALID UNTIL.
+
+// labelManagedBy is the label's managed_by: the mark of roles this plugin
+// created.
+const labelManagedBy = "vault-plugin-database-postgres"
+
+// labelTimeFormat is RFC 3339 in UTC, to the second.
+const labelTimeFormat = time.RFC3339
+
+// roleLabel is the label's JSON, fields in the order the README shows.
+type roleLabel struct {
+	ManagedBy   string `json:"managed_by"`
+	VaultRole   string `json:"vault_role"`
+	DisplayName string `json:"display_name"`
+	Created     string `json:"created"`
+	Expires     string `json:"expires,omitempty"`
+}
+
+// newLabel is the label of a role created now for the request. A role
+// without an expiration gets no "expires", and is never reaped.
+func newLabel(meta dbplugin.UsernameMetadata, now, expires time.Time) string {
+	l := roleLabel{
+		ManagedBy:   labelManagedBy,
+		VaultRole:   jsonSafe(meta.RoleName),
+		DisplayName: jsonSafe(meta.DisplayName),
+		Created:     labelTime(now),
+	}
+	if !expires.IsZero() {
+		l.Expires = labelTime(expires)
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	// <, > and & stay readable in \du+; JSON does not need them escaped.
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(l) // strings only: cannot fail
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+func labelTime(t time.Time) string { return t.UTC().Format(labelTimeFormat) }
+
+// jsonSafe replaces NUL, which encoding/json writes as \u0000: jsonb refuses
+// that escape, and one such label would make every DBA query that casts
+// comments to jsonb fail. (Invalid UTF-8 becomes U+FFFD in encoding/json.)
+func jsonSafe(s string) string { return strings.ReplaceAll(s, "\x00", "\uFFFD") }
+
+// labelCreated writes the label, unless the role already has a comment: the
+// role's creation statements set it, and theirs is kept (such a role is not
+// reaped). It is appended to the creation statements, so it runs in their
+// transaction and round trip; a role they did not create is left alone.
+const labelCreated = `
+DECLARE
+	r text := @role@;
+BEGIN
+	IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles
+		WHERE rolname = r AND pg_catalog.shobj_description(oid, 'pg_authid') IS NULL) THEN
+		BEGIN
+			EXECUTE format('COMMENT ON ROLE %I IS %L', r, @label@);
+		EXCEPTION WHEN insufficient_privilege THEN
+			RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+				MESSAGE = 'cannot label the new role (' || SQLERRM || '): let the connection''s user comment on the roles it creates, or set label_roles=false';
+		END;
+	END IF;
+END`
+
+// labelRenewed rewrites "expires" in the role's label, if it has ours; any
+// other comment, JSON or not, is left as it is. The text is edited in place
+// so the label keeps its layout, and the edit is used only when it means
+// exactly what jsonb_set would make of it (otherwise jsonb_set's text is).
+const labelRenewed = `
+DECLARE
+	r text := @role@;
+	e text := @expires@;
+	c text;
+	j jsonb;
+	want jsonb;
+	edited text;
+BEGIN
+	SELECT pg_catalog.shobj_description(oid, 'pg_authid') INTO c FROM pg_catalog.pg_roles WHERE rolname = r;
+	IF c IS NULL OR c NOT LIKE '%managed_by%' THEN
+		RETURN;
+	END IF;
+	BEGIN
+		j := c::jsonb;
+	EXCEPTION WHEN OTHERS THEN
+		RETURN; -- not JSON: someone else's comment
+	END;
+	IF pg_catalog.jsonb_typeof(j) <> 'object' OR j->>'managed_by' IS DISTINCT FROM @managed_by@ THEN
+		RETURN;
+	END IF;
+	want := pg_catalog.jsonb_set(j, '{expires}', pg_catalog.to_jsonb(e));
+	IF want = j THEN
+		RETURN;
+	END IF;
+	edited := pg_catalog.regexp_replace(c, '"expires"\s*:\s*"[^"\\]*"', '"expires":"' || e || '"');
+	IF edited::jsonb IS DISTINCT FROM want THEN
+		edited := want::text;
+	END IF;
+	EXECUTE format('COMMENT ON ROLE %I IS %L', r, edited);
+END`
+
+// asPlugin makes the rest of the transaction run as the configured user:
+// creation and renewal statements may end with SET ROLE or SET SESSION
+// AUTHORIZATION (to grant as an owner), and the label is the plugin's to
+// write. LOCAL, so nothing outlives the transaction.
+const asPlugin = "SET LOCAL SESSION AUTHORIZATION DEFAULT; SET LOCAL ROLE NONE;\n"
+
+// labelStatement is the SQL that labels a role NewUser creates, to append to
+// its creation statements; "" when labelling is off.
+func (st *state) labelStatement(username string, req dbplugin.NewUserRequest) string {
+	if !*st.cfg.LabelRoles {
+		return ""
+	}
+	return asPlugin + "DO " + dollarQuote(strings.NewReplacer(
+		"@role@", quoteLiteral(username),
+		"@label@", quoteLiteral(newLabel(req.UsernameConfig, time.Now(), req.Expiration)),
+	).Replace(labelCreated)) + ";\n"
+}
+
+// relabelStatement is the SQL that moves a labelled role's "expires" on
+// renewal, to append to the renewal statements. Only a renewal alone (an
+// expiration and no password) touches the label: a password change is a
+// static-role or root rotation, and those roles are never labelled. It runs
+// even with label_roles=false: a renewed role whose label kept the old
+// expiry would look like an orphan to a reaper.
+func relabelStatement(req dbplugin.UpdateUserRequest) string {
+	if req.Expiration == nil || req.Password != nil {
+		return ""
+	}
+	return asPlugin + "DO " + dollarQuote(strings.NewReplacer(
+		"@role@", quoteLiteral(req.Username),
+		"@expires@", quoteLiteral(labelTime(req.Expiration.NewExpiration)),
+		"@managed_by@", quoteLiteral(labelManagedBy),
+	).Replace(labelRenewed)) + ";\n"
+}
+
+// parseLabel returns the expiry of a comment that is this plugin's label, and
+// whether it is one with a valid "expires". Keys are matched exactly, as
+// jsonb's ->> does, so a DBA's query and the reaper agree on what a label is.
+func parseLabel(comment string) (time.Time, bool) {
+	var m map[string]any
+	if json.Unmarshal([]byte(comment), &m) != nil {
+		return time.Time{}, false
+	}
+	if by, _ := m["managed_by"].(string); by != labelManagedBy {
+		return time.Time{}, false
+	}
+	s, _ := m["expires"].(string)
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return t, true
+}

@@ -1,0 +1,241 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// The orphan reaper revokes roles this plugin created whose lease Vault has
+// lost (a restored snapshot, a mount disabled with stuck leases, a forced
+// lease revocation after a failed one). A live lease is revoked at its
+// expiry, and every renewal moves the label's "expires", so a labelled role
+// whose expiry is more than reap_orphans_after in the past has no lease
+// left: revoking it with the default revocation is safe.
+//
+// Several plugin processes or Vault nodes may reap the same cluster. A pass
+// runs only while it holds a session-level advisory lock (taken with
+// pg_try_advisory_lock on a connection of its own, so a process that dies
+// drops it), and a pass that finds it taken is skipped. Advisory locks are
+// per database while roles are per cluster, so reapers of different
+// databases can still meet on one role: the revocation itself is idempotent
+// and serialised per role, and the later one finds the role gone.
+
+// maxReapInterval caps the time between two passes.
+const maxReapInterval = 5 * time.Minute
+
+// reapPassTimeout bounds one pass; a pass cut short resumes at the next.
+const reapPassTimeout = 5 * time.Minute
+
+// reapLockSQL takes the reapers' lock in the connected database. The
+// one-argument form keeps its keys apart from the two-argument keys
+// revocation uses.
+const reapLockSQL = `SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtextextended('vault-plugin-database-postgres/reaper', 0))`
+
+// orphanCandidatesSQL lists the roles whose comment may be a label of ours,
+// with the server's clock, and whether the connection's user may drop them:
+// a superuser any role; from PostgreSQL 16 a CREATEROLE user the roles it
+// holds ADMIN OPTION on (those it created); before 16 a CREATEROLE user any
+// role but a superuser. Comments are only read as text here: the label is
+// parsed in Go (parseLabel), so no comment, JSON or not, can make the query
+// fail. The connection's own user and the reassign_owned_to role ($1) are
+// never candidates.
+const orphanCandidatesSQL = `SELECT r.rolname::text, d.description, pg_catalog.now(),
+	me.rolsuper OR (me.rolcreaterole AND CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 160000
+		THEN pg_catalog.pg_has_role(r.oid, 'USAGE WITH ADMIN OPTION') ELSE NOT r.rolsuper END)
+FROM pg_catalog.pg_roles r
+JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+CROSS JOIN (SELECT rolsuper, rolcreaterole FROM pg_catalog.pg_roles WHERE rolname = current_user) me
+WHERE d.description LIKE '%managed_by%' AND d.description LIKE '%vault-plugin-database-postgres%'
+  AND r.rolname NOT IN (current_user, session_user, $1)
+ORDER BY r.rolname`
+
+// reaper is one connection's reaper goroutine.
+type reaper struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// startReaper starts the reaper of st when reap_orphans_after is set. It
+// holds no reference to st between passes, so it never keeps a retired
+// state alive; retire stops it before dropping the plugin's reference.
+func (p *Postgres) startReaper(st *state) *reaper {
+	after := st.cfg.ReapOrphansAfter
+	if after <= 0 {
+		return nil
+	}
+	every := min(after, maxReapInterval)
+	if p.reapEvery > 0 {
+		every = p.reapEvery
+	}
+	// Not a request: the reaper lives as long as the state, and stop
+	// cancels it.
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &reaper{cancel: cancel, done: make(chan struct{})}
+	go p.runReaper(ctx, st, every, r.done)
+	return r
+}
+
+// stop cancels a pass in flight and waits for the goroutine to end. A pass
+// cut short leaves at worst a role already NOLOGIN and still labelled, which
+// the next pass (here or elsewhere) finishes.
+func (r *reaper) stop() {
+	if r == nil {
+		return
+	}
+	r.cancel()
+	<-r.done
+}
+
+func (p *Postgres) runReaper(ctx context.Context, st *state, every time.Duration, done chan struct{}) {
+	defer close(done)
+	for {
+		if sleepCtx(ctx, jittered(every)) != nil {
+			return
+		}
+		// A state not yet published or already retired has no reference
+		// to take; stop ends the loop soon after.
+		if !st.ref() {
+			continue
+		}
+		passCtx, cancel := context.WithTimeout(ctx, reapPassTimeout)
+		_, err := p.reapOnce(passCtx, st)
+		cancel()
+		st.release()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			p.logger.Warn("orphan reaper: pass failed; the next one tries again", "error", err)
+		}
+	}
+}
+
+// jittered is a wait in (every/2, every], so reapers started together drift
+// apart and the first pass comes within one interval.
+func jittered(every time.Duration) time.Duration {
+	if every < 2 {
+		return every
+	}
+	return every - rand.N(every/2)
+}
+
+// reapResult is what one pass did.
+type reapResult struct {
+	skipped  bool // another reaper held the lock
+	expired  int  // labelled roles found past expiry + reap_orphans_after
+	beyond   int  // of those, roles the connection's user may not drop
+	reaped   int  // of those, dropped
+	disabled int  // revoked but not dropped (see defaultRevoke)
+	failed   int  // revocation returned an error
+}
+
+func (r reapResult) log(p *Postgres) {
+	if r.skipped {
+		p.logger.Debug("orphan reaper: another reaper is running a pass on this database; skipped")
+		return
+	}
+	level := p.logger.Debug
+	if r.reaped+r.disabled+r.failed > 0 {
+		level = p.logger.Info
+	}
+	level("orphan reaper: pass done", "expired", r.expired, "beyond_reach", r.beyond, "reaped", r.reaped, "disabled", r.disabled, "failed", r.failed)
+}
+
+// reapOnce runs one pass: under the reapers' lock, it revokes every role
+// labelled by this plugin whose expiry is more than reap_orphans_after in
+// the past, by the server's clock. The caller holds a reference to st. A
+// revocation that fails is logged and counted, and the pass goes on; a pass
+// that runs logs its summary.
+func (p *Postgres) reapOnce(ctx context.Context, st *state) (res reapResult, err error) {
+	// Its own session: it holds the lock for the pass and dies with it,
+	// and it is not a pooled session a request may have left SET ROLE in
+	// (current_user must be the configured user).
+	cc := st.poolCfg.ConnConfig
+	conn, err := st.connectAs(ctx, cc.User, cc.Password)
+	if err != nil {
+		return res, fmt.Errorf("connecting to %s as %q: %s", hostList(st.poolCfg), cc.User, describe(err))
+	}
+	defer func() {
+		// Bounded, so a stalled network cannot hold up stop.
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
+	var locked bool
+	if err := conn.QueryRow(ctx, reapLockSQL).Scan(&locked); err != nil {
+		return res, fmt.Errorf("taking the reaper lock: %s", st.describe(err))
+	}
+	if !locked {
+		res.skipped = true
+		res.log(p)
+		return res, nil
+	}
+	defer func() {
+		if err == nil {
+			res.log(p)
+		}
+	}()
+	orphans, err := listOrphans(ctx, conn, st.cfg.ReassignOwnedTo, st.cfg.ReapOrphansAfter)
+	if err != nil {
+		return res, fmt.Errorf("listing labelled roles: %s", st.describe(err))
+	}
+	res.expired = len(orphans)
+	for _, o := range orphans {
+		if !o.canDrop {
+			// Another admin's role (another mount, another Vault): its
+			// reaper's to revoke. Counted, not warned about every pass.
+			res.beyond++
+			p.logger.Debug("orphan reaper: skipping an orphaned role the connection's user may not drop", "username", o.name)
+			continue
+		}
+		if err := p.defaultRevoke(ctx, st, o.name); err != nil {
+			if ctx.Err() != nil {
+				// Stopped, or out of time: the next pass resumes.
+				return res, fmt.Errorf("pass cut short after %d of %d roles: %w", res.beyond+res.reaped+res.disabled+res.failed, len(orphans), ctx.Err())
+			}
+			res.failed++
+			p.logger.Warn("orphan reaper: could not revoke an orphaned role", "username", o.name, "label", o.label, "error", err)
+			continue
+		}
+		if exists, err := st.roleExists(ctx, o.name); err == nil && exists {
+			res.disabled++ // defaultRevoke warned why
+			continue
+		}
+		res.reaped++
+		p.logger.Info("orphan reaper: revoked an orphaned role", "username", o.name, "label", o.label)
+	}
+	return res, nil
+}
+
+// orphan is a labelled role past its expiry and the grace period.
+type orphan struct {
+	name, label string
+	canDrop     bool
+}
+
+func listOrphans(ctx context.Context, conn *pgx.Conn, reassignTo string, after time.Duration) ([]orphan, error) {
+	rows, err := conn.Query(ctx, orphanCandidatesSQL, reassignTo)
+	if err != nil {
+		return nil, err
+	}
+	var out []orphan
+	for rows.Next() {
+		var o orphan
+		var now time.Time
+		if err := rows.Scan(&o.name, &o.label, &now, &o.canDrop); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if expires, ok := parseLabel(o.label); ok && expires.Before(now.Add(-after)) {
+			out = append(out, o)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

@@ -1,0 +1,416 @@
+package postgres
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
+)
+
+// logBuffer collects a plugin's log lines for assertions.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// newReaperDB is newDB with the reaper's interval set to every (24h: only
+// the passes a test runs itself) and the log kept at info level.
+func newReaperDB(t *testing.T, extra map[string]interface{}, every time.Duration, verify bool) (*Postgres, *logBuffer) {
+	t.Helper()
+	needPG(t)
+	cfg := baseConfig()
+	for k, v := range extra {
+		cfg[k] = v
+	}
+	logs := &logBuffer{}
+	db := newPostgres(hclog.New(&hclog.LoggerOptions{Level: hclog.Info, Output: logs}))
+	db.reapEvery = every
+	if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: verify}); err != nil {
+		t.Fatalf("Initialize: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = db.Close()
+		if t.Failed() {
+			t.Logf("plugin log:\n%s", logs)
+		}
+	})
+	return db, logs
+}
+
+// reapNow runs one pass as the background loop would.
+func reapNow(t *testing.T, db *Postgres) reapResult {
+	t.Helper()
+	st, err := db.acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.release()
+	res, err := db.reapOnce(testCtx(t), st)
+	if err != nil {
+		t.Fatalf("reaper pass: %v", err)
+	}
+	return res
+}
+
+// orphanUser creates a labelled user whose lease ended at exp.
+func orphanUser(t *testing.T, db *Postgres, exp time.Time, stmts ...string) string {
+	t.Helper()
+	req := newUserReq(append([]string{createStmt}, stmts...)...)
+	req.Expiration = exp
+	name := dbtesting.AssertNewUser(t, db, req).Username
+	t.Cleanup(func() { execSQL(t, admin(t), "DROP ROLE IF EXISTS "+quoteIdent(name)) })
+	return name
+}
+
+// plainRole creates a role outside the plugin, with comment unless "".
+func plainRole(t *testing.T, a *pgxpool.Pool, prefix, comment string) string {
+	t.Helper()
+	name := prefix + "-" + randSuffix()
+	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s VALID UNTIL '2000-01-01'", quoteIdent(name)))
+	if comment != "" {
+		execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS %s", quoteIdent(name), quoteLiteral(comment)))
+	}
+	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+quoteIdent(name)) })
+	return name
+}
+
+// TestReaper is not parallel: roles are cluster-wide, so a pass would reap
+// the orphans of any test running beside it.
+func TestReaper(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	keeper := plainRole(t, a, "reapkeeper", "")
+	oldLabel := `{"managed_by":"vault-plugin-database-postgres","vault_role":"x","display_name":"y","created":"1999-01-01T00:00:00Z","expires":"2000-01-01T00:00:00Z"}`
+
+	t.Run("expired labelled roles go, everything else stays", func(t *testing.T) {
+		db, logs := newReaperDB(t, map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1h"}, 24*time.Hour, true)
+		now := time.Now()
+		orphan := orphanUser(t, db, now.Add(-2*time.Hour))
+		tbl := "reaped_" + randSuffix()
+		execSQL(t, a, fmt.Sprintf("CREATE TABLE public.%s (id int); INSERT INTO public.%s VALUES (42); ALTER TABLE public.%s OWNER TO %s", tbl, tbl, tbl, quoteIdent(orphan)))
+		t.Cleanup(func() { execSQL(t, a, "DROP TABLE IF EXISTS public."+tbl) })
+		orphan2 := orphanUser(t, db, now.Add(-3*time.Hour))
+
+		keep := map[string]string{
+			"in its grace period":     orphanUser(t, db, now.Add(-time.Minute)),
+			"live":                    orphanUser(t, db, now.Add(time.Hour)),
+			"commented at creation":   orphanUser(t, db, now.Add(-2*time.Hour), `COMMENT ON ROLE "{{name}}" IS 'owned by billing';`),
+			"unlabelled":              plainRole(t, a, "reapplain", ""),
+			"a DBA's note":            plainRole(t, a, "reapnote", "vault-plugin-database-postgres managed_by nobody"),
+			"someone else's label":    plainRole(t, a, "reapother", strings.Replace(oldLabel, "vault-plugin-database-postgres", "teleport", 1)),
+			"broken JSON":             plainRole(t, a, "reapbroken", strings.TrimSuffix(oldLabel, "}")),
+			"label without expires":   plainRole(t, a, "reapnoexp", `{"managed_by":"vault-plugin-database-postgres"}`),
+			"expires not a string":    plainRole(t, a, "reapnum", `{"managed_by":"vault-plugin-database-postgres","expires":946684800}`),
+			"key in other case":       plainRole(t, a, "reapcase", `{"Managed_By":"vault-plugin-database-postgres","expires":"2000-01-01T00:00:00Z"}`),
+			"label in a JSON array":   plainRole(t, a, "reaparray", "["+oldLabel+"]"),
+			"the reassign_owned_to":   keeper,
+			"the connection's user":   pg.SuperUser,
+			"expires far in a string": plainRole(t, a, "reapfar", strings.Replace(oldLabel, "2000-01-01", "2999-01-01", 1)),
+		}
+		execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS %s", quoteIdent(keeper), quoteLiteral(oldLabel)))
+		t.Cleanup(func() { execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS NULL", quoteIdent(keeper))) })
+		comments := map[string]string{}
+		for _, r := range keep {
+			comments[r], _ = roleComment(t, a, r)
+		}
+		if c, _ := roleComment(t, a, pg.SuperUser); c != "" {
+			t.Fatalf("the superuser has a comment already: %s", c)
+		}
+		execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS %s", quoteIdent(pg.SuperUser), quoteLiteral(oldLabel)))
+		t.Cleanup(func() { execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS NULL", quoteIdent(pg.SuperUser))) })
+		comments[pg.SuperUser] = oldLabel
+
+		res := reapNow(t, db)
+		if res.reaped < 2 || res.failed != 0 || res.disabled != 0 {
+			t.Fatalf("pass = %+v, want both orphans reaped and nothing failed", res)
+		}
+		for _, r := range []string{orphan, orphan2} {
+			if roleExists(t, a, r) {
+				t.Fatalf("orphan %q survived the pass", r)
+			}
+		}
+		var owner string
+		var n int
+		if err := a.QueryRow(testCtx(t), fmt.Sprintf("SELECT (SELECT tableowner FROM pg_tables WHERE tablename = '%s'), (SELECT id FROM public.%s)", tbl, tbl)).Scan(&owner, &n); err != nil || owner != keeper || n != 42 {
+			t.Fatalf("orphan's table: owner %q, row %d (%v); want kept, owned by %q", owner, n, err, keeper)
+		}
+		for why, r := range keep {
+			if !roleExists(t, a, r) {
+				t.Errorf("%s: role %q was reaped", why, r)
+				continue
+			}
+			if c, _ := roleComment(t, a, r); c != comments[r] {
+				t.Errorf("%s: comment of %q changed to %q", why, r, c)
+			}
+		}
+		out := logs.String()
+		for _, r := range []string{orphan, orphan2} {
+			if !strings.Contains(out, "revoked an orphaned role") || !strings.Contains(out, r) {
+				t.Errorf("no info line for %q in the log", r)
+			}
+		}
+		if !strings.Contains(out, `\"managed_by\":\"vault-plugin-database-postgres\"`) || !strings.Contains(out, "pass done") {
+			t.Errorf("the log lacks the labels or the summary:\n%s", out)
+		}
+		if again := reapNow(t, db); again.expired != 0 {
+			t.Fatalf("second pass = %+v, want nothing left", again)
+		}
+	})
+
+	t.Run("never the connection's user or the reassign target", func(t *testing.T) {
+		adm, pw := "reapadm-"+randSuffix(), "Adm-"+randSuffix()
+		tgt := plainRole(t, a, "reaptgt", oldLabel)
+		execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s; GRANT %s TO %s; COMMENT ON ROLE %s IS %s",
+			quoteIdent(adm), quoteLiteral(pw), quoteIdent(tgt), quoteIdent(adm), quoteIdent(adm), quoteLiteral(oldLabel)))
+		t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+quoteIdent(adm)) })
+		db, _ := newReaperDB(t, map[string]interface{}{"username": adm, "password": pw, "reassign_owned_to": tgt, "reap_orphans_after": "1s"}, 24*time.Hour, true)
+		// A CREATEROLE admin labels its users and reaps them.
+		orphan := orphanUser(t, db, time.Now().Add(-time.Hour))
+		if l := readLabel(t, a, orphan); l["managed_by"] != labelManagedBy {
+			t.Fatalf("label of a CREATEROLE admin's user = %v", l)
+		}
+		// Another admin's orphan: from PostgreSQL 16 this one may not drop
+		// it, and leaves it to its own reaper without a warning.
+		superDB, _ := newReaperDB(t, nil, 24*time.Hour, true)
+		foreign := orphanUser(t, superDB, time.Now().Add(-time.Hour))
+		res := reapNow(t, db)
+		if res.failed != 0 || roleExists(t, a, orphan) {
+			t.Fatalf("pass = %+v; orphan exists: %v", res, roleExists(t, a, orphan))
+		}
+		var version int
+		if err := a.QueryRow(testCtx(t), "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+			t.Fatal(err)
+		}
+		if version >= 160000 && (!roleExists(t, a, foreign) || res.beyond == 0) {
+			t.Fatalf("PostgreSQL %d: the superuser's orphan exists: %v, pass %+v; want it left alone and counted", version, roleExists(t, a, foreign), res)
+		}
+		for _, r := range []string{adm, tgt} {
+			if !roleExists(t, a, r) {
+				t.Fatalf("%q was reaped", r)
+			}
+		}
+	})
+
+	t.Run("two plugin instances at once", func(t *testing.T) {
+		cfg := map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1s"}
+		dbs := make([]*Postgres, 2)
+		logs := make([]*logBuffer, 2)
+		for i := range dbs {
+			dbs[i], logs[i] = newReaperDB(t, cfg, 24*time.Hour, true)
+		}
+		var orphans []string
+		for i := 0; i < 6; i++ {
+			orphans = append(orphans, orphanUser(t, dbs[i%2], time.Now().Add(-time.Hour)))
+		}
+		results := make([]reapResult, 2)
+		var wg sync.WaitGroup
+		for i := range dbs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = reapNow(t, dbs[i])
+			}()
+		}
+		wg.Wait()
+		for _, r := range orphans {
+			if roleExists(t, a, r) {
+				t.Fatalf("orphan %q survived; passes %+v", r, results)
+			}
+		}
+		for i, res := range results {
+			if res.failed != 0 || strings.Contains(logs[i].String(), "[WARN]") || strings.Contains(logs[i].String(), "[ERROR]") {
+				t.Fatalf("instance %d: pass %+v, log:\n%s", i, res, logs[i])
+			}
+		}
+		t.Logf("passes: %+v", results)
+	})
+
+	t.Run("two databases of one cluster at once", func(t *testing.T) {
+		// Advisory locks are per database and roles per cluster: here only
+		// the revocation's own idempotence keeps the reapers apart.
+		other := "reapdb_" + randSuffix()
+		execSQL(t, a, "CREATE DATABASE "+other)
+		t.Cleanup(func() { execSQL(t, a, "DROP DATABASE "+other+" WITH (FORCE)") })
+		cfg := map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1s"}
+		dbA, logA := newReaperDB(t, cfg, 24*time.Hour, true)
+		cfgB := map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1s", "connection_url": pg.TemplateURL(other)}
+		dbB, logB := newReaperDB(t, cfgB, 24*time.Hour, true)
+		var orphans, tables []string
+		for i := 0; i < 6; i++ {
+			o := orphanUser(t, dbA, time.Now().Add(-time.Hour))
+			tbl := "reaped2_" + randSuffix()
+			execSQL(t, a, fmt.Sprintf("CREATE TABLE public.%s (id int); ALTER TABLE public.%s OWNER TO %s", tbl, tbl, quoteIdent(o)))
+			t.Cleanup(func() { execSQL(t, a, "DROP TABLE IF EXISTS public."+tbl) })
+			orphans, tables = append(orphans, o), append(tables, tbl)
+		}
+		var wg sync.WaitGroup
+		results := make([]reapResult, 2)
+		for i, db := range []*Postgres{dbA, dbB} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = reapNow(t, db)
+			}()
+		}
+		wg.Wait()
+		for i, r := range orphans {
+			if roleExists(t, a, r) {
+				t.Fatalf("orphan %q survived; passes %+v", r, results)
+			}
+			var owner string
+			if err := a.QueryRow(testCtx(t), "SELECT tableowner FROM pg_tables WHERE tablename = $1", tables[i]).Scan(&owner); err != nil || owner != keeper {
+				t.Fatalf("table %s: owner %q (%v), want %q", tables[i], owner, err, keeper)
+			}
+		}
+		for i, l := range []*logBuffer{logA, logB} {
+			if results[i].failed != 0 || strings.Contains(l.String(), "[ERROR]") {
+				t.Fatalf("instance %d: pass %+v, log:\n%s", i, results[i], l)
+			}
+		}
+		t.Logf("passes: %+v", results)
+	})
+
+	t.Run("the background loop reaps, and Close stops it", func(t *testing.T) {
+		db, logs := newReaperDB(t, map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1s"}, 20*time.Millisecond, true)
+		orphan := orphanUser(t, db, time.Now().Add(-time.Hour))
+		waitFor(t, func() bool { return !roleExists(t, a, orphan) })
+		if !strings.Contains(logs.String(), orphan) {
+			t.Fatalf("no log line for %q:\n%s", orphan, logs)
+		}
+		first := db.state.Load().reaper
+		// Initialize again: the old state's reaper ends, a new one starts.
+		dbtesting.AssertInitialize(t, db, dbplugin.InitializeRequest{Config: mergeConfig(map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1s"}), VerifyConnection: true})
+		assertStopped(t, first)
+		second := db.state.Load().reaper
+		if second == nil || second == first {
+			t.Fatal("no new reaper after Initialize")
+		}
+		orphan2 := orphanUser(t, db, time.Now().Add(-time.Hour))
+		waitFor(t, func() bool { return !roleExists(t, a, orphan2) })
+		dbtesting.AssertClose(t, db)
+		assertStopped(t, second)
+	})
+
+	t.Run("off by default", func(t *testing.T) {
+		db := newDB(t, nil)
+		if r := db.state.Load().reaper; r != nil {
+			t.Fatal("a reaper runs without reap_orphans_after")
+		}
+	})
+
+	t.Run("a database that is down", func(t *testing.T) {
+		port, err := pgtest.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		url := fmt.Sprintf("postgres://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable", port)
+		db, logs := newReaperDB(t, map[string]interface{}{"connection_url": url, "reap_orphans_after": "1s"}, 10*time.Millisecond, false)
+		waitFor(t, func() bool { return strings.Count(logs.String(), "orphan reaper: pass failed") >= 2 })
+		dbtesting.AssertClose(t, db)
+		out := logs.String()
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			if !strings.Contains(line, "[WARN]") && !strings.Contains(line, "initialized") {
+				t.Errorf("unexpected log line: %s", line)
+			}
+		}
+		if strings.Contains(out, pg.SuperPassword) {
+			t.Fatal("the log holds the password")
+		}
+	})
+}
+
+func mergeConfig(extra map[string]interface{}) map[string]interface{} {
+	cfg := baseConfig()
+	for k, v := range extra {
+		cfg[k] = v
+	}
+	return cfg
+}
+
+// assertStopped checks that the reaper's goroutine has ended: stop waits for
+// it, so by the time Initialize or Close returns, done is closed.
+func assertStopped(t *testing.T, r *reaper) {
+	t.Helper()
+	if r == nil {
+		t.Fatal("no reaper")
+	}
+	select {
+	case <-r.done:
+	default:
+		t.Fatal("the reaper goroutine still runs after its state was retired")
+	}
+}
+
+func TestReaperConfig(t *testing.T) {
+	c, _, err := parseConfig(map[string]interface{}{"connection_url": "postgres://x"})
+	if err != nil || !*c.LabelRoles || c.ReapOrphansAfter != 0 {
+		t.Fatalf("defaults: label_roles %v, reap_orphans_after %s (%v); want true, 0", *c.LabelRoles, c.ReapOrphansAfter, err)
+	}
+	c, _, err = parseConfig(map[string]interface{}{"connection_url": "postgres://x", "label_roles": "false", "reap_orphans_after": "72h"})
+	if err != nil || *c.LabelRoles || c.ReapOrphansAfter != 72*time.Hour {
+		t.Fatalf("label_roles %v, reap_orphans_after %s (%v)", *c.LabelRoles, c.ReapOrphansAfter, err)
+	}
+	c, _, err = parseConfig(map[string]interface{}{"connection_url": "postgres://x", "reap_orphans_after": float64(3600)})
+	if err != nil || c.ReapOrphansAfter != time.Hour {
+		t.Fatalf("reap_orphans_after in seconds: %s (%v)", c.ReapOrphansAfter, err)
+	}
+	if _, _, err = parseConfig(map[string]interface{}{"connection_url": "postgres://x", "reap_orphans_after": "-1s"}); err == nil || !strings.Contains(err.Error(), "reap_orphans_after") {
+		t.Fatalf("negative reap_orphans_after: %v", err)
+	}
+	for every, want := range map[time.Duration][2]time.Duration{time.Second: {time.Second / 2, time.Second}, time.Hour: {30 * time.Minute, time.Hour}} {
+		for i := 0; i < 100; i++ {
+			if d := jittered(every); d <= want[0] || d > want[1] {
+				t.Fatalf("jittered(%s) = %s, want in (%s, %s]", every, d, want[0], want[1])
+			}
+		}
+	}
+}
+
+// TestReaperCloseLeavesNoGoroutines: Close stops the reaper, and the reaper
+// does not keep the retired state (its pools) alive.
+func TestReaperCloseLeavesNoGoroutines(t *testing.T) {
+	needPG(t)
+	before := runtime.NumGoroutine()
+	logs := &logBuffer{}
+	db := newPostgres(hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: logs}))
+	db.reapEvery = 5 * time.Millisecond
+	cfg := mergeConfig(map[string]interface{}{"reap_orphans_after": "1h"})
+	dbtesting.AssertInitialize(t, db, dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true})
+	waitFor(t, func() bool { return strings.Count(logs.String(), "pass done") >= 3 })
+	st := db.state.Load()
+	dbtesting.AssertClose(t, db)
+	if !st.closed.Load() {
+		t.Fatal("the retired state's pools are still open after Close")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Fatalf("%d goroutines after Close, %d before", n, before)
+	}
+	if strings.Contains(logs.String(), "[WARN]") {
+		t.Fatalf("warnings:\n%s", logs)
+	}
+}
