@@ -208,6 +208,13 @@ func TestClientCertificateUser(t *testing.T) {
 	if validUntil == nil {
 		t.Error("{{expiration}} was not applied: rolvaliduntil is NULL")
 	}
+	var comment string
+	if err := a.QueryRow(testCtx(t), "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1", name).Scan(&comment); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := parseLabel(comment); !ok {
+		t.Errorf("the certificate user carries no label: comment %q", comment)
+	}
 	if err := pg.CanLogin(testCtx(t), name, ""); err == nil {
 		t.Error("the certificate user logged in without a certificate")
 	}
