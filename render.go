@@ -377,9 +377,20 @@ func stringState(kind, prefix int) stateFn {
 			l.pos = end
 			l.flush()
 		}
-		l.other()
+		l.afterLiteral()
 		return rawState
 	}
+}
+
+// afterLiteral records a string that was just read. After LANGUAGE it is the
+// language's name (DO LANGUAGE 'plpgsql' $$…$$ is valid), so the body that
+// follows is still code; anywhere else a string ends a phrase.
+func (l *lexer) afterLiteral() {
+	if l.last == "LANGUAGE" {
+		l.word("'")
+		return
+	}
+	l.other()
 }
 
 // stringExtent returns the content ranges of a string opening at src[open]
@@ -516,7 +527,7 @@ func dollarState(l *lexer) stateFn {
 		return l.fail(fmt.Errorf("a value would end the dollar-quoted string %s…%s it is rendered into (it holds the tag, or ends in $): use another tag, or a quoted literal such as '{{password}}'", tag, tag))
 	}
 	l.replace(l.pos, bodyEnd+len(tag), tag+body+tag)
-	l.other()
+	l.afterLiteral()
 	return rawState
 }
 

@@ -154,3 +154,52 @@ GRANT SELECT ON public.peek TO PUBLIC;`, quoteIdent(acct))
 		t.Errorf("after the revocation, %s became a superuser through the revoked user's SECURITY DEFINER function", acct)
 	}
 }
+
+// TestReviewQuotedLanguageName: DO takes its language as a name or a string
+// (DO LANGUAGE 'plpgsql' $$…$$, the quoted form older scripts use). After a
+// quoted language name the renderer took the body for data and pasted values
+// verbatim into PL/pgSQL code.
+func TestReviewQuotedLanguageName(t *testing.T) {
+	v := newTemplateValues(`n"'`).withPassword(`p'`)
+	for _, tc := range []struct{ in, want string }{
+		{`DO LANGUAGE 'plpgsql' $$ BEGIN PERFORM '{{password}}', {{name}}; END $$`, `DO LANGUAGE 'plpgsql' $$ BEGIN PERFORM 'p''', "n""'"; END $$`},
+		{`DO LANGUAGE E'plpgsql' 'BEGIN PERFORM ''{{password}}''; END'`, `DO LANGUAGE E'plpgsql' 'BEGIN PERFORM ''p''''''; END'`},
+	} {
+		got, err := renderSQL(tc.in, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != tc.want {
+			t.Errorf("\n got %s\nwant %s", got, tc.want)
+		}
+	}
+
+	needPG(t)
+	a := admin(t)
+	pwn := "pwn_" + randSuffix()
+	user := "ql-" + randSuffix()
+	password := fmt.Sprintf(`x'); CREATE TABLE %s(); END; --`, pwn)
+	sql, err := renderStatements([]string{
+		`CREATE ROLE "{{name}}";`,
+		`DO LANGUAGE 'plpgsql' $$ BEGIN EXECUTE format('COMMENT ON ROLE %I IS %L', '{{name}}', '{{password}}'); END $$;`,
+	}, newTemplateValues(user).withPassword(password))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(user))
+		_, _ = a.Exec(context.Background(), "DROP TABLE IF EXISTS "+quoteIdent(pwn))
+	})
+	err = execAtomic(testCtx(t), a, sql)
+	var n int
+	if qerr := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_class WHERE relname = $1", pwn).Scan(&n); qerr != nil || n != 0 {
+		t.Fatalf("a password ran its own SQL inside DO LANGUAGE 'plpgsql' (table %s exists)\n%s", pwn, sql)
+	}
+	if err != nil {
+		t.Fatalf("rendered SQL failed: %v\n%s", err, sql)
+	}
+	var comment string
+	if err := a.QueryRow(testCtx(t), "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1", user).Scan(&comment); err != nil || comment != password {
+		t.Fatalf("comment = %q (%v), want the password", comment, err)
+	}
+}
