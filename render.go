@@ -23,6 +23,7 @@ package postgres
 // checked for its closing tag, and a value that would form it is refused.
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -91,13 +92,23 @@ func (v templateValues) value(name string) (val string, ident bool, err error) {
 // literals reach the server exactly as written.
 func renderStatements(stmts []string, v templateValues) (string, error) {
 	var b strings.Builder
+	var mentions, hasCode bool
 	for i, s := range stmts {
 		if strings.TrimSpace(s) == "" {
 			continue
 		}
-		out, err := renderSQL(s, v)
+		out, code, err := renderTop(s, v)
 		if err != nil {
 			return "", fmt.Errorf("statement %d: %w", i+1, err)
+		}
+		mentions = mentions || changesConformingStrings(s)
+		hasCode = hasCode || code
+		// Code in strings (a DO body, an EXECUTE string) is lexed when it
+		// runs, with the settings of that moment: after a statement that
+		// turns standard_conforming_strings off, a backslash in a value
+		// would escape the quote the renderer closed the value with.
+		if mentions && hasCode {
+			return "", errors.New("statements that change standard_conforming_strings cannot be combined with code in strings (DO, EXECUTE, function bodies): values are escaped for on, the setting the plugin connects with")
 		}
 		// The newline ends a trailing -- comment before the separator.
 		b.WriteString(out)
@@ -106,9 +117,27 @@ func renderStatements(stmts []string, v templateValues) (string, error) {
 	return b.String(), nil
 }
 
+// changesConformingStrings reports whether sql may change
+// standard_conforming_strings: it names the setting other than to read it
+// with current_setting.
+func changesConformingStrings(sql string) bool {
+	s := strings.ToLower(sql)
+	s = strings.ReplaceAll(s, "current_setting('standard_conforming_strings'", "")
+	return strings.Contains(s, "standard_conforming_strings")
+}
+
 // renderSQL substitutes the {{placeholders}} of one piece of SQL.
 func renderSQL(sql string, v templateValues) (string, error) {
-	return renderCode(sql, v, 0)
+	out, _, err := renderTop(sql, v)
+	return out, err
+}
+
+// renderTop renders one piece of SQL and reports whether it holds code in
+// a string.
+func renderTop(sql string, v templateValues) (string, bool, error) {
+	l := &lexer{src: sql, vals: v}
+	out, err := l.render()
+	return out, l.sawCode, err
 }
 
 // maxNesting bounds code-in-a-string recursion (DO → EXECUTE → …).
@@ -128,6 +157,8 @@ type lexer struct {
 	// that follows holds code.
 	prev, last string
 	err        error
+	// sawCode is set when a string holding code was rendered.
+	sawCode bool
 }
 
 type stateFn func(*lexer) stateFn
@@ -137,7 +168,11 @@ func renderCode(sql string, v templateValues, depth int) (string, error) {
 		return "", fmt.Errorf("code is nested in strings more than %d levels deep", maxNesting)
 	}
 	l := &lexer{src: sql, vals: v, depth: depth}
-	l.out.Grow(len(sql) + 64)
+	return l.render()
+}
+
+func (l *lexer) render() (string, error) {
+	l.out.Grow(len(l.src) + 64)
 	for state := stateFn(rawState); state != nil; {
 		state = state(l)
 	}
@@ -360,6 +395,7 @@ func stringState(kind, prefix int) stateFn {
 		l.pos = open
 		l.flush() // the prefix (E, U&, N…) as written
 		if code {
+			l.sawCode = true
 			content := decodeString(l.src, segs, kind, escChar)
 			inner, err := renderCode(content, l.vals, l.depth+1)
 			if err != nil {
@@ -510,6 +546,7 @@ func dollarState(l *lexer) stateFn {
 	bodyEnd := bodyStart + n
 	var body string
 	if code {
+		l.sawCode = true
 		var err error
 		if body, err = renderCode(l.src[bodyStart:bodyEnd], l.vals, l.depth+1); err != nil {
 			return l.fail(err)

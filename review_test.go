@@ -6,6 +6,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
@@ -201,5 +202,44 @@ func TestReviewQuotedLanguageName(t *testing.T) {
 	var comment string
 	if err := a.QueryRow(testCtx(t), "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1", user).Scan(&comment); err != nil || comment != password {
 		t.Fatalf("comment = %q (%v), want the password", comment, err)
+	}
+}
+
+// TestReviewConformingStringsOffInRequest: PostgreSQL lexes a query string
+// whole before running it, but code in strings (DO bodies, EXECUTE strings)
+// is lexed when it runs, with the settings of that moment. A statement that
+// turns standard_conforming_strings off makes the backslash of a value in a
+// '…' string in later code an escape that the renderer did not double.
+func TestReviewConformingStringsOffInRequest(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	pwn := "pwn_" + randSuffix()
+	user := "sc-" + randSuffix()
+	password := fmt.Sprintf(`\'); CREATE TABLE %s(); END; --`, pwn)
+	t.Cleanup(func() {
+		_, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(user))
+		_, _ = a.Exec(context.Background(), "DROP TABLE IF EXISTS "+quoteIdent(pwn))
+	})
+	for _, off := range []string{
+		`SET standard_conforming_strings = off;`,
+		`SET LOCAL Standard_Conforming_Strings TO 'off';`,
+		`SELECT set_config('standard_conforming_strings', 'off', true);`,
+	} {
+		sql, err := renderStatements([]string{
+			`CREATE ROLE "{{name}}";`,
+			off,
+			`DO $$ BEGIN EXECUTE format('COMMENT ON ROLE %I IS %L', '{{name}}', '{{password}}'); END $$;`,
+		}, newTemplateValues(user).withPassword(password))
+		if err != nil {
+			if !strings.Contains(err.Error(), "standard_conforming_strings") {
+				t.Errorf("%s: error does not say why: %v", off, err)
+			}
+			continue
+		}
+		_ = execAtomic(testCtx(t), a, sql)
+		var n int
+		if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_class WHERE relname = $1", pwn).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("after %s a password ran its own SQL (table %s exists)\n%s", off, pwn, sql)
+		}
 	}
 }
