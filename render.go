@@ -157,6 +157,10 @@ type lexer struct {
 	// that follows holds code.
 	prev, last string
 	err        error
+	// codeArg is set by the "(" of EXECUTE (…) (argCommand) and EXECUTE
+	// format(…) (argFormat): the string right after it is the command, or
+	// its format.
+	codeArg int
 	// sawCode is set when a string holding code was rendered.
 	sawCode bool
 }
@@ -202,17 +206,54 @@ func (l *lexer) fail(err error) stateFn {
 	return nil
 }
 
-func (l *lexer) word(w string) { l.prev, l.last = l.last, w }
-func (l *lexer) other()        { l.prev, l.last = l.last, "" }
+func (l *lexer) word(w string) { l.prev, l.last, l.codeArg = l.last, w, 0 }
+func (l *lexer) other()        { l.prev, l.last, l.codeArg = l.last, "", 0 }
+
+// Kinds of code argument (lexer.codeArg).
+const (
+	argCommand = 1
+	argFormat  = 2
+)
+
+// openParen reads "(": after EXECUTE, or EXECUTE format, a string that
+// follows is the command PL/pgSQL runs.
+func (l *lexer) openParen() {
+	arg := 0
+	switch {
+	case l.last == "EXECUTE":
+		arg = argCommand
+	case l.last == "FORMAT" && l.prev == "EXECUTE":
+		arg = argFormat
+	}
+	l.other()
+	l.codeArg = arg
+}
 
 // codeFollows reports whether a string at this point holds SQL: the body of
-// DO [LANGUAGE x], of a routine (AS), or the command of PL/pgSQL's EXECUTE.
+// DO [LANGUAGE x], of a routine (AS), or the command of PL/pgSQL's EXECUTE,
+// bare, in parentheses or as the format of EXECUTE format(…).
 func (l *lexer) codeFollows() bool {
+	if l.codeArg != 0 {
+		return true
+	}
 	switch l.last {
 	case "DO", "AS", "EXECUTE":
 		return true
 	}
 	return l.prev == "LANGUAGE" && l.last != ""
+}
+
+// innerValues are the values for the code in the string at this point: in
+// the format of EXECUTE format(…) a % in a value is doubled, so format()
+// gives back the value rather than reading a directive.
+func (l *lexer) innerValues() templateValues {
+	v := l.vals
+	if l.codeArg == argFormat {
+		v.Username = strings.ReplaceAll(v.Username, "%", "%%")
+		v.Password = strings.ReplaceAll(v.Password, "%", "%%")
+		v.Expiration = strings.ReplaceAll(v.Expiration, "%", "%%")
+	}
+	return v
 }
 
 // rawState reads bare SQL: tokens, and the start of every quoted context.
@@ -243,6 +284,9 @@ func rawState(l *lexer) stateFn {
 			l.other()
 		case isSpace(c):
 			l.pos++
+		case c == '(':
+			l.pos++
+			l.openParen()
 		default:
 			l.pos++
 			l.other()
@@ -397,7 +441,7 @@ func stringState(kind, prefix int) stateFn {
 		if code {
 			l.sawCode = true
 			content := decodeString(l.src, segs, kind, escChar)
-			inner, err := renderCode(content, l.vals, l.depth+1)
+			inner, err := renderCode(content, l.innerValues(), l.depth+1)
 			if err != nil {
 				return l.fail(err)
 			}
@@ -548,7 +592,7 @@ func dollarState(l *lexer) stateFn {
 	if code {
 		l.sawCode = true
 		var err error
-		if body, err = renderCode(l.src[bodyStart:bodyEnd], l.vals, l.depth+1); err != nil {
+		if body, err = renderCode(l.src[bodyStart:bodyEnd], l.innerValues(), l.depth+1); err != nil {
 			return l.fail(err)
 		}
 	} else {

@@ -344,3 +344,42 @@ func TestReviewCleartextPasswordOverUnverifiedTLS(t *testing.T) {
 		})
 	}
 }
+
+// TestReviewExecuteFormatString: the first argument of EXECUTE format(…) and
+// a parenthesized EXECUTE (…) string are code like a bare EXECUTE string. The
+// renderer escaped a value there for the outer string only, so a quote in a
+// password (password_authentication=password) or a static username ended the
+// literal the value stands in when the command ran.
+func TestReviewExecuteFormatString(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	pwn := "pwn_" + randSuffix()
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP TABLE IF EXISTS "+quoteIdent(pwn)) })
+	for _, tc := range []struct{ stmt, password string }{
+		{`DO $$ BEGIN EXECUTE format('COMMENT ON ROLE %I IS ''{{password}}''', '{{name}}'); END $$;`, fmt.Sprintf(`x'; CREATE TABLE %s(); --`, pwn)},
+		{`DO $$ BEGIN EXECUTE ('COMMENT ON ROLE "{{name}}" IS ''{{password}}'''); END $$;`, fmt.Sprintf(`x'; CREATE TABLE %s(); --`, pwn)},
+		// format() reads a % in the value as a directive: a password
+		// with %% was stored as another one than reported.
+		{`DO $$ BEGIN EXECUTE format('COMMENT ON ROLE %I IS ''{{password}}''', '{{name}}'); END $$;`, `50%%-off`},
+	} {
+		stmt, password := tc.stmt, tc.password
+		user := "ef-" + randSuffix()
+		t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(user)) })
+		sql, err := renderStatements([]string{`CREATE ROLE "{{name}}";`, stmt}, newTemplateValues(user).withPassword(password))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = execAtomic(testCtx(t), a, sql)
+		var n int
+		if qerr := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_class WHERE relname = $1", pwn).Scan(&n); qerr != nil || n != 0 {
+			t.Fatalf("a password ran its own SQL (table %s exists)\n%s", pwn, sql)
+		}
+		if err != nil {
+			t.Fatalf("rendered SQL failed: %v\n%s", err, sql)
+		}
+		var comment string
+		if err := a.QueryRow(testCtx(t), "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1", user).Scan(&comment); err != nil || comment != password {
+			t.Fatalf("comment = %q (%v), want the password\n%s", comment, err, sql)
+		}
+	}
+}
