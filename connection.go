@@ -261,6 +261,11 @@ func (c *config) poolConfig() (*pgxpool.Config, error) {
 		// covers the primary host, every fallback and every copy of this
 		// configuration (other databases, connections as another user).
 		cc.BuildFrontend = guardedFrontend
+		if unverifiedTLS(cc) {
+			// TLS that accepts any certificate proves nothing about the
+			// server: guard those connections as if they had no TLS.
+			cc.BuildFrontend = guardedFrontendAll
+		}
 	}
 
 	if cc.ConnectTimeout == 0 {
@@ -442,13 +447,45 @@ func withSSLMode(connString, mode string) string {
 // TLS is up, so the guard knows the channel before the server speaks.
 func guardedFrontend(r io.Reader, w io.Writer) *pgproto3.Frontend {
 	if _, isTLS := w.(*tls.Conn); !isTLS {
-		addr := "the server"
-		if nc, ok := w.(net.Conn); ok {
-			addr = nc.RemoteAddr().String()
-		}
-		r = &cleartextGuard{r: r, addr: addr}
+		r = &cleartextGuard{r: r, addr: remoteAddr(w), channel: "a connection without TLS"}
 	}
 	return pgproto3.NewFrontend(r, w)
+}
+
+// guardedFrontendAll guards every connection, TLS included: it serves
+// configurations where TLS does not verify the server (sslmode=require or
+// prefer without a CA), which a man in the middle answers with a
+// certificate of its own.
+func guardedFrontendAll(r io.Reader, w io.Writer) *pgproto3.Frontend {
+	channel := "a connection without TLS"
+	if _, isTLS := w.(*tls.Conn); isTLS {
+		channel = "TLS that does not verify the server's certificate"
+	}
+	return pgproto3.NewFrontend(&cleartextGuard{r: r, addr: remoteAddr(w), channel: channel}, w)
+}
+
+func remoteAddr(w io.Writer) string {
+	if nc, ok := w.(net.Conn); ok {
+		return nc.RemoteAddr().String()
+	}
+	return "the server"
+}
+
+// unverifiedTLS reports whether a connection pgx may make (the primary host
+// or a fallback) uses TLS without checking the server's certificate.
+func unverifiedTLS(cc *pgx.ConnConfig) bool {
+	unverified := func(tc *tls.Config) bool {
+		return tc != nil && tc.InsecureSkipVerify && tc.VerifyPeerCertificate == nil
+	}
+	if unverified(cc.TLSConfig) {
+		return true
+	}
+	for _, fb := range cc.Fallbacks {
+		if unverified(fb.TLSConfig) {
+			return true
+		}
+	}
+	return false
 }
 
 // cleartextGuard reads the backend's messages (a type byte, an int32 length
@@ -456,9 +493,10 @@ func guardedFrontend(r io.Reader, w io.Writer) *pgproto3.Frontend {
 // that brings an AuthenticationCleartextPassword ('R', code 3), so pgconn
 // never answers it with the password.
 type cleartextGuard struct {
-	r    io.Reader
-	addr string
-	done bool // ReadyForQuery seen: authentication is over
+	r       io.Reader
+	addr    string
+	channel string // what the connection is, for the error
+	done    bool   // ReadyForQuery seen: authentication is over
 
 	hdr    [5]byte // type and length of the current message
 	hdrLen int
@@ -495,7 +533,11 @@ func (g *cleartextGuard) inspect(b []byte) error {
 		if g.hdr[0] == 'R' && len(g.code) < 4 {
 			g.code = append(g.code, b[:min(k, 4-len(g.code))]...)
 			if len(g.code) == 4 && binary.BigEndian.Uint32(g.code) == 3 {
-				return fmt.Errorf("server %s asked for the password in cleartext over a connection without TLS; refused so the password is not exposed: use TLS (sslmode=verify-full), or set allow_cleartext_password=true", g.addr)
+				channel := g.channel
+				if channel == "" {
+					channel = "a connection without TLS"
+				}
+				return fmt.Errorf("server %s asked for the password in cleartext over %s; refused so the password is not exposed: use verified TLS (sslmode=verify-full), or set allow_cleartext_password=true", g.addr, channel)
 			}
 		}
 		g.body -= k

@@ -23,6 +23,7 @@ package postgres
 // checked for its closing tag, and a value that would form it is refused.
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -91,13 +92,23 @@ func (v templateValues) value(name string) (val string, ident bool, err error) {
 // literals reach the server exactly as written.
 func renderStatements(stmts []string, v templateValues) (string, error) {
 	var b strings.Builder
+	var mentions, hasCode bool
 	for i, s := range stmts {
 		if strings.TrimSpace(s) == "" {
 			continue
 		}
-		out, err := renderSQL(s, v)
+		out, code, err := renderTop(s, v)
 		if err != nil {
 			return "", fmt.Errorf("statement %d: %w", i+1, err)
+		}
+		mentions = mentions || changesConformingStrings(s)
+		hasCode = hasCode || code
+		// Code in strings (a DO body, an EXECUTE string) is lexed when it
+		// runs, with the settings of that moment: after a statement that
+		// turns standard_conforming_strings off, a backslash in a value
+		// would escape the quote the renderer closed the value with.
+		if mentions && hasCode {
+			return "", errors.New("statements that change standard_conforming_strings cannot be combined with code in strings (DO, EXECUTE, function bodies): values are escaped for on, the setting the plugin connects with")
 		}
 		// The newline ends a trailing -- comment before the separator.
 		b.WriteString(out)
@@ -106,9 +117,27 @@ func renderStatements(stmts []string, v templateValues) (string, error) {
 	return b.String(), nil
 }
 
+// changesConformingStrings reports whether sql may change
+// standard_conforming_strings: it names the setting other than to read it
+// with current_setting.
+func changesConformingStrings(sql string) bool {
+	s := strings.ToLower(sql)
+	s = strings.ReplaceAll(s, "current_setting('standard_conforming_strings'", "")
+	return strings.Contains(s, "standard_conforming_strings")
+}
+
 // renderSQL substitutes the {{placeholders}} of one piece of SQL.
 func renderSQL(sql string, v templateValues) (string, error) {
-	return renderCode(sql, v, 0)
+	out, _, err := renderTop(sql, v)
+	return out, err
+}
+
+// renderTop renders one piece of SQL and reports whether it holds code in
+// a string.
+func renderTop(sql string, v templateValues) (string, bool, error) {
+	l := &lexer{src: sql, vals: v}
+	out, err := l.render()
+	return out, l.sawCode, err
 }
 
 // maxNesting bounds code-in-a-string recursion (DO → EXECUTE → …).
@@ -128,6 +157,12 @@ type lexer struct {
 	// that follows holds code.
 	prev, last string
 	err        error
+	// codeArg is set by the "(" of EXECUTE (…) (argCommand) and EXECUTE
+	// format(…) (argFormat): the string right after it is the command, or
+	// its format.
+	codeArg int
+	// sawCode is set when a string holding code was rendered.
+	sawCode bool
 }
 
 type stateFn func(*lexer) stateFn
@@ -137,7 +172,11 @@ func renderCode(sql string, v templateValues, depth int) (string, error) {
 		return "", fmt.Errorf("code is nested in strings more than %d levels deep", maxNesting)
 	}
 	l := &lexer{src: sql, vals: v, depth: depth}
-	l.out.Grow(len(sql) + 64)
+	return l.render()
+}
+
+func (l *lexer) render() (string, error) {
+	l.out.Grow(len(l.src) + 64)
 	for state := stateFn(rawState); state != nil; {
 		state = state(l)
 	}
@@ -167,17 +206,54 @@ func (l *lexer) fail(err error) stateFn {
 	return nil
 }
 
-func (l *lexer) word(w string) { l.prev, l.last = l.last, w }
-func (l *lexer) other()        { l.prev, l.last = l.last, "" }
+func (l *lexer) word(w string) { l.prev, l.last, l.codeArg = l.last, w, 0 }
+func (l *lexer) other()        { l.prev, l.last, l.codeArg = l.last, "", 0 }
+
+// Kinds of code argument (lexer.codeArg).
+const (
+	argCommand = 1
+	argFormat  = 2
+)
+
+// openParen reads "(": after EXECUTE, or EXECUTE format, a string that
+// follows is the command PL/pgSQL runs.
+func (l *lexer) openParen() {
+	arg := 0
+	switch {
+	case l.last == "EXECUTE":
+		arg = argCommand
+	case l.last == "FORMAT" && l.prev == "EXECUTE":
+		arg = argFormat
+	}
+	l.other()
+	l.codeArg = arg
+}
 
 // codeFollows reports whether a string at this point holds SQL: the body of
-// DO [LANGUAGE x], of a routine (AS), or the command of PL/pgSQL's EXECUTE.
+// DO [LANGUAGE x], of a routine (AS), or the command of PL/pgSQL's EXECUTE,
+// bare, in parentheses or as the format of EXECUTE format(…).
 func (l *lexer) codeFollows() bool {
+	if l.codeArg != 0 {
+		return true
+	}
 	switch l.last {
 	case "DO", "AS", "EXECUTE":
 		return true
 	}
 	return l.prev == "LANGUAGE" && l.last != ""
+}
+
+// innerValues are the values for the code in the string at this point: in
+// the format of EXECUTE format(…) a % in a value is doubled, so format()
+// gives back the value rather than reading a directive.
+func (l *lexer) innerValues() templateValues {
+	v := l.vals
+	if l.codeArg == argFormat {
+		v.Username = strings.ReplaceAll(v.Username, "%", "%%")
+		v.Password = strings.ReplaceAll(v.Password, "%", "%%")
+		v.Expiration = strings.ReplaceAll(v.Expiration, "%", "%%")
+	}
+	return v
 }
 
 // rawState reads bare SQL: tokens, and the start of every quoted context.
@@ -208,6 +284,9 @@ func rawState(l *lexer) stateFn {
 			l.other()
 		case isSpace(c):
 			l.pos++
+		case c == '(':
+			l.pos++
+			l.openParen()
 		default:
 			l.pos++
 			l.other()
@@ -360,8 +439,9 @@ func stringState(kind, prefix int) stateFn {
 		l.pos = open
 		l.flush() // the prefix (E, U&, N…) as written
 		if code {
+			l.sawCode = true
 			content := decodeString(l.src, segs, kind, escChar)
-			inner, err := renderCode(content, l.vals, l.depth+1)
+			inner, err := renderCode(content, l.innerValues(), l.depth+1)
 			if err != nil {
 				return l.fail(err)
 			}
@@ -377,9 +457,20 @@ func stringState(kind, prefix int) stateFn {
 			l.pos = end
 			l.flush()
 		}
-		l.other()
+		l.afterLiteral()
 		return rawState
 	}
+}
+
+// afterLiteral records a string that was just read. After LANGUAGE it is the
+// language's name (DO LANGUAGE 'plpgsql' $$…$$ is valid), so the body that
+// follows is still code; anywhere else a string ends a phrase.
+func (l *lexer) afterLiteral() {
+	if l.last == "LANGUAGE" {
+		l.word("'")
+		return
+	}
+	l.other()
 }
 
 // stringExtent returns the content ranges of a string opening at src[open]
@@ -499,8 +590,9 @@ func dollarState(l *lexer) stateFn {
 	bodyEnd := bodyStart + n
 	var body string
 	if code {
+		l.sawCode = true
 		var err error
-		if body, err = renderCode(l.src[bodyStart:bodyEnd], l.vals, l.depth+1); err != nil {
+		if body, err = renderCode(l.src[bodyStart:bodyEnd], l.innerValues(), l.depth+1); err != nil {
 			return l.fail(err)
 		}
 	} else {
@@ -516,7 +608,7 @@ func dollarState(l *lexer) stateFn {
 		return l.fail(fmt.Errorf("a value would end the dollar-quoted string %s…%s it is rendered into (it holds the tag, or ends in $): use another tag, or a quoted literal such as '{{password}}'", tag, tag))
 	}
 	l.replace(l.pos, bodyEnd+len(tag), tag+body+tag)
-	l.other()
+	l.afterLiteral()
 	return rawState
 }
 

@@ -318,7 +318,7 @@ func (st *state) reassignIn(ctx context.Context, dbname, username string) error 
 	if err != nil {
 		return err
 	}
-	if err := execAtomic(ctx, pool, "DO "+dollarQuote(st.revokeBody(reassignElsewhere, username, false))); err != nil {
+	if err := execAtomic(ctx, pool, pinnedSearchPath+"DO "+dollarQuote(st.revokeBody(reassignElsewhere, username, false))); err != nil {
 		return errors.New(describe(err))
 	}
 	return nil
@@ -339,10 +339,18 @@ func (st *state) revokeBody(tmpl, username string, final bool) string {
 	).Replace(tmpl)
 }
 
+// pinnedSearchPath comes before the plugin's own blocks. They run as the
+// admin, often a superuser, and call format(), cardinality() and more
+// unqualified: with the session's search_path, a role that can create in a
+// schema on it (public, for everyone up to PostgreSQL 14) could plant a
+// better-matching overload and have the admin run it. The next request's
+// sessionReset restores the path.
+const pinnedSearchPath = "SET search_path = pg_catalog, pg_temp;\n"
+
 // revokeSQL is the query string of one local revocation pass (see
 // revokeLogin).
 func (st *state) revokeSQL(username string, final bool) string {
-	return "BEGIN;\nDO " + dollarQuote(st.revokeBody(revokeLogin, username, final)) + ";\nCOMMIT;\n" +
+	return pinnedSearchPath + "BEGIN;\nDO " + dollarQuote(st.revokeBody(revokeLogin, username, final)) + ";\nCOMMIT;\n" +
 		"DO " + dollarQuote(st.revokeBody(revokeRole, username, final)) + ";\n" +
 		st.revokeBody(revokeOutcome, username, final)
 }

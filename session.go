@@ -11,11 +11,13 @@ import (
 // sessionReset returns a pooled session to what the plugin connected with:
 // the configured user (SET SESSION AUTHORIZATION DEFAULT also ends any SET
 // ROLE, which RESET ALL leaves alone) and every setting at its connect-time
-// value, standard_conforming_strings=on from the startup packet included.
-// Both are allowed inside the implicit transaction of a multi-statement
+// value, standard_conforming_strings=on from the startup packet included;
+// DISCARD TEMP drops temporary objects, which pg_temp, first in the search
+// path, would let shadow the tables of the next request's statements.
+// All are allowed inside the implicit transaction of a multi-statement
 // query, so it is sent as a prefix of every simple-protocol query the plugin
 // runs on a pooled connection: no extra round trip.
-const sessionReset = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL;\n"
+const sessionReset = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP;\n"
 
 // prepareSession is the pool's PrepareConn hook. PostgreSQL lexes a whole
 // multi-statement query before running any of it, so the sessionReset prefix
