@@ -124,7 +124,13 @@ func roleExists(t testing.TB, a *pgxpool.Pool, name string) bool {
 // execSQL runs sql as the superuser and fails the test on error.
 func execSQL(t testing.TB, a *pgxpool.Pool, sql string, args ...any) {
 	t.Helper()
-	if _, err := a.Exec(testCtx(t), sql, args...); err != nil {
+	// Parallel tests GRANT on shared objects: retry "tuple concurrently
+	// updated" and other transient failures, as the plugin does.
+	err := withRetry(testCtx(t), func() error {
+		_, err := a.Exec(testCtx(t), sql, args...)
+		return err
+	})
+	if err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
 }

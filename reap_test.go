@@ -294,7 +294,8 @@ func TestReaper(t *testing.T) {
 	t.Run("the background loop reaps, and Close stops it", func(t *testing.T) {
 		db, logs := newReaperDB(t, map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1s"}, 20*time.Millisecond, true)
 		orphan := orphanUser(t, db, time.Now().Add(-time.Hour))
-		waitFor(t, func() bool { return !roleExists(t, a, orphan) })
+		// The log line follows the drop: wait for both.
+		waitFor(t, func() bool { return !roleExists(t, a, orphan) && strings.Contains(logs.String(), orphan) })
 		if !strings.Contains(logs.String(), orphan) {
 			t.Fatalf("no log line for %q:\n%s", orphan, logs)
 		}
