@@ -4,6 +4,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -195,9 +196,11 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 		// One round trip proves the connection, reads password_encryption
 		// for auto mode and checks the reassign_owned_to role.
 		var enc string
-		var targetOK bool
+		var targetOK, targetSuper bool
 		err := pool.QueryRow(ctx, `SELECT current_setting('password_encryption'),
-			$1 = '' OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)`, cfg.ReassignOwnedTo).Scan(&enc, &targetOK)
+			$1 = '' OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1),
+			coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = coalesce(nullif($1, ''), current_user)), false)`,
+			cfg.ReassignOwnedTo).Scan(&enc, &targetOK, &targetSuper)
 		if err != nil {
 			pool.Close()
 			return dbplugin.InitializeResponse{}, fmt.Errorf("verifying connection to %s as %q: %s", hostList(poolCfg), cfg.Username, describe(err))
@@ -207,6 +210,13 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 			return dbplugin.InitializeResponse{}, fmt.Errorf("reassign_owned_to: role %q does not exist (create it, or leave the parameter out to use the connection's user)", cfg.ReassignOwnedTo)
 		}
 		st.serverPasswordEncryption.Store(&enc)
+		if targetSuper {
+			// Revocation disarms SECURITY DEFINER routines and (15+) views,
+			// but a function in an index expression or a materialized
+			// view a user left behind runs as its new owner.
+			p.logger.Warn("reassign_owned_to is a superuser (by default it is the connection's user): objects revoked users leave behind will run with superuser rights when maintained; name an unprivileged NOLOGIN role instead",
+				"reassign_owned_to", cmp.Or(cfg.ReassignOwnedTo, cfg.Username))
+		}
 	}
 	st.reaper = p.startReaper(st)
 	p.retire(st)

@@ -120,7 +120,6 @@ END $f$;`, quoteIdent(acct))
 // functions the admin later runs (autovacuum, ANALYZE, REINDEX as the new
 // table owner).
 func TestReviewReassignedCodeRunsAsAdmin(t *testing.T) {
-	t.Skip("finding: REASSIGN OWNED to a privileged reassign_owned_to (default: the connecting superuser) turns the revoked user's SECURITY DEFINER functions and views into the admin's; see the review report")
 	dbname, a := isolatedDB(t)
 	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname)})
 	acct, acctPassword := attackerAccount(t, a)
@@ -154,7 +153,11 @@ GRANT SELECT ON public.peek TO PUBLIC;`, quoteIdent(acct))
 	}
 	defer ac.Close(context.Background())
 	var secret string
-	if err := ac.QueryRow(testCtx(t), "SELECT coalesce(rolpassword, '') FROM public.peek WHERE rolname = $1", pg.SuperUser).Scan(&secret); err == nil {
+	if pg.VersionNum < 150000 {
+		// Views gained security_invoker in 15: before, a view always runs
+		// with its owner's rights (README: name an unprivileged role).
+		t.Log("PostgreSQL < 15: the view check is skipped")
+	} else if err := ac.QueryRow(testCtx(t), "SELECT coalesce(rolpassword, '') FROM public.peek WHERE rolname = $1", pg.SuperUser).Scan(&secret); err == nil {
 		t.Errorf("after the revocation, %s reads the superuser's password verifier through the revoked user's view (%.14s…)", acct, secret)
 	}
 	if _, err := ac.Exec(testCtx(t), "SELECT public.later()"); err == nil && isSuper(t, a, acct) {

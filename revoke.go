@@ -217,6 +217,24 @@ BEGIN
 
 	PERFORM set_config('pgvault.revoke_note', rtrim(note, '; '), true);
 	BEGIN
+
+		-- What the user wrote must not gain the rights of the role that receives
+		-- it: its SECURITY DEFINER routines become SECURITY INVOKER, and (15+)
+		-- its views check the privileges of whoever queries them.
+		DECLARE
+			obj text;
+		BEGIN
+			FOR obj IN SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+				WHERE p.proowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = r) AND p.prosecdef LOOP
+				EXECUTE format('ALTER ROUTINE %s SECURITY INVOKER', obj);
+			END LOOP;
+			IF current_setting('server_version_num')::int >= 150000 THEN
+				FOR obj IN SELECT c.oid::regclass::text FROM pg_catalog.pg_class c
+					WHERE c.relowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = r) AND c.relkind = 'v' LOOP
+					EXECUTE format('ALTER VIEW %s SET (security_invoker = true)', obj);
+				END LOOP;
+			END IF;
+		END;
 		EXECUTE format('REASSIGN OWNED BY %I TO %I', r, target);
 		EXECUTE format('DROP OWNED BY %I', r);
 		IF EXISTS (SELECT 1 FROM pg_catalog.pg_shdepend s
@@ -264,6 +282,23 @@ BEGIN
 	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
 		RETURN;
 	END IF;
+	-- What the user wrote must not gain the rights of the role that receives
+	-- it: its SECURITY DEFINER routines become SECURITY INVOKER, and (15+)
+	-- its views check the privileges of whoever queries them.
+	DECLARE
+		obj text;
+	BEGIN
+		FOR obj IN SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+			WHERE p.proowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = r) AND p.prosecdef LOOP
+			EXECUTE format('ALTER ROUTINE %s SECURITY INVOKER', obj);
+		END LOOP;
+		IF current_setting('server_version_num')::int >= 150000 THEN
+			FOR obj IN SELECT c.oid::regclass::text FROM pg_catalog.pg_class c
+				WHERE c.relowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = r) AND c.relkind = 'v' LOOP
+				EXECUTE format('ALTER VIEW %s SET (security_invoker = true)', obj);
+			END LOOP;
+		END IF;
+	END;
 	EXECUTE format('REASSIGN OWNED BY %I TO %I', r, target);
 	EXECUTE format('DROP OWNED BY %I', r);
 END`
