@@ -356,8 +356,7 @@ func blockCommentState(l *lexer) stateFn {
 			l.pos++
 		}
 	}
-	l.pos = len(l.src) // unterminated: the server reports it
-	return nil
+	return l.fail(errUnterminated("/* comment"))
 }
 
 // barePlaceholderState renders a placeholder that stands outside any quotes:
@@ -387,8 +386,7 @@ func identState(unicode bool, prefix int) stateFn {
 		for {
 			i := strings.IndexByte(l.src[end:], '"')
 			if i < 0 {
-				end = len(l.src)
-				break
+				return l.fail(errUnterminated(`quoted identifier "…"`))
 			}
 			end += i + 1
 			if end < len(l.src) && l.src[end] == '"' {
@@ -432,6 +430,9 @@ func stringState(kind, prefix int) stateFn {
 		code := l.codeFollows() && kind != kindBits
 		open := l.pos + prefix
 		segs, end := stringExtent(l.src, open, kind == kindEscape)
+		if end < 0 {
+			return l.fail(errUnterminated("quoted string '…'"))
+		}
 		escChar := byte('\\')
 		if kind == kindUnicode {
 			escChar = l.uescape(end)
@@ -473,6 +474,13 @@ func (l *lexer) afterLiteral() {
 	l.other()
 }
 
+// errUnterminated refuses SQL that leaves a context open. Statements are
+// rendered one by one but joined for the server, so an open string would
+// swallow the next statement, whose values were escaped for another context.
+func errUnterminated(what string) error {
+	return fmt.Errorf("an unterminated %s: close it", what)
+}
+
 // stringExtent returns the content ranges of a string opening at src[open]
 // (a quote) and its continuations, and the end of the whole string. A
 // continuation is a quote after whitespace that holds at least one newline,
@@ -501,8 +509,7 @@ func stringExtent(src string, open int, backslashEscapes bool) (segs [][2]int, e
 		}
 		i++
 	}
-	// Unterminated: the server reports it; render what there is.
-	return append(segs, [2]int{segStart, len(src)}), len(src)
+	return nil, -1 // unterminated
 }
 
 // continuation reports whether src[i:] is whitespace holding a newline
@@ -583,9 +590,8 @@ func dollarState(l *lexer) stateFn {
 	code := l.codeFollows()
 	bodyStart := l.pos + len(tag)
 	n := strings.Index(l.src[bodyStart:], tag)
-	if n < 0 { // unterminated: the server reports it
-		l.pos = len(l.src)
-		return nil
+	if n < 0 {
+		return l.fail(errUnterminated("dollar-quoted string " + tag + "…" + tag))
 	}
 	bodyEnd := bodyStart + n
 	var body string

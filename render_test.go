@@ -220,3 +220,18 @@ func TestHostileDisplayNames(t *testing.T) {
 		})
 	}
 }
+
+// TestRenderRefusesUnterminatedContexts: statements are joined for the
+// server, so one that leaves a context open would swallow the next one,
+// whose values were escaped for another context.
+func TestRenderRefusesUnterminatedContexts(t *testing.T) {
+	for _, first := range []string{`SELECT '`, `SELECT E'\'`, `SELECT "x`, `SELECT $q$ body`, `SELECT 1 /* open`, `DO $$ BEGIN EXECUTE 'SELECT ''; END $$`} {
+		_, err := renderStatements([]string{first, `CREATE ROLE "{{name}}" PASSWORD '{{password}}';`}, newTemplateValues("u").withPassword("p'w"))
+		if err == nil || !strings.Contains(err.Error(), "unterminated") {
+			t.Errorf("%s: error = %v, want an unterminated-context error", first, err)
+		}
+	}
+	if _, err := renderStatements([]string{"SELECT 1 -- a comment at the end"}, newTemplateValues("u")); err != nil {
+		t.Errorf("a trailing -- comment is refused: %v", err)
+	}
+}
