@@ -411,7 +411,11 @@ func TestReaperCloseLeavesNoGoroutines(t *testing.T) {
 	if n := runtime.NumGoroutine(); n > before {
 		t.Fatalf("%d goroutines after Close, %d before", n, before)
 	}
-	if strings.Contains(logs.String(), "[WARN]") {
-		t.Fatalf("warnings:\n%s", logs)
+	for _, line := range strings.Split(logs.String(), "\n") {
+		// The configuration warning about a superuser reassign target is
+		// expected here; a warning from the reaper is not.
+		if strings.Contains(line, "[WARN]") && !strings.Contains(line, "reassign_owned_to is a superuser") {
+			t.Fatalf("warnings:\n%s", logs)
+		}
 	}
 }
