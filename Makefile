@@ -23,7 +23,7 @@ TEST_TIMEOUT ?= 60m
 PG_MAJORS  ?= 14 15 16 17 18
 MATRIX_E2E ?= 17
 
-.PHONY: help build test test-matrix test-short bench fuzz demo dev fmt lint vault clean
+.PHONY: help build release test test-matrix test-short bench fuzz demo dev fmt lint vault clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -31,6 +31,12 @@ help: ## List the targets
 build: ## Build the plugin into bin/ (version $(VERSION))
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/$(PLUGIN) ./cmd/$(PLUGIN)
 	@echo "bin/$(PLUGIN) $$(./bin/$(PLUGIN) -version) sha256 $$(sha256sum bin/$(PLUGIN) | cut -d' ' -f1)"
+
+# `make release VERSION=v1.2.3`: VERSION must be given, not the default.
+release: ## Release artifacts in dist/ (binaries, zips, SHA256SUMS), reproducible; needs VERSION=vX.Y.Z
+	@if [ "$(origin VERSION)" != "command line" ] && [ "$(origin VERSION)" != "environment" ]; then \
+		echo "make release needs the version: make release VERSION=vX.Y.Z"; exit 1; fi
+	$(GO) run ./internal/cmd/release -version '$(VERSION)' -dist dist
 
 vault: $(VAULT_BIN) ## Build Vault $(VAULT_VERSION) for tests and the demo (once)
 
@@ -75,5 +81,5 @@ lint: ## gofmt check, go vet and staticcheck
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
-clean: ## Remove build output (keeps the cached Vault)
-	rm -rf bin/
+clean: ## Remove build output and release artifacts (keeps the cached Vault)
+	rm -rf bin/ dist/
