@@ -17,20 +17,37 @@ export VAULT_BIN
 
 TEST_TIMEOUT ?= 60m
 
+# `make test-examples` applies examples/terraform with OpenTofu and
+# terraform-provider-vault, both built once from the Go module proxy
+# (tools/tofu, tools/terraform-provider-vault) into .cache/terraform.
+# TF_BIN may name another OpenTofu or Terraform CLI.
+TOFU_VERSION         := 1.12.6
+PROVIDER_VAULT_VER   := 5.9.0
+TF_CACHE             := $(CURDIR)/.cache/terraform
+TOFU_CACHED          := $(TF_CACHE)/tofu-$(TOFU_VERSION)
+TF_BIN               ?= $(TOFU_CACHED)
+TF_PROVIDER_VAULT_DIR := $(TF_CACHE)/terraform-provider-vault-$(PROVIDER_VAULT_VER)
+
 # The PostgreSQL majors `make test-matrix` runs the package tests on, and
 # those it also runs the end-to-end tests on (empty: none). Their server
 # binaries come from npm (scripts/pgdist) into .cache/pg, once.
 PG_MAJORS  ?= 14 15 16 17 18
 MATRIX_E2E ?= 17
 
-.PHONY: help build test test-matrix test-short bench fuzz demo dev fmt lint vault clean
+.PHONY: help build release test test-examples test-matrix test-short bench fuzz demo dev fmt lint vault clean
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 build: ## Build the plugin into bin/ (version $(VERSION))
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/$(PLUGIN) ./cmd/$(PLUGIN)
 	@echo "bin/$(PLUGIN) $$(./bin/$(PLUGIN) -version) sha256 $$(sha256sum bin/$(PLUGIN) | cut -d' ' -f1)"
+
+# `make release VERSION=v1.2.3`: VERSION must be given, not the default.
+release: ## Release artifacts in dist/ (binaries, zips, SHA256SUMS), reproducible; needs VERSION=vX.Y.Z
+	@if [ "$(origin VERSION)" != "command line" ] && [ "$(origin VERSION)" != "environment" ]; then \
+		echo "make release needs the version: make release VERSION=vX.Y.Z"; exit 1; fi
+	$(GO) run ./internal/cmd/release -version '$(VERSION)' -dist dist
 
 vault: $(VAULT_BIN) ## Build Vault $(VAULT_VERSION) for tests and the demo (once)
 
@@ -39,6 +56,22 @@ $(VAULT_CACHED):
 	@mkdir -p $(dir $@)
 	cd tools/vault && $(GO) build -trimpath -ldflags "-s -w" -o $@.tmp github.com/hashicorp/vault
 	mv $@.tmp $@
+
+$(TOFU_CACHED):
+	@echo "building OpenTofu $(TOFU_VERSION) from the Go module proxy into .cache/terraform (once)"
+	@mkdir -p $(dir $@)
+	cd tools/tofu && $(GO) build -trimpath -ldflags "-s -w -X github.com/opentofu/opentofu/version.dev=no" -o $@.tmp github.com/opentofu/opentofu/cmd/tofu
+	mv $@.tmp $@
+
+# dev_overrides wants a directory that holds terraform-provider-vault.
+$(TF_PROVIDER_VAULT_DIR)/terraform-provider-vault:
+	@echo "building terraform-provider-vault $(PROVIDER_VAULT_VER) from the Go module proxy into .cache/terraform (once)"
+	@mkdir -p $(dir $@)
+	cd tools/terraform-provider-vault && $(GO) build -trimpath -ldflags "-s -w" -o $@.tmp github.com/hashicorp/terraform-provider-vault
+	mv $@.tmp $@
+
+test-examples: vault $(TF_BIN) $(TF_PROVIDER_VAULT_DIR)/terraform-provider-vault ## Apply examples/terraform (OpenTofu + terraform-provider-vault) to a dev Vault and PostgreSQL, log in with what it issues
+	TF_BIN=$(TF_BIN) TF_PROVIDER_VAULT_DIR=$(TF_PROVIDER_VAULT_DIR) $(GO) test -race -count=1 -timeout 30m -run 'TestTerraformExample' -v ./e2e
 
 # A short fuzz run of statement rendering is part of `make test`.
 TEST_FUZZTIME ?= 20s
@@ -75,5 +108,5 @@ lint: ## gofmt check, go vet and staticcheck
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
-clean: ## Remove build output (keeps the cached Vault)
-	rm -rf bin/
+clean: ## Remove build output and release artifacts (keeps the cached Vault)
+	rm -rf bin/ dist/

@@ -7,23 +7,34 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
+// devVersion is what a build that sets no version reports. It is still a
+// valid v-prefixed semver: Vault refuses to register or run a plugin that
+// reports anything else.
+const devVersion = "v0.1.0-dev"
+
 // Version is the plugin's semantic version. Release builds set it with
 // -ldflags "-X github.com/pgvault/vault-plugin-database-postgres.Version=v1.2.3".
-// A plain `go build` keeps the development default, which is still a valid
-// v-prefixed semver: Vault refuses to register or run a plugin that reports
-// anything else.
-var Version = "v0.1.0-dev"
+var Version = devVersion
 
-// ReportedVersion is the version the plugin tells Vault. A bare "1.2.3" passed through
-// ldflags is accepted and given its "v" prefix.
+// ReportedVersion is the version the plugin tells Vault: the linked
+// Version, else the module version `go install …@v1.2.3` records, else
+// devVersion.
 func ReportedVersion() string {
-	v := strings.TrimSpace(Version)
-	if v == "" || v == "dev" {
-		// Fall back to the module version when installed with `go install …@vX`.
-		if bi, ok := debug.ReadBuildInfo(); ok && strings.HasPrefix(bi.Main.Version, "v") && bi.Main.Version != "(devel)" {
+	bi, _ := debug.ReadBuildInfo()
+	return reportedVersion(Version, bi)
+}
+
+// reportedVersion is ReportedVersion with its inputs given. A bare "1.2.3"
+// passed through ldflags is given its "v" prefix.
+func reportedVersion(linked string, bi *debug.BuildInfo) string {
+	v := strings.TrimSpace(linked)
+	if v == "" || v == "dev" || v == devVersion {
+		// `go install` links no version but records the module's; a build
+		// from a modified checkout records "+dirty", which names no release.
+		if bi != nil && strings.HasPrefix(bi.Main.Version, "v") && !strings.HasSuffix(bi.Main.Version, "+dirty") {
 			return bi.Main.Version
 		}
-		return "v0.1.0-dev"
+		return devVersion
 	}
 	if !strings.HasPrefix(v, "v") {
 		v = "v" + v

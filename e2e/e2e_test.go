@@ -81,6 +81,12 @@ func ctxT(t *testing.T) context.Context {
 // mount configured for the superuser; it returns the client.
 func devVault(t *testing.T) (*vaulttest.Server, *api.Client) {
 	t.Helper()
+	return devVaultWith(t, plugin)
+}
+
+// devVaultWith is devVault with the given plugin binary.
+func devVaultWith(t *testing.T, plugin *vaulttest.Plugin) (*vaulttest.Server, *api.Client) {
+	t.Helper()
 	needAll(t)
 	s, err := vaulttest.StartDev(ctxT(t), vaultBin, t.TempDir(), plugin)
 	if err != nil {
