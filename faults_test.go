@@ -36,6 +36,7 @@ type faultLink struct {
 
 func newFaultProxy(t testing.TB) *faultProxy {
 	t.Helper()
+	needPG(t)
 	p := &faultProxy{t: t, target: net.JoinHostPort(pg.Host, strconv.Itoa(pg.Port))}
 	p.listen(0)
 	t.Cleanup(func() { p.down(); p.killAll() })
