@@ -36,16 +36,16 @@ import (
 
 // Request counts at BENCH_SCALE=1, by concurrency.
 var (
-	inProcessCounts = map[int]int{1: 150, 16: 600, 64: 600}
-	vaultCounts     = map[int]int{1: 150, 4: 300, 16: 450, 64: 450}
+	inProcessCounts = map[int]int{1: 300, 16: 600, 64: 600}
+	vaultCounts     = map[int]int{1: 300, 4: 300, 16: 450, 64: 450}
 	revokeLeases    = 900
 )
 
 const (
 	poolSize     = 16 // max_open_connections everywhere, and the raw pools' size
 	inRounds     = 3
-	vaultRounds  = 3
-	revokeRounds = 2
+	vaultRounds  = 5
+	revokeRounds = 3
 	proxyDelay   = time.Millisecond
 )
 
