@@ -188,7 +188,10 @@ BEGIN
 		LOOP
 			EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity
 				WHERE usesysid = roid AND pid <> pg_catalog.pg_backend_pid())
-			  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'virtualxid' AND pid = ANY (killed));
+			  -- pg_locks copies the whole lock table: read it only when
+			  -- there are signalled starting backends to wait for.
+			  AND (cardinality(killed) = 0 OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks
+				WHERE locktype = 'virtualxid' AND pid = ANY (killed)));
 			IF pg_catalog.clock_timestamp() > deadline THEN
 				RAISE EXCEPTION USING ERRCODE = 'object_in_use',
 					MESSAGE = 'sessions of the user are still running 10 s after being told to end: retry the revocation';

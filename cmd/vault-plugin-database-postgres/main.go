@@ -52,6 +52,7 @@ func run(args []string) error {
 	// which nobody reads once Vault is gone.
 	logger := hclog.New(&hclog.LoggerOptions{Name: name, Output: os.Stderr, JSONFormat: true})
 	go watchParent(logger, os.Getppid(), parentPollInterval)
+	servePprof(logger)
 	plugin.Serve(conf)
 	return nil
 }
