@@ -43,7 +43,11 @@ func (p *Postgres) newCertUser(ctx context.Context, st *state, req dbplugin.NewU
 		return dbplugin.NewUserResponse{}, fmt.Errorf("creation_statements: %w", err)
 	}
 	// Labelled like any created user, so that an orphan can be reaped.
-	sql += st.labelStatement(username, req)
+	label, err := st.labelStatement(username, req)
+	if err != nil {
+		return dbplugin.NewUserResponse{}, err
+	}
+	sql += label
 	if err := p.create(ctx, st, username, sql); err != nil {
 		p.rollback(ctx, st, req.RollbackStatements.Commands, vals)
 		return dbplugin.NewUserResponse{}, fmt.Errorf("creating user %q: %s", username, st.describe(err))

@@ -114,13 +114,3 @@ func TestPoolConfigKeepsCredentialsOutOfText(t *testing.T) {
 		t.Fatalf("error = %v", err)
 	}
 }
-
-func TestParseTextArray(t *testing.T) {
-	got := parseTextArray(`{a,"b c","d\"e"}`)
-	if strings.Join(got, "|") != `a|b c|d"e` {
-		t.Fatalf("got %q", got)
-	}
-	if len(parseTextArray("{}")) != 0 {
-		t.Fatal("empty array")
-	}
-}

@@ -269,7 +269,11 @@ func (p *Postgres) NewUser(ctx context.Context, req dbplugin.NewUserRequest) (db
 	if err != nil {
 		return dbplugin.NewUserResponse{}, fmt.Errorf("creation_statements: %w", err)
 	}
-	sql += st.labelStatement(username, req)
+	label, err := st.labelStatement(username, req)
+	if err != nil {
+		return dbplugin.NewUserResponse{}, err
+	}
+	sql += label
 	if err := p.create(ctx, st, username, sql); err != nil {
 		p.rollback(ctx, st, req.RollbackStatements.Commands, vals)
 		return dbplugin.NewUserResponse{}, fmt.Errorf("creating user %q: %s", username, redact(st.describe(err), req.Password, verifier))
@@ -390,7 +394,11 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 	if err != nil {
 		return dbplugin.UpdateUserResponse{}, fmt.Errorf("rotation statements: %w", err)
 	}
-	sql += relabelStatement(req)
+	label, err := relabelStatement(req)
+	if err != nil {
+		return dbplugin.UpdateUserResponse{}, err
+	}
+	sql += label
 	// A role missing at the start makes ALTER ROLE fail with 42704; the check
 	// gives that a clear message without an extra round trip.
 	sql = "DO " + dollarQuote(fmt.Sprintf(" BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s) THEN RAISE EXCEPTION USING ERRCODE = 'undefined_object', MESSAGE = 'role does not exist'; END IF; END ", quoteLiteral(req.Username))) + ";\n" + sql
