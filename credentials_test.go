@@ -70,7 +70,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.MaxOpenConnections != 9 || c.MaxConnectionLifetime != 90*time.Second || c.PasswordAuthentication != "auto" || !*c.TerminateSessions {
+	if c.MaxOpenConnections != 9 || c.MaxConnectionLifetime != 90*time.Second || c.PasswordAuthentication != "auto" || !c.TerminateSessions {
 		t.Fatalf("decoded %+v", c)
 	}
 	if len(unknown) != 1 || unknown[0] != "brand_new_vault_key" {

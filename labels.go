@@ -79,7 +79,7 @@ const asPlugin = "SET LOCAL SESSION AUTHORIZATION DEFAULT; SET LOCAL ROLE NONE;\
 // labelStatement is the SQL that labels a role NewUser creates, to append to
 // its creation statements; "" when labelling is off.
 func (st *state) labelStatement(username string, req dbplugin.NewUserRequest) (string, error) {
-	if !*st.cfg.LabelRoles {
+	if !st.cfg.LabelRoles {
 		return "", nil
 	}
 	return asPluginDo(labelCreatedSQL, map[string]string{

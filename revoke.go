@@ -188,7 +188,7 @@ const pinnedSearchPath = "SET search_path = pg_catalog, pg_temp;\n"
 func (st *state) revokeSQL(username string, final bool) (string, error) {
 	vals := st.revokeValues(username)
 	login, err1 := revokeLoginSQL.fill(vals)
-	vals["terminate"] = strconv.FormatBool(*st.cfg.TerminateSessions)
+	vals["terminate"] = strconv.FormatBool(st.cfg.TerminateSessions)
 	vals["final"] = strconv.FormatBool(final)
 	vals["hand_over"] = handOverSQL
 	role, err2 := revokeRoleSQL.fill(vals)
