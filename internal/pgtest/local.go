@@ -3,13 +3,10 @@ package pgtest
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
@@ -221,62 +218,31 @@ func appendFile(path, text string) error {
 
 // writeCerts writes a CA and a server certificate for 127.0.0.1/localhost
 // into dir and returns the CA's PEM.
-// testCA is the CA that signs the server's and clients' certificates.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
 func writeCerts(dir string) ([]byte, *testCA, error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, caPEM, err := newTestCA("pgvault test CA")
 	if err != nil {
 		return nil, nil, err
 	}
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pgvault test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	ca := &testCA{cert: caCert, key: caKey}
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	srvTmpl := &x509.Certificate{
+	srvPEM, keyPEM, err := ca.sign(&x509.Certificate{
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
 		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
+	}, "ec")
 	if err != nil {
 		return nil, nil, err
 	}
-	keyDER, err := x509.MarshalECPrivateKey(srvKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
-	files := map[string][]byte{
-		"ca.crt":     caPEM,
-		"server.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}),
-		"server.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
-	}
+	files := map[string]string{"ca.crt": caPEM, "server.crt": srvPEM, "server.key": keyPEM}
 	for name, b := range files {
 		mode := os.FileMode(0o644)
 		if name == "server.key" {
 			mode = 0o600
 		}
-		if err := os.WriteFile(filepath.Join(dir, name), b, mode); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(b), mode); err != nil {
 			return nil, nil, err
 		}
 	}
-	return caPEM, ca, nil
+	return []byte(caPEM), ca, nil
 }
 
 // randomPassword returns a password with characters that break naive URL
@@ -294,27 +260,9 @@ const CertUser = "pgvault_certuser"
 // ClientCert issues a client certificate and key (PEM) for user, signed by
 // the server's test CA. Only a local cluster has one.
 func (s *Server) ClientCert(user string) (certPEM, keyPEM string, err error) {
-	if s.ca == nil {
-		return "", "", errors.New("no test CA: the server was not started here")
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := s.ClientCA()
 	if err != nil {
 		return "", "", err
 	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: user},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.ca.cert, &key.PublicKey, s.ca.key)
-	if err != nil {
-		return "", "", err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return "", "", err
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})), nil
+	return ca.Issue(user, "ec")
 }

@@ -191,6 +191,18 @@ func (s *Server) CanLogin(ctx context.Context, user, password string) error {
 	return c.QueryRow(ctx, "SELECT 1").Scan(&one)
 }
 
+// Querier is what RoleExists needs: a pool or a connection.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// RoleExists reports whether the cluster has a role of that name.
+func RoleExists(ctx context.Context, q Querier, name string) (bool, error) {
+	var ok bool
+	err := q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)", name).Scan(&ok)
+	return ok, err
+}
+
 // Pool opens a superuser pool.
 func (s *Server) Pool(ctx context.Context) (*pgxpool.Pool, error) {
 	return pgxpool.New(ctx, s.SuperURL())
