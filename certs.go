@@ -50,7 +50,7 @@ func (p *Postgres) newCertUser(ctx context.Context, st *state, req dbplugin.NewU
 	sql += label
 	if err := p.create(ctx, st, username, sql); err != nil {
 		p.rollback(ctx, st, req.RollbackStatements.Commands, vals)
-		return dbplugin.NewUserResponse{}, fmt.Errorf("creating user %q: %s", username, st.describe(err))
+		return dbplugin.NewUserResponse{}, st.failed(fmt.Sprintf("creating user %q", username), err)
 	}
 	p.logger.Debug("created user", "username", username, "credential_type", dbplugin.CredentialTypeClientCertificate.String())
 	return dbplugin.NewUserResponse{Username: username}, nil

@@ -747,17 +747,3 @@ func sqlState(err error) string {
 	}
 	return ""
 }
-
-// describe formats a database error for an operator without the statement
-// text (which could hold a password verifier).
-func describe(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		s := pgErr.Message
-		if pgErr.Detail != "" {
-			s += " (" + pgErr.Detail + ")"
-		}
-		return fmt.Sprintf("%s (SQLSTATE %s)", s, pgErr.Code)
-	}
-	return err.Error()
-}

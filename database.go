@@ -203,7 +203,7 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 			cfg.ReassignOwnedTo).Scan(&enc, &targetOK, &targetSuper)
 		if err != nil {
 			pool.Close()
-			return dbplugin.InitializeResponse{}, fmt.Errorf("verifying connection to %s as %q: %s", hostList(poolCfg), cfg.Username, describe(err))
+			return dbplugin.InitializeResponse{}, failed(fmt.Sprintf("verifying connection to %s as %q", hostList(poolCfg), cfg.Username), err)
 		}
 		if !targetOK {
 			pool.Close()
@@ -276,7 +276,7 @@ func (p *Postgres) NewUser(ctx context.Context, req dbplugin.NewUserRequest) (db
 	sql += label
 	if err := p.create(ctx, st, username, sql); err != nil {
 		p.rollback(ctx, st, req.RollbackStatements.Commands, vals)
-		return dbplugin.NewUserResponse{}, fmt.Errorf("creating user %q: %s", username, redact(st.describe(err), req.Password, verifier))
+		return dbplugin.NewUserResponse{}, st.failed(fmt.Sprintf("creating user %q", username), err, req.Password, verifier)
 	}
 	p.logger.Debug("created user", "username", username)
 	return dbplugin.NewUserResponse{Username: username}, nil
@@ -317,23 +317,6 @@ func (st *state) roleExists(ctx context.Context, name string) (bool, error) {
 	var ok bool
 	err := st.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)", name).Scan(&ok)
 	return ok, err
-}
-
-// describe is describe(err) with the database it came from when the error is
-// the connection's, which pgx's own text ("unexpected EOF") does not name.
-func (st *state) describe(err error) string {
-	msg := describe(err)
-	switch {
-	case isLockTimeout(err):
-		msg = fmt.Sprintf("%s: waited longer than lock_timeout (%s) for a lock another session holds; retry later, or raise lock_timeout", msg, st.cfg.LockTimeout)
-	case sqlState(err) == "" && !strings.Contains(msg, "failed to connect"):
-		if connLost(err) {
-			msg = fmt.Sprintf("the connection to %s was lost (%s)", hostList(st.poolCfg), msg)
-		} else {
-			msg = fmt.Sprintf("%s (database %s)", msg, hostList(st.poolCfg))
-		}
-	}
-	return msg
 }
 
 // rollback runs the role's rollback_statements after a failed creation. The
@@ -436,7 +419,7 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 		if sqlState(err) == pgerrcode.UndefinedObject {
 			return dbplugin.UpdateUserResponse{}, fmt.Errorf("updating user %q: the user does not exist in the database", req.Username)
 		}
-		return dbplugin.UpdateUserResponse{}, fmt.Errorf("updating user %q: %s", req.Username, redact(st.describe(err), newPassword, vals.Password, req.SelfManagedPassword))
+		return dbplugin.UpdateUserResponse{}, st.failed(fmt.Sprintf("updating user %q", req.Username), err, newPassword, vals.Password, req.SelfManagedPassword)
 	}
 	p.logger.Debug("updated user", "username", req.Username, "password", req.Password != nil, "expiration", req.Expiration != nil)
 	return dbplugin.UpdateUserResponse{}, nil
@@ -509,7 +492,7 @@ func (p *Postgres) DeleteUser(ctx context.Context, req dbplugin.DeleteUserReques
 			p.logger.Debug("revocation: user already gone", "username", req.Username)
 			return dbplugin.DeleteUserResponse{}, nil
 		}
-		return dbplugin.DeleteUserResponse{}, fmt.Errorf("revoking user %q: %s", req.Username, describe(err))
+		return dbplugin.DeleteUserResponse{}, failed(fmt.Sprintf("revoking user %q", req.Username), err)
 	}
 	return dbplugin.DeleteUserResponse{}, nil
 }
@@ -560,7 +543,7 @@ func (st *state) passwordEncryption(ctx context.Context) (string, error) {
 	}
 	var enc string
 	if err := st.pool.QueryRow(ctx, "SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'password_encryption'").Scan(&enc); err != nil {
-		return "", fmt.Errorf("reading password_encryption: %s", describe(err))
+		return "", failed("reading password_encryption", err)
 	}
 	st.serverPasswordEncryption.Store(&enc)
 	return enc, nil

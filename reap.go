@@ -149,7 +149,7 @@ func (p *Postgres) reapOnce(ctx context.Context, st *state) (res reapResult, err
 	cc := st.poolCfg.ConnConfig
 	conn, err := st.connectAs(ctx, cc.User, cc.Password)
 	if err != nil {
-		return res, fmt.Errorf("connecting to %s as %q: %s", hostList(st.poolCfg), cc.User, describe(err))
+		return res, failed(fmt.Sprintf("connecting to %s as %q", hostList(st.poolCfg), cc.User), err)
 	}
 	defer func() {
 		// Bounded, so a stalled network cannot hold up stop.
@@ -159,7 +159,7 @@ func (p *Postgres) reapOnce(ctx context.Context, st *state) (res reapResult, err
 	}()
 	var locked bool
 	if err := conn.QueryRow(ctx, reapLockSQL).Scan(&locked); err != nil {
-		return res, fmt.Errorf("taking the reaper lock: %s", st.describe(err))
+		return res, st.failed("taking the reaper lock", err)
 	}
 	if !locked {
 		res.skipped = true
@@ -173,7 +173,7 @@ func (p *Postgres) reapOnce(ctx context.Context, st *state) (res reapResult, err
 	}()
 	orphans, err := listOrphans(ctx, conn, st.cfg.ReassignOwnedTo, st.cfg.ReapOrphansAfter)
 	if err != nil {
-		return res, fmt.Errorf("listing labelled roles: %s", st.describe(err))
+		return res, st.failed("listing labelled roles", err)
 	}
 	res.expired = len(orphans)
 	for _, o := range orphans {

@@ -161,7 +161,7 @@ func (st *state) reassignIn(ctx context.Context, dbname, username string) error 
 		return err
 	}
 	if err := execAtomic(ctx, pool, pinnedSearchPath+"DO "+dollarQuote(body)); err != nil {
-		return errors.New(describe(err))
+		return failed("", err)
 	}
 	return nil
 }
@@ -243,7 +243,7 @@ func (st *state) revokeOnce(ctx context.Context, username string, final bool) (r
 			// hand-over starts: only REASSIGN/DROP OWNED waited.
 			return revokePass{}, fmt.Errorf("%w: handing over what the user owns waited longer than lock_timeout (%s) for a lock another session holds on one of its objects; Vault retries the revocation later", errHandOverLocked, st.cfg.LockTimeout)
 		}
-		return revokePass{}, errors.New(st.describe(err))
+		return revokePass{}, st.failed("", err)
 	}
 	return pass, nil
 }
