@@ -193,29 +193,9 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 	}
 	st := &state{cfg: cfg, pool: pool, poolCfg: poolCfg, username: tmpl}
 	if req.VerifyConnection {
-		// One round trip proves the connection, reads password_encryption
-		// for auto mode and checks the reassign_owned_to role.
-		var enc string
-		var targetOK, targetSuper bool
-		err := pool.QueryRow(ctx, `SELECT current_setting('password_encryption'),
-			$1 = '' OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1),
-			coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = coalesce(nullif($1, ''), current_user)), false)`,
-			cfg.ReassignOwnedTo).Scan(&enc, &targetOK, &targetSuper)
-		if err != nil {
+		if err := p.verifyConnection(ctx, st); err != nil {
 			pool.Close()
-			return dbplugin.InitializeResponse{}, failed(fmt.Sprintf("verifying connection to %s as %q", hostList(poolCfg), cfg.Username), err)
-		}
-		if !targetOK {
-			pool.Close()
-			return dbplugin.InitializeResponse{}, fmt.Errorf("reassign_owned_to: role %q does not exist (create it, or leave the parameter out to use the connection's user)", cfg.ReassignOwnedTo)
-		}
-		st.serverPasswordEncryption.Store(&enc)
-		if targetSuper {
-			// Revocation disarms SECURITY DEFINER routines and (15+) views,
-			// but a function in an index expression or a materialized
-			// view a user left behind runs as its new owner.
-			p.logger.Warn("reassign_owned_to is a superuser (by default it is the connection's user): objects revoked users leave behind will run with superuser rights when maintained; name an unprivileged NOLOGIN role instead",
-				"reassign_owned_to", cmp.Or(cfg.ReassignOwnedTo, cfg.Username))
+			return dbplugin.InitializeResponse{}, err
 		}
 	}
 	st.reaper = p.startReaper(st)
@@ -230,6 +210,34 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 	resp := dbplugin.InitializeResponse{Config: out}
 	resp.SetSupportedCredentialTypes([]dbplugin.CredentialType{dbplugin.CredentialTypePassword, dbplugin.CredentialTypeClientCertificate})
 	return resp, nil
+}
+
+// verifyConnection proves the connection with one round trip, which also
+// reads password_encryption for auto mode and checks the reassign_owned_to
+// role.
+func (p *Postgres) verifyConnection(ctx context.Context, st *state) error {
+	cfg := st.cfg
+	var enc string
+	var targetOK, targetSuper bool
+	err := st.pool.QueryRow(ctx, `SELECT current_setting('password_encryption'),
+		$1 = '' OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1),
+		coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = coalesce(nullif($1, ''), current_user)), false)`,
+		cfg.ReassignOwnedTo).Scan(&enc, &targetOK, &targetSuper)
+	if err != nil {
+		return failed(fmt.Sprintf("verifying connection to %s as %q", hostList(st.poolCfg), cfg.Username), err)
+	}
+	if !targetOK {
+		return fmt.Errorf("reassign_owned_to: role %q does not exist (create it, or leave the parameter out to use the connection's user)", cfg.ReassignOwnedTo)
+	}
+	st.serverPasswordEncryption.Store(&enc)
+	if targetSuper {
+		// Revocation disarms SECURITY DEFINER routines and (15+) views,
+		// but a function in an index expression or a materialized
+		// view a user left behind runs as its new owner.
+		p.logger.Warn("reassign_owned_to is a superuser (by default it is the connection's user): objects revoked users leave behind will run with superuser rights when maintained; name an unprivileged NOLOGIN role instead",
+			"reassign_owned_to", cmp.Or(cfg.ReassignOwnedTo, cfg.Username))
+	}
+	return nil
 }
 
 // NewUser creates a user from the role's creation statements, all in one
@@ -354,17 +362,36 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 	if req.Password == nil && req.Expiration == nil {
 		return dbplugin.UpdateUserResponse{}, errors.New("no change requested: give a new password or expiration")
 	}
-	vals := newTemplateValues(req.Username)
-	var stmts []string
+	sql, vals, err := st.updateSQL(ctx, req)
+	if err != nil {
+		return dbplugin.UpdateUserResponse{}, err
+	}
 	newPassword := ""
 	if req.Password != nil {
 		newPassword = req.Password.NewPassword
+	}
+	if err := p.runUpdate(ctx, st, req, sql, newPassword); err != nil {
+		if sqlState(err) == pgerrcode.UndefinedObject {
+			return dbplugin.UpdateUserResponse{}, fmt.Errorf("updating user %q: the user does not exist in the database", req.Username)
+		}
+		return dbplugin.UpdateUserResponse{}, st.failed(fmt.Sprintf("updating user %q", req.Username), err, newPassword, vals.Password, req.SelfManagedPassword)
+	}
+	p.logger.Debug("updated user", "username", req.Username, "password", req.Password != nil, "expiration", req.Expiration != nil)
+	return dbplugin.UpdateUserResponse{}, nil
+}
+
+// updateSQL renders the password and expiration statements of an update,
+// the relabel of a renewal, and a check that the role exists first.
+func (st *state) updateSQL(ctx context.Context, req dbplugin.UpdateUserRequest) (string, templateValues, error) {
+	vals := newTemplateValues(req.Username)
+	var stmts []string
+	if req.Password != nil {
 		if req.Password.NewPassword == "" {
-			return dbplugin.UpdateUserResponse{}, errors.New("the new password is empty")
+			return "", vals, errors.New("the new password is empty")
 		}
 		verifier, err := st.passwordFor(ctx, req.Username, req.Password.NewPassword)
 		if err != nil {
-			return dbplugin.UpdateUserResponse{}, fmt.Errorf("updating user %q: %w", req.Username, err)
+			return "", vals, fmt.Errorf("updating user %q: %w", req.Username, err)
 		}
 		vals = vals.withPassword(verifier)
 		stmts = append(stmts, orDefault(req.Password.Statements.Commands, defaultChangePassword)...)
@@ -375,17 +402,22 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 	}
 	sql, err := renderStatements(stmts, vals)
 	if err != nil {
-		return dbplugin.UpdateUserResponse{}, fmt.Errorf("rotation statements: %w", err)
+		return "", vals, fmt.Errorf("rotation statements: %w", err)
 	}
 	label, err := relabelStatement(req)
 	if err != nil {
-		return dbplugin.UpdateUserResponse{}, err
+		return "", vals, err
 	}
-	sql += label
 	// A role missing at the start makes ALTER ROLE fail with 42704; the check
 	// gives that a clear message without an extra round trip.
-	sql = "DO " + dollarQuote(fmt.Sprintf(" BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s) THEN RAISE EXCEPTION USING ERRCODE = 'undefined_object', MESSAGE = 'role does not exist'; END IF; END ", quoteLiteral(req.Username))) + ";\n" + sql
+	check := "DO " + dollarQuote(fmt.Sprintf(" BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s) THEN RAISE EXCEPTION USING ERRCODE = 'undefined_object', MESSAGE = 'role does not exist'; END IF; END ", quoteLiteral(req.Username))) + ";\n"
+	return check + sql + label, vals, nil
+}
 
+// runUpdate runs an update's statements, as the plugin or, for a
+// self-managed static role, as the user itself, again on a fresh connection
+// after a lost one when that is safe.
+func (p *Postgres) runUpdate(ctx context.Context, st *state, req dbplugin.UpdateUserRequest, sql, newPassword string) error {
 	sessionUser := st.poolCfg.ConnConfig.User
 	if req.SelfManagedPassword != "" {
 		sessionUser = req.Username
@@ -415,14 +447,7 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 		p.logger.Debug("connection lost; updating the user again on a fresh connection", "username", req.Username)
 		pid, err = run()
 	}
-	if err != nil {
-		if sqlState(err) == pgerrcode.UndefinedObject {
-			return dbplugin.UpdateUserResponse{}, fmt.Errorf("updating user %q: the user does not exist in the database", req.Username)
-		}
-		return dbplugin.UpdateUserResponse{}, st.failed(fmt.Sprintf("updating user %q", req.Username), err, newPassword, vals.Password, req.SelfManagedPassword)
-	}
-	p.logger.Debug("updated user", "username", req.Username, "password", req.Password != nil, "expiration", req.Expiration != nil)
-	return dbplugin.UpdateUserResponse{}, nil
+	return err
 }
 
 // replyLost reports an error after which the server may or may not have run
