@@ -1,6 +1,11 @@
 // Package postgres is a HashiCorp Vault database secrets plugin for
 // PostgreSQL built on pgx: dynamic users, static-role and root rotation, and a
 // revocation that always finishes without losing data.
+//
+// This file holds the dbplugin methods; each validates, renders (render.go),
+// executes and maps the error (errors.go). The long SQL they run lives in
+// sql/*.sql, embedded and filled by sqltemplate.go. DEVELOPERS.md maps the
+// rest.
 package postgres
 
 import (

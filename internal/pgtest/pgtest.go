@@ -5,6 +5,12 @@
 // postgres:${PG_VERSION:-17}), and the local PostgreSQL server binaries
 // (pg_config --bindir). From binaries it starts a throwaway cluster with
 // SCRAM authentication and TLS from a test CA on a free loopback port.
+//
+// It is also the one home of what tests need from the database side:
+// connections and pools (Connect, Pool, CanLogin), catalog checks
+// (RoleExists), the server log (ReadLog), and certificates (certauth.go:
+// NewCA and CA.Issue for any certificate a test needs, ClientCA and
+// ClientCert for the local cluster's own CA).
 package pgtest
 
 import (
