@@ -282,17 +282,26 @@ func (p *Postgres) NewUser(ctx context.Context, req dbplugin.NewUserRequest) (db
 	if err != nil {
 		return dbplugin.NewUserResponse{}, fmt.Errorf("creation_statements: %w", err)
 	}
-	label, err := st.labelStatement(username, req)
-	if err != nil {
+	if err := p.createLabelled(ctx, st, req, username, sql, vals, req.Password, verifier); err != nil {
 		return dbplugin.NewUserResponse{}, err
-	}
-	sql += label
-	if err := p.create(ctx, st, username, sql); err != nil {
-		p.rollback(ctx, st, req.RollbackStatements.Commands, vals)
-		return dbplugin.NewUserResponse{}, st.failed(fmt.Sprintf("creating user %q", username), err, req.Password, verifier)
 	}
 	p.logger.Debug("created user", "username", username)
 	return dbplugin.NewUserResponse{Username: username}, nil
+}
+
+// createLabelled runs the rendered creation statements with the label
+// appended (labels.go), and the rollback statements after a failure. The
+// error names the user and hides secrets, the password and its verifier.
+func (p *Postgres) createLabelled(ctx context.Context, st *state, req dbplugin.NewUserRequest, username, sql string, vals templateValues, secrets ...string) error {
+	label, err := st.labelStatement(username, req)
+	if err != nil {
+		return err
+	}
+	if err := p.create(ctx, st, username, sql+label); err != nil {
+		p.rollback(ctx, st, req.RollbackStatements.Commands, vals)
+		return st.failed(fmt.Sprintf("creating user %q", username), err, secrets...)
+	}
+	return nil
 }
 
 // connRetries bounds how often a request runs again on a fresh connection
