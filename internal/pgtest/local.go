@@ -85,47 +85,103 @@ func startLocal(ctx context.Context) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "pgvault-pg-")
+	dir, cleanupDir, err := clusterDir("pgvault-pg-")
 	if err != nil {
 		return nil, err
 	}
-	cleanupDir := func() { _ = os.RemoveAll(dir) }
-	if err := os.Chmod(dir, 0o755); err != nil {
+	fail := func(err error) (*Server, error) {
 		cleanupDir()
 		return nil, err
 	}
-	password := randomPassword()
 	ca, signer, err := writeCerts(dir)
 	if err != nil {
-		cleanupDir()
-		return nil, err
+		return fail(err)
 	}
-	pwfile := filepath.Join(dir, "pwfile")
-	if err := os.WriteFile(pwfile, []byte(password+"\n"), 0o600); err != nil {
-		cleanupDir()
-		return nil, err
+	if err := chownTLS(who, dir); err != nil {
+		return fail(err)
 	}
-	for _, f := range []string{dir, pwfile, filepath.Join(dir, "server.key"), filepath.Join(dir, "server.crt"), filepath.Join(dir, "ca.crt")} {
+	password := randomPassword()
+	data := filepath.Join(dir, "data")
+	if err := initCluster(ctx, who, bin, data, password); err != nil {
+		return fail(err)
+	}
+	port, err := FreePort()
+	if err != nil {
+		return fail(err)
+	}
+	if err := configureCluster(who, dir, data, port); err != nil {
+		return fail(err)
+	}
+	logFile := filepath.Join(dir, "server.log")
+	pid, exited, stop, err := runPostmaster(who, bin, data, logFile)
+	if err != nil {
+		return fail(err)
+	}
+	stopAndClean := func() error {
+		err := stop()
+		cleanupDir()
+		return err
+	}
+	s := &Server{Host: "127.0.0.1", Port: port, SuperUser: "postgres", SuperPassword: password, Database: "postgres",
+		SSLMode: "verify-full", CAPEM: string(ca), CAFile: filepath.Join(dir, "ca.crt"), LogFile: logFile, ca: signer,
+		Source: "local " + bin, BinDir: bin, stop: stopAndClean, DataDir: data, PID: pid, exited: exited}
+	if err := s.waitReady(ctx, 60*time.Second); err != nil {
+		log, _ := os.ReadFile(logFile)
+		_ = stopAndClean()
+		return nil, fmt.Errorf("%w\nserver log:\n%s", err, log)
+	}
+	return s, nil
+}
+
+// clusterDir makes a temp dir the cluster user can enter, and its cleanup.
+func clusterDir(prefix string) (string, func(), error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup := func() { _ = os.RemoveAll(dir) }
+	if err := os.Chmod(dir, 0o755); err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	return dir, cleanup, nil
+}
+
+// chownTLS gives dir and the TLS files in it to the cluster user.
+func chownTLS(who runAs, dir string) error {
+	for _, f := range []string{dir, filepath.Join(dir, "ca.crt"), filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")} {
 		if err := os.Chown(f, who.uid, who.gid); err != nil {
-			cleanupDir()
-			return nil, err
+			return err
 		}
 	}
-	data := filepath.Join(dir, "data")
+	return nil
+}
+
+// initCluster runs initdb on data as the cluster user, with SCRAM and the
+// superuser postgres whose password is password.
+func initCluster(ctx context.Context, who runAs, bin, data, password string) error {
+	pwfile := filepath.Join(filepath.Dir(data), "pwfile")
+	if err := os.WriteFile(pwfile, []byte(password+"\n"), 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(pwfile)
+	if err := os.Chown(pwfile, who.uid, who.gid); err != nil {
+		return err
+	}
 	var out bytes.Buffer
 	initdb := who.command(ctx, filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "--auth=scram-sha-256",
 		"--pwfile="+pwfile, "-E", "UTF8", "--no-sync", "--no-instructions")
 	initdb.Stdout, initdb.Stderr = &out, &out
 	if err := initdb.Run(); err != nil {
-		cleanupDir()
-		return nil, fmt.Errorf("initdb: %v: %s", err, out.String())
+		return fmt.Errorf("initdb: %v: %s", err, out.String())
 	}
-	_ = os.Remove(pwfile)
-	port, err := FreePort()
-	if err != nil {
-		cleanupDir()
-		return nil, err
-	}
+	return nil
+}
+
+// configureCluster writes the settings and pg_hba.conf of a fresh cluster:
+// loopback on port, TLS from the files in dir, speed over durability, every
+// statement logged.
+func configureCluster(who runAs, dir, data string, port int) error {
 	conf := fmt.Sprintf(`
 listen_addresses = '127.0.0.1'
 port = %d
@@ -144,8 +200,7 @@ log_min_messages = warning
 log_line_prefix = '%%m [%%p] %%u@%%d '
 `, port, dir, filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key"), filepath.Join(dir, "ca.crt"))
 	if err := appendFile(filepath.Join(data, "postgresql.conf"), conf); err != nil {
-		cleanupDir()
-		return nil, err
+		return err
 	}
 	// CertUser may only log in with a client certificate from the test CA.
 	// Members of CertGroup log in with a client certificate (certauth.go).
@@ -154,54 +209,10 @@ log_line_prefix = '%%m [%%p] %%u@%%d '
 		"local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n" +
 		"host replication postgres 127.0.0.1/32 scram-sha-256\n" // StartReplica's pg_basebackup and standby
 	if err := os.WriteFile(filepath.Join(data, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
-		cleanupDir()
-		return nil, err
+		return err
 	}
 	_ = os.Chown(filepath.Join(data, "pg_hba.conf"), who.uid, who.gid)
-	logFile := filepath.Join(dir, "server.log")
-	logf, err := os.Create(logFile)
-	if err != nil {
-		cleanupDir()
-		return nil, err
-	}
-	// The postmaster runs as our child (not daemonized by pg_ctl) in its own
-	// process group and dies with us, so a test binary that panics or times
-	// out leaves no server behind.
-	pgCmd := who.command(context.Background(), filepath.Join(bin, "postgres"), "-D", data)
-	pgCmd.Stdout, pgCmd.Stderr = logf, logf
-	pgCmd.SysProcAttr.Setpgid = true
-	pgCmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	if err := pgCmd.Start(); err != nil {
-		logf.Close()
-		cleanupDir()
-		return nil, fmt.Errorf("starting postgres: %w", err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = pgCmd.Wait()
-		logf.Close()
-		close(exited)
-	}()
-	stop := func() error {
-		_ = pgCmd.Process.Signal(syscall.SIGINT) // fast shutdown
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			_ = syscall.Kill(-pgCmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-		cleanupDir()
-		return nil
-	}
-	s := &Server{Host: "127.0.0.1", Port: port, SuperUser: "postgres", SuperPassword: password, Database: "postgres",
-		SSLMode: "verify-full", CAPEM: string(ca), CAFile: filepath.Join(dir, "ca.crt"), LogFile: logFile, ca: signer,
-		Source: "local " + bin, BinDir: bin, stop: stop, DataDir: data, PID: pgCmd.Process.Pid, exited: exited}
-	if err := s.waitReady(ctx, 60*time.Second); err != nil {
-		log, _ := os.ReadFile(logFile)
-		_ = stop()
-		return nil, fmt.Errorf("%w\nserver log:\n%s", err, log)
-	}
-	return s, nil
+	return nil
 }
 
 func appendFile(path, text string) error {
