@@ -43,10 +43,8 @@ func (p *Postgres) newCertUser(ctx context.Context, st *state, req dbplugin.NewU
 		return dbplugin.NewUserResponse{}, fmt.Errorf("creation_statements: %w", err)
 	}
 	// Labelled like any created user, so that an orphan can be reaped.
-	sql += st.labelStatement(username, req)
-	if err := p.create(ctx, st, username, sql); err != nil {
-		p.rollback(ctx, st, req.RollbackStatements.Commands, vals)
-		return dbplugin.NewUserResponse{}, fmt.Errorf("creating user %q: %s", username, st.describe(err))
+	if err := p.createLabelled(ctx, st, req, username, sql, vals); err != nil {
+		return dbplugin.NewUserResponse{}, err
 	}
 	p.logger.Debug("created user", "username", username, "credential_type", dbplugin.CredentialTypeClientCertificate.String())
 	return dbplugin.NewUserResponse{Username: username}, nil

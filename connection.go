@@ -23,6 +23,7 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/hashicorp/go-secure-stdlib/parseutil"
+	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -79,54 +80,79 @@ type config struct {
 	PrivateKey             string        `mapstructure:"private_key"`
 	AuthType               string        `mapstructure:"auth_type"`
 	ServiceAccountJSON     string        `mapstructure:"service_account_json"`
-	TerminateSessions      *bool         `mapstructure:"terminate_sessions"`
+	TerminateSessions      bool          `mapstructure:"terminate_sessions"`
 	ReassignOwnedTo        string        `mapstructure:"reassign_owned_to"`
 	AllowCleartextPassword bool          `mapstructure:"allow_cleartext_password"`
 	LockTimeout            time.Duration `mapstructure:"lock_timeout"`
-	LabelRoles             *bool         `mapstructure:"label_roles"`
+	LabelRoles             bool          `mapstructure:"label_roles"`
 	ReapOrphansAfter       time.Duration `mapstructure:"reap_orphans_after"`
 }
 
 // knownIgnoredKeys are keys Vault or older configurations may pass that this
 // plugin accepts without acting on them.
 var knownIgnoredKeys = map[string]bool{
-	dbpluginSupportedCredentialTypesKey: true,
-	"verify_connection":                 true,
-	"plugin_name":                       true,
-	"plugin_version":                    true,
-	"allowed_roles":                     true,
-	"root_rotation_statements":          true,
-	"password_policy":                   true,
-	"use_private_ip":                    true,
+	dbplugin.SupportedCredentialTypesKey: true,
+	"verify_connection":                  true,
+	"plugin_name":                        true,
+	"plugin_version":                     true,
+	"allowed_roles":                      true,
+	"root_rotation_statements":           true,
+	"password_policy":                    true,
+	"use_private_ip":                     true,
 }
 
-const dbpluginSupportedCredentialTypesKey = "supported_credential_types"
-
-// parseConfig decodes and validates the raw configuration. It returns the
-// keys it did not recognise so the caller can log them.
+// parseConfig decodes, validates and completes the raw configuration. It
+// returns the keys it did not recognise so the caller can log them.
 func parseConfig(raw map[string]interface{}) (*config, []string, error) {
-	c := &config{AllowCleartextPassword: defaultAllowCleartextPassword}
+	c, given, unknown, err := decodeConfig(raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Validation reads the values as given, before defaults replace the
+	// zero ones and max_idle_connections is capped at the pool size.
+	if err := c.validate(); err != nil {
+		return nil, nil, err
+	}
+	c.applyDefaults(raw, given)
+	return c, unknown, nil
+}
+
+// decodeConfig decodes raw into a config, weakly typed (numbers arrive as
+// float64 or strings over gRPC), with password_authentication in canonical
+// form. given holds the keys decoded from a non-null value; unknown the keys
+// the plugin neither uses nor knows to ignore, sorted.
+func decodeConfig(raw map[string]interface{}) (c *config, given map[string]bool, unknown []string, err error) {
+	c = &config{}
 	var md mapstructure.Metadata
 	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
 		Result:           c,
-		WeaklyTypedInput: true, // numbers arrive as float64 or strings over gRPC
+		WeaklyTypedInput: true,
 		Metadata:         &md,
 		DecodeHook:       durationHook,
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := dec.Decode(raw); err != nil {
-		return nil, nil, fmt.Errorf("invalid configuration: %w", err)
+		return nil, nil, nil, fmt.Errorf("invalid configuration: %w", err)
 	}
-	var unknown []string
+	given = make(map[string]bool, len(md.Keys))
+	for _, k := range md.Keys {
+		given[k] = true
+	}
 	for _, k := range md.Unused {
 		if !knownIgnoredKeys[k] {
 			unknown = append(unknown, k)
 		}
 	}
 	sort.Strings(unknown)
+	c.PasswordAuthentication = strings.ToLower(strings.TrimSpace(c.PasswordAuthentication))
+	return c, given, unknown, nil
+}
 
+// validate reports every mistake in the configuration as given, one error
+// each, joined.
+func (c *config) validate() error {
 	var errs []error
 	if strings.TrimSpace(c.ConnectionURL) == "" {
 		errs = append(errs, errors.New("connection_url is required"))
@@ -140,18 +166,45 @@ func parseConfig(raw map[string]interface{}) (*config, []string, error) {
 		errs = append(errs, errors.New("service_account_json (cloud IAM authentication) is not supported by this plugin"))
 	}
 	// pgxpool counts connections in an int32; a larger value would wrap.
-	if c.MaxOpenConnections < 0 {
-		errs = append(errs, fmt.Errorf("max_open_connections must be positive, got %d", c.MaxOpenConnections))
-	} else if c.MaxOpenConnections > math.MaxInt32 {
-		errs = append(errs, fmt.Errorf("max_open_connections must be at most %d, got %d", math.MaxInt32, c.MaxOpenConnections))
+	errs = append(errs, checkCount("max_open_connections", c.MaxOpenConnections, "must be positive"))
+	errs = append(errs, checkCount("max_idle_connections", c.MaxIdleConnections, "must not be negative"))
+	if c.MaxConnectionLifetime < 0 {
+		errs = append(errs, fmt.Errorf("max_connection_lifetime must not be negative, got %s", c.MaxConnectionLifetime))
 	}
+	switch c.PasswordAuthentication {
+	case "", passwordAuthAuto, passwordAuthPassword, passwordAuthSCRAM, passwordAuthMD5:
+	default:
+		errs = append(errs, fmt.Errorf("password_authentication %q is not valid; use auto, scram-sha-256, md5 or password", c.PasswordAuthentication))
+	}
+	if c.LockTimeout < 0 {
+		errs = append(errs, fmt.Errorf("lock_timeout must not be negative, got %s (0 waits for locks without bound)", c.LockTimeout))
+	}
+	if (c.TLSCertificate == "") != (c.PrivateKey == "") {
+		errs = append(errs, errors.New("tls_certificate and private_key must be set together"))
+	}
+	if c.ReapOrphansAfter < 0 {
+		errs = append(errs, fmt.Errorf("reap_orphans_after must not be negative, got %s (0 turns the reaper off)", c.ReapOrphansAfter))
+	}
+	return errors.Join(errs...)
+}
+
+// checkCount checks a connection count: not negative (negative says why),
+// and within pgxpool's int32.
+func checkCount(key string, n int, negative string) error {
+	switch {
+	case n < 0:
+		return fmt.Errorf("%s %s, got %d", key, negative, n)
+	case n > math.MaxInt32:
+		return fmt.Errorf("%s must be at most %d, got %d", key, math.MaxInt32, n)
+	}
+	return nil
+}
+
+// applyDefaults fills what the configuration leaves unset with the named
+// defaults, and resolves the values that depend on others.
+func (c *config) applyDefaults(raw map[string]interface{}, given map[string]bool) {
 	if c.MaxOpenConnections == 0 {
 		c.MaxOpenConnections = defaultMaxOpenConnections
-	}
-	if c.MaxIdleConnections < 0 {
-		errs = append(errs, fmt.Errorf("max_idle_connections must not be negative, got %d", c.MaxIdleConnections))
-	} else if c.MaxIdleConnections > math.MaxInt32 {
-		errs = append(errs, fmt.Errorf("max_idle_connections must be at most %d, got %d", math.MaxInt32, c.MaxIdleConnections))
 	}
 	// pgxpool has no idle cap of its own: idle connections stay up to the
 	// pool size and close after 30 minutes unused. As in the built-in, an
@@ -159,37 +212,23 @@ func parseConfig(raw map[string]interface{}) (*config, []string, error) {
 	if c.MaxIdleConnections == 0 || c.MaxIdleConnections > c.MaxOpenConnections {
 		c.MaxIdleConnections = c.MaxOpenConnections
 	}
-	if c.MaxConnectionLifetime < 0 {
-		errs = append(errs, fmt.Errorf("max_connection_lifetime must not be negative, got %s", c.MaxConnectionLifetime))
-	}
-	c.PasswordAuthentication = strings.ToLower(strings.TrimSpace(c.PasswordAuthentication))
-	switch c.PasswordAuthentication {
-	case "":
+	if c.PasswordAuthentication == "" {
 		c.PasswordAuthentication = defaultPasswordAuth
-	case passwordAuthAuto, passwordAuthPassword, passwordAuthSCRAM, passwordAuthMD5:
-	default:
-		errs = append(errs, fmt.Errorf("password_authentication %q is not valid; use auto, scram-sha-256, md5 or password", c.PasswordAuthentication))
 	}
+	// Only an absent lock_timeout takes the default: an explicit null or
+	// 0 means no bound.
 	if _, set := raw["lock_timeout"]; !set {
 		c.LockTimeout = defaultLockTimeout
-	} else if c.LockTimeout < 0 {
-		errs = append(errs, fmt.Errorf("lock_timeout must not be negative, got %s (0 waits for locks without bound)", c.LockTimeout))
 	}
-	if (c.TLSCertificate == "") != (c.PrivateKey == "") {
-		errs = append(errs, errors.New("tls_certificate and private_key must be set together"))
+	if !given["terminate_sessions"] {
+		c.TerminateSessions = defaultTerminateSessions
 	}
-	if c.TerminateSessions == nil {
-		t := defaultTerminateSessions
-		c.TerminateSessions = &t
+	if !given["label_roles"] {
+		c.LabelRoles = defaultLabelRoles
 	}
-	if c.LabelRoles == nil {
-		t := defaultLabelRoles
-		c.LabelRoles = &t
+	if !given["allow_cleartext_password"] {
+		c.AllowCleartextPassword = defaultAllowCleartextPassword
 	}
-	if c.ReapOrphansAfter < 0 {
-		errs = append(errs, fmt.Errorf("reap_orphans_after must not be negative, got %s (0 turns the reaper off)", c.ReapOrphansAfter))
-	}
-	return c, unknown, errors.Join(errs...)
 }
 
 // durationHook accepts durations as Go strings ("30s"), or as a number of
@@ -238,21 +277,7 @@ func (c *config) poolConfig() (*pgxpool.Config, error) {
 	if strings.Contains(cc.User, userTok) || cc.User == "" {
 		return nil, errors.New("connection_url has no user: add {{username}} and set username")
 	}
-	if cc.RuntimeParams == nil {
-		cc.RuntimeParams = map[string]string{}
-	}
-	if _, ok := cc.RuntimeParams["application_name"]; !ok {
-		cc.RuntimeParams["application_name"] = "vault-plugin-database-postgres"
-	}
-	// Statement rendering escapes literals the standard way ('' only);
-	// pin the setting in the startup packet (no extra round trip) so a
-	// server, database or role default of off cannot reinterpret a
-	// backslash in a password.
-	cc.RuntimeParams["standard_conforming_strings"] = "on"
-	// Every lock wait the plugin causes is bounded; in the startup packet,
-	// so it costs no round trip and RESET ALL keeps it.
-	cc.RuntimeParams["lock_timeout"] = strconv.FormatInt(c.LockTimeout.Milliseconds(), 10)
-
+	c.setRuntimeParams(cc)
 	if err := c.applyTLS(cc, sslmode); err != nil {
 		return nil, err
 	}
@@ -267,7 +292,33 @@ func (c *config) poolConfig() (*pgxpool.Config, error) {
 			cc.BuildFrontend = guardedFrontendAll
 		}
 	}
+	c.setPoolLimits(pc)
+	return pc, nil
+}
 
+// setRuntimeParams sets what every session starts with, in the startup
+// packet.
+func (c *config) setRuntimeParams(cc *pgx.ConnConfig) {
+	if cc.RuntimeParams == nil {
+		cc.RuntimeParams = map[string]string{}
+	}
+	if _, ok := cc.RuntimeParams["application_name"]; !ok {
+		cc.RuntimeParams["application_name"] = "vault-plugin-database-postgres"
+	}
+	// Statement rendering escapes literals the standard way ('' only);
+	// pin the setting in the startup packet (no extra round trip) so a
+	// server, database or role default of off cannot reinterpret a
+	// backslash in a password.
+	cc.RuntimeParams["standard_conforming_strings"] = "on"
+	// Every lock wait the plugin causes is bounded; in the startup packet,
+	// so it costs no round trip and RESET ALL keeps it.
+	cc.RuntimeParams["lock_timeout"] = strconv.FormatInt(c.LockTimeout.Milliseconds(), 10)
+}
+
+// setPoolLimits bounds connection attempts, keeps idle connections alive,
+// and sizes the pool.
+func (c *config) setPoolLimits(pc *pgxpool.Config) {
+	cc := pc.ConnConfig
 	if cc.ConnectTimeout == 0 {
 		// A host that drops packets must not hold a request until Vault's
 		// own deadline: each host gets this long to answer.
@@ -285,7 +336,6 @@ func (c *config) poolConfig() (*pgxpool.Config, error) {
 	if c.MaxConnectionLifetime > 0 {
 		pc.MaxConnLifetime = c.MaxConnectionLifetime
 	}
-	return pc, nil
 }
 
 func randomToken() string {
@@ -696,18 +746,4 @@ func sqlState(err error) string {
 		return pgErr.Code
 	}
 	return ""
-}
-
-// describe formats a database error for an operator without the statement
-// text (which could hold a password verifier).
-func describe(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		s := pgErr.Message
-		if pgErr.Detail != "" {
-			s += " (" + pgErr.Detail + ")"
-		}
-		return fmt.Sprintf("%s (SQLSTATE %s)", s, pgErr.Code)
-	}
-	return err.Error()
 }

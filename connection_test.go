@@ -3,17 +3,10 @@ package postgres
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"strings"
 	"sync"
@@ -227,7 +220,7 @@ func TestCleartextPasswordRefused(t *testing.T) {
 // TestTLSRequiredWithCA: with tls_ca or tls_certificate set, a server that
 // refuses TLS gets nothing, whatever sslmode says.
 func TestTLSRequiredWithCA(t *testing.T) {
-	ca := selfSignedPEM(t)
+	ca, _, _ := unrelatedCert(t)
 	cases := []struct {
 		name    string
 		query   string
@@ -282,7 +275,7 @@ func TestTLSWithCAOnRealServer(t *testing.T) {
 	if pg.CAPEM == "" {
 		t.Skip("server has no test CA (PG_URL or Docker)")
 	}
-	other := selfSignedPEM(t)
+	other, _, _ := unrelatedCert(t)
 	for _, mode := range []string{"require", "verify-ca", "verify-full"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
@@ -340,8 +333,7 @@ func TestPoolSizeBeyondInt32(t *testing.T) {
 func TestPoolConfigTLSRules(t *testing.T) {
 	t.Setenv("PGSSLMODE", "") // the cases are about connection_url alone
 	t.Setenv("PGSERVICE", "")
-	ca := selfSignedPEM(t)
-	cert, key := selfSignedPair(t)
+	ca, cert, key := unrelatedCert(t)
 	const base = "postgres://{{username}}:{{password}}@db.example.com:5432/postgres"
 	cases := []struct {
 		name    string
@@ -480,28 +472,6 @@ func TestCleartextGuard(t *testing.T) {
 			}
 		})
 	}
-}
-
-// selfSignedPair returns a client certificate and its key, unrelated to the
-// test server.
-func selfSignedPair(t testing.TB) (certPEM, keyPEM string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(10), Subject: pkix.Name{CommonName: "client"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
 }
 
 // TestCleartextGuardOnCopies: connections opened from copies of the pool

@@ -70,7 +70,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.MaxOpenConnections != 9 || c.MaxConnectionLifetime != 90*time.Second || c.PasswordAuthentication != "auto" || !*c.TerminateSessions {
+	if c.MaxOpenConnections != 9 || c.MaxConnectionLifetime != 90*time.Second || c.PasswordAuthentication != "auto" || !c.TerminateSessions {
 		t.Fatalf("decoded %+v", c)
 	}
 	if len(unknown) != 1 || unknown[0] != "brand_new_vault_key" {
@@ -112,15 +112,5 @@ func TestPoolConfigKeepsCredentialsOutOfText(t *testing.T) {
 	c := &config{ConnectionURL: "postgres://u:" + pw + "@[bad", Password: pw}
 	if _, err := c.poolConfig(); err == nil || strings.Contains(err.Error(), pw) {
 		t.Fatalf("error = %v", err)
-	}
-}
-
-func TestParseTextArray(t *testing.T) {
-	got := parseTextArray(`{a,"b c","d\"e"}`)
-	if strings.Join(got, "|") != `a|b c|d"e` {
-		t.Fatalf("got %q", got)
-	}
-	if len(parseTextArray("{}")) != 0 {
-		t.Fatal("empty array")
 	}
 }

@@ -1,6 +1,11 @@
 // Package postgres is a HashiCorp Vault database secrets plugin for
 // PostgreSQL built on pgx: dynamic users, static-role and root rotation, and a
 // revocation that always finishes without losing data.
+//
+// This file holds the dbplugin methods; each validates, renders (render.go),
+// executes and maps the error (errors.go). The long SQL they run lives in
+// sql/*.sql, embedded and filled by sqltemplate.go. DEVELOPERS.md maps the
+// rest.
 package postgres
 
 import (
@@ -193,29 +198,9 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 	}
 	st := &state{cfg: cfg, pool: pool, poolCfg: poolCfg, username: tmpl}
 	if req.VerifyConnection {
-		// One round trip proves the connection, reads password_encryption
-		// for auto mode and checks the reassign_owned_to role.
-		var enc string
-		var targetOK, targetSuper bool
-		err := pool.QueryRow(ctx, `SELECT current_setting('password_encryption'),
-			$1 = '' OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1),
-			coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = coalesce(nullif($1, ''), current_user)), false)`,
-			cfg.ReassignOwnedTo).Scan(&enc, &targetOK, &targetSuper)
-		if err != nil {
+		if err := p.verifyConnection(ctx, st); err != nil {
 			pool.Close()
-			return dbplugin.InitializeResponse{}, fmt.Errorf("verifying connection to %s as %q: %s", hostList(poolCfg), cfg.Username, describe(err))
-		}
-		if !targetOK {
-			pool.Close()
-			return dbplugin.InitializeResponse{}, fmt.Errorf("reassign_owned_to: role %q does not exist (create it, or leave the parameter out to use the connection's user)", cfg.ReassignOwnedTo)
-		}
-		st.serverPasswordEncryption.Store(&enc)
-		if targetSuper {
-			// Revocation disarms SECURITY DEFINER routines and (15+) views,
-			// but a function in an index expression or a materialized
-			// view a user left behind runs as its new owner.
-			p.logger.Warn("reassign_owned_to is a superuser (by default it is the connection's user): objects revoked users leave behind will run with superuser rights when maintained; name an unprivileged NOLOGIN role instead",
-				"reassign_owned_to", cmp.Or(cfg.ReassignOwnedTo, cfg.Username))
+			return dbplugin.InitializeResponse{}, err
 		}
 	}
 	st.reaper = p.startReaper(st)
@@ -230,6 +215,34 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 	resp := dbplugin.InitializeResponse{Config: out}
 	resp.SetSupportedCredentialTypes([]dbplugin.CredentialType{dbplugin.CredentialTypePassword, dbplugin.CredentialTypeClientCertificate})
 	return resp, nil
+}
+
+// verifyConnection proves the connection with one round trip, which also
+// reads password_encryption for auto mode and checks the reassign_owned_to
+// role.
+func (p *Postgres) verifyConnection(ctx context.Context, st *state) error {
+	cfg := st.cfg
+	var enc string
+	var targetOK, targetSuper bool
+	err := st.pool.QueryRow(ctx, `SELECT current_setting('password_encryption'),
+		$1 = '' OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1),
+		coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = coalesce(nullif($1, ''), current_user)), false)`,
+		cfg.ReassignOwnedTo).Scan(&enc, &targetOK, &targetSuper)
+	if err != nil {
+		return failed(fmt.Sprintf("verifying connection to %s as %q", hostList(st.poolCfg), cfg.Username), err)
+	}
+	if !targetOK {
+		return fmt.Errorf("reassign_owned_to: role %q does not exist (create it, or leave the parameter out to use the connection's user)", cfg.ReassignOwnedTo)
+	}
+	st.serverPasswordEncryption.Store(&enc)
+	if targetSuper {
+		// Revocation disarms SECURITY DEFINER routines and (15+) views,
+		// but a function in an index expression or a materialized
+		// view a user left behind runs as its new owner.
+		p.logger.Warn("reassign_owned_to is a superuser (by default it is the connection's user): objects revoked users leave behind will run with superuser rights when maintained; name an unprivileged NOLOGIN role instead",
+			"reassign_owned_to", cmp.Or(cfg.ReassignOwnedTo, cfg.Username))
+	}
+	return nil
 }
 
 // NewUser creates a user from the role's creation statements, all in one
@@ -269,13 +282,26 @@ func (p *Postgres) NewUser(ctx context.Context, req dbplugin.NewUserRequest) (db
 	if err != nil {
 		return dbplugin.NewUserResponse{}, fmt.Errorf("creation_statements: %w", err)
 	}
-	sql += st.labelStatement(username, req)
-	if err := p.create(ctx, st, username, sql); err != nil {
-		p.rollback(ctx, st, req.RollbackStatements.Commands, vals)
-		return dbplugin.NewUserResponse{}, fmt.Errorf("creating user %q: %s", username, redact(st.describe(err), req.Password, verifier))
+	if err := p.createLabelled(ctx, st, req, username, sql, vals, req.Password, verifier); err != nil {
+		return dbplugin.NewUserResponse{}, err
 	}
 	p.logger.Debug("created user", "username", username)
 	return dbplugin.NewUserResponse{Username: username}, nil
+}
+
+// createLabelled runs the rendered creation statements with the label
+// appended (labels.go), and the rollback statements after a failure. The
+// error names the user and hides secrets, the password and its verifier.
+func (p *Postgres) createLabelled(ctx context.Context, st *state, req dbplugin.NewUserRequest, username, sql string, vals templateValues, secrets ...string) error {
+	label, err := st.labelStatement(username, req)
+	if err != nil {
+		return err
+	}
+	if err := p.create(ctx, st, username, sql+label); err != nil {
+		p.rollback(ctx, st, req.RollbackStatements.Commands, vals)
+		return st.failed(fmt.Sprintf("creating user %q", username), err, secrets...)
+	}
+	return nil
 }
 
 // connRetries bounds how often a request runs again on a fresh connection
@@ -315,23 +341,6 @@ func (st *state) roleExists(ctx context.Context, name string) (bool, error) {
 	return ok, err
 }
 
-// describe is describe(err) with the database it came from when the error is
-// the connection's, which pgx's own text ("unexpected EOF") does not name.
-func (st *state) describe(err error) string {
-	msg := describe(err)
-	switch {
-	case isLockTimeout(err):
-		msg = fmt.Sprintf("%s: waited longer than lock_timeout (%s) for a lock another session holds; retry later, or raise lock_timeout", msg, st.cfg.LockTimeout)
-	case sqlState(err) == "" && !strings.Contains(msg, "failed to connect"):
-		if connLost(err) {
-			msg = fmt.Sprintf("the connection to %s was lost (%s)", hostList(st.poolCfg), msg)
-		} else {
-			msg = fmt.Sprintf("%s (database %s)", msg, hostList(st.poolCfg))
-		}
-	}
-	return msg
-}
-
 // rollback runs the role's rollback_statements after a failed creation. The
 // creation itself is one transaction, so PostgreSQL has already undone it;
 // rollback statements only matter for side effects outside the database's
@@ -367,17 +376,36 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 	if req.Password == nil && req.Expiration == nil {
 		return dbplugin.UpdateUserResponse{}, errors.New("no change requested: give a new password or expiration")
 	}
-	vals := newTemplateValues(req.Username)
-	var stmts []string
+	sql, vals, err := st.updateSQL(ctx, req)
+	if err != nil {
+		return dbplugin.UpdateUserResponse{}, err
+	}
 	newPassword := ""
 	if req.Password != nil {
 		newPassword = req.Password.NewPassword
+	}
+	if err := p.runUpdate(ctx, st, req, sql, newPassword); err != nil {
+		if sqlState(err) == pgerrcode.UndefinedObject {
+			return dbplugin.UpdateUserResponse{}, fmt.Errorf("updating user %q: the user does not exist in the database", req.Username)
+		}
+		return dbplugin.UpdateUserResponse{}, st.failed(fmt.Sprintf("updating user %q", req.Username), err, newPassword, vals.Password, req.SelfManagedPassword)
+	}
+	p.logger.Debug("updated user", "username", req.Username, "password", req.Password != nil, "expiration", req.Expiration != nil)
+	return dbplugin.UpdateUserResponse{}, nil
+}
+
+// updateSQL renders the password and expiration statements of an update,
+// the relabel of a renewal, and a check that the role exists first.
+func (st *state) updateSQL(ctx context.Context, req dbplugin.UpdateUserRequest) (string, templateValues, error) {
+	vals := newTemplateValues(req.Username)
+	var stmts []string
+	if req.Password != nil {
 		if req.Password.NewPassword == "" {
-			return dbplugin.UpdateUserResponse{}, errors.New("the new password is empty")
+			return "", vals, errors.New("the new password is empty")
 		}
 		verifier, err := st.passwordFor(ctx, req.Username, req.Password.NewPassword)
 		if err != nil {
-			return dbplugin.UpdateUserResponse{}, fmt.Errorf("updating user %q: %w", req.Username, err)
+			return "", vals, fmt.Errorf("updating user %q: %w", req.Username, err)
 		}
 		vals = vals.withPassword(verifier)
 		stmts = append(stmts, orDefault(req.Password.Statements.Commands, defaultChangePassword)...)
@@ -388,13 +416,22 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 	}
 	sql, err := renderStatements(stmts, vals)
 	if err != nil {
-		return dbplugin.UpdateUserResponse{}, fmt.Errorf("rotation statements: %w", err)
+		return "", vals, fmt.Errorf("rotation statements: %w", err)
 	}
-	sql += relabelStatement(req)
+	label, err := relabelStatement(req)
+	if err != nil {
+		return "", vals, err
+	}
 	// A role missing at the start makes ALTER ROLE fail with 42704; the check
 	// gives that a clear message without an extra round trip.
-	sql = "DO " + dollarQuote(fmt.Sprintf(" BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s) THEN RAISE EXCEPTION USING ERRCODE = 'undefined_object', MESSAGE = 'role does not exist'; END IF; END ", quoteLiteral(req.Username))) + ";\n" + sql
+	check := "DO " + dollarQuote(fmt.Sprintf(" BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s) THEN RAISE EXCEPTION USING ERRCODE = 'undefined_object', MESSAGE = 'role does not exist'; END IF; END ", quoteLiteral(req.Username))) + ";\n"
+	return check + sql + label, vals, nil
+}
 
+// runUpdate runs an update's statements, as the plugin or, for a
+// self-managed static role, as the user itself, again on a fresh connection
+// after a lost one when that is safe.
+func (p *Postgres) runUpdate(ctx context.Context, st *state, req dbplugin.UpdateUserRequest, sql, newPassword string) error {
 	sessionUser := st.poolCfg.ConnConfig.User
 	if req.SelfManagedPassword != "" {
 		sessionUser = req.Username
@@ -424,14 +461,7 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 		p.logger.Debug("connection lost; updating the user again on a fresh connection", "username", req.Username)
 		pid, err = run()
 	}
-	if err != nil {
-		if sqlState(err) == pgerrcode.UndefinedObject {
-			return dbplugin.UpdateUserResponse{}, fmt.Errorf("updating user %q: the user does not exist in the database", req.Username)
-		}
-		return dbplugin.UpdateUserResponse{}, fmt.Errorf("updating user %q: %s", req.Username, redact(st.describe(err), newPassword, vals.Password, req.SelfManagedPassword))
-	}
-	p.logger.Debug("updated user", "username", req.Username, "password", req.Password != nil, "expiration", req.Expiration != nil)
-	return dbplugin.UpdateUserResponse{}, nil
+	return err
 }
 
 // replyLost reports an error after which the server may or may not have run
@@ -501,7 +531,7 @@ func (p *Postgres) DeleteUser(ctx context.Context, req dbplugin.DeleteUserReques
 			p.logger.Debug("revocation: user already gone", "username", req.Username)
 			return dbplugin.DeleteUserResponse{}, nil
 		}
-		return dbplugin.DeleteUserResponse{}, fmt.Errorf("revoking user %q: %s", req.Username, describe(err))
+		return dbplugin.DeleteUserResponse{}, failed(fmt.Sprintf("revoking user %q", req.Username), err)
 	}
 	return dbplugin.DeleteUserResponse{}, nil
 }
@@ -552,7 +582,7 @@ func (st *state) passwordEncryption(ctx context.Context) (string, error) {
 	}
 	var enc string
 	if err := st.pool.QueryRow(ctx, "SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'password_encryption'").Scan(&enc); err != nil {
-		return "", fmt.Errorf("reading password_encryption: %s", describe(err))
+		return "", failed("reading password_encryption", err)
 	}
 	st.serverPasswordEncryption.Store(&enc)
 	return enc, nil

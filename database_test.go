@@ -185,7 +185,7 @@ func TestInitializeTLS(t *testing.T) {
 		}
 	})
 	t.Run("wrong CA is refused", func(t *testing.T) {
-		other := selfSignedPEM(t)
+		other, _, _ := unrelatedCert(t)
 		db := newPostgres(hclog.NewNullLogger())
 		defer db.Close()
 		cfg := baseConfig()

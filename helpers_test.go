@@ -2,16 +2,10 @@ package postgres
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"flag"
 	"fmt"
-	"math/big"
 	"os"
 	"strings"
 	"testing"
@@ -23,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
+	"github.com/pgvault/vault-plugin-database-postgres/internal/vaulttest"
 )
 
 // pg is the server every test in this package uses.
@@ -112,13 +107,14 @@ func randSuffix() string {
 	return hex.EncodeToString(b)
 }
 
+// roleExists reports whether the cluster has the role, read through a.
 func roleExists(t testing.TB, a *pgxpool.Pool, name string) bool {
 	t.Helper()
-	var n int
-	if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n); err != nil {
+	ok, err := pgtest.RoleExists(testCtx(t), a, name)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return n == 1
+	return ok
 }
 
 // execSQL runs sql as the superuser and fails the test on error.
@@ -162,7 +158,8 @@ func newUserReq(stmts ...string) dbplugin.NewUserRequest {
 	}
 }
 
-const createStmt = `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`
+// createStmt is the creation statement most tests give their roles.
+const createStmt = vaulttest.CreateRole
 
 // connectAs opens a session as user.
 func connectAs(t testing.TB, user, password, database string) *pgx.Conn {
@@ -175,19 +172,17 @@ func connectAs(t testing.TB, user, password, database string) *pgx.Conn {
 	return c
 }
 
-// selfSignedPEM returns a CA certificate unrelated to the test server.
-func selfSignedPEM(t testing.TB) string {
+// unrelatedCert returns a fresh CA that the test server does not trust,
+// and a client certificate with its key issued by it (all PEM).
+func unrelatedCert(t testing.TB) (caPEM, certPEM, keyPEM string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := pgtest.NewCA("other CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(9), Subject: pkix.Name{CommonName: "other CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	certPEM, keyPEM, err = ca.Issue("client", "ec")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	return ca.PEM, certPEM, keyPEM
 }

@@ -58,60 +58,17 @@ func labelTime(t time.Time) string { return t.UTC().Format(labelTimeFormat) }
 // comments to jsonb fail. (Invalid UTF-8 becomes U+FFFD in encoding/json.)
 func jsonSafe(s string) string { return strings.ReplaceAll(s, "\x00", "\uFFFD") }
 
-// labelCreated writes the label, unless the role already has a comment: the
+// labelCreatedSQL writes the label, unless the role already has a comment: the
 // role's creation statements set it, and theirs is kept (such a role is not
 // reaped). It is appended to the creation statements, so it runs in their
 // transaction and round trip; a role they did not create is left alone.
-const labelCreated = `
-DECLARE
-	r text := @role@;
-BEGIN
-	IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles
-		WHERE rolname = r AND pg_catalog.shobj_description(oid, 'pg_authid') IS NULL) THEN
-		BEGIN
-			EXECUTE format('COMMENT ON ROLE %I IS %L', r, @label@);
-		EXCEPTION WHEN insufficient_privilege THEN
-			RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
-				MESSAGE = 'cannot label the new role (' || SQLERRM || '): let the connection''s user comment on the roles it creates, or set label_roles=false';
-		END;
-	END IF;
-END`
+var labelCreatedSQL = loadSQL("label_created.sql")
 
-// labelRenewed rewrites "expires" in the role's label, if it has ours; any
+// labelRenewedSQL rewrites "expires" in the role's label, if it has ours; any
 // other comment, JSON or not, is left as it is. The text is edited in place
 // so the label keeps its layout, and the edit is used only when it means
 // exactly what jsonb_set would make of it (otherwise jsonb_set's text is).
-const labelRenewed = `
-DECLARE
-	r text := @role@;
-	e text := @expires@;
-	c text;
-	j jsonb;
-	want jsonb;
-	edited text;
-BEGIN
-	SELECT pg_catalog.shobj_description(oid, 'pg_authid') INTO c FROM pg_catalog.pg_roles WHERE rolname = r;
-	IF c IS NULL OR c NOT LIKE '%managed_by%' THEN
-		RETURN;
-	END IF;
-	BEGIN
-		j := c::jsonb;
-	EXCEPTION WHEN OTHERS THEN
-		RETURN; -- not JSON: someone else's comment
-	END;
-	IF pg_catalog.jsonb_typeof(j) <> 'object' OR j->>'managed_by' IS DISTINCT FROM @managed_by@ THEN
-		RETURN;
-	END IF;
-	want := pg_catalog.jsonb_set(j, '{expires}', pg_catalog.to_jsonb(e));
-	IF want = j THEN
-		RETURN;
-	END IF;
-	edited := pg_catalog.regexp_replace(c, '"expires"\s*:\s*"[^"\\]*"', '"expires":"' || e || '"');
-	IF edited::jsonb IS DISTINCT FROM want THEN
-		edited := want::text;
-	END IF;
-	EXECUTE format('COMMENT ON ROLE %I IS %L', r, edited);
-END`
+var labelRenewedSQL = loadSQL("label_renewed.sql")
 
 // asPlugin makes the rest of the transaction run as the configured user:
 // creation and renewal statements may end with SET ROLE or SET SESSION
@@ -121,14 +78,14 @@ const asPlugin = "SET LOCAL SESSION AUTHORIZATION DEFAULT; SET LOCAL ROLE NONE;\
 
 // labelStatement is the SQL that labels a role NewUser creates, to append to
 // its creation statements; "" when labelling is off.
-func (st *state) labelStatement(username string, req dbplugin.NewUserRequest) string {
-	if !*st.cfg.LabelRoles {
-		return ""
+func (st *state) labelStatement(username string, req dbplugin.NewUserRequest) (string, error) {
+	if !st.cfg.LabelRoles {
+		return "", nil
 	}
-	return asPlugin + "DO " + dollarQuote(strings.NewReplacer(
-		"@role@", quoteLiteral(username),
-		"@label@", quoteLiteral(newLabel(req.UsernameConfig, time.Now(), req.Expiration)),
-	).Replace(labelCreated)) + ";\n"
+	return asPluginDo(labelCreatedSQL, map[string]string{
+		"role":  quoteLiteral(username),
+		"label": quoteLiteral(newLabel(req.UsernameConfig, time.Now(), req.Expiration)),
+	})
 }
 
 // relabelStatement is the SQL that moves a labelled role's "expires" on
@@ -137,15 +94,24 @@ func (st *state) labelStatement(username string, req dbplugin.NewUserRequest) st
 // static-role or root rotation, and those roles are never labelled. It runs
 // even with label_roles=false: a renewed role whose label kept the old
 // expiry would look like an orphan to a reaper.
-func relabelStatement(req dbplugin.UpdateUserRequest) string {
+func relabelStatement(req dbplugin.UpdateUserRequest) (string, error) {
 	if req.Expiration == nil || req.Password != nil {
-		return ""
+		return "", nil
 	}
-	return asPlugin + "DO " + dollarQuote(strings.NewReplacer(
-		"@role@", quoteLiteral(req.Username),
-		"@expires@", quoteLiteral(labelTime(req.Expiration.NewExpiration)),
-		"@managed_by@", quoteLiteral(labelManagedBy),
-	).Replace(labelRenewed)) + ";\n"
+	return asPluginDo(labelRenewedSQL, map[string]string{
+		"role":       quoteLiteral(req.Username),
+		"expires":    quoteLiteral(labelTime(req.Expiration.NewExpiration)),
+		"managed_by": quoteLiteral(labelManagedBy),
+	})
+}
+
+// asPluginDo is the DO statement of a filled label block, run as the plugin.
+func asPluginDo(t sqlTemplate, vals map[string]string) (string, error) {
+	body, err := t.fill(vals)
+	if err != nil {
+		return "", err
+	}
+	return asPlugin + "DO " + dollarQuote(body) + ";\n", nil
 }
 
 // parseLabel returns the expiry of a comment that is this plugin's label, and

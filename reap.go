@@ -43,15 +43,7 @@ const reapLockSQL = `SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtexte
 // parsed in Go (parseLabel), so no comment, JSON or not, can make the query
 // fail. The connection's own user and the reassign_owned_to role ($1) are
 // never candidates.
-const orphanCandidatesSQL = `SELECT r.rolname::text, d.description, pg_catalog.now(),
-	me.rolsuper OR (me.rolcreaterole AND CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 160000
-		THEN pg_catalog.pg_has_role(r.oid, 'USAGE WITH ADMIN OPTION') ELSE NOT r.rolsuper END)
-FROM pg_catalog.pg_roles r
-JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass
-CROSS JOIN (SELECT rolsuper, rolcreaterole FROM pg_catalog.pg_roles WHERE rolname = current_user) me
-WHERE d.description LIKE '%managed_by%' AND d.description LIKE '%vault-plugin-database-postgres%'
-  AND r.rolname NOT IN (current_user, session_user, $1)
-ORDER BY r.rolname`
+var orphanCandidatesSQL = loadSQL("orphan_candidates.sql").src
 
 // reaper is one connection's reaper goroutine.
 type reaper struct {
@@ -157,7 +149,7 @@ func (p *Postgres) reapOnce(ctx context.Context, st *state) (res reapResult, err
 	cc := st.poolCfg.ConnConfig
 	conn, err := st.connectAs(ctx, cc.User, cc.Password)
 	if err != nil {
-		return res, fmt.Errorf("connecting to %s as %q: %s", hostList(st.poolCfg), cc.User, describe(err))
+		return res, failed(fmt.Sprintf("connecting to %s as %q", hostList(st.poolCfg), cc.User), err)
 	}
 	defer func() {
 		// Bounded, so a stalled network cannot hold up stop.
@@ -167,7 +159,7 @@ func (p *Postgres) reapOnce(ctx context.Context, st *state) (res reapResult, err
 	}()
 	var locked bool
 	if err := conn.QueryRow(ctx, reapLockSQL).Scan(&locked); err != nil {
-		return res, fmt.Errorf("taking the reaper lock: %s", st.describe(err))
+		return res, st.failed("taking the reaper lock", err)
 	}
 	if !locked {
 		res.skipped = true
@@ -181,7 +173,7 @@ func (p *Postgres) reapOnce(ctx context.Context, st *state) (res reapResult, err
 	}()
 	orphans, err := listOrphans(ctx, conn, st.cfg.ReassignOwnedTo, st.cfg.ReapOrphansAfter)
 	if err != nil {
-		return res, fmt.Errorf("listing labelled roles: %s", st.describe(err))
+		return res, st.failed("listing labelled roles", err)
 	}
 	res.expired = len(orphans)
 	for _, o := range orphans {

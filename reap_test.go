@@ -365,12 +365,12 @@ func assertStopped(t *testing.T, r *reaper) {
 
 func TestReaperConfig(t *testing.T) {
 	c, _, err := parseConfig(map[string]interface{}{"connection_url": "postgres://x"})
-	if err != nil || !*c.LabelRoles || c.ReapOrphansAfter != 0 {
-		t.Fatalf("defaults: label_roles %v, reap_orphans_after %s (%v); want true, 0", *c.LabelRoles, c.ReapOrphansAfter, err)
+	if err != nil || !c.LabelRoles || c.ReapOrphansAfter != 0 {
+		t.Fatalf("defaults: label_roles %v, reap_orphans_after %s (%v); want true, 0", c.LabelRoles, c.ReapOrphansAfter, err)
 	}
 	c, _, err = parseConfig(map[string]interface{}{"connection_url": "postgres://x", "label_roles": "false", "reap_orphans_after": "72h"})
-	if err != nil || *c.LabelRoles || c.ReapOrphansAfter != 72*time.Hour {
-		t.Fatalf("label_roles %v, reap_orphans_after %s (%v)", *c.LabelRoles, c.ReapOrphansAfter, err)
+	if err != nil || c.LabelRoles || c.ReapOrphansAfter != 72*time.Hour {
+		t.Fatalf("label_roles %v, reap_orphans_after %s (%v)", c.LabelRoles, c.ReapOrphansAfter, err)
 	}
 	c, _, err = parseConfig(map[string]interface{}{"connection_url": "postgres://x", "reap_orphans_after": float64(3600)})
 	if err != nil || c.ReapOrphansAfter != time.Hour {

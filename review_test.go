@@ -259,7 +259,7 @@ func TestReviewConformingStringsOffInRequest(t *testing.T) {
 // client answered.
 func startFakeTLSPG(t *testing.T) (port int, got <-chan string) {
 	t.Helper()
-	certPEM, keyPEM := selfSignedPair(t)
+	_, certPEM, keyPEM := unrelatedCert(t)
 	cert, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
 	if err != nil {
 		t.Fatal(err)

@@ -8,60 +8,35 @@ import (
 	"strings"
 
 	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // The default revocation of one user in the connected database is one
 // simple-protocol query string, so one round trip:
 //
-//	BEGIN; DO <revokeLogin>; COMMIT; DO <revokeRole>; <revokeOutcome>
+//	BEGIN; DO <revoke_login.sql>; COMMIT; DO <revoke_role.sql>; <revoke_outcome.sql>
 //
-// revokeLogin commits NOLOGIN on its own, before anything that can fail,
-// so that no new session can start while the old ones are ended and a
-// failed revocation never leaves a usable login. revokeRole then ends the
-// sessions and removes the role; revokeOutcome reports what happened.
+// revoke_login.sql commits NOLOGIN on its own, before anything that can
+// fail, so that no new session can start while the old ones are ended and a
+// failed revocation never leaves a usable login. revoke_role.sql then ends
+// the sessions and removes the role; revoke_outcome.sql reports what
+// happened (a revokePass).
 // Both blocks take a transaction-level advisory lock on the role name (1260,
 // pg_authid's oid, as the key's namespace; advisory locks are per database,
 // and every pass runs on the plugin's own one), so concurrent revocations
 // of one role take turns and the later ones find it gone.
 //
-// Markers: @role@ is the role name as a literal, @target@ the reassign
-// target as an SQL expression, @terminate@ whether to end sessions, @final@
-// whether this is the final pass, after which objects left in other
-// databases disable the role.
+// Markers (sqltemplate.go): @role is the role name as a literal, @target the
+// reassign target as an SQL expression, @terminate whether to end sessions,
+// @final whether this is the final pass, after which objects left in other
+// databases disable the role, @hand_over the statements of hand_over.sql.
 
-// revokeLogin: the guards, then NOLOGIN. A missing role is left to
-// revokeRole, which reports it.
-const revokeLogin = `
-DECLARE
-	r text := @role@;
-	target text := @target@;
-	lt text := current_setting('lock_timeout');
-BEGIN
-	-- Wait for another revocation of this role without lock_timeout: it
-	-- is bounded itself. Every other wait keeps the configured bound.
-	PERFORM set_config('lock_timeout', '0', true);
-	PERFORM pg_catalog.pg_advisory_xact_lock(1260, pg_catalog.hashtext(r));
-	PERFORM set_config('lock_timeout', lt, true);
-	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
-		RETURN;
-	END IF;
-	IF r IN (current_user, session_user) THEN
-		RAISE EXCEPTION USING ERRCODE = 'object_in_use',
-			MESSAGE = 'refusing to revoke the user Vault connects as';
-	END IF;
-	IF r = target THEN
-		RAISE EXCEPTION USING ERRCODE = 'object_in_use',
-			MESSAGE = 'refusing to revoke the role named in reassign_owned_to: it receives what revoked users own, and revoking it would drop what it owns itself';
-	END IF;
-	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = target) THEN
-		RAISE EXCEPTION USING ERRCODE = 'undefined_object',
-			MESSAGE = format('reassign_owned_to names role %I, which does not exist', target);
-	END IF;
-	EXECUTE format('ALTER ROLE %I NOLOGIN', r);
-END`
+// revokeLoginSQL: the guards, then NOLOGIN. A missing role is left to
+// revokeRoleSQL, which reports it.
+var revokeLoginSQL = loadSQL("revoke_login.sql")
 
-// revokeRole runs once NOLOGIN is committed. Steps:
+// revokeRoleSQL runs once NOLOGIN is committed. Steps:
 //
 //  1. a missing role is success;
 //  2. revoke the role's group memberships (dropping it would anyway; a
@@ -88,264 +63,87 @@ END`
 //
 // pg_stat_activity is read from a snapshot taken once per transaction, so
 // every read that must see the present clears it first.
-const revokeRole = `
-DECLARE
-	r text := @role@;
-	target text := @target@;
-	terminate boolean := @terminate@;
-	final boolean := @final@;
-	me text := current_user;
-	roid oid;
-	g text;
-	p int;
-	note text := '';
-	me_super boolean := (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user);
-	can_act boolean;
-	starting int[];
-	killed int[] := '{}';
-	deadline timestamptz;
-	prev_role text;
-	lt text := current_setting('lock_timeout');
-BEGIN
-	PERFORM set_config('pgvault.revoke_state', 'gone', true);
-	PERFORM set_config('pgvault.revoke_note', '', true);
-	-- Wait for another revocation of this role without lock_timeout: it
-	-- is bounded itself. Every other wait keeps the configured bound.
-	PERFORM set_config('lock_timeout', '0', true);
-	PERFORM pg_catalog.pg_advisory_xact_lock(1260, pg_catalog.hashtext(r));
-	PERFORM set_config('lock_timeout', lt, true);
-	SELECT oid INTO roid FROM pg_catalog.pg_roles WHERE rolname = r;
-	IF roid IS NULL THEN
-		RETURN;
-	END IF;
-	FOR g IN SELECT m.roleid::regrole::text FROM pg_catalog.pg_auth_members m WHERE m.member = roid LOOP
-		BEGIN
-			EXECUTE format('REVOKE %s FROM %I', g, r);
-		EXCEPTION WHEN OTHERS THEN
-			note := note || format('could not revoke %s from the role: %s; ', g, SQLERRM);
-		END;
-	END LOOP;
+var revokeRoleSQL = loadSQL("revoke_role.sql")
 
-	IF NOT me_super AND NOT pg_catalog.pg_has_role(me, r, 'USAGE') THEN
-		BEGIN
-			IF current_setting('server_version_num')::int >= 160000 THEN
-				-- From 16 a new grant inherits only when asked: a NOINHERIT
-				-- admin, or one that createrole_self_grant made a SET-only
-				-- member, could not reassign the role's objects otherwise.
-				EXECUTE format('GRANT %I TO %I WITH INHERIT TRUE', r, me);
-			ELSE
-				EXECUTE format('GRANT %I TO %I', r, me);
-			END IF;
-		EXCEPTION WHEN insufficient_privilege OR invalid_grant_operation THEN
-			note := note || 'could not join the role: ' || SQLERRM || '; ';
-		END;
-	END IF;
+// revokeOutcomeSQL reports revokeRoleSQL's outcome, its note, and the
+// other databases that still hold the user's objects (a text[]).
+var revokeOutcomeSQL = loadSQL("revoke_outcome.sql")
 
-	IF terminate THEN
-		-- Read once, after NOLOGIN was committed: the sessions of the role,
-		-- and the backends still starting, which pg_stat_activity does not
-		-- show yet. In the common case both are empty and that is all.
-		starting := ARRAY(SELECT l.pid FROM pg_catalog.pg_locks l
-			WHERE l.locktype = 'virtualxid' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()
-			  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid
-				AND (a.usesysid IS NOT NULL OR a.backend_type <> 'client backend')));
-		-- Most starting backends show up within milliseconds.
-		can_act := me_super OR pg_catalog.pg_has_role(me, r, 'MEMBER');
-		deadline := pg_catalog.clock_timestamp() + CASE WHEN can_act THEN interval '50 ms' ELSE interval '3 s' END;
-		WHILE cardinality(starting) > 0 AND pg_catalog.clock_timestamp() < deadline LOOP
-			PERFORM pg_catalog.pg_sleep(0.002);
-			PERFORM pg_catalog.pg_stat_clear_snapshot();
-			starting := ARRAY(SELECT l.pid FROM pg_catalog.pg_locks l
-				WHERE l.locktype = 'virtualxid' AND l.granted AND l.pid = ANY (starting)
-				  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid
-				AND (a.usesysid IS NOT NULL OR a.backend_type <> 'client backend')));
-		END LOOP;
-		IF cardinality(starting) > 0 THEN
-			IF NOT can_act THEN
-				RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
-					MESSAGE = format('connections that began before logins were blocked are still starting (server pids %s) and %I cannot tell whether they belong to the user: make it a member of the user, or retry', array_to_string(starting, ', '), me);
-			END IF;
-			-- Acting as the role, which is now in no group, a backend can
-			-- be signalled only if it runs as the role. The others are
-			-- another role's or have not reached the NOLOGIN check, which
-			-- they will fail.
-			prev_role := current_setting('role');
-			EXECUTE format('SET LOCAL ROLE %I', r);
-			FOREACH p IN ARRAY starting LOOP
-				BEGIN
-					IF pg_catalog.pg_terminate_backend(p) THEN
-						killed := killed || p;
-					END IF;
-				EXCEPTION WHEN insufficient_privilege THEN
-					NULL;
-				END;
-			END LOOP;
-			PERFORM set_config('role', prev_role, true);
-		END IF;
-
-		-- End every session of the role, and wait until they are gone.
-		deadline := pg_catalog.clock_timestamp() + interval '10 s';
-		LOOP
-			EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity
-				WHERE usesysid = roid AND pid <> pg_catalog.pg_backend_pid())
-			  -- pg_locks copies the whole lock table: read it only when
-			  -- there are signalled starting backends to wait for.
-			  AND (cardinality(killed) = 0 OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks
-				WHERE locktype = 'virtualxid' AND pid = ANY (killed)));
-			IF pg_catalog.clock_timestamp() > deadline THEN
-				RAISE EXCEPTION USING ERRCODE = 'object_in_use',
-					MESSAGE = 'sessions of the user are still running 10 s after being told to end: retry the revocation';
-			END IF;
-			BEGIN
-				PERFORM pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
-					WHERE usesysid = roid AND pid <> pg_catalog.pg_backend_pid();
-			EXCEPTION WHEN insufficient_privilege THEN
-				-- A member that does not inherit the role's privileges (a
-				-- NOINHERIT admin) may still act as the role, whose own
-				-- sessions it may end.
-				IF NOT pg_catalog.pg_has_role(me, r, 'MEMBER') THEN
-					RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
-						MESSAGE = format('cannot end the sessions of the user: grant pg_signal_backend to %I, or let it become a member of the user (%s%s)', me, note, SQLERRM);
-				END IF;
-				prev_role := current_setting('role');
-				EXECUTE format('SET LOCAL ROLE %I', r);
-				PERFORM pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
-					WHERE usesysid = roid AND pid <> pg_catalog.pg_backend_pid();
-				PERFORM set_config('role', prev_role, true);
-			END;
-			PERFORM pg_catalog.pg_sleep(0.005);
-			PERFORM pg_catalog.pg_stat_clear_snapshot();
-		END LOOP;
-	END IF;
-
-	PERFORM set_config('pgvault.revoke_note', rtrim(note, '; '), true);
-	BEGIN
-
-		-- What the user wrote must not gain the rights of the role that receives
-		-- it: its SECURITY DEFINER routines become SECURITY INVOKER, and (15+)
-		-- its views check the privileges of whoever queries them.
-		DECLARE
-			obj text;
-		BEGIN
-			FOR obj IN SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
-				WHERE p.proowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = r) AND p.prosecdef LOOP
-				EXECUTE format('ALTER ROUTINE %s SECURITY INVOKER', obj);
-			END LOOP;
-			IF current_setting('server_version_num')::int >= 150000 THEN
-				FOR obj IN SELECT c.oid::regclass::text FROM pg_catalog.pg_class c
-					WHERE c.relowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = r) AND c.relkind = 'v' LOOP
-					EXECUTE format('ALTER VIEW %s SET (security_invoker = true)', obj);
-				END LOOP;
-			END IF;
-		END;
-		EXECUTE format('REASSIGN OWNED BY %I TO %I', r, target);
-		EXECUTE format('DROP OWNED BY %I', r);
-		IF EXISTS (SELECT 1 FROM pg_catalog.pg_shdepend s
-			WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = roid
-			  AND s.dbid NOT IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()))) THEN
-			IF final THEN
-				RAISE EXCEPTION USING ERRCODE = 'dependent_objects_still_exist',
-					MESSAGE = 'the role still owns objects or holds privileges in other databases';
-			END IF;
-			PERFORM set_config('pgvault.revoke_state', 'other-databases', true);
-			RETURN;
-		END IF;
-		EXECUTE format('DROP ROLE %I', r);
-		PERFORM set_config('pgvault.revoke_state', 'dropped', true);
-	EXCEPTION WHEN OTHERS THEN
-		-- Transient failures abort the whole transaction, which is retried.
-		IF SQLSTATE IN ('40P01', '40001', '55P03') OR (SQLSTATE = 'XX000' AND SQLERRM LIKE '%concurrently%') THEN
-			RAISE;
-		END IF;
-		PERFORM set_config('pgvault.revoke_state', 'disabled: ' || SQLERRM || ' (SQLSTATE ' || SQLSTATE || ')', true);
-		EXECUTE format('ALTER ROLE %I NOLOGIN VALID UNTIL %L', r, '-infinity');
-	END;
-END`
-
-// revokeOutcome reports revokeRole's outcome, its note, and the other
-// databases that still hold the user's objects.
-const revokeOutcome = `SELECT current_setting('pgvault.revoke_state', true),
-	coalesce(current_setting('pgvault.revoke_note', true), ''),
-	ARRAY(SELECT DISTINCT d.datname::text FROM pg_catalog.pg_shdepend s
-		JOIN pg_catalog.pg_database d ON d.oid = s.dbid
-		WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass
-		  AND s.refobjid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = @role@)
-		  AND d.datname <> current_database()
-		ORDER BY 1)::text`
-
-// reassignElsewhere hands a user's objects and privileges in another
+// reassignElsewhereSQL hands a user's objects and privileges in another
 // database to the target role; the role itself is dropped afterwards from
 // the main connection.
-const reassignElsewhere = `
-DECLARE
-	r text := @role@;
-	target text := @target@;
-	lt text := current_setting('lock_timeout');
-BEGIN
-	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
-		RETURN;
-	END IF;
-	-- What the user wrote must not gain the rights of the role that receives
-	-- it: its SECURITY DEFINER routines become SECURITY INVOKER, and (15+)
-	-- its views check the privileges of whoever queries them.
-	DECLARE
-		obj text;
-	BEGIN
-		FOR obj IN SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
-			WHERE p.proowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = r) AND p.prosecdef LOOP
-			EXECUTE format('ALTER ROUTINE %s SECURITY INVOKER', obj);
-		END LOOP;
-		IF current_setting('server_version_num')::int >= 150000 THEN
-			FOR obj IN SELECT c.oid::regclass::text FROM pg_catalog.pg_class c
-				WHERE c.relowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = r) AND c.relkind = 'v' LOOP
-				EXECUTE format('ALTER VIEW %s SET (security_invoker = true)', obj);
-			END LOOP;
-		END IF;
-	END;
-	EXECUTE format('REASSIGN OWNED BY %I TO %I', r, target);
-	EXECUTE format('DROP OWNED BY %I', r);
-END`
+var reassignElsewhereSQL = loadSQL("reassign_elsewhere.sql")
+
+// handOverSQL, shared by both, disarms what the user wrote, hands it to the
+// target and drops the user's privileges (PL/pgSQL statements on the
+// variables r and target, without the last semicolon: the marker's has it).
+var handOverSQL = strings.TrimRight(loadSQL("hand_over.sql").src, "\n")
 
 // errHandOverLocked: the user can no longer log in and has no session, but
 // its objects are not handed over yet.
 var errHandOverLocked = errors.New("logins are blocked and sessions ended")
 
+// outcome is how a revocation pass ended, as revokeRoleSQL records it in
+// pgvault.revoke_state.
+type outcome string
+
+const (
+	outcomeGone     outcome = "gone"    // there was no such role
+	outcomeDropped  outcome = "dropped" // handed over and dropped
+	outcomeDisabled outcome = "disabled"
+	// outcomeOtherDatabases: handed over here, but the role still owns
+	// objects in other databases; a final pass follows.
+	outcomeOtherDatabases outcome = "other-databases"
+)
+
+// disabledPrefix starts the recorded state of a role that could not be
+// dropped and was disabled instead; the reason follows.
+const disabledPrefix = "disabled: "
+
+// revokePass is what one local revocation pass reports.
+type revokePass struct {
+	outcome outcome
+	reason  string   // why the role was disabled (outcomeDisabled)
+	note    string   // what the pass could not do on the way, for a warning
+	others  []string // other databases that still hold the user's objects
+}
+
 // defaultRevoke removes a user for good without losing data: one round trip
 // when the user owns nothing outside the connected database, otherwise one
 // more per database it owns objects in, and a final one to drop the role.
 func (p *Postgres) defaultRevoke(ctx context.Context, st *state, username string) error {
-	outcome, note, others, err := st.revokeOnce(ctx, username, false)
+	pass, err := st.revokeOnce(ctx, username, false)
 	if err != nil {
 		if errors.Is(err, errHandOverLocked) {
 			p.logger.Warn("revocation: logins and sessions ended; the hand-over of the user's objects waits for a lock, Vault will retry", "username", username)
 		}
 		return err
 	}
-	if outcome == "other-databases" {
-		for _, dbname := range others {
+	if pass.outcome == outcomeOtherDatabases {
+		for _, dbname := range pass.others {
 			// A database we cannot reach must not make the lease
 			// irrevocable: the final pass disables the role instead.
 			if err := st.reassignIn(ctx, dbname, username); err != nil {
 				p.logger.Warn("revocation: could not reassign objects in another database", "username", username, "database", dbname, "error", err)
 			}
 		}
-		if outcome, note, _, err = st.revokeOnce(ctx, username, true); err != nil {
+		if pass, err = st.revokeOnce(ctx, username, true); err != nil {
 			return err
 		}
 	}
-	switch {
-	case outcome == "gone":
+	switch pass.outcome {
+	case outcomeGone:
 		p.logger.Debug("revocation: user already gone", "username", username)
-	case outcome == "dropped":
+	case outcomeDropped:
 		p.logger.Debug("revoked user", "username", username)
-	case strings.HasPrefix(outcome, "disabled: "):
+	case outcomeDisabled:
 		p.logger.Warn("revocation: the role could not be dropped, so it was disabled instead (NOLOGIN, expired, memberships revoked)",
-			"username", username, "reason", strings.TrimPrefix(outcome, "disabled: "))
-		if note != "" {
-			p.logger.Warn("revocation: "+note, "username", username)
+			"username", username, "reason", pass.reason)
+		if pass.note != "" {
+			p.logger.Warn("revocation: "+pass.note, "username", username)
 		}
 	default:
-		return fmt.Errorf("unexpected revocation outcome %q", outcome)
+		return fmt.Errorf("unexpected revocation outcome %q", pass.outcome)
 	}
 	return nil
 }
@@ -356,25 +154,25 @@ func (st *state) reassignIn(ctx context.Context, dbname, username string) error 
 	if err != nil {
 		return err
 	}
-	if err := execAtomic(ctx, pool, pinnedSearchPath+"DO "+dollarQuote(st.revokeBody(reassignElsewhere, username, false))); err != nil {
-		return errors.New(describe(err))
+	vals := st.revokeValues(username)
+	vals["hand_over"] = handOverSQL
+	body, err := reassignElsewhereSQL.fill(vals)
+	if err != nil {
+		return err
+	}
+	if err := execAtomic(ctx, pool, pinnedSearchPath+"DO "+dollarQuote(body)); err != nil {
+		return failed("", err)
 	}
 	return nil
 }
 
-// revokeBody fills the markers of one revocation statement.
-func (st *state) revokeBody(tmpl, username string, final bool) string {
+// revokeValues are the @role and @target markers' values.
+func (st *state) revokeValues(username string) map[string]string {
 	target := "current_user"
 	if st.cfg.ReassignOwnedTo != "" {
 		target = quoteLiteral(st.cfg.ReassignOwnedTo)
 	}
-	// One pass: a value is never searched for markers.
-	return strings.NewReplacer(
-		"@role@", quoteLiteral(username),
-		"@target@", target,
-		"@terminate@", strconv.FormatBool(*st.cfg.TerminateSessions),
-		"@final@", strconv.FormatBool(final),
-	).Replace(tmpl)
+	return map[string]string{"role": quoteLiteral(username), "target": target}
 }
 
 // pinnedSearchPath comes before the plugin's own blocks. They run as the
@@ -386,11 +184,20 @@ func (st *state) revokeBody(tmpl, username string, final bool) string {
 const pinnedSearchPath = "SET search_path = pg_catalog, pg_temp;\n"
 
 // revokeSQL is the query string of one local revocation pass (see
-// revokeLogin).
-func (st *state) revokeSQL(username string, final bool) string {
-	return pinnedSearchPath + "BEGIN;\nDO " + dollarQuote(st.revokeBody(revokeLogin, username, final)) + ";\nCOMMIT;\n" +
-		"DO " + dollarQuote(st.revokeBody(revokeRole, username, final)) + ";\n" +
-		st.revokeBody(revokeOutcome, username, final)
+// revokeLoginSQL).
+func (st *state) revokeSQL(username string, final bool) (string, error) {
+	vals := st.revokeValues(username)
+	login, err1 := revokeLoginSQL.fill(vals)
+	vals["terminate"] = strconv.FormatBool(st.cfg.TerminateSessions)
+	vals["final"] = strconv.FormatBool(final)
+	vals["hand_over"] = handOverSQL
+	role, err2 := revokeRoleSQL.fill(vals)
+	report, err3 := revokeOutcomeSQL.fill(map[string]string{"role": vals["role"]})
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return "", err
+	}
+	return pinnedSearchPath + "BEGIN;\nDO " + dollarQuote(login) + ";\nCOMMIT;\n" +
+		"DO " + dollarQuote(role) + ";\n" + report, nil
 }
 
 // dollarQuote wraps body in a dollar-quote tag that does not occur in it,
@@ -405,17 +212,20 @@ func dollarQuote(body string) string {
 
 // revokeOnce runs one local revocation pass and reads its outcome and the
 // other databases that still hold the user's objects.
-func (st *state) revokeOnce(ctx context.Context, username string, final bool) (string, string, []string, error) {
-	sql := st.revokeSQL(username, final)
-	var outcome, note, dbs string
+func (st *state) revokeOnce(ctx context.Context, username string, final bool) (revokePass, error) {
+	sql, err := st.revokeSQL(username, final)
+	if err != nil {
+		return revokePass{}, err
+	}
+	var pass revokePass
 	run := func() error {
 		return withRetry(ctx, func() error {
 			var err error
-			outcome, note, dbs, err = st.runRevoke(ctx, sql)
+			pass, err = st.runRevoke(ctx, sql)
 			return err
 		})
 	}
-	err := run()
+	err = run()
 	// Revocation is idempotent: after a lost connection (a restarted
 	// server, a killed backend) it simply runs again on a fresh one.
 	for attempt := 0; attempt < connRetries && connLost(err) && ctx.Err() == nil; attempt++ {
@@ -425,23 +235,25 @@ func (st *state) revokeOnce(ctx context.Context, username string, final bool) (s
 		// Someone else dropped the role between our check and our use.
 		if sqlState(err) == pgerrcode.UndefinedObject {
 			if exists, cerr := st.roleExists(ctx, username); cerr == nil && !exists {
-				return "gone", "", nil, nil
+				return revokePass{outcome: outcomeGone}, nil
 			}
 		}
 		if isLockTimeout(err) {
 			// NOLOGIN is committed and the sessions are ended before the
 			// hand-over starts: only REASSIGN/DROP OWNED waited.
-			return "", "", nil, fmt.Errorf("%w: handing over what the user owns waited longer than lock_timeout (%s) for a lock another session holds on one of its objects; Vault retries the revocation later", errHandOverLocked, st.cfg.LockTimeout)
+			return revokePass{}, fmt.Errorf("%w: handing over what the user owns waited longer than lock_timeout (%s) for a lock another session holds on one of its objects; Vault retries the revocation later", errHandOverLocked, st.cfg.LockTimeout)
 		}
-		return "", "", nil, errors.New(st.describe(err))
+		return revokePass{}, st.failed("", err)
 	}
-	return outcome, note, parseTextArray(dbs), nil
+	return pass, nil
 }
 
-func (st *state) runRevoke(ctx context.Context, sql string) (outcome, note, dbs string, err error) {
+// runRevoke sends one pass's query string on a pooled connection and reads
+// the row of revokeOutcomeSQL.
+func (st *state) runRevoke(ctx context.Context, sql string) (revokePass, error) {
 	conn, err := st.pool.Acquire(ctx)
 	if err != nil {
-		return "", "", "", err
+		return revokePass{}, err
 	}
 	defer conn.Release()
 	pc := conn.Conn().PgConn()
@@ -452,13 +264,29 @@ func (st *state) runRevoke(ctx context.Context, sql string) (outcome, note, dbs 
 		if pc.TxStatus() == 'E' {
 			_ = pc.Exec(ctx, "ROLLBACK").Close()
 		}
-		return "", "", "", err
+		return revokePass{}, err
 	}
 	last := results[len(results)-1]
 	if len(last.Rows) != 1 || len(last.Rows[0]) != 3 {
-		return "", "", "", errors.New("revocation returned no outcome")
+		return revokePass{}, errors.New("revocation returned no outcome")
 	}
-	return string(last.Rows[0][0]), string(last.Rows[0][1]), string(last.Rows[0][2]), nil
+	row := last.Rows[0]
+	pass := revokePass{outcome: outcome(row[0]), note: string(row[1])}
+	if reason, ok := strings.CutPrefix(string(row[0]), disabledPrefix); ok {
+		pass.outcome, pass.reason = outcomeDisabled, reason
+	}
+	if pass.others, err = scanTextArray(conn.Conn().TypeMap(), row[2]); err != nil {
+		return revokePass{}, fmt.Errorf("reading the revocation's other databases: %w", err)
+	}
+	return pass, nil
+}
+
+// scanTextArray reads a text[] in the text form the simple protocol
+// returns ({a,"b c"}).
+func scanTextArray(m *pgtype.Map, src []byte) ([]string, error) {
+	var out []string
+	err := m.Scan(pgtype.TextArrayOID, pgtype.TextFormatCode, src, &out)
+	return out, err
 }
 
 // databasePool returns a pool to another database of the same cluster,
@@ -480,41 +308,4 @@ func (st *state) databasePool(dbname string) (*pgxpool.Pool, error) {
 		return prev.(*pgxpool.Pool), nil
 	}
 	return pool, nil
-}
-
-// parseTextArray parses PostgreSQL's text form of a text[] of simple
-// database names ({a,"b c"}).
-func parseTextArray(s string) []string {
-	s = strings.TrimSpace(s)
-	if len(s) < 2 || s[0] != '{' || s[len(s)-1] != '}' {
-		return nil
-	}
-	s = s[1 : len(s)-1]
-	var out []string
-	var cur strings.Builder
-	inQuotes, escaped, any := false, false, false
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case escaped:
-			cur.WriteByte(c)
-			escaped = false
-		case c == '\\':
-			escaped = true
-		case c == '"':
-			inQuotes = !inQuotes
-			any = true
-		case c == ',' && !inQuotes:
-			out = append(out, cur.String())
-			cur.Reset()
-			any = false
-		default:
-			cur.WriteByte(c)
-			any = true
-		}
-	}
-	if any || cur.Len() > 0 {
-		out = append(out, cur.String())
-	}
-	return out
 }

@@ -122,14 +122,9 @@ func TestRevocationEndsReconnectingClients(t *testing.T) {
 		adm := adm
 		t.Run(adm.name, func(t *testing.T) {
 			t.Parallel()
-			extra := map[string]interface{}{}
-			if adm.user != "" {
-				schema := "recon_" + randSuffix()
-				execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s`, quoteIdent(schema)))
-				adm.setup(t, a, adm.user, schema)
-				extra["username"], extra["password"] = adm.user, "limited-pw"
-			}
-			db := newDB(t, extra)
+			schema := "recon_" + randSuffix()
+			execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s`, quoteIdent(schema)))
+			db := adm.newDB(t, a, schema)
 			for i := 0; i < 3; i++ {
 				req := newUserReq(createStmt)
 				user := dbtesting.AssertNewUser(t, db, req).Username
@@ -155,8 +150,7 @@ func TestRevocationEndsSessionsOfDisabledRole(t *testing.T) {
 	adm := revokeAdmins()[1]
 	schema := "disabled_" + randSuffix()
 	execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s`, quoteIdent(schema)))
-	adm.setup(t, a, adm.user, schema)
-	db := newDB(t, map[string]interface{}{"username": adm.user, "password": "limited-pw"})
+	db := adm.newDB(t, a, schema)
 	third := "grantor-" + randSuffix()
 	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s`, quoteIdent(third)))
 	execSQL(t, a, fmt.Sprintf(`CREATE TABLE %s.third_t (id int)`, quoteIdent(schema)))
@@ -243,8 +237,7 @@ func TestRevocationOfAdminMember(t *testing.T) {
 	adm := revokeAdmins()[1]
 	schema := "member_" + randSuffix()
 	execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s`, quoteIdent(schema)))
-	adm.setup(t, a, adm.user, schema)
-	db := newDB(t, map[string]interface{}{"username": adm.user, "password": "limited-pw"})
+	db := adm.newDB(t, a, schema)
 	req := newUserReq(createStmt)
 	user := dbtesting.AssertNewUser(t, db, req).Username
 	// The superuser grants it: from PostgreSQL 16 the admin itself may not
@@ -302,15 +295,13 @@ func TestConcurrentRevocationsOfOneUser(t *testing.T) {
 		adm := adm
 		t.Run(adm.name, func(t *testing.T) {
 			t.Parallel()
-			extra := map[string]interface{}{}
+			schema := "conc_" + randSuffix()
+			execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s`, quoteIdent(schema)))
+			db := adm.newDB(t, a, schema)
 			if adm.user != "" {
-				schema := "conc_" + randSuffix()
-				execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s`, quoteIdent(schema)))
-				adm.setup(t, a, adm.user, schema)
 				execSQL(t, a, fmt.Sprintf(`GRANT CREATE ON SCHEMA public TO %s WITH GRANT OPTION`, quoteIdent(adm.user)))
-				extra["username"], extra["password"] = adm.user, "limited-pw"
 			}
-			concurrentRevocations(t, a, newDB(t, extra))
+			concurrentRevocations(t, a, db)
 		})
 	}
 }

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -40,6 +41,18 @@ func revokeAdmins() []revokeAdmin {
 	}
 }
 
+// newDB returns the plugin connected as adm: for the CREATEROLE admin, set
+// up first to own schema, which must exist; for the superuser, as is.
+func (adm revokeAdmin) newDB(t *testing.T, a *pgxpool.Pool, schema string) *Postgres {
+	t.Helper()
+	extra := map[string]interface{}{}
+	if adm.user != "" {
+		adm.setup(t, a, adm.user, schema)
+		extra["username"], extra["password"] = adm.user, "limited-pw"
+	}
+	return newDB(t, extra)
+}
+
 // ownedObjects is what a dynamic user creates in the test: a schema, and in
 // the shared schema a table, a sequence and a function.
 var ownedObjects = []struct{ kind, query string }{
@@ -59,14 +72,8 @@ func TestDefaultRevocation(t *testing.T) {
 			// A sequence nobody in the test owns or may touch: the built-in's
 			// REVOKE ... ON ALL SEQUENCES fails on it for a CREATEROLE admin.
 			execSQL(t, a, fmt.Sprintf(`CREATE SEQUENCE %s.foreign_seq`, quoteIdent(schema)))
-			extra := map[string]interface{}{}
-			owner := pg.SuperUser
-			if adm.user != "" {
-				adm.setup(t, a, adm.user, schema)
-				extra["username"], extra["password"] = adm.user, "limited-pw"
-				owner = adm.user
-			}
-			db := newDB(t, extra)
+			owner := cmp.Or(adm.user, pg.SuperUser)
+			db := adm.newDB(t, a, schema)
 			creation := []string{createStmt,
 				fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, quoteIdent(schema)),
 				`GRANT CREATE ON DATABASE postgres TO "{{name}}";`}

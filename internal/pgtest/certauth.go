@@ -27,6 +27,12 @@ import (
 // client_certificate credentials. Create it with CreateCertGroup.
 const CertGroup = "vault_cert_users"
 
+// testCA is the CA that signs the server's and clients' certificates.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
 // CA is a certificate authority that issues client certificates.
 type CA struct {
 	ca *testCA
@@ -37,9 +43,18 @@ type CA struct {
 // NewCA returns a fresh CA that no server trusts, for proving that a
 // certificate from another CA is refused.
 func NewCA(name string) (*CA, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, caPEM, err := newTestCA(name)
 	if err != nil {
 		return nil, err
+	}
+	return &CA{ca: ca, PEM: caPEM}, nil
+}
+
+// newTestCA makes a CA valid for two days, and its certificate's PEM.
+func newTestCA(name string) (*testCA, string, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, "", err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
@@ -48,13 +63,13 @@ func NewCA(name string) (*CA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return &CA{ca: &testCA{cert: cert, key: key}, PEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))}, nil
+	return &testCA{cert: cert, key: key}, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), nil
 }
 
 // ClientCA is the CA the server trusts for client certificates (its
@@ -79,6 +94,20 @@ func (c *CA) KeyPEM() (string, error) {
 // Issue returns a client certificate with subject CN=cn and its private key
 // (PEM), valid for a day. keyType is "ec" (P-256) or "rsa" (2048 bits).
 func (c *CA) Issue(cn, keyType string) (certPEM, keyPEM string, err error) {
+	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	if err != nil {
+		return "", "", err
+	}
+	return c.ca.sign(&x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, keyType)
+}
+
+// sign makes a key of keyType ("ec" or "rsa") and a certificate for it from
+// tmpl, signed by the CA; both PEM.
+func (c *testCA) sign(tmpl *x509.Certificate, keyType string) (certPEM, keyPEM string, err error) {
 	var pub crypto.PublicKey
 	var keyBlock *pem.Block
 	switch keyType {
@@ -101,16 +130,7 @@ func (c *CA) Issue(cn, keyType string) (certPEM, keyPEM string, err error) {
 	default:
 		return "", "", fmt.Errorf("key type %q: use ec or rsa", keyType)
 	}
-	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
-	if err != nil {
-		return "", "", err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.ca.cert, pub, c.ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, pub, c.key)
 	if err != nil {
 		return "", "", err
 	}

@@ -3,13 +3,10 @@ package pgtest
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
@@ -88,47 +85,103 @@ func startLocal(ctx context.Context) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "pgvault-pg-")
+	dir, cleanupDir, err := clusterDir("pgvault-pg-")
 	if err != nil {
 		return nil, err
 	}
-	cleanupDir := func() { _ = os.RemoveAll(dir) }
-	if err := os.Chmod(dir, 0o755); err != nil {
+	fail := func(err error) (*Server, error) {
 		cleanupDir()
 		return nil, err
 	}
-	password := randomPassword()
 	ca, signer, err := writeCerts(dir)
 	if err != nil {
-		cleanupDir()
-		return nil, err
+		return fail(err)
 	}
-	pwfile := filepath.Join(dir, "pwfile")
-	if err := os.WriteFile(pwfile, []byte(password+"\n"), 0o600); err != nil {
-		cleanupDir()
-		return nil, err
+	if err := chownTLS(who, dir); err != nil {
+		return fail(err)
 	}
-	for _, f := range []string{dir, pwfile, filepath.Join(dir, "server.key"), filepath.Join(dir, "server.crt"), filepath.Join(dir, "ca.crt")} {
+	password := randomPassword()
+	data := filepath.Join(dir, "data")
+	if err := initCluster(ctx, who, bin, data, password); err != nil {
+		return fail(err)
+	}
+	port, err := FreePort()
+	if err != nil {
+		return fail(err)
+	}
+	if err := configureCluster(who, dir, data, port); err != nil {
+		return fail(err)
+	}
+	logFile := filepath.Join(dir, "server.log")
+	pid, exited, stop, err := runPostmaster(who, bin, data, logFile)
+	if err != nil {
+		return fail(err)
+	}
+	stopAndClean := func() error {
+		err := stop()
+		cleanupDir()
+		return err
+	}
+	s := &Server{Host: "127.0.0.1", Port: port, SuperUser: "postgres", SuperPassword: password, Database: "postgres",
+		SSLMode: "verify-full", CAPEM: string(ca), CAFile: filepath.Join(dir, "ca.crt"), LogFile: logFile, ca: signer,
+		Source: "local " + bin, BinDir: bin, stop: stopAndClean, DataDir: data, PID: pid, exited: exited}
+	if err := s.waitReady(ctx, 60*time.Second); err != nil {
+		log, _ := os.ReadFile(logFile)
+		_ = stopAndClean()
+		return nil, fmt.Errorf("%w\nserver log:\n%s", err, log)
+	}
+	return s, nil
+}
+
+// clusterDir makes a temp dir the cluster user can enter, and its cleanup.
+func clusterDir(prefix string) (string, func(), error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup := func() { _ = os.RemoveAll(dir) }
+	if err := os.Chmod(dir, 0o755); err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	return dir, cleanup, nil
+}
+
+// chownTLS gives dir and the TLS files in it to the cluster user.
+func chownTLS(who runAs, dir string) error {
+	for _, f := range []string{dir, filepath.Join(dir, "ca.crt"), filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")} {
 		if err := os.Chown(f, who.uid, who.gid); err != nil {
-			cleanupDir()
-			return nil, err
+			return err
 		}
 	}
-	data := filepath.Join(dir, "data")
+	return nil
+}
+
+// initCluster runs initdb on data as the cluster user, with SCRAM and the
+// superuser postgres whose password is password.
+func initCluster(ctx context.Context, who runAs, bin, data, password string) error {
+	pwfile := filepath.Join(filepath.Dir(data), "pwfile")
+	if err := os.WriteFile(pwfile, []byte(password+"\n"), 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(pwfile)
+	if err := os.Chown(pwfile, who.uid, who.gid); err != nil {
+		return err
+	}
 	var out bytes.Buffer
 	initdb := who.command(ctx, filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "--auth=scram-sha-256",
 		"--pwfile="+pwfile, "-E", "UTF8", "--no-sync", "--no-instructions")
 	initdb.Stdout, initdb.Stderr = &out, &out
 	if err := initdb.Run(); err != nil {
-		cleanupDir()
-		return nil, fmt.Errorf("initdb: %v: %s", err, out.String())
+		return fmt.Errorf("initdb: %v: %s", err, out.String())
 	}
-	_ = os.Remove(pwfile)
-	port, err := FreePort()
-	if err != nil {
-		cleanupDir()
-		return nil, err
-	}
+	return nil
+}
+
+// configureCluster writes the settings and pg_hba.conf of a fresh cluster:
+// loopback on port, TLS from the files in dir, speed over durability, every
+// statement logged.
+func configureCluster(who runAs, dir, data string, port int) error {
 	conf := fmt.Sprintf(`
 listen_addresses = '127.0.0.1'
 port = %d
@@ -147,8 +200,7 @@ log_min_messages = warning
 log_line_prefix = '%%m [%%p] %%u@%%d '
 `, port, dir, filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key"), filepath.Join(dir, "ca.crt"))
 	if err := appendFile(filepath.Join(data, "postgresql.conf"), conf); err != nil {
-		cleanupDir()
-		return nil, err
+		return err
 	}
 	// CertUser may only log in with a client certificate from the test CA.
 	// Members of CertGroup log in with a client certificate (certauth.go).
@@ -157,54 +209,10 @@ log_line_prefix = '%%m [%%p] %%u@%%d '
 		"local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n" +
 		"host replication postgres 127.0.0.1/32 scram-sha-256\n" // StartReplica's pg_basebackup and standby
 	if err := os.WriteFile(filepath.Join(data, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
-		cleanupDir()
-		return nil, err
+		return err
 	}
 	_ = os.Chown(filepath.Join(data, "pg_hba.conf"), who.uid, who.gid)
-	logFile := filepath.Join(dir, "server.log")
-	logf, err := os.Create(logFile)
-	if err != nil {
-		cleanupDir()
-		return nil, err
-	}
-	// The postmaster runs as our child (not daemonized by pg_ctl) in its own
-	// process group and dies with us, so a test binary that panics or times
-	// out leaves no server behind.
-	pgCmd := who.command(context.Background(), filepath.Join(bin, "postgres"), "-D", data)
-	pgCmd.Stdout, pgCmd.Stderr = logf, logf
-	pgCmd.SysProcAttr.Setpgid = true
-	pgCmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	if err := pgCmd.Start(); err != nil {
-		logf.Close()
-		cleanupDir()
-		return nil, fmt.Errorf("starting postgres: %w", err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = pgCmd.Wait()
-		logf.Close()
-		close(exited)
-	}()
-	stop := func() error {
-		_ = pgCmd.Process.Signal(syscall.SIGINT) // fast shutdown
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			_ = syscall.Kill(-pgCmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-		cleanupDir()
-		return nil
-	}
-	s := &Server{Host: "127.0.0.1", Port: port, SuperUser: "postgres", SuperPassword: password, Database: "postgres",
-		SSLMode: "verify-full", CAPEM: string(ca), CAFile: filepath.Join(dir, "ca.crt"), LogFile: logFile, ca: signer,
-		Source: "local " + bin, BinDir: bin, stop: stop, DataDir: data, PID: pgCmd.Process.Pid, exited: exited}
-	if err := s.waitReady(ctx, 60*time.Second); err != nil {
-		log, _ := os.ReadFile(logFile)
-		_ = stop()
-		return nil, fmt.Errorf("%w\nserver log:\n%s", err, log)
-	}
-	return s, nil
+	return nil
 }
 
 func appendFile(path, text string) error {
@@ -221,62 +229,31 @@ func appendFile(path, text string) error {
 
 // writeCerts writes a CA and a server certificate for 127.0.0.1/localhost
 // into dir and returns the CA's PEM.
-// testCA is the CA that signs the server's and clients' certificates.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
 func writeCerts(dir string) ([]byte, *testCA, error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, caPEM, err := newTestCA("pgvault test CA")
 	if err != nil {
 		return nil, nil, err
 	}
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pgvault test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	ca := &testCA{cert: caCert, key: caKey}
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	srvTmpl := &x509.Certificate{
+	srvPEM, keyPEM, err := ca.sign(&x509.Certificate{
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
 		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
+	}, "ec")
 	if err != nil {
 		return nil, nil, err
 	}
-	keyDER, err := x509.MarshalECPrivateKey(srvKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
-	files := map[string][]byte{
-		"ca.crt":     caPEM,
-		"server.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}),
-		"server.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
-	}
+	files := map[string]string{"ca.crt": caPEM, "server.crt": srvPEM, "server.key": keyPEM}
 	for name, b := range files {
 		mode := os.FileMode(0o644)
 		if name == "server.key" {
 			mode = 0o600
 		}
-		if err := os.WriteFile(filepath.Join(dir, name), b, mode); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(b), mode); err != nil {
 			return nil, nil, err
 		}
 	}
-	return caPEM, ca, nil
+	return []byte(caPEM), ca, nil
 }
 
 // randomPassword returns a password with characters that break naive URL
@@ -294,27 +271,9 @@ const CertUser = "pgvault_certuser"
 // ClientCert issues a client certificate and key (PEM) for user, signed by
 // the server's test CA. Only a local cluster has one.
 func (s *Server) ClientCert(user string) (certPEM, keyPEM string, err error) {
-	if s.ca == nil {
-		return "", "", errors.New("no test CA: the server was not started here")
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := s.ClientCA()
 	if err != nil {
 		return "", "", err
 	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: user},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.ca.cert, &key.PublicKey, s.ca.key)
-	if err != nil {
-		return "", "", err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return "", "", err
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})), nil
+	return ca.Issue(user, "ec")
 }

@@ -5,6 +5,12 @@
 // postgres:${PG_VERSION:-17}), and the local PostgreSQL server binaries
 // (pg_config --bindir). From binaries it starts a throwaway cluster with
 // SCRAM authentication and TLS from a test CA on a free loopback port.
+//
+// It is also the one home of what tests need from the database side:
+// connections and pools (Connect, Pool, CanLogin), catalog checks
+// (RoleExists), the server log (ReadLog), and certificates (certauth.go:
+// NewCA and CA.Issue for any certificate a test needs, ClientCA and
+// ClientCert for the local cluster's own CA).
 package pgtest
 
 import (
@@ -189,6 +195,18 @@ func (s *Server) CanLogin(ctx context.Context, user, password string) error {
 	defer c.Close(context.Background())
 	var one int
 	return c.QueryRow(ctx, "SELECT 1").Scan(&one)
+}
+
+// Querier is what RoleExists needs: a pool or a connection.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// RoleExists reports whether the cluster has a role of that name.
+func RoleExists(ctx context.Context, q Querier, name string) (bool, error) {
+	var ok bool
+	err := q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)", name).Scan(&ok)
+	return ok, err
 }
 
 // Pool opens a superuser pool.

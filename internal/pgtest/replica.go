@@ -37,50 +37,25 @@ func StartReplica(ctx context.Context, primary *Server) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "pgvault-replica-")
+	dir, cleanupDir, err := clusterDir("pgvault-replica-")
 	if err != nil {
 		return nil, err
 	}
-	cleanupDir := func() { _ = os.RemoveAll(dir) }
 	fail := func(err error) (*Server, error) {
 		cleanupDir()
 		return nil, err
 	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return fail(err)
-	}
 	// The replica gets its own copy of the TLS files: the primary's
 	// directory goes away when the primary is stopped.
-	src := filepath.Dir(primary.DataDir)
-	for _, name := range []string{"ca.crt", "server.crt", "server.key"} {
-		b, err := os.ReadFile(filepath.Join(src, name))
-		if err != nil {
-			return fail(err)
-		}
-		mode := os.FileMode(0o644)
-		if name == "server.key" {
-			mode = 0o600
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), b, mode); err != nil {
-			return fail(err)
-		}
+	if err := copyTLS(filepath.Dir(primary.DataDir), dir); err != nil {
+		return fail(err)
 	}
-	for _, f := range []string{dir, filepath.Join(dir, "ca.crt"), filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")} {
-		if err := os.Chown(f, who.uid, who.gid); err != nil {
-			return fail(err)
-		}
+	if err := chownTLS(who, dir); err != nil {
+		return fail(err)
 	}
 	data := filepath.Join(dir, "data")
-	conninfo := fmt.Sprintf("host=%s port=%d user=%s password=%s sslmode=%s sslrootcert=%s application_name=pgvault_replica",
-		primary.Host, primary.Port, primary.SuperUser, conninfoQuote(primary.SuperPassword), primary.SSLMode, filepath.Join(dir, "ca.crt"))
-	var out bytes.Buffer
-	bb := who.command(ctx, basebackup, "-D", data, "-R", "-X", "stream", "-c", "fast", "--no-sync", "-d", conninfo)
-	bb.Stdout, bb.Stderr = &out, &out
-	// libpq reads ~/.postgresql for client certificates; the test's HOME
-	// (root's) is not readable by the cluster user.
-	bb.Env = append(bb.Env, "HOME="+dir)
-	if err := bb.Run(); err != nil {
-		return fail(fmt.Errorf("pg_basebackup from %s:%d: %v: %s", primary.Host, primary.Port, err, out.String()))
+	if err := baseBackup(ctx, who, basebackup, primary, data); err != nil {
+		return fail(err)
 	}
 	port, err := FreePort()
 	if err != nil {
@@ -123,6 +98,42 @@ hot_standby = on
 		return nil, fmt.Errorf("standby: reading the version: %w", err)
 	}
 	return s, nil
+}
+
+// copyTLS copies the server's TLS files from src into dir.
+func copyTLS(src, dir string) error {
+	for _, name := range []string{"ca.crt", "server.crt", "server.key"} {
+		b, err := os.ReadFile(filepath.Join(src, name))
+		if err != nil {
+			return err
+		}
+		mode := os.FileMode(0o644)
+		if name == "server.key" {
+			mode = 0o600
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, mode); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// baseBackup runs pg_basebackup -R from primary into data, as the cluster
+// user, over TLS verified with the CA copied next to data.
+func baseBackup(ctx context.Context, who runAs, basebackup string, primary *Server, data string) error {
+	dir := filepath.Dir(data)
+	conninfo := fmt.Sprintf("host=%s port=%d user=%s password=%s sslmode=%s sslrootcert=%s application_name=pgvault_replica",
+		primary.Host, primary.Port, primary.SuperUser, conninfoQuote(primary.SuperPassword), primary.SSLMode, filepath.Join(dir, "ca.crt"))
+	var out bytes.Buffer
+	bb := who.command(ctx, basebackup, "-D", data, "-R", "-X", "stream", "-c", "fast", "--no-sync", "-d", conninfo)
+	bb.Stdout, bb.Stderr = &out, &out
+	// libpq reads ~/.postgresql for client certificates; the test's HOME
+	// (root's) is not readable by the cluster user.
+	bb.Env = append(bb.Env, "HOME="+dir)
+	if err := bb.Run(); err != nil {
+		return fmt.Errorf("pg_basebackup from %s:%d: %v: %s", primary.Host, primary.Port, err, out.String())
+	}
+	return nil
 }
 
 // findBasebackup returns a pg_basebackup of the primary's major version:
@@ -176,9 +187,10 @@ func conninfoQuote(v string) string {
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
 }
 
-// runPostmaster starts postgres on data as the cluster user, as startLocal
-// does: a child in its own process group that dies with the test binary.
-// stop shuts it down fast and waits for it.
+// runPostmaster starts postgres on data as the cluster user. The postmaster
+// runs as our child (not daemonized by pg_ctl) in its own process group and
+// dies with us, so a test binary that panics or times out leaves no server
+// behind. stop shuts it down fast and waits for it.
 func runPostmaster(who runAs, bin, data, logFile string) (pid int, exited <-chan struct{}, stop func() error, err error) {
 	logf, err := os.Create(logFile)
 	if err != nil {

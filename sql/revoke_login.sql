@@ -1,0 +1,28 @@
+-- DO body: the guards of a revocation, then NOLOGIN, committed on its own (revoke.go).
+DECLARE
+	r text := /* @role */ NULL;
+	target text := /* @target */ NULL;
+	lt text := current_setting('lock_timeout');
+BEGIN
+	-- Wait for another revocation of this role without lock_timeout: it
+	-- is bounded itself. Every other wait keeps the configured bound.
+	PERFORM set_config('lock_timeout', '0', true);
+	PERFORM pg_catalog.pg_advisory_xact_lock(1260, pg_catalog.hashtext(r));
+	PERFORM set_config('lock_timeout', lt, true);
+	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+		RETURN;
+	END IF;
+	IF r IN (current_user, session_user) THEN
+		RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+			MESSAGE = 'refusing to revoke the user Vault connects as';
+	END IF;
+	IF r = target THEN
+		RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+			MESSAGE = 'refusing to revoke the role named in reassign_owned_to: it receives what revoked users own, and revoking it would drop what it owns itself';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = target) THEN
+		RAISE EXCEPTION USING ERRCODE = 'undefined_object',
+			MESSAGE = format('reassign_owned_to names role %I, which does not exist', target);
+	END IF;
+	EXECUTE format('ALTER ROLE %I NOLOGIN', r);
+END

@@ -1,0 +1,154 @@
+-- DO body: ends the sessions of a NOLOGIN role, hands over and drops it, or disables it (revoke.go).
+DECLARE
+	r text := /* @role */ NULL;
+	target text := /* @target */ NULL;
+	terminate boolean := /* @terminate */ NULL;
+	final boolean := /* @final */ NULL;
+	me text := current_user;
+	roid oid;
+	g text;
+	p int;
+	note text := '';
+	me_super boolean := (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user);
+	can_act boolean;
+	starting int[];
+	killed int[] := '{}';
+	deadline timestamptz;
+	prev_role text;
+	lt text := current_setting('lock_timeout');
+BEGIN
+	PERFORM set_config('pgvault.revoke_state', 'gone', true);
+	PERFORM set_config('pgvault.revoke_note', '', true);
+	-- Wait for another revocation of this role without lock_timeout: it
+	-- is bounded itself. Every other wait keeps the configured bound.
+	PERFORM set_config('lock_timeout', '0', true);
+	PERFORM pg_catalog.pg_advisory_xact_lock(1260, pg_catalog.hashtext(r));
+	PERFORM set_config('lock_timeout', lt, true);
+	SELECT oid INTO roid FROM pg_catalog.pg_roles WHERE rolname = r;
+	IF roid IS NULL THEN
+		RETURN;
+	END IF;
+	FOR g IN SELECT m.roleid::regrole::text FROM pg_catalog.pg_auth_members m WHERE m.member = roid LOOP
+		BEGIN
+			EXECUTE format('REVOKE %s FROM %I', g, r);
+		EXCEPTION WHEN OTHERS THEN
+			note := note || format('could not revoke %s from the role: %s; ', g, SQLERRM);
+		END;
+	END LOOP;
+
+	IF NOT me_super AND NOT pg_catalog.pg_has_role(me, r, 'USAGE') THEN
+		BEGIN
+			IF current_setting('server_version_num')::int >= 160000 THEN
+				-- From 16 a new grant inherits only when asked: a NOINHERIT
+				-- admin, or one that createrole_self_grant made a SET-only
+				-- member, could not reassign the role's objects otherwise.
+				EXECUTE format('GRANT %I TO %I WITH INHERIT TRUE', r, me);
+			ELSE
+				EXECUTE format('GRANT %I TO %I', r, me);
+			END IF;
+		EXCEPTION WHEN insufficient_privilege OR invalid_grant_operation THEN
+			note := note || 'could not join the role: ' || SQLERRM || '; ';
+		END;
+	END IF;
+
+	IF terminate THEN
+		-- Read once, after NOLOGIN was committed: the sessions of the role,
+		-- and the backends still starting, which pg_stat_activity does not
+		-- show yet. In the common case both are empty and that is all.
+		starting := ARRAY(SELECT l.pid FROM pg_catalog.pg_locks l
+			WHERE l.locktype = 'virtualxid' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()
+			  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid
+				AND (a.usesysid IS NOT NULL OR a.backend_type <> 'client backend')));
+		-- Most starting backends show up within milliseconds.
+		can_act := me_super OR pg_catalog.pg_has_role(me, r, 'MEMBER');
+		deadline := pg_catalog.clock_timestamp() + CASE WHEN can_act THEN interval '50 ms' ELSE interval '3 s' END;
+		WHILE cardinality(starting) > 0 AND pg_catalog.clock_timestamp() < deadline LOOP
+			PERFORM pg_catalog.pg_sleep(0.002);
+			PERFORM pg_catalog.pg_stat_clear_snapshot();
+			starting := ARRAY(SELECT l.pid FROM pg_catalog.pg_locks l
+				WHERE l.locktype = 'virtualxid' AND l.granted AND l.pid = ANY (starting)
+				  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid
+				AND (a.usesysid IS NOT NULL OR a.backend_type <> 'client backend')));
+		END LOOP;
+		IF cardinality(starting) > 0 THEN
+			IF NOT can_act THEN
+				RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+					MESSAGE = format('connections that began before logins were blocked are still starting (server pids %s) and %I cannot tell whether they belong to the user: make it a member of the user, or retry', array_to_string(starting, ', '), me);
+			END IF;
+			-- Acting as the role, which is now in no group, a backend can
+			-- be signalled only if it runs as the role. The others are
+			-- another role's or have not reached the NOLOGIN check, which
+			-- they will fail.
+			prev_role := current_setting('role');
+			EXECUTE format('SET LOCAL ROLE %I', r);
+			FOREACH p IN ARRAY starting LOOP
+				BEGIN
+					IF pg_catalog.pg_terminate_backend(p) THEN
+						killed := killed || p;
+					END IF;
+				EXCEPTION WHEN insufficient_privilege THEN
+					NULL;
+				END;
+			END LOOP;
+			PERFORM set_config('role', prev_role, true);
+		END IF;
+
+		-- End every session of the role, and wait until they are gone.
+		deadline := pg_catalog.clock_timestamp() + interval '10 s';
+		LOOP
+			EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity
+				WHERE usesysid = roid AND pid <> pg_catalog.pg_backend_pid())
+			  -- pg_locks copies the whole lock table: read it only when
+			  -- there are signalled starting backends to wait for.
+			  AND (cardinality(killed) = 0 OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks
+				WHERE locktype = 'virtualxid' AND pid = ANY (killed)));
+			IF pg_catalog.clock_timestamp() > deadline THEN
+				RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+					MESSAGE = 'sessions of the user are still running 10 s after being told to end: retry the revocation';
+			END IF;
+			BEGIN
+				PERFORM pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
+					WHERE usesysid = roid AND pid <> pg_catalog.pg_backend_pid();
+			EXCEPTION WHEN insufficient_privilege THEN
+				-- A member that does not inherit the role's privileges (a
+				-- NOINHERIT admin) may still act as the role, whose own
+				-- sessions it may end.
+				IF NOT pg_catalog.pg_has_role(me, r, 'MEMBER') THEN
+					RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+						MESSAGE = format('cannot end the sessions of the user: grant pg_signal_backend to %I, or let it become a member of the user (%s%s)', me, note, SQLERRM);
+				END IF;
+				prev_role := current_setting('role');
+				EXECUTE format('SET LOCAL ROLE %I', r);
+				PERFORM pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
+					WHERE usesysid = roid AND pid <> pg_catalog.pg_backend_pid();
+				PERFORM set_config('role', prev_role, true);
+			END;
+			PERFORM pg_catalog.pg_sleep(0.005);
+			PERFORM pg_catalog.pg_stat_clear_snapshot();
+		END LOOP;
+	END IF;
+
+	PERFORM set_config('pgvault.revoke_note', rtrim(note, '; '), true);
+	BEGIN
+		/* @hand_over */ NULL;
+		IF EXISTS (SELECT 1 FROM pg_catalog.pg_shdepend s
+			WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = roid
+			  AND s.dbid NOT IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()))) THEN
+			IF final THEN
+				RAISE EXCEPTION USING ERRCODE = 'dependent_objects_still_exist',
+					MESSAGE = 'the role still owns objects or holds privileges in other databases';
+			END IF;
+			PERFORM set_config('pgvault.revoke_state', 'other-databases', true);
+			RETURN;
+		END IF;
+		EXECUTE format('DROP ROLE %I', r);
+		PERFORM set_config('pgvault.revoke_state', 'dropped', true);
+	EXCEPTION WHEN OTHERS THEN
+		-- Transient failures abort the whole transaction, which is retried.
+		IF SQLSTATE IN ('40P01', '40001', '55P03') OR (SQLSTATE = 'XX000' AND SQLERRM LIKE '%concurrently%') THEN
+			RAISE;
+		END IF;
+		PERFORM set_config('pgvault.revoke_state', 'disabled: ' || SQLERRM || ' (SQLSTATE ' || SQLSTATE || ')', true);
+		EXECUTE format('ALTER ROLE %I NOLOGIN VALID UNTIL %L', r, '-infinity');
+	END;
+END
