@@ -3,8 +3,9 @@ DECLARE
 	r text := /* @role */ NULL;
 	target text := /* @target */ NULL;
 	lt text := current_setting('lock_timeout');
+	roid oid := pg_catalog.to_regrole(pg_catalog.quote_ident(r));
 BEGIN
-	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+	IF roid IS NULL THEN
 		RETURN;
 	END IF;
 	/* @hand_over */ NULL;

@@ -9,7 +9,8 @@ BEGIN
 	PERFORM set_config('lock_timeout', '0', true);
 	PERFORM pg_catalog.pg_advisory_xact_lock(1260, pg_catalog.hashtext(r));
 	PERFORM set_config('lock_timeout', lt, true);
-	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+	-- to_regrole is an expression, not a query: nothing to plan.
+	IF pg_catalog.to_regrole(pg_catalog.quote_ident(r)) IS NULL THEN
 		RETURN;
 	END IF;
 	IF r IN (current_user, session_user) THEN
@@ -20,7 +21,7 @@ BEGIN
 		RAISE EXCEPTION USING ERRCODE = 'object_in_use',
 			MESSAGE = 'refusing to revoke the role named in reassign_owned_to: it receives what revoked users own, and revoking it would drop what it owns itself';
 	END IF;
-	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = target) THEN
+	IF pg_catalog.to_regrole(pg_catalog.quote_ident(target)) IS NULL THEN
 		RAISE EXCEPTION USING ERRCODE = 'undefined_object',
 			MESSAGE = format('reassign_owned_to names role %I, which does not exist', target);
 	END IF;

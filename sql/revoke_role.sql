@@ -9,7 +9,7 @@ DECLARE
 	g text;
 	p int;
 	note text := '';
-	me_super boolean := (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user);
+	me_super boolean := pg_catalog.current_setting('is_superuser')::boolean;
 	can_act boolean;
 	starting int[];
 	killed int[] := '{}';
@@ -24,7 +24,9 @@ BEGIN
 	PERFORM set_config('lock_timeout', '0', true);
 	PERFORM pg_catalog.pg_advisory_xact_lock(1260, pg_catalog.hashtext(r));
 	PERFORM set_config('lock_timeout', lt, true);
-	SELECT oid INTO roid FROM pg_catalog.pg_roles WHERE rolname = r;
+	-- Expressions rather than catalog queries where they do: every query of
+	-- a DO block is planned on every run.
+	roid := pg_catalog.to_regrole(pg_catalog.quote_ident(r));
 	IF roid IS NULL THEN
 		RETURN;
 	END IF;
@@ -55,20 +57,23 @@ BEGIN
 		-- Read once, after NOLOGIN was committed: the sessions of the role,
 		-- and the backends still starting, which pg_stat_activity does not
 		-- show yet. In the common case both are empty and that is all.
-		starting := ARRAY(SELECT l.pid FROM pg_catalog.pg_locks l
+		-- (The functions behind pg_locks and pg_stat_activity are read
+		-- directly: every query of a DO block is planned on every run, and
+		-- the views join more catalogs.)
+		starting := ARRAY(SELECT l.pid FROM pg_catalog.pg_lock_status() l
 			WHERE l.locktype = 'virtualxid' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()
-			  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid
-				AND (a.usesysid IS NOT NULL OR a.backend_type <> 'client backend')));
+			  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(l.pid) a
+				WHERE a.usesysid IS NOT NULL OR a.backend_type <> 'client backend'));
 		-- Most starting backends show up within milliseconds.
 		can_act := me_super OR pg_catalog.pg_has_role(me, r, 'MEMBER');
 		deadline := pg_catalog.clock_timestamp() + CASE WHEN can_act THEN interval '50 ms' ELSE interval '3 s' END;
 		WHILE cardinality(starting) > 0 AND pg_catalog.clock_timestamp() < deadline LOOP
 			PERFORM pg_catalog.pg_sleep(0.002);
 			PERFORM pg_catalog.pg_stat_clear_snapshot();
-			starting := ARRAY(SELECT l.pid FROM pg_catalog.pg_locks l
+			starting := ARRAY(SELECT l.pid FROM pg_catalog.pg_lock_status() l
 				WHERE l.locktype = 'virtualxid' AND l.granted AND l.pid = ANY (starting)
-				  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid
-				AND (a.usesysid IS NOT NULL OR a.backend_type <> 'client backend')));
+				  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(l.pid) a
+				WHERE a.usesysid IS NOT NULL OR a.backend_type <> 'client backend'));
 		END LOOP;
 		IF cardinality(starting) > 0 THEN
 			IF NOT can_act THEN
@@ -96,18 +101,18 @@ BEGIN
 		-- End every session of the role, and wait until they are gone.
 		deadline := pg_catalog.clock_timestamp() + interval '10 s';
 		LOOP
-			EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity
+			EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(NULL) s
 				WHERE usesysid = roid AND pid <> pg_catalog.pg_backend_pid())
 			  -- pg_locks copies the whole lock table: read it only when
 			  -- there are signalled starting backends to wait for.
-			  AND (cardinality(killed) = 0 OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks
+			  AND (cardinality(killed) = 0 OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_lock_status() l
 				WHERE locktype = 'virtualxid' AND pid = ANY (killed)));
 			IF pg_catalog.clock_timestamp() > deadline THEN
 				RAISE EXCEPTION USING ERRCODE = 'object_in_use',
 					MESSAGE = 'sessions of the user are still running 10 s after being told to end: retry the revocation';
 			END IF;
 			BEGIN
-				PERFORM pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
+				PERFORM pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_get_activity(NULL) s
 					WHERE usesysid = roid AND pid <> pg_catalog.pg_backend_pid();
 			EXCEPTION WHEN insufficient_privilege THEN
 				-- A member that does not inherit the role's privileges (a
@@ -119,7 +124,7 @@ BEGIN
 				END IF;
 				prev_role := current_setting('role');
 				EXECUTE format('SET LOCAL ROLE %I', r);
-				PERFORM pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
+				PERFORM pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_get_activity(NULL) s
 					WHERE usesysid = roid AND pid <> pg_catalog.pg_backend_pid();
 				PERFORM set_config('role', prev_role, true);
 			END;

@@ -144,6 +144,11 @@ func run(scale float64, outDir string, withProfile bool) error {
 		directURL: pg.TemplateURL(""), proxyURL: viaProxy(pg.TemplateURL("")),
 		rawURL: map[string]string{"direct": pg.SuperURL(), "1 ms": viaProxy(pg.SuperURL())}, pprofAddr: pprofAddr}
 
+	if os.Getenv("BENCH_ONLY") == "revocation" {
+		// A quick look at one part while working on it; writes nothing.
+		_, err := b.revocation(ctx, max(revokeRounds, int(float64(revokeLeases)*scale)), revokeRounds)
+		return err
+	}
 	fmt.Println("part 4 (first, on a fresh plugin process): memory")
 	if rep.mem, err = b.memory(ctx); err != nil {
 		return err
