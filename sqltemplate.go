@@ -42,6 +42,7 @@ func loadSQL(name string) sqlTemplate {
 	if err != nil {
 		panic(err)
 	}
+	src = []byte(stripLineComments(string(src)))
 	t := sqlTemplate{name: name, src: string(src)}
 	last := 0
 	for _, m := range sqlMarker.FindAllStringSubmatchIndex(string(src), -1) {
@@ -73,4 +74,18 @@ func (t sqlTemplate) fill(vals map[string]string) (string, error) {
 		}
 	}
 	return b.String(), nil
+}
+
+// stripLineComments drops the lines that are only a -- comment. They explain
+// the files to their readers; the server would lex them again on every run
+// (a DO body is compiled each time) and log them with every revocation.
+func stripLineComments(src string) string {
+	lines := strings.Split(src, "\n")
+	out := lines[:0]
+	for _, l := range lines {
+		if !strings.HasPrefix(strings.TrimLeft(l, " \t"), "--") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -17,8 +17,7 @@ DECLARE
 	prev_role text;
 	lt text := current_setting('lock_timeout');
 BEGIN
-	PERFORM set_config('pgvault.revoke_state', 'gone', true);
-	PERFORM set_config('pgvault.revoke_note', '', true);
+	PERFORM set_config('pgvault.revoke_state', 'gone', true), set_config('pgvault.revoke_note', '', true);
 	-- Wait for another revocation of this role without lock_timeout: it
 	-- is bounded itself. Every other wait keeps the configured bound.
 	PERFORM set_config('lock_timeout', '0', true);
