@@ -293,7 +293,7 @@ func (p *Postgres) NewUser(ctx context.Context, req dbplugin.NewUserRequest) (db
 // appended (labels.go), and the rollback statements after a failure. The
 // error names the user and hides secrets, the password and its verifier.
 func (p *Postgres) createLabelled(ctx context.Context, st *state, req dbplugin.NewUserRequest, username, sql string, vals templateValues, secrets ...string) error {
-	label, err := st.labelStatement(username, req)
+	label, err := st.labelStatement(username, sql, req)
 	if err != nil {
 		return err
 	}

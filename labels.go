@@ -77,15 +77,19 @@ var labelRenewedSQL = loadSQL("label_renewed.sql")
 const asPlugin = "SET LOCAL SESSION AUTHORIZATION DEFAULT; SET LOCAL ROLE NONE;\n"
 
 // labelStatement is the SQL that labels a role NewUser creates, to append to
-// its creation statements; "" when labelling is off.
-func (st *state) labelStatement(username string, req dbplugin.NewUserRequest) (string, error) {
+// its rendered creation statements (creation); "" when labelling is off.
+// Creation statements that never mention a comment cannot have set one, so
+// a plain COMMENT does: the DO block that checks for one first costs the
+// server a compilation on every credential.
+func (st *state) labelStatement(username, creation string, req dbplugin.NewUserRequest) (string, error) {
 	if !st.cfg.LabelRoles {
 		return "", nil
 	}
-	return asPluginDo(labelCreatedSQL, map[string]string{
-		"role":  quoteLiteral(username),
-		"label": quoteLiteral(newLabel(req.UsernameConfig, time.Now(), req.Expiration)),
-	})
+	label := quoteLiteral(newLabel(req.UsernameConfig, time.Now(), req.Expiration))
+	if !strings.Contains(strings.ToLower(creation), "comment") {
+		return asPlugin + "COMMENT ON ROLE " + quoteIdent(username) + " IS " + label + ";\n", nil
+	}
+	return asPluginDo(labelCreatedSQL, map[string]string{"role": quoteLiteral(username), "label": label})
 }
 
 // relabelStatement is the SQL that moves a labelled role's "expires" on

@@ -115,7 +115,7 @@ func TestLabelSameTransaction(t *testing.T) {
 		// query message, which PostgreSQL logs as one entry and runs as
 		// one implicit transaction.
 		entry := logEntry(log, `CREATE ROLE "`+user+`"`)
-		if !strings.Contains(entry, "statement: ") || !strings.Contains(entry, "COMMENT ON ROLE") || !strings.Contains(entry, quoteLiteral(user)) || strings.Contains(entry, "COMMIT") {
+		if !strings.Contains(entry, "statement: ") || !strings.Contains(entry, "COMMENT ON ROLE "+quoteIdent(user)) || strings.Contains(entry, "COMMIT") {
 			t.Fatalf("the creation and the label were not one query:\n%s", entry)
 		}
 	})
