@@ -41,45 +41,14 @@ func run(dev bool, version string) (err error) {
 	defer stop()
 	fmt.Println("vault-plugin-database-postgres demo")
 
-	vaultBin, err := vaulttest.FindVault()
+	sb, err := vaulttest.NewSandbox(ctx, vaulttest.SandboxOptions{
+		Version: version, TempPrefix: "pgvault-demo-", Step: step,
+	})
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "pgvault-demo-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-
-	plugin, err := vaulttest.BuildPlugin(ctx, dir, version)
-	if err != nil {
-		return err
-	}
-	step("built the plugin %s (sha256 %s…)", plugin.Version, plugin.SHA256[:12])
-
-	pg, err := pgtest.Start(ctx)
-	if err != nil {
-		return err
-	}
-	defer pg.Stop()
-	step("started PostgreSQL (%s) on %s:%d with SCRAM authentication and TLS", pg.Source, pg.Host, pg.Port)
-
-	v, err := vaulttest.StartDev(ctx, vaultBin, dir, plugin)
-	if err != nil {
-		return err
-	}
-	defer v.Stop()
-	c := v.Client
-	step("started a Vault dev server at %s (%s)", v.Addr, vaultBin)
-
-	if err := vaulttest.Register(c, plugin); err != nil {
-		return fmt.Errorf("registering the plugin: %w", err)
-	}
-	step("registered %s %s in the plugin catalog with its sha256", vaulttest.PluginName, plugin.Version)
-	if err := vaulttest.EnableDatabase(c, "database"); err != nil {
-		return err
-	}
-	step("enabled the database secrets engine at database/")
+	defer sb.Close()
+	plugin, pg, v, c, dir := sb.Plugin, sb.PG, sb.Vault, sb.Client, sb.Dir
 	if err := vaulttest.Configure(c, "database", "pg", plugin, map[string]interface{}{
 		"connection_url": pg.TemplateURL(""), "username": pg.SuperUser, "password": pg.SuperPassword,
 	}); err != nil {
