@@ -88,17 +88,17 @@ test-short: ## Run only the tests that need neither PostgreSQL nor Vault
 
 # BENCH_SCALE multiplies the request counts (default 1: a few minutes on 2 cores).
 bench: vault ## Benchmarks against the built-in plugin and raw SQL; writes BENCHMARKS.md and benchmarks.svg
-	$(GO) run ./internal/bench
+	$(GO) run ./internal/cmd/bench
 
 FUZZTIME ?= 60s
 fuzz: ## Fuzz statement escaping against a real PostgreSQL for FUZZTIME (default 60s)
 	$(GO) test -run '^$$' -fuzz FuzzRenderedValuesStayInTheirQuotes -fuzztime $(FUZZTIME) -parallel 1 .
 
 demo: vault ## The whole job on a fresh machine: Vault + PostgreSQL, issue, use, renew, revoke, rotate
-	$(GO) run ./internal/demo -version $(VERSION)
+	$(GO) run ./internal/cmd/demo -version $(VERSION)
 
 dev: vault ## A sandbox (Vault + PostgreSQL + plugin) that stays up until Ctrl-C
-	$(GO) run ./internal/demo -dev -version $(VERSION)
+	$(GO) run ./internal/cmd/demo -dev -version $(VERSION)
 
 fmt: ## Format the code
 	gofmt -w $$(git ls-files '*.go')

@@ -39,27 +39,17 @@ func run(m *testing.M) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	var err error
-	if vaultBin, err = vaulttest.FindVault(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	dir, err := os.MkdirTemp("", "pgvault-e2e-")
+	// Each test starts its own Vault (devVault); the sandbox holds what they share.
+	sb, err := vaulttest.NewSandbox(ctx, vaulttest.SandboxOptions{
+		Version: pluginVersion, BuildFlags: []string{"-race"}, TempPrefix: "pgvault-e2e-", NoVault: true,
+	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	if plugin, err = vaulttest.BuildPlugin(ctx, dir, pluginVersion, "-race"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
+	defer sb.Close()
+	vaultBin, plugin, pg = sb.VaultBin, sb.Plugin, sb.PG
 	plugin.Env = []string{"GORACE=halt_on_error=1"}
-	if pg, err = pgtest.Start(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer pg.Stop()
 	fmt.Fprintf(os.Stderr, "e2e: Vault %s, PostgreSQL from %s\n", vaultBin, pg.Source)
 	return m.Run()
 }

@@ -1,5 +1,6 @@
 // Package vaulttest runs real Vault servers (dev mode, or a Raft cluster)
-// with this plugin registered, for the end-to-end tests and the demo.
+// with this plugin registered, for the end-to-end tests, the demo and the
+// benchmark; NewSandbox starts everything they share.
 package vaulttest
 
 import (

@@ -18,6 +18,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/vault/api"
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
 	"github.com/pgvault/vault-plugin-database-postgres/internal/vaulttest"
 )
@@ -36,51 +39,63 @@ func step(format string, args ...any) {
 	fmt.Printf("  ✓ "+format+"\n", args...)
 }
 
+// demo is what the steps share once the sandbox is up.
+type demo struct {
+	c      *api.Client
+	pg     *pgtest.Server
+	plugin *vaulttest.Plugin
+	admin  *pgxpool.Pool // the superuser's pool, opened after the first login
+}
+
 func run(dev bool, version string) (err error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fmt.Println("vault-plugin-database-postgres demo")
 
-	vaultBin, err := vaulttest.FindVault()
+	sb, err := vaulttest.NewSandbox(ctx, vaulttest.SandboxOptions{
+		Version: version, TempPrefix: "pgvault-demo-", Step: step,
+	})
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "pgvault-demo-")
-	if err != nil {
+	defer sb.Close()
+	d := &demo{c: sb.Client, pg: sb.PG, plugin: sb.Plugin}
+	if err := d.configure(); err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	if dev {
+		return sandbox(ctx, sb.Vault, sb.PG)
+	}
 
-	plugin, err := vaulttest.BuildPlugin(ctx, dir, version)
+	sec, pw, err := d.issueAndUse(ctx)
 	if err != nil {
 		return err
 	}
-	step("built the plugin %s (sha256 %s…)", plugin.Version, plugin.SHA256[:12])
-
-	pg, err := pgtest.Start(ctx)
-	if err != nil {
+	if d.admin, err = d.pg.Pool(ctx); err != nil {
 		return err
 	}
-	defer pg.Stop()
-	step("started PostgreSQL (%s) on %s:%d with SCRAM authentication and TLS", pg.Source, pg.Host, pg.Port)
-
-	v, err := vaulttest.StartDev(ctx, vaultBin, dir, plugin)
-	if err != nil {
+	defer d.admin.Close()
+	if err := d.renewAndRevoke(ctx, sec, pw); err != nil {
 		return err
 	}
-	defer v.Stop()
-	c := v.Client
-	step("started a Vault dev server at %s (%s)", v.Addr, vaultBin)
-
-	if err := vaulttest.Register(c, plugin); err != nil {
-		return fmt.Errorf("registering the plugin: %w", err)
-	}
-	step("registered %s %s in the plugin catalog with its sha256", vaulttest.PluginName, plugin.Version)
-	if err := vaulttest.EnableDatabase(c, "database"); err != nil {
+	if err := certificates(ctx, d.c, d.pg, d.admin, sb.Dir); err != nil {
 		return err
 	}
-	step("enabled the database secrets engine at database/")
-	if err := vaulttest.Configure(c, "database", "pg", plugin, map[string]interface{}{
+	if err := d.staticRole(ctx); err != nil {
+		return err
+	}
+	if err := d.rotateRoot(ctx); err != nil {
+		return err
+	}
+	fmt.Println("demo passed; cleaning up Vault and PostgreSQL")
+	return nil
+}
+
+// configure points database/config/pg at the server as its superuser and
+// creates the read-only role database/roles/app.
+func (d *demo) configure() error {
+	c, pg := d.c, d.pg
+	if err := vaulttest.Configure(c, "database", "pg", d.plugin, map[string]interface{}{
 		"connection_url": pg.TemplateURL(""), "username": pg.SuperUser, "password": pg.SuperPassword,
 	}); err != nil {
 		return fmt.Errorf("configuring the connection: %w", err)
@@ -96,39 +111,41 @@ func run(dev bool, version string) (err error) {
 		return err
 	}
 	step("created role database/roles/app (1h leases, read-only via pg_read_all_data)")
+	return nil
+}
 
-	if dev {
-		return sandbox(ctx, v, pg)
-	}
-
-	// Dynamic credentials.
-	sec, err := c.Logical().Read("database/creds/app")
+// issueAndUse reads dynamic credentials, logs in with them and shows a
+// wrong password refused; it returns the lease and the password.
+func (d *demo) issueAndUse(ctx context.Context) (*api.Secret, string, error) {
+	sec, err := d.c.Logical().Read("database/creds/app")
 	if err != nil {
-		return fmt.Errorf("reading credentials: %w", err)
+		return nil, "", fmt.Errorf("reading credentials: %w", err)
 	}
 	user, pw := sec.Data["username"].(string), sec.Data["password"].(string)
 	step("vault read database/creds/app → user %s, lease %s", user, shortLease(sec.LeaseID))
-	conn, err := pg.Connect(ctx, user, pw, "")
+	conn, err := d.pg.Connect(ctx, user, pw, "")
 	if err != nil {
-		return fmt.Errorf("logging in with the dynamic credentials: %w", err)
+		return nil, "", fmt.Errorf("logging in with the dynamic credentials: %w", err)
 	}
 	var who string
 	var tables int
 	if err := conn.QueryRow(ctx, "SELECT current_user, (SELECT count(*) FROM pg_class)").Scan(&who, &tables); err != nil {
-		return err
+		return nil, "", err
 	}
 	conn.Close(ctx)
 	step("logged in as %s and ran a query (pg_class has %d rows): the credentials work", who, tables)
-	if err := pg.CanLogin(ctx, user, pw+"x"); err == nil {
-		return fmt.Errorf("a wrong password logged in")
+	if err := d.pg.CanLogin(ctx, user, pw+"x"); err == nil {
+		return nil, "", fmt.Errorf("a wrong password logged in")
 	}
 	step("a wrong password is refused: SCRAM authentication is real")
+	return sec, pw, nil
+}
 
-	admin, err := pg.Pool(ctx)
-	if err != nil {
-		return err
-	}
-	defer admin.Close()
+// renewAndRevoke renews the lease (VALID UNTIL moves) and revokes it with
+// a session open (the role is dropped and the session ended).
+func (d *demo) renewAndRevoke(ctx context.Context, sec *api.Secret, pw string) error {
+	c, admin := d.c, d.admin
+	user := sec.Data["username"].(string)
 	var before, after time.Time
 	if err := admin.QueryRow(ctx, "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", user).Scan(&before); err != nil {
 		return err
@@ -145,7 +162,7 @@ func run(dev bool, version string) (err error) {
 	}
 	step("renewed the lease: VALID UNTIL moved from %s to %s", before.Format(time.TimeOnly), after.Format(time.TimeOnly))
 
-	session, err := pg.Connect(ctx, user, pw, "")
+	session, err := d.pg.Connect(ctx, user, pw, "")
 	if err != nil {
 		return err
 	}
@@ -161,13 +178,13 @@ func run(dev bool, version string) (err error) {
 		return fmt.Errorf("the revoked user's open session still works")
 	}
 	step("revoked the lease: %s is gone from pg_roles and its open session was ended", user)
+	return nil
+}
 
-	if err := certificates(ctx, c, pg, admin, dir); err != nil {
-		return err
-	}
-
-	// Static role.
-	if _, err := admin.Exec(ctx, `CREATE ROLE "demo-static" LOGIN PASSWORD 'set-by-a-human'`); err != nil {
+// staticRole hands an existing role to Vault and rotates its password.
+func (d *demo) staticRole(ctx context.Context) error {
+	c, pg := d.c, d.pg
+	if _, err := d.admin.Exec(ctx, `CREATE ROLE "demo-static" LOGIN PASSWORD 'set-by-a-human'`); err != nil {
 		return err
 	}
 	if _, err := c.Logical().Write("database/static-roles/reporting", map[string]interface{}{
@@ -199,13 +216,18 @@ func run(dev bool, version string) (err error) {
 		return fmt.Errorf("the old static password still works after rotate-role")
 	}
 	step("rotate-role: the new password logs in, the old one is refused")
+	return nil
+}
 
-	// Root rotation, on an admin that is not the cluster superuser.
+// rotateRoot rotates the root credential of an admin that is not the
+// cluster superuser, then issues and revokes with it.
+func (d *demo) rotateRoot(ctx context.Context) error {
+	c, pg := d.c, d.pg
 	rootPw := "Initial@/#{}%?&'pw"
-	if _, err := admin.Exec(ctx, `CREATE ROLE "vault-admin" LOGIN CREATEROLE PASSWORD 'Initial@/#{}%?&''pw'`); err != nil {
+	if _, err := d.admin.Exec(ctx, `CREATE ROLE "vault-admin" LOGIN CREATEROLE PASSWORD 'Initial@/#{}%?&''pw'`); err != nil {
 		return err
 	}
-	if err := vaulttest.Configure(c, "database", "managed", plugin, map[string]interface{}{
+	if err := vaulttest.Configure(c, "database", "managed", d.plugin, map[string]interface{}{
 		"connection_url": pg.TemplateURL(""), "username": "vault-admin", "password": rootPw,
 	}); err != nil {
 		return err
@@ -222,7 +244,7 @@ func run(dev bool, version string) (err error) {
 	if err := pg.CanLogin(ctx, "vault-admin", rootPw); err == nil {
 		return fmt.Errorf("the old root password still works after rotate-root")
 	}
-	sec, err = c.Logical().Read("database/creds/managed-app")
+	sec, err := c.Logical().Read("database/creds/managed-app")
 	if err != nil {
 		return fmt.Errorf("credentials after rotate-root: %w", err)
 	}
@@ -233,8 +255,6 @@ func run(dev bool, version string) (err error) {
 		return err
 	}
 	step("rotate-root on a CREATEROLE admin: only Vault knows its password now, and credentials still issue and revoke")
-
-	fmt.Println("demo passed; cleaning up Vault and PostgreSQL")
 	return nil
 }
 

@@ -81,19 +81,15 @@ func run(scale float64, outDir string, withProfile bool) error {
 	began := time.Now()
 	rep := &report{scale: scale, started: began.UTC(), loadBefore: loadAvg()}
 
-	vaultBin, err := vaulttest.FindVault()
+	// Vault starts after part 1, which measures without it.
+	sb, err := vaulttest.NewSandbox(ctx, vaulttest.SandboxOptions{
+		Version: "v0.1.0-bench", TempPrefix: "pgvault-bench-", LogLevel: "warn", NoVault: true,
+	})
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "pgvault-bench-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	plugin, err := vaulttest.BuildPlugin(ctx, dir, "v0.1.0-bench")
-	if err != nil {
-		return err
-	}
+	defer sb.Close()
+	vaultBin, plugin, pg := sb.VaultBin, sb.Plugin, sb.PG
 	port, err := pgtest.FreePort()
 	if err != nil {
 		return err
@@ -101,11 +97,6 @@ func run(scale float64, outDir string, withProfile bool) error {
 	pprofAddr := fmt.Sprintf("127.0.0.1:%d", port)
 	plugin.Env = []string{"PGVAULT_PPROF_ADDR=" + pprofAddr}
 
-	pg, err := pgtest.Start(ctx)
-	if err != nil {
-		return err
-	}
-	defer pg.Stop()
 	if err := preparePG(ctx, pg, rep); err != nil {
 		return err
 	}
@@ -125,19 +116,12 @@ func run(scale float64, outDir string, withProfile bool) error {
 		return err
 	}
 
-	v, err := vaulttest.StartDevLogLevel(ctx, vaultBin, dir, plugin, "warn")
-	if err != nil {
+	if err := sb.StartVault(ctx); err != nil {
 		return err
 	}
-	defer v.Stop()
+	v := sb.Vault
 	c, err := newClient(v.Addr)
 	if err != nil {
-		return err
-	}
-	if err := vaulttest.Register(c, plugin); err != nil {
-		return err
-	}
-	if err := vaulttest.EnableDatabase(c, "database"); err != nil {
 		return err
 	}
 	b := &bench{pg: pg, v: v, c: c, plugin: plugin, pluginBin: pluginCopy(v), poolSize: poolSize,
