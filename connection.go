@@ -677,6 +677,13 @@ func execAtomic(ctx context.Context, db execer, sql string) error {
 // times, sleeping a jittered, doubling delay between attempts. It gives up
 // early, returning the last error, when ctx ends.
 func withRetry(ctx context.Context, f func() error) error {
+	return retryWhile(ctx, isTransient, f)
+}
+
+// retryWhile runs f again while its error is retryable, up to
+// retryAttempts times, with withRetry's backoff, and returns the last error
+// (or nil). It gives up early when ctx ends.
+func retryWhile(ctx context.Context, retryable func(error) bool, f func() error) error {
 	var err error
 	for attempt := 0; attempt < retryAttempts; attempt++ {
 		if attempt > 0 {
@@ -684,7 +691,7 @@ func withRetry(ctx context.Context, f func() error) error {
 				return err
 			}
 		}
-		if err = f(); err == nil || !isTransient(err) {
+		if err = f(); err == nil || !retryable(err) {
 			return err
 		}
 	}

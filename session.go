@@ -53,21 +53,14 @@ func (st *state) connectAs(ctx context.Context, user, password string) (*pgx.Con
 // server did not answer (the network that just dropped a connection may
 // still be recovering) is retried briefly, within ctx; an answer is final.
 func (st *state) loginAs(ctx context.Context, user, password string) error {
-	var err error
-	for attempt := 0; attempt < retryAttempts; attempt++ {
-		if attempt > 0 && sleepCtx(ctx, backoff(attempt)) != nil {
-			break
-		}
-		var conn *pgx.Conn
-		if conn, err = st.connectAs(ctx, user, password); err == nil {
+	unanswered := func(err error) bool { return sqlState(err) == "" && ctx.Err() == nil }
+	return retryWhile(ctx, unanswered, func() error {
+		conn, err := st.connectAs(ctx, user, password)
+		if err == nil {
 			_ = conn.Close(ctx)
-			return nil
 		}
-		if sqlState(err) != "" || ctx.Err() != nil {
-			break
-		}
-	}
-	return err
+		return err
+	})
 }
 
 // endSession ends the backend pid of user if it still runs and waits until
@@ -76,18 +69,15 @@ func (st *state) loginAs(ctx context.Context, user, password string) error {
 func (st *state) endSession(ctx context.Context, user string, pid uint32) error {
 	const match = "FROM pg_catalog.pg_stat_activity WHERE pid = $1 AND usename = $2"
 	_, _ = st.pool.Exec(ctx, "SELECT pg_catalog.pg_terminate_backend(pid) "+match, int64(pid), user)
-	var err error
-	for attempt := 0; attempt < retryAttempts; attempt++ {
-		if attempt > 0 && sleepCtx(ctx, backoff(attempt)) != nil {
-			break
-		}
+	always := func(error) bool { return true }
+	return retryWhile(ctx, always, func() error {
 		var alive bool
-		if err = st.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 "+match+")", int64(pid), user).Scan(&alive); err == nil {
-			if !alive {
-				return nil
-			}
-			err = fmt.Errorf("session %d is still running", pid)
+		if err := st.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 "+match+")", int64(pid), user).Scan(&alive); err != nil {
+			return err
 		}
-	}
-	return err
+		if alive {
+			return fmt.Errorf("session %d is still running", pid)
+		}
+		return nil
+	})
 }
