@@ -6,11 +6,8 @@ package vaulttest
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +21,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
+	"github.com/pgvault/vault-plugin-database-postgres/internal/release"
 )
 
 // PluginName is the name the plugin is registered under.
@@ -82,24 +80,11 @@ func BuildPlugin(ctx context.Context, dir, version string, extra ...string) (*Pl
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("building plugin: %v: %s", err, b)
 	}
-	sum, err := fileSHA256(out)
+	sum, err := release.FileSHA256(out)
 	if err != nil {
 		return nil, err
 	}
 	return &Plugin{Path: out, SHA256: sum, Version: version}, nil
-}
-
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // Server is one running Vault process.
