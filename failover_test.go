@@ -119,7 +119,7 @@ func TestFailover(t *testing.T) {
 		Password: &dbplugin.ChangePassword{NewPassword: newPw}})
 	assertLoginOn(t, standby, kept, newPw)
 	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: kept})
-	if serverRoleExists(t, onStandby, kept) {
+	if roleExists(t, onStandby, kept) {
 		t.Fatalf("role %q survived revocation on the new primary", kept)
 	}
 	var n int
@@ -153,20 +153,11 @@ func serverPool(t *testing.T, s *pgtest.Server) *pgxpool.Pool {
 	return p
 }
 
-func serverRoleExists(t *testing.T, a *pgxpool.Pool, name string) bool {
-	t.Helper()
-	var n int
-	if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n == 1
-}
-
 // waitRole waits until the role has replicated to a.
 func waitRole(t *testing.T, a *pgxpool.Pool, name string) {
 	t.Helper()
 	err := pgtest.Poll(testCtx(t), 20*time.Second, 50*time.Millisecond, func() error {
-		if !serverRoleExists(t, a, name) {
+		if !roleExists(t, a, name) {
 			return fmt.Errorf("role %q has not reached the standby", name)
 		}
 		return nil
@@ -177,7 +168,7 @@ func waitRole(t *testing.T, a *pgxpool.Pool, name string) {
 }
 
 // assertLoginOn proves the password works on s and a wrong one does not.
-func assertLoginOn(t *testing.T, s *pgtest.Server, user, password string) {
+func assertLoginOn(t testing.TB, s *pgtest.Server, user, password string) {
 	t.Helper()
 	if err := s.CanLogin(testCtx(t), user, password); err != nil {
 		t.Fatalf("login as %q on %s:%d failed: %v", user, s.Host, s.Port, err)
@@ -205,7 +196,7 @@ func cycleOn(t *testing.T, db *Postgres, s *pgtest.Server, a *pgxpool.Pool) {
 		Password: &dbplugin.ChangePassword{NewPassword: newPw}})
 	assertLoginOn(t, s, user, newPw)
 	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
-	if serverRoleExists(t, a, user) {
+	if roleExists(t, a, user) {
 		t.Fatalf("role %q survived revocation", user)
 	}
 }

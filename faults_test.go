@@ -127,21 +127,6 @@ func (p *faultProxy) down() {
 
 func (p *faultProxy) up() { p.listen(p.port) }
 
-// cycle proves the plugin works: create, renew, rotate, revoke, log in.
-func cycle(t *testing.T, db *Postgres) {
-	t.Helper()
-	req := newUserReq(createStmt)
-	user := dbtesting.AssertNewUser(t, db, req).Username
-	assertLogin(t, user, req.Password)
-	dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user,
-		Expiration: &dbplugin.ChangeExpiration{NewExpiration: time.Now().Add(time.Hour)}})
-	newPw := "Rot-" + randSuffix()
-	dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user,
-		Password: &dbplugin.ChangePassword{NewPassword: newPw}})
-	assertLogin(t, user, newPw)
-	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
-}
-
 // TestStalePooledConnections: after every pooled connection dies under the
 // plugin, the next requests succeed, each op after a fresh kill.
 func TestStalePooledConnections(t *testing.T) {
@@ -161,7 +146,7 @@ func TestStalePooledConnections(t *testing.T) {
 			p := newFaultProxy(t)
 			app := "pgvault-fault-" + randSuffix()
 			db := newDB(t, map[string]interface{}{"connection_url": p.url() + "&application_name=" + app, "max_open_connections": 2})
-			cycle(t, db)
+			cycleOn(t, db, pg, admin(t))
 			// Kill before each operation, so that each meets a dead
 			// connection that was used less than a second ago (pgxpool
 			// pings only connections idle for longer).
@@ -190,7 +175,7 @@ func TestStalePooledConnections(t *testing.T) {
 func TestDatabaseDown(t *testing.T) {
 	p := newFaultProxy(t)
 	db := newDB(t, map[string]interface{}{"connection_url": p.url()})
-	cycle(t, db)
+	cycleOn(t, db, pg, admin(t))
 	p.down()
 	p.killAll()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -211,7 +196,7 @@ func TestDatabaseDown(t *testing.T) {
 		t.Fatalf("error holds a password: %v", err)
 	}
 	p.up()
-	cycle(t, db)
+	cycleOn(t, db, pg, admin(t))
 }
 
 // TestDroppedNATMapping: connections idle in the pool were silently dropped
@@ -220,7 +205,7 @@ func TestDatabaseDown(t *testing.T) {
 func TestDroppedNATMapping(t *testing.T) {
 	p := newFaultProxy(t)
 	db := newDB(t, map[string]interface{}{"connection_url": p.url()})
-	cycle(t, db)
+	cycleOn(t, db, pg, admin(t))
 	p.blackholeAll()
 	time.Sleep(1100 * time.Millisecond) // idle long enough to be pinged
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
