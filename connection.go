@@ -43,8 +43,6 @@ const (
 	defaultTerminateSessions = true
 	// defaultLabelRoles: roles NewUser creates carry a JSON comment.
 	defaultLabelRoles = true
-	// defaultReapOrphansAfter: the orphan reaper is off.
-	defaultReapOrphansAfter = time.Duration(0)
 	// defaultAllowCleartextPassword: a server that asks for the password in
 	// cleartext over a connection without TLS is refused unless the
 	// operator allows it.

@@ -464,13 +464,6 @@ func (p *Postgres) runUpdate(ctx context.Context, st *state, req dbplugin.Update
 	return err
 }
 
-// replyLost reports an error after which the server may or may not have run
-// the statements: the connection failed once the query was on its way.
-func replyLost(err error) bool {
-	var pgErr *pgconn.PgError
-	return !errors.As(err, &pgErr) && !pgconn.SafeToRetry(err)
-}
-
 // errNotApplied says a password change whose reply was lost provably did not
 // take effect, so running it again is safe.
 var errNotApplied = errors.New("the connection was lost after the change was sent, and the password was not changed (the new one is refused)")
