@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -713,29 +714,67 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// isTransient reports failures that a retry of the same transaction fixes:
-// deadlocks, serialization failures and the "tuple concurrently updated"
-// internal error PostgreSQL raises for concurrent GRANTs on one object.
+// transientFailure is one kind of failure that running the same transaction
+// again fixes. The list is the one source for both sides that classify
+// them: isTransient in Go, and the revocation's exception handler, which
+// gets it as an SQL condition (transientCondition) and re-raises exactly
+// these for the caller to retry instead of disabling the role.
+type transientFailure struct {
+	code string
+	// messageHas, when set, narrows the code to messages that contain it.
+	messageHas string
+	// constraintPrefix, when set, narrows the code to constraints whose
+	// name starts with it.
+	constraintPrefix string
+}
+
+var transientFailures = []transientFailure{
+	{code: pgerrcode.DeadlockDetected},
+	{code: pgerrcode.SerializationFailure},
+	// NOWAIT lost a race, or lock_timeout expired: isTransient retries only
+	// the first; the caller reports the second.
+	{code: pgerrcode.LockNotAvailable},
+	// "tuple concurrently updated": concurrent GRANTs on one object.
+	{code: pgerrcode.InternalError, messageHas: "concurrently"},
+	// Two CREATE/GRANT racing on a catalog row.
+	{code: pgerrcode.UniqueViolation, constraintPrefix: "pg_"},
+}
+
+func (f transientFailure) matches(e *pgconn.PgError) bool {
+	return e.Code == f.code &&
+		strings.Contains(e.Message, f.messageHas) &&
+		strings.HasPrefix(e.ConstraintName, f.constraintPrefix)
+}
+
+// isTransient reports failures that a retry of the same transaction fixes
+// (transientFailures), except an expired lock_timeout: someone holds the
+// lock for long, and trying again at once would only stall their table
+// again.
 func isTransient(err error) bool {
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
+	if !errors.As(err, &pgErr) || isLockTimeout(err) {
 		return false
 	}
-	switch pgErr.Code {
-	case pgerrcode.DeadlockDetected, pgerrcode.SerializationFailure:
-		return true
-	case pgerrcode.LockNotAvailable:
-		// NOWAIT lost a race: try again. lock_timeout expired: someone
-		// holds the lock for long, and trying again at once would only
-		// stall their table again; the caller reports it.
-		return !isLockTimeout(err)
-	case pgerrcode.InternalError:
-		return strings.Contains(pgErr.Message, "concurrently")
-	case pgerrcode.UniqueViolation:
-		// Two CREATE/GRANT racing on a catalog row.
-		return strings.HasPrefix(pgErr.ConstraintName, "pg_")
+	return slices.ContainsFunc(transientFailures, func(f transientFailure) bool { return f.matches(pgErr) })
+}
+
+// transientCondition is transientFailures as a PL/pgSQL condition for an
+// exception handler, over SQLSTATE, SQLERRM and a variable cname that holds
+// GET STACKED DIAGNOSTICS' CONSTRAINT_NAME. It keeps lock timeouts: the
+// caller tells them apart.
+func transientCondition() string {
+	parts := make([]string, 0, len(transientFailures))
+	for _, f := range transientFailures {
+		c := "SQLSTATE = " + quoteLiteral(f.code)
+		if f.messageHas != "" {
+			c += " AND pg_catalog.strpos(SQLERRM, " + quoteLiteral(f.messageHas) + ") > 0"
+		}
+		if f.constraintPrefix != "" {
+			c += " AND pg_catalog.starts_with(cname, " + quoteLiteral(f.constraintPrefix) + ")"
+		}
+		parts = append(parts, "("+c+")")
 	}
-	return false
+	return strings.Join(parts, "\n\t\t\tOR ")
 }
 
 // isLockTimeout reports an error from lock_timeout.

@@ -30,7 +30,8 @@ import (
 // Markers (sqltemplate.go): @role is the role name as a literal, @target the
 // reassign target as an SQL expression, @terminate whether to end sessions,
 // @final whether this is the final pass, after which objects left in other
-// databases disable the role, @hand_over the statements of hand_over.sql.
+// databases disable the role, @hand_over the statements of hand_over.sql,
+// @transient the failures to re-raise for a retry (transientCondition).
 
 // revokeLoginSQL: the guards, then NOLOGIN. A missing role is left to
 // revokeRoleSQL, which reports it.
@@ -191,6 +192,7 @@ func (st *state) revokeSQL(username string, final bool) (string, error) {
 	vals["terminate"] = strconv.FormatBool(st.cfg.TerminateSessions)
 	vals["final"] = strconv.FormatBool(final)
 	vals["hand_over"] = handOverSQL
+	vals["transient"] = transientCondition()
 	role, err2 := revokeRoleSQL.fill(vals)
 	report, err3 := revokeOutcomeSQL.fill(map[string]string{"role": vals["role"]})
 	if err := errors.Join(err1, err2, err3); err != nil {

@@ -28,7 +28,7 @@ func TestSQLTemplateFill(t *testing.T) {
 func TestSQLFilesMarkers(t *testing.T) {
 	want := map[string][]string{
 		"revoke_login.sql":       {"role", "target"},
-		"revoke_role.sql":        {"role", "target", "terminate", "final", "hand_over"},
+		"revoke_role.sql":        {"role", "target", "terminate", "final", "hand_over", "transient"},
 		"revoke_outcome.sql":     {"role"},
 		"reassign_elsewhere.sql": {"role", "target", "hand_over"},
 		"hand_over.sql":          nil,

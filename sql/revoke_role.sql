@@ -16,6 +16,7 @@ DECLARE
 	deadline timestamptz;
 	prev_role text;
 	lt text := current_setting('lock_timeout');
+	cname text;
 BEGIN
 	PERFORM set_config('pgvault.revoke_state', 'gone', true), set_config('pgvault.revoke_note', '', true);
 	-- Wait for another revocation of this role without lock_timeout: it
@@ -148,8 +149,10 @@ BEGIN
 		EXECUTE format('DROP ROLE %I', r);
 		PERFORM set_config('pgvault.revoke_state', 'dropped', true);
 	EXCEPTION WHEN OTHERS THEN
-		-- Transient failures abort the whole transaction, which is retried.
-		IF SQLSTATE IN ('40P01', '40001', '55P03') OR (SQLSTATE = 'XX000' AND SQLERRM LIKE '%concurrently%') THEN
+		-- Transient failures (transientFailures in connection.go) abort the
+		-- whole transaction, which is retried.
+		GET STACKED DIAGNOSTICS cname = CONSTRAINT_NAME;
+		IF /* @transient */ NULL THEN
 			RAISE;
 		END IF;
 		PERFORM set_config('pgvault.revoke_state', 'disabled: ' || SQLERRM || ' (SQLSTATE ' || SQLSTATE || ')', true);
