@@ -315,14 +315,17 @@ const connRetries = 3
 // them committed, and that is success).
 func (p *Postgres) create(ctx context.Context, st *state, username, sql string) error {
 	pid, err := st.execPooled(ctx, sql)
+	unknown := func(lost, checkErr error) error {
+		return joined(st.describe(lost)+"; reconnecting to find out whether the creation committed failed: "+describe(checkErr), lost, checkErr)
+	}
 	for attempt := 0; attempt < connRetries && connLost(err) && ctx.Err() == nil; attempt++ {
 		if pid != 0 && !pgconn.SafeToRetry(err) {
 			if eerr := st.endSession(ctx, st.poolCfg.ConnConfig.User, pid); eerr != nil {
-				return fmt.Errorf("%s; reconnecting to find out whether the creation committed failed: %s", st.describe(err), describe(eerr))
+				return unknown(err, eerr)
 			}
 			exists, cerr := st.roleExists(ctx, username)
 			if cerr != nil {
-				return fmt.Errorf("%s; reconnecting to find out whether the creation committed failed: %s", st.describe(err), describe(cerr))
+				return unknown(err, cerr)
 			}
 			if exists {
 				p.logger.Warn("the connection was lost after the creation was sent; the user exists, so it committed", "username", username)
@@ -487,14 +490,14 @@ func (st *state) settleRotation(ctx context.Context, user, newPassword, sessionU
 	if ended == nil && sqlState(newErr) == pgerrcode.InvalidPassword {
 		// The session that sent the change has ended, so its transaction is
 		// final, and the new password is refused: the change did not apply.
-		return fmt.Errorf("%w: %s", errNotApplied, describe(cause))
+		return joined(errNotApplied.Error()+": "+describe(cause), errNotApplied, cause)
 	}
 	why := []string{"logging in with the new password failed: " + describe(newErr)}
 	if ended != nil {
 		why = append(why, "the session that sent the change may still be running: "+describe(ended))
 	}
-	return fmt.Errorf("the connection was lost after the change was sent, and whether it took effect is unknown (%s): %s; find out which password works before rotating again",
-		strings.Join(why, "; "), describe(cause))
+	return joined(fmt.Sprintf("the connection was lost after the change was sent, and whether it took effect is unknown (%s): %s; find out which password works before rotating again",
+		strings.Join(why, "; "), describe(cause)), cause, newErr, ended)
 }
 
 // DeleteUser revokes a user. Without revocation_statements it runs the

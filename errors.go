@@ -30,6 +30,13 @@ func (st *state) failed(op string, err error, secrets ...string) error {
 	return &opError{op: op, cause: err, msg: st.describe(err), secrets: secrets}
 }
 
+// joined is an error whose message joins several causes, such as a failure
+// and what went wrong finding out its outcome: msg says it for an operator,
+// and every cause stays reachable by errors.Is and errors.As.
+func joined(msg string, causes ...error) error {
+	return &opError{cause: errors.Join(causes...), msg: msg}
+}
+
 func (e *opError) Error() string {
 	msg := redact(e.msg, e.secrets...)
 	if e.op == "" {
@@ -43,6 +50,9 @@ func (e *opError) Unwrap() error { return e.cause }
 // describe formats a database error for an operator without the statement
 // text (which could hold a password verifier).
 func describe(err error) string {
+	if oe, ok := err.(*opError); ok {
+		return oe.Error() // described already
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		s := pgErr.Message
@@ -57,6 +67,9 @@ func describe(err error) string {
 // describe is describe(err) with the database it came from when the error is
 // the connection's, which pgx's own text ("unexpected EOF") does not name.
 func (st *state) describe(err error) string {
+	if oe, ok := err.(*opError); ok {
+		return oe.Error() // described already
+	}
 	msg := describe(err)
 	switch {
 	case isLockTimeout(err):

@@ -28,3 +28,20 @@ func TestOpError(t *testing.T) {
 		t.Fatal("secret shown")
 	}
 }
+
+// TestJoinedError: a message that joins a failure and what went wrong
+// finding out its outcome keeps both causes reachable, and wrapping it as an
+// operation's error does not describe it a second time.
+func TestJoinedError(t *testing.T) {
+	lost := errors.New("unexpected EOF")
+	check := &pgconn.PgError{Code: pgerrcode.AdminShutdown, Message: "terminating connection"}
+	err := joined("the connection was lost; checking failed: terminating connection (SQLSTATE 57P01)", errNotApplied, lost, check)
+	if !errors.Is(err, errNotApplied) || !errors.Is(err, lost) || sqlState(err) != pgerrcode.AdminShutdown {
+		t.Fatalf("a cause is unreachable: Is(errNotApplied)=%v Is(lost)=%v sqlState=%q",
+			errors.Is(err, errNotApplied), errors.Is(err, lost), sqlState(err))
+	}
+	outer := failed(`updating user "u"`, err, "pw")
+	if got, want := outer.Error(), `updating user "u": the connection was lost; checking failed: terminating connection (SQLSTATE 57P01)`; got != want {
+		t.Fatalf("Error() = %q, want %q", got, want)
+	}
+}
