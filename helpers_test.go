@@ -67,14 +67,20 @@ func baseConfig() map[string]interface{} {
 	}
 }
 
-// newDB returns an initialized plugin; extra overrides baseConfig keys.
-func newDB(t testing.TB, extra map[string]interface{}) *Postgres {
-	t.Helper()
-	needPG(t)
+// mergeConfig is baseConfig with the keys of extra set.
+func mergeConfig(extra map[string]interface{}) map[string]interface{} {
 	cfg := baseConfig()
 	for k, v := range extra {
 		cfg[k] = v
 	}
+	return cfg
+}
+
+// newDB returns an initialized plugin; extra overrides baseConfig keys.
+func newDB(t testing.TB, extra map[string]interface{}) *Postgres {
+	t.Helper()
+	needPG(t)
+	cfg := mergeConfig(extra)
 	db := newPostgres(hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: testWriter{t}}))
 	if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true}); err != nil {
 		t.Fatalf("Initialize: %v", err)

@@ -39,10 +39,7 @@ func (l *logBuffer) String() string {
 func newReaperDB(t *testing.T, extra map[string]interface{}, every time.Duration, verify bool) (*Postgres, *logBuffer) {
 	t.Helper()
 	needPG(t)
-	cfg := baseConfig()
-	for k, v := range extra {
-		cfg[k] = v
-	}
+	cfg := mergeConfig(extra)
 	logs := &logBuffer{}
 	db := newPostgres(hclog.New(&hclog.LoggerOptions{Level: hclog.Info, Output: logs}))
 	db.reapEvery = every
@@ -378,14 +375,6 @@ func TestReaperDatabaseDown(t *testing.T) {
 	if strings.Contains(out, pg.SuperPassword) {
 		t.Fatal("the log holds the password")
 	}
-}
-
-func mergeConfig(extra map[string]interface{}) map[string]interface{} {
-	cfg := baseConfig()
-	for k, v := range extra {
-		cfg[k] = v
-	}
-	return cfg
 }
 
 // assertStopped checks that the reaper's goroutine has ended: stop waits for
