@@ -271,11 +271,12 @@ func TestLabelRenewalKeepsForeignComments(t *testing.T) {
 	}
 }
 
+// TestLabelRenewalWithLabelRolesOff renews, with label_roles=false, a role
+// created with a label.
 func TestLabelRenewalWithLabelRolesOff(t *testing.T) {
 	t.Parallel()
-	db := newDB(t, nil)
 	a := admin(t)
-	user := dbtesting.AssertNewUser(t, db, newUserReq(createStmt)).Username
+	user := dbtesting.AssertNewUser(t, newDB(t, nil), newUserReq(createStmt)).Username
 	off := newDB(t, map[string]interface{}{"label_roles": false})
 	exp := time.Now().Add(11 * time.Hour).Truncate(time.Second)
 	renew(t, off, a, user, exp)
