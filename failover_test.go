@@ -100,9 +100,9 @@ func startPrimaryAndStandby(t *testing.T, ctx context.Context) (primary, standby
 	return primary, standby
 }
 
-// assertCreationFailsOnStandbyAlone checks, while only the standby is up, that creation
-// fails, clearly, and creates nobody (the standby would refuse the write
-// anyway; the point is that the plugin says why instead of a bare
+// assertCreationFailsOnStandbyAlone checks, while only the standby is up,
+// that creation fails, clearly, and creates nobody (the standby would refuse
+// the write anyway; the point is that the plugin says why instead of a bare
 // "read-only transaction"). Twice: the first attempt meets the pool's dead
 // connections, the second only fresh connection attempts. It returns the
 // display name the attempts used.
