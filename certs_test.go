@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	"github.com/hashicorp/vault/sdk/helper/certutil"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
 )
@@ -60,6 +61,10 @@ func TestCertUsername(t *testing.T) {
 			t.Errorf("certUsername(%q) = %q, want %q", c.subject, got, c.want)
 		}
 	}
+}
+
+func TestCertUsernameRefusals(t *testing.T) {
+	t.Parallel()
 	bad := []struct{ subject, want string }{
 		{"", "has no CN"},
 		{"O=Acme", "has no CN"},
@@ -195,85 +200,9 @@ func TestClientCertificateUser(t *testing.T) {
 	if resp.Username != name {
 		t.Fatalf("username %q, want the CN %q", resp.Username, name)
 	}
-
-	var hasPassword bool
-	var validUntil *time.Time
-	if err := a.QueryRow(testCtx(t), "SELECT rolpassword IS NOT NULL, rolvaliduntil FROM pg_authid WHERE rolname = $1", name).
-		Scan(&hasPassword, &validUntil); err != nil {
-		t.Fatal(err)
-	}
-	if hasPassword {
-		t.Error("the certificate user has a password in pg_authid")
-	}
-	if validUntil == nil {
-		t.Error("{{expiration}} was not applied: rolvaliduntil is NULL")
-	}
-	var comment string
-	if err := a.QueryRow(testCtx(t), "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1", name).Scan(&comment); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := parseLabel(comment); !ok {
-		t.Errorf("the certificate user carries no label: comment %q", comment)
-	}
-	if err := pg.CanLogin(testCtx(t), name, ""); err == nil {
-		t.Error("the certificate user logged in without a certificate")
-	}
-
-	for _, keyType := range []string{"ec", "rsa"} {
-		certPEM, keyPEM, err := ca.Issue(name, keyType)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := connectCert(t, name, certPEM, keyPEM)
-		if err != nil {
-			t.Fatalf("%s certificate for %q: connect: %v", keyType, name, err)
-		}
-		var user, dn string
-		if err := c.QueryRow(testCtx(t), "SELECT current_user, client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&user, &dn); err != nil {
-			t.Fatal(err)
-		}
-		if user != name || dn != "/CN="+name {
-			t.Errorf("%s certificate: logged in as %q with client_dn %q", keyType, user, dn)
-		}
-	}
-
-	// Another CN from the trusted CA, and the right CN from another CA, are refused.
-	otherCert, otherKey, err := ca.Issue(name+"-other", "ec")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := connectCert(t, name, otherCert, otherKey); !refused(err, "certificate authentication failed") {
-		t.Errorf("a certificate for another CN: got %v, want certificate authentication failed", err)
-	}
-	foreign, err := pgtest.NewCA("foreign CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	foreignCert, foreignKey, err := foreign.Issue(name, "ec")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Go's TLS client withholds a certificate the server's CA list does not
-	// cover (libpq sends it and the handshake fails): refused either way.
-	if _, err := connectCert(t, name, foreignCert, foreignKey); !refused(err, "requires a valid client certificate") {
-		t.Errorf("a certificate from another CA: got %v, want requires a valid client certificate", err)
-	}
-
-	// Renewal as Vault sends it: no credential type (so password), an expiration.
-	for _, ct := range []dbplugin.CredentialType{dbplugin.CredentialTypePassword, dbplugin.CredentialTypeClientCertificate} {
-		exp := time.Now().Add(3 * time.Hour).Truncate(time.Second)
-		if _, err := db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{Username: name, CredentialType: ct,
-			Expiration: &dbplugin.ChangeExpiration{NewExpiration: exp}}); err != nil {
-			t.Fatalf("renewing with credential type %s: %v", ct, err)
-		}
-		var got time.Time
-		if err := a.QueryRow(testCtx(t), "SELECT rolvaliduntil FROM pg_authid WHERE rolname = $1", name).Scan(&got); err != nil {
-			t.Fatal(err)
-		}
-		if !got.Equal(exp) {
-			t.Errorf("after renewal (%s) rolvaliduntil = %v, want %v", ct, got, exp)
-		}
-	}
+	assertCertUserRole(t, a, name)
+	assertCertLogins(t, ca, name)
+	assertCertRenewal(t, db, a, name)
 
 	// Revocation ends the session that is logged in and refuses the certificate.
 	certPEM, keyPEM, err := ca.Issue(name, "ec")
@@ -297,6 +226,99 @@ func TestClientCertificateUser(t *testing.T) {
 	// fallback rule asks for a password, which it never had.
 	if _, err := connectCert(t, name, certPEM, keyPEM); !refused(err, "authentication failed") {
 		t.Errorf("the certificate after revocation: got %v, want authentication failed", err)
+	}
+}
+
+// assertCertUserRole checks the catalog row of a new certificate user: no
+// password, an expiration, a label; and that it cannot log in without a
+// certificate.
+func assertCertUserRole(t *testing.T, a *pgxpool.Pool, name string) {
+	t.Helper()
+	var hasPassword bool
+	var validUntil *time.Time
+	if err := a.QueryRow(testCtx(t), "SELECT rolpassword IS NOT NULL, rolvaliduntil FROM pg_authid WHERE rolname = $1", name).
+		Scan(&hasPassword, &validUntil); err != nil {
+		t.Fatal(err)
+	}
+	if hasPassword {
+		t.Error("the certificate user has a password in pg_authid")
+	}
+	if validUntil == nil {
+		t.Error("{{expiration}} was not applied: rolvaliduntil is NULL")
+	}
+	var comment string
+	if err := a.QueryRow(testCtx(t), "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1", name).Scan(&comment); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := parseLabel(comment); !ok {
+		t.Errorf("the certificate user carries no label: comment %q", comment)
+	}
+	if err := pg.CanLogin(testCtx(t), name, ""); err == nil {
+		t.Error("the certificate user logged in without a certificate")
+	}
+}
+
+// assertCertLogins checks that name logs in with an EC and an RSA
+// certificate from ca, and that another CN from ca and the right CN from
+// another CA are refused.
+func assertCertLogins(t *testing.T, ca *pgtest.CA, name string) {
+	t.Helper()
+	for _, keyType := range []string{"ec", "rsa"} {
+		certPEM, keyPEM, err := ca.Issue(name, keyType)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := connectCert(t, name, certPEM, keyPEM)
+		if err != nil {
+			t.Fatalf("%s certificate for %q: connect: %v", keyType, name, err)
+		}
+		var user, dn string
+		if err := c.QueryRow(testCtx(t), "SELECT current_user, client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&user, &dn); err != nil {
+			t.Fatal(err)
+		}
+		if user != name || dn != "/CN="+name {
+			t.Errorf("%s certificate: logged in as %q with client_dn %q", keyType, user, dn)
+		}
+	}
+	otherCert, otherKey, err := ca.Issue(name+"-other", "ec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := connectCert(t, name, otherCert, otherKey); !refused(err, "certificate authentication failed") {
+		t.Errorf("a certificate for another CN: got %v, want certificate authentication failed", err)
+	}
+	foreign, err := pgtest.NewCA("foreign CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreignCert, foreignKey, err := foreign.Issue(name, "ec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Go's TLS client withholds a certificate the server's CA list does not
+	// cover (libpq sends it and the handshake fails): refused either way.
+	if _, err := connectCert(t, name, foreignCert, foreignKey); !refused(err, "requires a valid client certificate") {
+		t.Errorf("a certificate from another CA: got %v, want requires a valid client certificate", err)
+	}
+}
+
+// assertCertRenewal renews name as Vault sends it (no credential type, so
+// password, and an expiration) and with the certificate type.
+func assertCertRenewal(t *testing.T, db *Postgres, a *pgxpool.Pool, name string) {
+	t.Helper()
+	for _, ct := range []dbplugin.CredentialType{dbplugin.CredentialTypePassword, dbplugin.CredentialTypeClientCertificate} {
+		exp := time.Now().Add(3 * time.Hour).Truncate(time.Second)
+		if _, err := db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{Username: name, CredentialType: ct,
+			Expiration: &dbplugin.ChangeExpiration{NewExpiration: exp}}); err != nil {
+			t.Fatalf("renewing with credential type %s: %v", ct, err)
+		}
+		var got time.Time
+		if err := a.QueryRow(testCtx(t), "SELECT rolvaliduntil FROM pg_authid WHERE rolname = $1", name).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if !got.Equal(exp) {
+			t.Errorf("after renewal (%s) rolvaliduntil = %v, want %v", ct, got, exp)
+		}
 	}
 }
 

@@ -376,19 +376,26 @@ func TestPoolConfigTLSRules(t *testing.T) {
 			if !c.wantsTLS() {
 				return
 			}
-			cc := pc.ConnConfig
-			for i, tlsCfg := range append([]*tls.Config{cc.TLSConfig}, fallbackTLS(cc.Fallbacks)...) {
-				if tlsCfg == nil {
-					t.Fatalf("connection %d has no TLS", i)
-				}
-				if tlsCfg.InsecureSkipVerify && tlsCfg.VerifyPeerCertificate == nil {
-					t.Fatalf("connection %d does not verify the server", i)
-				}
-				if strings.Contains(tc.name, "no sslmode") && (tlsCfg.InsecureSkipVerify || tlsCfg.ServerName != "db.example.com") {
-					t.Fatalf("connection %d without sslmode is not verify-full (host name unchecked)", i)
-				}
-			}
+			assertVerifiesServer(t, pc.ConnConfig, strings.Contains(tc.name, "no sslmode"))
 		})
+	}
+}
+
+// assertVerifiesServer checks that every connection attempt of cc (the
+// first and each fallback) uses TLS and verifies the server; verifyFull
+// also asks for the host name check of verify-full.
+func assertVerifiesServer(t *testing.T, cc *pgx.ConnConfig, verifyFull bool) {
+	t.Helper()
+	for i, tlsCfg := range append([]*tls.Config{cc.TLSConfig}, fallbackTLS(cc.Fallbacks)...) {
+		if tlsCfg == nil {
+			t.Fatalf("connection %d has no TLS", i)
+		}
+		if tlsCfg.InsecureSkipVerify && tlsCfg.VerifyPeerCertificate == nil {
+			t.Fatalf("connection %d does not verify the server", i)
+		}
+		if verifyFull && (tlsCfg.InsecureSkipVerify || tlsCfg.ServerName != "db.example.com") {
+			t.Fatalf("connection %d without sslmode is not verify-full (host name unchecked)", i)
+		}
 	}
 }
 

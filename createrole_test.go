@@ -57,8 +57,16 @@ func TestRolesCreatedByAnotherRole(t *testing.T) {
 		t.Run(adm.name, func(t *testing.T) {
 			t.Parallel()
 			db := newDB(t, map[string]interface{}{"username": adm.user, "password": adm.password})
-			// grantAdmin is the operator's fix on PostgreSQL 16 and later.
-			grantAdmin := func(user string) {
+			// refusedUntilGranted: a limited admin's attempt is refused and
+			// changes nothing, until the operator's fix on PostgreSQL 16 and
+			// later (GRANT ... WITH ADMIN OPTION) lets the next one through.
+			refusedUntilGranted := func(t *testing.T, user, pw string, attempt func() error) {
+				t.Helper()
+				if !adm.limited {
+					return
+				}
+				assertNeedsAdminOption(t, attempt(), user)
+				assertLogin(t, user, pw)
 				execSQL(t, a, fmt.Sprintf(`GRANT %s TO %s WITH ADMIN OPTION`, quoteIdent(user), quoteIdent(adm.user)))
 			}
 
@@ -67,12 +75,7 @@ func TestRolesCreatedByAnotherRole(t *testing.T) {
 				user, pw, _ := createdByAnother(t, a)
 				newPw := "Rotated-" + randSuffix()
 				req := dbplugin.UpdateUserRequest{Username: user, Password: &dbplugin.ChangePassword{NewPassword: newPw}}
-				if adm.limited {
-					_, err := db.UpdateUser(testCtx(t), req)
-					assertNeedsAdminOption(t, err, user)
-					assertLogin(t, user, pw)
-					grantAdmin(user)
-				}
+				refusedUntilGranted(t, user, pw, func() error { _, err := db.UpdateUser(testCtx(t), req); return err })
 				dbtesting.AssertUpdateUser(t, db, req)
 				assertLogin(t, user, newPw)
 			})
@@ -80,17 +83,11 @@ func TestRolesCreatedByAnotherRole(t *testing.T) {
 			t.Run("revoke", func(t *testing.T) {
 				t.Parallel()
 				user, pw, _ := createdByAnother(t, a)
-				req := dbplugin.DeleteUserRequest{Username: user}
-				if adm.limited {
-					_, err := db.DeleteUser(testCtx(t), req)
-					assertNeedsAdminOption(t, err, user)
-					assertLogin(t, user, pw)
-					grantAdmin(user)
-				}
-				dbtesting.AssertDeleteUser(t, db, req)
-				if roleExists(t, a, user) {
-					t.Fatalf("role %q still exists", user)
-				}
+				refusedUntilGranted(t, user, pw, func() error {
+					_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user})
+					return err
+				})
+				revokeDropped(t, db, a, user)
 			})
 		})
 	}

@@ -18,88 +18,50 @@ import (
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
 )
 
+// configWith is a config function: baseConfig with the keys of set.
+func configWith(set map[string]interface{}) func() map[string]interface{} {
+	return func() map[string]interface{} { return mergeConfig(set) }
+}
+
+// initializeCases are configurations for Initialize, each with the error it
+// expects ("" for success). The configurations are functions: pg is set
+// only once TestMain runs.
+var initializeCases = []struct {
+	name    string
+	config  func() map[string]interface{}
+	wantErr string // substring; "" means success
+}{
+	{"superuser with special-character password", baseConfig, ""},
+	{"numbers as strings and floats", configWith(map[string]interface{}{
+		"max_open_connections": "7", "max_idle_connections": float64(3), "max_connection_lifetime": "30s"}), ""},
+	{"lifetime as seconds", configWith(map[string]interface{}{"max_connection_lifetime": float64(60)}), ""},
+	{"keyword/value DSN", func() map[string]interface{} {
+		return mergeConfig(map[string]interface{}{"connection_url": fmt.Sprintf(
+			"host=%s port=%d dbname=postgres user={{username}} password={{password}} sslmode=%s sslrootcert=%s", pg.Host, pg.Port, pg.SSLMode, pg.CAFile)})
+	}, ""},
+	{"several hosts, the first one down", func() map[string]interface{} {
+		return mergeConfig(map[string]interface{}{"connection_url": strings.Replace(pg.TemplateURL(""),
+			fmt.Sprintf("@%s:%d", pg.Host, pg.Port), fmt.Sprintf("@127.0.0.1:1,%s:%d", pg.Host, pg.Port), 1)})
+	}, ""},
+	{"unknown keys are only logged", configWith(map[string]interface{}{"some_future_key": true}), ""},
+	{"missing connection_url", func() map[string]interface{} {
+		c := baseConfig()
+		delete(c, "connection_url")
+		return c
+	}, "connection_url is required"},
+	{"wrong root password", configWith(map[string]interface{}{"password": "not-the-password"}), "verifying connection"},
+	{"gcp iam", configWith(map[string]interface{}{"auth_type": "gcp_iam"}), `auth_type "gcp_iam" is not supported`},
+	{"bad password_authentication", configWith(map[string]interface{}{"password_authentication": "plain"}), "password_authentication"},
+	{"certificate without key", configWith(map[string]interface{}{"tls_certificate": "-----BEGIN CERTIFICATE-----"}), "must be set together"},
+	{"broken username template", configWith(map[string]interface{}{"username_template": "{{ .Nope"}), "username_template"},
+	{"username template too long", configWith(map[string]interface{}{"username_template": "{{ random 70 }}"}), "at most 63 bytes"},
+	{"negative pool size", configWith(map[string]interface{}{"max_open_connections": -1}), "max_open_connections"},
+	{"not a duration", configWith(map[string]interface{}{"max_connection_lifetime": "soon"}), "max_connection_lifetime"},
+}
+
 func TestInitialize(t *testing.T) {
 	needPG(t)
-	cases := []struct {
-		name    string
-		config  func() map[string]interface{}
-		wantErr string // substring; "" means success
-	}{
-		{"superuser with special-character password", baseConfig, ""},
-		{"numbers as strings and floats", func() map[string]interface{} {
-			c := baseConfig()
-			c["max_open_connections"] = "7"
-			c["max_idle_connections"] = float64(3)
-			c["max_connection_lifetime"] = "30s"
-			return c
-		}, ""},
-		{"lifetime as seconds", func() map[string]interface{} {
-			c := baseConfig()
-			c["max_connection_lifetime"] = float64(60)
-			return c
-		}, ""},
-		{"keyword/value DSN", func() map[string]interface{} {
-			c := baseConfig()
-			c["connection_url"] = fmt.Sprintf("host=%s port=%d dbname=postgres user={{username}} password={{password}} sslmode=%s sslrootcert=%s", pg.Host, pg.Port, pg.SSLMode, pg.CAFile)
-			return c
-		}, ""},
-		{"several hosts, the first one down", func() map[string]interface{} {
-			c := baseConfig()
-			c["connection_url"] = strings.Replace(pg.TemplateURL(""), fmt.Sprintf("@%s:%d", pg.Host, pg.Port), fmt.Sprintf("@127.0.0.1:1,%s:%d", pg.Host, pg.Port), 1)
-			return c
-		}, ""},
-		{"unknown keys are only logged", func() map[string]interface{} {
-			c := baseConfig()
-			c["some_future_key"] = true
-			return c
-		}, ""},
-		{"missing connection_url", func() map[string]interface{} {
-			c := baseConfig()
-			delete(c, "connection_url")
-			return c
-		}, "connection_url is required"},
-		{"wrong root password", func() map[string]interface{} {
-			c := baseConfig()
-			c["password"] = "not-the-password"
-			return c
-		}, "verifying connection"},
-		{"gcp iam", func() map[string]interface{} {
-			c := baseConfig()
-			c["auth_type"] = "gcp_iam"
-			return c
-		}, `auth_type "gcp_iam" is not supported`},
-		{"bad password_authentication", func() map[string]interface{} {
-			c := baseConfig()
-			c["password_authentication"] = "plain"
-			return c
-		}, "password_authentication"},
-		{"certificate without key", func() map[string]interface{} {
-			c := baseConfig()
-			c["tls_certificate"] = "-----BEGIN CERTIFICATE-----"
-			return c
-		}, "must be set together"},
-		{"broken username template", func() map[string]interface{} {
-			c := baseConfig()
-			c["username_template"] = "{{ .Nope"
-			return c
-		}, "username_template"},
-		{"username template too long", func() map[string]interface{} {
-			c := baseConfig()
-			c["username_template"] = "{{ random 70 }}"
-			return c
-		}, "at most 63 bytes"},
-		{"negative pool size", func() map[string]interface{} {
-			c := baseConfig()
-			c["max_open_connections"] = -1
-			return c
-		}, "max_open_connections"},
-		{"not a duration", func() map[string]interface{} {
-			c := baseConfig()
-			c["max_connection_lifetime"] = "soon"
-			return c
-		}, "max_connection_lifetime"},
-	}
-	for _, tc := range cases {
+	for _, tc := range initializeCases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			db := newPostgres(hclog.NewNullLogger())
@@ -110,20 +72,7 @@ func TestInitialize(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Initialize: %v", err)
 				}
-				for k, v := range cfg {
-					if fmt.Sprint(resp.Config[k]) != fmt.Sprint(v) {
-						t.Errorf("returned config[%q] = %v, want %v (the config must round-trip)", k, resp.Config[k], v)
-					}
-				}
-				if _, ok := resp.Config[dbplugin.SupportedCredentialTypesKey]; !ok {
-					t.Errorf("supported credential types not advertised")
-				}
-				// The returned config must initialize a fresh instance.
-				again := newPostgres(hclog.NewNullLogger())
-				defer again.Close()
-				if _, err := again.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: resp.Config, VerifyConnection: true}); err != nil {
-					t.Fatalf("re-Initialize with the returned config: %v", err)
-				}
+				assertConfigRoundTrips(t, cfg, resp.Config)
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
@@ -133,6 +82,26 @@ func TestInitialize(t *testing.T) {
 				t.Fatalf("error leaks the root password: %v", err)
 			}
 		})
+	}
+}
+
+// assertConfigRoundTrips checks that Initialize returned the config it was
+// given, advertised the credential types, and that what it returned
+// initializes a fresh instance.
+func assertConfigRoundTrips(t *testing.T, cfg, returned map[string]interface{}) {
+	t.Helper()
+	for k, v := range cfg {
+		if fmt.Sprint(returned[k]) != fmt.Sprint(v) {
+			t.Errorf("returned config[%q] = %v, want %v (the config must round-trip)", k, returned[k], v)
+		}
+	}
+	if _, ok := returned[dbplugin.SupportedCredentialTypesKey]; !ok {
+		t.Errorf("supported credential types not advertised")
+	}
+	again := newPostgres(hclog.NewNullLogger())
+	defer again.Close()
+	if _, err := again.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: returned, VerifyConnection: true}); err != nil {
+		t.Fatalf("re-Initialize with the returned config: %v", err)
 	}
 }
 
@@ -452,6 +421,23 @@ func TestUpdateUser(t *testing.T) {
 		})
 		assertLogin(t, resp.Username, newPw)
 	})
+	t.Run("self-managed password", func(t *testing.T) {
+		t.Parallel()
+		user, pw := "selfmanaged-"+randSuffix(), "Self-"+randSuffix()
+		execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN PASSWORD %s`, quoteIdent(user), quoteLiteral(pw)))
+		newPw := "Self2-" + randSuffix()
+		dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user, SelfManagedPassword: pw, Password: &dbplugin.ChangePassword{NewPassword: newPw}})
+		assertLogin(t, user, newPw)
+		_, err := db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{Username: user, SelfManagedPassword: "wrong", Password: &dbplugin.ChangePassword{NewPassword: "whatever-1"}})
+		if err == nil {
+			t.Fatal("a wrong self-managed password was accepted")
+		}
+		assertLogin(t, user, newPw)
+	})
+}
+
+func TestUpdateUserRefusals(t *testing.T) {
+	db := newDB(t, nil)
 	t.Run("missing user", func(t *testing.T) {
 		t.Parallel()
 		_, err := db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{Username: "no-such-user-" + randSuffix(), Password: &dbplugin.ChangePassword{NewPassword: "x-pw"}})
@@ -465,19 +451,6 @@ func TestUpdateUser(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "no change requested") {
 			t.Fatalf("error = %v", err)
 		}
-	})
-	t.Run("self-managed password", func(t *testing.T) {
-		t.Parallel()
-		user, pw := "selfmanaged-"+randSuffix(), "Self-"+randSuffix()
-		execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN PASSWORD %s`, quoteIdent(user), quoteLiteral(pw)))
-		newPw := "Self2-" + randSuffix()
-		dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user, SelfManagedPassword: pw, Password: &dbplugin.ChangePassword{NewPassword: newPw}})
-		assertLogin(t, user, newPw)
-		_, err := db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{Username: user, SelfManagedPassword: "wrong", Password: &dbplugin.ChangePassword{NewPassword: "whatever-1"}})
-		if err == nil {
-			t.Fatal("a wrong self-managed password was accepted")
-		}
-		assertLogin(t, user, newPw)
 	})
 }
 

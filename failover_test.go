@@ -29,24 +29,9 @@ func TestFailover(t *testing.T) {
 	// Two clusters to start and a promotion: more than testCtx's minute.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	primary, err := pgtest.Start(ctx)
-	if err != nil {
-		t.Fatalf("starting a separate primary: %v", err)
-	}
-	t.Cleanup(func() { _ = primary.Stop() })
-	standby, err := pgtest.StartReplica(ctx, primary)
-	if errors.Is(err, pgtest.ErrNoReplica) {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = standby.Stop() }) // runs before the primary's Stop
-	t.Logf("primary %s:%d, standby %s", primary.Host, primary.Port, standby.Source)
-
-	connURL := failoverURL(primary, standby)
+	primary, standby := startPrimaryAndStandby(t, ctx)
 	db := newDB(t, map[string]interface{}{
-		"connection_url": connURL,
+		"connection_url": failoverURL(primary, standby),
 		"username":       primary.SuperUser,
 		"password":       primary.SuperPassword,
 	})
@@ -63,12 +48,66 @@ func TestFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	onPrimary.Close()
+	display := assertCreationFailsOnStandbyAlone(t, ctx, db, primary, standby)
 
-	// Only the standby is up: creation must fail, clearly, and create
-	// nobody (the standby would refuse the write anyway; the point is
-	// that the plugin says why instead of a bare "read-only transaction").
-	// Twice: the first attempt meets the pool's dead connections, the
-	// second only fresh connection attempts.
+	var promoted bool
+	if err := onStandby.QueryRow(ctx, "SELECT pg_promote()").Scan(&promoted); err != nil || !promoted {
+		t.Fatalf("promoting the standby: %v (promoted %v)", err, promoted)
+	}
+
+	// The plugin follows by itself: no new configuration, no restart.
+	var user string
+	after := newUserReq(createStmt)
+	err := pgtest.Poll(ctx, 30*time.Second, 250*time.Millisecond, func() error {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		resp, err := db.NewUser(rctx, after)
+		user = resp.Username
+		return err
+	})
+	if err != nil {
+		t.Fatalf("NewUser after the promotion: %v", err)
+	}
+	assertLoginOn(t, standby, user, after.Password)
+	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
+	cycleOn(t, db, standby, onStandby)
+	// The user made before the crash came across; the plugin manages it.
+	rotateAndRevokeOn(t, db, standby, onStandby, kept)
+	var n int
+	if err := onStandby.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname LIKE $1", "v-"+display[:8]+"-%").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d roles from the attempt against the read-only standby exist on the new primary (%v)", n, err)
+	}
+}
+
+// startPrimaryAndStandby starts a primary of its own and a streaming
+// replica of it, or skips where no replica can be made.
+func startPrimaryAndStandby(t *testing.T, ctx context.Context) (primary, standby *pgtest.Server) {
+	t.Helper()
+	primary, err := pgtest.Start(ctx)
+	if err != nil {
+		t.Fatalf("starting a separate primary: %v", err)
+	}
+	t.Cleanup(func() { _ = primary.Stop() })
+	standby, err = pgtest.StartReplica(ctx, primary)
+	if errors.Is(err, pgtest.ErrNoReplica) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = standby.Stop() }) // runs before the primary's Stop
+	t.Logf("primary %s:%d, standby %s", primary.Host, primary.Port, standby.Source)
+	return primary, standby
+}
+
+// assertCreationFailsOnStandbyAlone checks, while only the standby is up,
+// that creation fails, clearly, and creates nobody (the standby would refuse
+// the write anyway; the point is that the plugin says why instead of a bare
+// "read-only transaction"). Twice: the first attempt meets the pool's dead
+// connections, the second only fresh connection attempts. It returns the
+// display name the attempts used.
+func assertCreationFailsOnStandbyAlone(t *testing.T, ctx context.Context, db *Postgres, primary, standby *pgtest.Server) string {
+	t.Helper()
 	display := "ro" + randSuffix()
 	primaryAddr := net.JoinHostPort(primary.Host, strconv.Itoa(primary.Port))
 	standbyAddr := net.JoinHostPort(standby.Host, strconv.Itoa(standby.Port))
@@ -76,7 +115,7 @@ func TestFailover(t *testing.T) {
 		roReq := newUserReq(createStmt)
 		roReq.UsernameConfig.DisplayName = display
 		rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
-		_, err = db.NewUser(rctx, roReq)
+		_, err := db.NewUser(rctx, roReq)
 		rcancel()
 		if err == nil {
 			t.Fatal("NewUser succeeded with only a read-only standby up")
@@ -91,41 +130,7 @@ func TestFailover(t *testing.T) {
 			t.Fatalf("error holds a password: %v", err)
 		}
 	}
-
-	var promoted bool
-	if err := onStandby.QueryRow(ctx, "SELECT pg_promote()").Scan(&promoted); err != nil || !promoted {
-		t.Fatalf("promoting the standby: %v (promoted %v)", err, promoted)
-	}
-
-	// The plugin follows by itself: no new configuration, no restart.
-	var user string
-	after := newUserReq(createStmt)
-	err = pgtest.Poll(ctx, 30*time.Second, 250*time.Millisecond, func() error {
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		resp, err := db.NewUser(rctx, after)
-		user = resp.Username
-		return err
-	})
-	if err != nil {
-		t.Fatalf("NewUser after the promotion: %v", err)
-	}
-	assertLoginOn(t, standby, user, after.Password)
-	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
-	cycleOn(t, db, standby, onStandby)
-	// The user made before the crash came across; the plugin manages it.
-	newPw := "Rot-" + randSuffix()
-	dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: kept,
-		Password: &dbplugin.ChangePassword{NewPassword: newPw}})
-	assertLoginOn(t, standby, kept, newPw)
-	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: kept})
-	if roleExists(t, onStandby, kept) {
-		t.Fatalf("role %q survived revocation on the new primary", kept)
-	}
-	var n int
-	if err := onStandby.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname LIKE $1", "v-"+display[:8]+"-%").Scan(&n); err != nil || n != 0 {
-		t.Fatalf("%d roles from the attempt against the read-only standby exist on the new primary (%v)", n, err)
-	}
+	return display
 }
 
 // failoverURL is a connection_url naming both servers, for the one that
@@ -191,12 +196,18 @@ func cycleOn(t *testing.T, db *Postgres, s *pgtest.Server, a *pgxpool.Pool) {
 	if err := a.QueryRow(testCtx(t), "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", user).Scan(&until); err != nil || !until.Equal(exp) {
 		t.Fatalf("renewal: rolvaliduntil = %s, want %s (%v)", until, exp, err)
 	}
+	rotateAndRevokeOn(t, db, s, a, user)
+}
+
+// rotateAndRevokeOn proves rotation and revocation of user on s.
+func rotateAndRevokeOn(t *testing.T, db *Postgres, s *pgtest.Server, a *pgxpool.Pool, user string) {
+	t.Helper()
 	newPw := "Rot-" + randSuffix()
 	dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user,
 		Password: &dbplugin.ChangePassword{NewPassword: newPw}})
 	assertLoginOn(t, s, user, newPw)
 	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
 	if roleExists(t, a, user) {
-		t.Fatalf("role %q survived revocation", user)
+		t.Fatalf("role %q survived revocation on %s:%d", user, s.Host, s.Port)
 	}
 }

@@ -228,11 +228,8 @@ func TestLockTimeoutBoundsRevocation(t *testing.T) {
 	needPG(t)
 	a := admin(t)
 	db := newDB(t, map[string]interface{}{"lock_timeout": "300ms"})
-	req := newUserReq(createStmt, `GRANT CREATE ON SCHEMA public TO "{{name}}";`)
-	user := dbtesting.AssertNewUser(t, db, req).Username
-	tbl := "locked_" + randSuffix()
-	c := connectAs(t, user, req.Password, "")
-	if _, err := c.Exec(testCtx(t), fmt.Sprintf("CREATE TABLE public.%s (id int); INSERT INTO public.%[1]s VALUES (1)", tbl)); err != nil {
+	user, password, tbl, c := userOwningTable(t, db, "locked_")
+	if _, err := c.Exec(testCtx(t), fmt.Sprintf("INSERT INTO public.%s VALUES (1)", tbl)); err != nil {
 		t.Fatal(err)
 	}
 	holder := connectAs(t, pg.SuperUser, pg.SuperPassword, "")
@@ -245,7 +242,7 @@ func TestLockTimeoutBoundsRevocation(t *testing.T) {
 	}
 	t.Log(err)
 	// Access is gone although the hand-over waits.
-	assertNoLogin(t, user, req.Password)
+	assertNoLogin(t, user, password)
 	var one int
 	if qerr := c.QueryRow(testCtx(t), "SELECT 1").Scan(&one); qerr == nil {
 		t.Fatal("the user's session survived the revocation attempt")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -66,14 +67,20 @@ func baseConfig() map[string]interface{} {
 	}
 }
 
-// newDB returns an initialized plugin; extra overrides baseConfig keys.
-func newDB(t testing.TB, extra map[string]interface{}) *Postgres {
-	t.Helper()
-	needPG(t)
+// mergeConfig is baseConfig with the keys of extra set.
+func mergeConfig(extra map[string]interface{}) map[string]interface{} {
 	cfg := baseConfig()
 	for k, v := range extra {
 		cfg[k] = v
 	}
+	return cfg
+}
+
+// newDB returns an initialized plugin; extra overrides baseConfig keys.
+func newDB(t testing.TB, extra map[string]interface{}) *Postgres {
+	t.Helper()
+	needPG(t)
+	cfg := mergeConfig(extra)
 	db := newPostgres(hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: testWriter{t}}))
 	if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true}); err != nil {
 		t.Fatalf("Initialize: %v", err)
@@ -185,4 +192,18 @@ func unrelatedCert(t testing.TB) (caPEM, certPEM, keyPEM string) {
 		t.Fatal(err)
 	}
 	return ca.PEM, certPEM, keyPEM
+}
+
+// userOwningTable creates a user that may create in schema public and, in a
+// session as that user (left open), the table public.<prefix><random>.
+func userOwningTable(t *testing.T, db *Postgres, prefix string) (user, password, table string, session *pgx.Conn) {
+	t.Helper()
+	req := newUserReq(createStmt, `GRANT CREATE ON SCHEMA public TO "{{name}}";`)
+	user = dbtesting.AssertNewUser(t, db, req).Username
+	table = prefix + randSuffix()
+	session = connectAs(t, user, req.Password, "")
+	if _, err := session.Exec(testCtx(t), fmt.Sprintf("CREATE TABLE public.%s (id int)", table)); err != nil {
+		t.Fatal(err)
+	}
+	return user, req.Password, table, session
 }

@@ -191,17 +191,19 @@ func TestLabelKeepsCreationComment(t *testing.T) {
 	}
 }
 
+// renew renews user through db and checks rolvaliduntil.
+func renew(t *testing.T, db *Postgres, a *pgxpool.Pool, user string, exp time.Time) {
+	t.Helper()
+	dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user, Expiration: &dbplugin.ChangeExpiration{NewExpiration: exp}})
+	var until time.Time
+	if err := a.QueryRow(testCtx(t), "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", user).Scan(&until); err != nil || !until.Equal(exp) {
+		t.Fatalf("rolvaliduntil = %s (%v), want %s", until, err, exp)
+	}
+}
+
 func TestLabelRenewal(t *testing.T) {
 	db := newDB(t, nil)
 	a := admin(t)
-	renew := func(t *testing.T, db *Postgres, user string, exp time.Time) {
-		t.Helper()
-		dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user, Expiration: &dbplugin.ChangeExpiration{NewExpiration: exp}})
-		var until time.Time
-		if err := a.QueryRow(testCtx(t), "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", user).Scan(&until); err != nil || !until.Equal(exp) {
-			t.Fatalf("rolvaliduntil = %s (%v), want %s", until, err, exp)
-		}
-	}
 
 	t.Run("expires moves, nothing else", func(t *testing.T) {
 		t.Parallel()
@@ -210,7 +212,7 @@ func TestLabelRenewal(t *testing.T) {
 		user := dbtesting.AssertNewUser(t, db, req).Username
 		before, _ := roleComment(t, a, user)
 		exp := time.Now().Add(50 * time.Hour).Truncate(time.Second)
-		renew(t, db, user, exp)
+		renew(t, db, a, user, exp)
 		after, _ := roleComment(t, a, user)
 		want := strings.Replace(before, `"expires":"`+labelTime(req.Expiration)+`"`, `"expires":"`+labelTime(exp)+`"`, 1)
 		if after != want || after == before {
@@ -226,7 +228,7 @@ func TestLabelRenewal(t *testing.T) {
 		c, _ := roleComment(t, a, user)
 		execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS %s", quoteIdent(user), quoteLiteral(`{"team": {"expires": "x"}, `+strings.TrimPrefix(c, "{"))))
 		exp := time.Now().Add(7 * time.Hour).Truncate(time.Second)
-		renew(t, db, user, exp)
+		renew(t, db, a, user, exp)
 		var expires, by, team string
 		if err := a.QueryRow(testCtx(t), `SELECT l->>'expires', l->>'managed_by', l#>>'{team,expires}'
 			FROM (SELECT shobj_description(oid, 'pg_authid')::jsonb AS l FROM pg_roles WHERE rolname = $1) s`, user).Scan(&expires, &by, &team); err != nil {
@@ -252,28 +254,35 @@ func TestLabelRenewal(t *testing.T) {
 			t.Fatalf("label changed by a failed renewal:\n%s\n%s", before, after)
 		}
 	})
-	t.Run("foreign comments survive renewal", func(t *testing.T) {
-		t.Parallel()
-		for _, c := range []string{"plain words", `{"managed_by":"someone-else","expires":"2000-01-01T00:00:00Z"}`, `{"managed_by":"vault-plugin-database-postgres", broken`, `["managed_by"]`} {
-			user := "lblforeign-" + randSuffix()
-			execSQL(t, a, fmt.Sprintf("CREATE ROLE %s; COMMENT ON ROLE %s IS %s", quoteIdent(user), quoteIdent(user), quoteLiteral(c)))
-			t.Cleanup(func() { execSQL(t, a, "DROP ROLE "+quoteIdent(user)) })
-			renew(t, db, user, time.Now().Add(3*time.Hour).Truncate(time.Second))
-			if got, _ := roleComment(t, a, user); got != c {
-				t.Fatalf("comment %q became %q", c, got)
-			}
+}
+
+func TestLabelRenewalKeepsForeignComments(t *testing.T) {
+	t.Parallel()
+	db := newDB(t, nil)
+	a := admin(t)
+	for _, c := range []string{"plain words", `{"managed_by":"someone-else","expires":"2000-01-01T00:00:00Z"}`, `{"managed_by":"vault-plugin-database-postgres", broken`, `["managed_by"]`} {
+		user := "lblforeign-" + randSuffix()
+		execSQL(t, a, fmt.Sprintf("CREATE ROLE %s; COMMENT ON ROLE %s IS %s", quoteIdent(user), quoteIdent(user), quoteLiteral(c)))
+		t.Cleanup(func() { execSQL(t, a, "DROP ROLE "+quoteIdent(user)) })
+		renew(t, db, a, user, time.Now().Add(3*time.Hour).Truncate(time.Second))
+		if got, _ := roleComment(t, a, user); got != c {
+			t.Fatalf("comment %q became %q", c, got)
 		}
-	})
-	t.Run("with label_roles=false", func(t *testing.T) {
-		t.Parallel()
-		user := dbtesting.AssertNewUser(t, db, newUserReq(createStmt)).Username
-		off := newDB(t, map[string]interface{}{"label_roles": false})
-		exp := time.Now().Add(11 * time.Hour).Truncate(time.Second)
-		renew(t, off, user, exp)
-		if l := readLabel(t, a, user); l["expires"] != labelTime(exp) {
-			t.Fatalf("expires = %q, want %q: a stale label would make a renewed role look orphaned", l["expires"], labelTime(exp))
-		}
-	})
+	}
+}
+
+// TestLabelRenewalWithLabelRolesOff renews, with label_roles=false, a role
+// created with a label.
+func TestLabelRenewalWithLabelRolesOff(t *testing.T) {
+	t.Parallel()
+	a := admin(t)
+	user := dbtesting.AssertNewUser(t, newDB(t, nil), newUserReq(createStmt)).Username
+	off := newDB(t, map[string]interface{}{"label_roles": false})
+	exp := time.Now().Add(11 * time.Hour).Truncate(time.Second)
+	renew(t, off, a, user, exp)
+	if l := readLabel(t, a, user); l["expires"] != labelTime(exp) {
+		t.Fatalf("expires = %q, want %q: a stale label would make a renewed role look orphaned", l["expires"], labelTime(exp))
+	}
 }
 
 // TestStaticAndRootNotLabelled: password changes (static roles, root) never

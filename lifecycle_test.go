@@ -259,6 +259,44 @@ func TestDatabasePoolAfterClose(t *testing.T) {
 	waitSessions(t, a, app, 0)
 }
 
+// sessionDirt is what creation statements may leave on a session, by name:
+// each a list of statements, with other a role to switch to.
+func sessionDirt(other string) map[string][]string {
+	return map[string][]string{
+		"set role":                        {"SET ROLE " + quoteIdent(other) + ";"},
+		"set session authorization":       {"SET SESSION AUTHORIZATION " + quoteIdent(other) + ";"},
+		"standard_conforming_strings off": {"SET standard_conforming_strings = off;"},
+		"search_path":                     {"SET search_path = lc_nowhere;"},
+		"all at once": {"SET ROLE " + quoteIdent(other) + ";", "SET standard_conforming_strings = off;",
+			"SET search_path = lc_nowhere;", "SET password_encryption = md5;"},
+		"local set role in DO": {"DO $$ BEGIN PERFORM set_config('role', " + quoteLiteral(other) + ", false); END $$;"},
+	}
+}
+
+// sessionProbe is a table that a creation statement, record, fills with
+// what its session looks like: the role's name, current_user, session_user,
+// standard_conforming_strings, search_path and the backend's pid.
+type sessionProbe struct{ table, record string }
+
+func newSessionProbe(t *testing.T, a *pgxpool.Pool) sessionProbe {
+	t.Helper()
+	p := sessionProbe{table: "lc_probe_" + randSuffix()}
+	execSQL(t, a, "CREATE TABLE public."+p.table+" (name text, cu text, su text, scs text, sp text, pid int)")
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP TABLE IF EXISTS public."+p.table) })
+	// Unqualified on purpose: it resolves only with the default search_path.
+	p.record = "INSERT INTO " + p.table + " SELECT '{{name}}', current_user, session_user, current_setting('standard_conforming_strings'), current_setting('search_path'), pg_backend_pid();"
+	return p
+}
+
+// read returns what record saw when it ran for the role name.
+func (p sessionProbe) read(t *testing.T, a *pgxpool.Pool, name string) (cu, su, scs, sp string, pid int) {
+	t.Helper()
+	if err := a.QueryRow(testCtx(t), "SELECT cu, su, scs, sp, pid FROM public."+p.table+" WHERE name = $1", name).Scan(&cu, &su, &scs, &sp, &pid); err != nil {
+		t.Fatal(err)
+	}
+	return cu, su, scs, sp, pid
+}
+
 // TestSessionReset leaves a pooled session dirty (another role or session
 // user, standard_conforming_strings off, another search_path) from one
 // request and checks that the next request on the same connection runs as
@@ -269,51 +307,29 @@ func TestSessionReset(t *testing.T) {
 	a := admin(t)
 	other := "lc-other-" + randSuffix()
 	execSQL(t, a, "CREATE ROLE "+quoteIdent(other))
-	probe := "lc_probe_" + randSuffix()
-	execSQL(t, a, "CREATE TABLE public."+probe+" (name text, cu text, su text, scs text, sp text, pid int)")
-	t.Cleanup(func() {
-		_, _ = a.Exec(context.Background(), "DROP TABLE IF EXISTS public."+probe)
-		_, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(other))
-	})
-	// Unqualified on purpose: it resolves only with the default search_path.
-	record := "INSERT INTO " + probe + " SELECT '{{name}}', current_user, session_user, current_setting('standard_conforming_strings'), current_setting('search_path'), pg_backend_pid();"
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(other)) })
+	probe := newSessionProbe(t, a)
 	var defaultPath string
 	if err := a.QueryRow(testCtx(t), "SELECT reset_val FROM pg_settings WHERE name = 'search_path'").Scan(&defaultPath); err != nil {
 		t.Fatal(err)
 	}
-
-	cases := map[string][]string{
-		"set role":                        {"SET ROLE " + quoteIdent(other) + ";"},
-		"set session authorization":       {"SET SESSION AUTHORIZATION " + quoteIdent(other) + ";"},
-		"standard_conforming_strings off": {"SET standard_conforming_strings = off;"},
-		"search_path":                     {"SET search_path = lc_nowhere;"},
-		"all at once": {"SET ROLE " + quoteIdent(other) + ";", "SET standard_conforming_strings = off;",
-			"SET search_path = lc_nowhere;", "SET password_encryption = md5;"},
-		"local set role in DO": {"DO $$ BEGIN PERFORM set_config('role', " + quoteLiteral(other) + ", false); END $$;"},
-	}
-	for name, dirt := range cases {
+	for name, dirt := range sessionDirt(other) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			// One connection, sending plaintext passwords into the literal so
 			// that the quoting rules matter.
 			db := newDB(t, map[string]interface{}{"max_open_connections": 1, "password_authentication": "password"})
-			dirty := dbtesting.AssertNewUser(t, db, newUserReq(append([]string{createStmt, record}, dirt...)...))
+			dirty := dbtesting.AssertNewUser(t, db, newUserReq(append([]string{createStmt, probe.record}, dirt...)...))
 			t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(dirty.Username)) })
 
-			req := newUserReq(createStmt, record)
+			req := newUserReq(createStmt, probe.record)
 			req.Password = `Aa1\'b\\c` + randSuffix()
 			resp := dbtesting.AssertNewUser(t, db, req)
 			t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(resp.Username)) })
 			assertLogin(t, resp.Username, req.Password)
 
-			var dirtyPID, pid int
-			var cu, su, scs, sp string
-			if err := a.QueryRow(testCtx(t), "SELECT pid FROM public."+probe+" WHERE name = $1", dirty.Username).Scan(&dirtyPID); err != nil {
-				t.Fatal(err)
-			}
-			if err := a.QueryRow(testCtx(t), "SELECT cu, su, scs, sp, pid FROM public."+probe+" WHERE name = $1", resp.Username).Scan(&cu, &su, &scs, &sp, &pid); err != nil {
-				t.Fatal(err)
-			}
+			_, _, _, _, dirtyPID := probe.read(t, a, dirty.Username)
+			cu, su, scs, sp, pid := probe.read(t, a, resp.Username)
 			if pid != dirtyPID {
 				t.Fatalf("the second request ran on another connection (pid %d, not %d): the test proves nothing", pid, dirtyPID)
 			}

@@ -33,44 +33,17 @@ func TestLoad(t *testing.T) {
 	var ops, failures atomic.Int64
 	var firstErr sync.Once
 	var wg sync.WaitGroup
+	fail := func(op string, err error) {
+		failures.Add(1)
+		firstErr.Do(func() { t.Errorf("%s: %v", op, err) })
+	}
 	stop := time.Now().Add(duration)
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fail := func(op string, err error) {
-				failures.Add(1)
-				firstErr.Do(func() { t.Errorf("%s: %v", op, err) })
-			}
 			for time.Now().Before(stop) {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				req := newUserReq(createStmt)
-				resp, err := db.NewUser(ctx, req)
-				ops.Add(1)
-				if err != nil {
-					fail("NewUser", err)
-					cancel()
-					continue
-				}
-				user := resp.Username
-				_, err = db.UpdateUser(ctx, dbplugin.UpdateUserRequest{Username: user,
-					Expiration: &dbplugin.ChangeExpiration{NewExpiration: time.Now().Add(2 * time.Hour)}})
-				ops.Add(1)
-				if err != nil {
-					fail("renew", err)
-				}
-				_, err = db.UpdateUser(ctx, dbplugin.UpdateUserRequest{Username: user,
-					Password: &dbplugin.ChangePassword{NewPassword: "Rot-" + randSuffix()}})
-				ops.Add(1)
-				if err != nil {
-					fail("rotate", err)
-				}
-				_, err = db.DeleteUser(ctx, dbplugin.DeleteUserRequest{Username: user})
-				ops.Add(1)
-				if err != nil {
-					fail("revoke", err)
-				}
-				cancel()
+				loadCycle(db, &ops, fail)
 			}
 		}()
 	}
@@ -92,4 +65,36 @@ func TestLoad(t *testing.T) {
 		_ = a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app).Scan(&n)
 		return n == 0
 	})
+}
+
+// loadCycle creates, renews, rotates and revokes one user, counting each
+// request in ops and reporting each failure to fail.
+func loadCycle(db *Postgres, ops *atomic.Int64, fail func(op string, err error)) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	req := newUserReq(createStmt)
+	resp, err := db.NewUser(ctx, req)
+	ops.Add(1)
+	if err != nil {
+		fail("NewUser", err)
+		return
+	}
+	user := resp.Username
+	_, err = db.UpdateUser(ctx, dbplugin.UpdateUserRequest{Username: user,
+		Expiration: &dbplugin.ChangeExpiration{NewExpiration: time.Now().Add(2 * time.Hour)}})
+	ops.Add(1)
+	if err != nil {
+		fail("renew", err)
+	}
+	_, err = db.UpdateUser(ctx, dbplugin.UpdateUserRequest{Username: user,
+		Password: &dbplugin.ChangePassword{NewPassword: "Rot-" + randSuffix()}})
+	ops.Add(1)
+	if err != nil {
+		fail("rotate", err)
+	}
+	_, err = db.DeleteUser(ctx, dbplugin.DeleteUserRequest{Username: user})
+	ops.Add(1)
+	if err != nil {
+		fail("revoke", err)
+	}
 }

@@ -39,10 +39,7 @@ func (l *logBuffer) String() string {
 func newReaperDB(t *testing.T, extra map[string]interface{}, every time.Duration, verify bool) (*Postgres, *logBuffer) {
 	t.Helper()
 	needPG(t)
-	cfg := baseConfig()
-	for k, v := range extra {
-		cfg[k] = v
-	}
+	cfg := mergeConfig(extra)
 	logs := &logBuffer{}
 	db := newPostgres(hclog.New(&hclog.LoggerOptions{Level: hclog.Info, Output: logs}))
 	db.reapEvery = every
@@ -95,258 +92,289 @@ func plainRole(t *testing.T, a *pgxpool.Pool, prefix, comment string) string {
 	return name
 }
 
-// TestReaper is not parallel: roles are cluster-wide, so a pass would reap
-// the orphans of any test running beside it.
-func TestReaper(t *testing.T) {
+// The reaper tests are not parallel: roles are cluster-wide, so a pass would
+// reap the orphans of any test running beside it.
+
+// staleLabel is a label of this plugin that expired long ago.
+const staleLabel = `{"managed_by":"vault-plugin-database-postgres","vault_role":"x","display_name":"y","created":"1999-01-01T00:00:00Z","expires":"2000-01-01T00:00:00Z"}`
+
+// keptRoles makes the roles a pass must leave alone, keyed by why each stays.
+func keptRoles(t *testing.T, db *Postgres, a *pgxpool.Pool, keeper string, now time.Time) map[string]string {
+	t.Helper()
+	return map[string]string{
+		"in its grace period":     orphanUser(t, db, now.Add(-time.Minute)),
+		"live":                    orphanUser(t, db, now.Add(time.Hour)),
+		"commented at creation":   orphanUser(t, db, now.Add(-2*time.Hour), `COMMENT ON ROLE "{{name}}" IS 'owned by billing';`),
+		"unlabelled":              plainRole(t, a, "reapplain", ""),
+		"a DBA's note":            plainRole(t, a, "reapnote", "vault-plugin-database-postgres managed_by nobody"),
+		"someone else's label":    plainRole(t, a, "reapother", strings.Replace(staleLabel, "vault-plugin-database-postgres", "teleport", 1)),
+		"broken JSON":             plainRole(t, a, "reapbroken", strings.TrimSuffix(staleLabel, "}")),
+		"label without expires":   plainRole(t, a, "reapnoexp", `{"managed_by":"vault-plugin-database-postgres"}`),
+		"expires not a string":    plainRole(t, a, "reapnum", `{"managed_by":"vault-plugin-database-postgres","expires":946684800}`),
+		"key in other case":       plainRole(t, a, "reapcase", `{"Managed_By":"vault-plugin-database-postgres","expires":"2000-01-01T00:00:00Z"}`),
+		"label in a JSON array":   plainRole(t, a, "reaparray", "["+staleLabel+"]"),
+		"the reassign_owned_to":   keeper,
+		"the connection's user":   pg.SuperUser,
+		"expires far in a string": plainRole(t, a, "reapfar", strings.Replace(staleLabel, "2000-01-01", "2999-01-01", 1)),
+	}
+}
+
+// labelStale gives an existing role staleLabel until the test ends.
+func labelStale(t *testing.T, a *pgxpool.Pool, role string) {
+	t.Helper()
+	execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS %s", quoteIdent(role), quoteLiteral(staleLabel)))
+	t.Cleanup(func() { execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS NULL", quoteIdent(role))) })
+}
+
+// tableOwnedBy creates public.<prefix><random> (id int) owned by owner and
+// drops it when the test ends.
+func tableOwnedBy(t *testing.T, a *pgxpool.Pool, prefix, owner string) string {
+	t.Helper()
+	tbl := prefix + randSuffix()
+	execSQL(t, a, fmt.Sprintf("CREATE TABLE public.%s (id int); ALTER TABLE public.%s OWNER TO %s", tbl, tbl, quoteIdent(owner)))
+	t.Cleanup(func() { execSQL(t, a, "DROP TABLE IF EXISTS public."+tbl) })
+	return tbl
+}
+
+func TestReaperReapsOnlyExpiredLabelledRoles(t *testing.T) {
 	needPG(t)
 	a := admin(t)
 	keeper := plainRole(t, a, "reapkeeper", "")
-	oldLabel := `{"managed_by":"vault-plugin-database-postgres","vault_role":"x","display_name":"y","created":"1999-01-01T00:00:00Z","expires":"2000-01-01T00:00:00Z"}`
+	db, logs := newReaperDB(t, map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1h"}, 24*time.Hour, true)
+	now := time.Now()
+	orphan := orphanUser(t, db, now.Add(-2*time.Hour))
+	tbl := tableOwnedBy(t, a, "reaped_", orphan)
+	execSQL(t, a, fmt.Sprintf("INSERT INTO public.%s VALUES (42)", tbl))
+	orphan2 := orphanUser(t, db, now.Add(-3*time.Hour))
+	keep := keptRoles(t, db, a, keeper, now)
+	labelStale(t, a, keeper)
+	comments := map[string]string{}
+	for _, r := range keep {
+		comments[r], _ = roleComment(t, a, r)
+	}
+	if c, _ := roleComment(t, a, pg.SuperUser); c != "" {
+		t.Fatalf("the superuser has a comment already: %s", c)
+	}
+	labelStale(t, a, pg.SuperUser)
+	comments[pg.SuperUser] = staleLabel
 
-	t.Run("expired labelled roles go, everything else stays", func(t *testing.T) {
-		db, logs := newReaperDB(t, map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1h"}, 24*time.Hour, true)
-		now := time.Now()
-		orphan := orphanUser(t, db, now.Add(-2*time.Hour))
-		tbl := "reaped_" + randSuffix()
-		execSQL(t, a, fmt.Sprintf("CREATE TABLE public.%s (id int); INSERT INTO public.%s VALUES (42); ALTER TABLE public.%s OWNER TO %s", tbl, tbl, tbl, quoteIdent(orphan)))
-		t.Cleanup(func() { execSQL(t, a, "DROP TABLE IF EXISTS public."+tbl) })
-		orphan2 := orphanUser(t, db, now.Add(-3*time.Hour))
-
-		keep := map[string]string{
-			"in its grace period":     orphanUser(t, db, now.Add(-time.Minute)),
-			"live":                    orphanUser(t, db, now.Add(time.Hour)),
-			"commented at creation":   orphanUser(t, db, now.Add(-2*time.Hour), `COMMENT ON ROLE "{{name}}" IS 'owned by billing';`),
-			"unlabelled":              plainRole(t, a, "reapplain", ""),
-			"a DBA's note":            plainRole(t, a, "reapnote", "vault-plugin-database-postgres managed_by nobody"),
-			"someone else's label":    plainRole(t, a, "reapother", strings.Replace(oldLabel, "vault-plugin-database-postgres", "teleport", 1)),
-			"broken JSON":             plainRole(t, a, "reapbroken", strings.TrimSuffix(oldLabel, "}")),
-			"label without expires":   plainRole(t, a, "reapnoexp", `{"managed_by":"vault-plugin-database-postgres"}`),
-			"expires not a string":    plainRole(t, a, "reapnum", `{"managed_by":"vault-plugin-database-postgres","expires":946684800}`),
-			"key in other case":       plainRole(t, a, "reapcase", `{"Managed_By":"vault-plugin-database-postgres","expires":"2000-01-01T00:00:00Z"}`),
-			"label in a JSON array":   plainRole(t, a, "reaparray", "["+oldLabel+"]"),
-			"the reassign_owned_to":   keeper,
-			"the connection's user":   pg.SuperUser,
-			"expires far in a string": plainRole(t, a, "reapfar", strings.Replace(oldLabel, "2000-01-01", "2999-01-01", 1)),
+	res := reapNow(t, db)
+	if res.reaped < 2 || res.failed != 0 || res.disabled != 0 {
+		t.Fatalf("pass = %+v, want both orphans reaped and nothing failed", res)
+	}
+	for _, r := range []string{orphan, orphan2} {
+		if roleExists(t, a, r) {
+			t.Fatalf("orphan %q survived the pass", r)
 		}
-		execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS %s", quoteIdent(keeper), quoteLiteral(oldLabel)))
-		t.Cleanup(func() { execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS NULL", quoteIdent(keeper))) })
-		comments := map[string]string{}
-		for _, r := range keep {
-			comments[r], _ = roleComment(t, a, r)
-		}
-		if c, _ := roleComment(t, a, pg.SuperUser); c != "" {
-			t.Fatalf("the superuser has a comment already: %s", c)
-		}
-		execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS %s", quoteIdent(pg.SuperUser), quoteLiteral(oldLabel)))
-		t.Cleanup(func() { execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS NULL", quoteIdent(pg.SuperUser))) })
-		comments[pg.SuperUser] = oldLabel
-
-		res := reapNow(t, db)
-		if res.reaped < 2 || res.failed != 0 || res.disabled != 0 {
-			t.Fatalf("pass = %+v, want both orphans reaped and nothing failed", res)
-		}
-		for _, r := range []string{orphan, orphan2} {
-			if roleExists(t, a, r) {
-				t.Fatalf("orphan %q survived the pass", r)
-			}
-		}
-		var owner string
-		var n int
-		if err := a.QueryRow(testCtx(t), fmt.Sprintf("SELECT (SELECT tableowner FROM pg_tables WHERE tablename = '%s'), (SELECT id FROM public.%s)", tbl, tbl)).Scan(&owner, &n); err != nil || owner != keeper || n != 42 {
-			t.Fatalf("orphan's table: owner %q, row %d (%v); want kept, owned by %q", owner, n, err, keeper)
-		}
-		for why, r := range keep {
-			if !roleExists(t, a, r) {
-				t.Errorf("%s: role %q was reaped", why, r)
-				continue
-			}
-			if c, _ := roleComment(t, a, r); c != comments[r] {
-				t.Errorf("%s: comment of %q changed to %q", why, r, c)
-			}
-		}
-		out := logs.String()
-		for _, r := range []string{orphan, orphan2} {
-			if !strings.Contains(out, "revoked an orphaned role") || !strings.Contains(out, r) {
-				t.Errorf("no info line for %q in the log", r)
-			}
-		}
-		if !strings.Contains(out, `\"managed_by\":\"vault-plugin-database-postgres\"`) || !strings.Contains(out, "pass done") {
-			t.Errorf("the log lacks the labels or the summary:\n%s", out)
-		}
-		if again := reapNow(t, db); again.expired != 0 {
-			t.Fatalf("second pass = %+v, want nothing left", again)
-		}
-	})
-
-	t.Run("never the connection's user or the reassign target", func(t *testing.T) {
-		adm, pw := "reapadm-"+randSuffix(), "Adm-"+randSuffix()
-		tgt := plainRole(t, a, "reaptgt", oldLabel)
-		execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s; GRANT %s TO %s; COMMENT ON ROLE %s IS %s",
-			quoteIdent(adm), quoteLiteral(pw), quoteIdent(tgt), quoteIdent(adm), quoteIdent(adm), quoteLiteral(oldLabel)))
-		t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+quoteIdent(adm)) })
-		db, _ := newReaperDB(t, map[string]interface{}{"username": adm, "password": pw, "reassign_owned_to": tgt, "reap_orphans_after": "1s"}, 24*time.Hour, true)
-		// A CREATEROLE admin labels its users and reaps them.
-		orphan := orphanUser(t, db, time.Now().Add(-time.Hour))
-		if l := readLabel(t, a, orphan); l["managed_by"] != labelManagedBy {
-			t.Fatalf("label of a CREATEROLE admin's user = %v", l)
-		}
-		// Another admin's orphan: from PostgreSQL 16 this one may not drop
-		// it, and leaves it to its own reaper without a warning.
-		superDB, _ := newReaperDB(t, nil, 24*time.Hour, true)
-		foreign := orphanUser(t, superDB, time.Now().Add(-time.Hour))
-		res := reapNow(t, db)
-		if res.failed != 0 || roleExists(t, a, orphan) {
-			t.Fatalf("pass = %+v; orphan exists: %v", res, roleExists(t, a, orphan))
-		}
-		var version int
-		if err := a.QueryRow(testCtx(t), "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
-			t.Fatal(err)
-		}
-		if version >= 160000 && (!roleExists(t, a, foreign) || res.beyond == 0) {
-			t.Fatalf("PostgreSQL %d: the superuser's orphan exists: %v, pass %+v; want it left alone and counted", version, roleExists(t, a, foreign), res)
-		}
-		for _, r := range []string{adm, tgt} {
-			if !roleExists(t, a, r) {
-				t.Fatalf("%q was reaped", r)
-			}
-		}
-	})
-
-	t.Run("two plugin instances at once", func(t *testing.T) {
-		cfg := map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1s"}
-		dbs := make([]*Postgres, 2)
-		logs := make([]*logBuffer, 2)
-		for i := range dbs {
-			dbs[i], logs[i] = newReaperDB(t, cfg, 24*time.Hour, true)
-		}
-		var orphans []string
-		for i := 0; i < 6; i++ {
-			orphans = append(orphans, orphanUser(t, dbs[i%2], time.Now().Add(-time.Hour)))
-		}
-		results := make([]reapResult, 2)
-		var wg sync.WaitGroup
-		for i := range dbs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				results[i] = reapNow(t, dbs[i])
-			}()
-		}
-		wg.Wait()
-		for _, r := range orphans {
-			if roleExists(t, a, r) {
-				t.Fatalf("orphan %q survived; passes %+v", r, results)
-			}
-		}
-		for i, res := range results {
-			if res.failed != 0 || strings.Contains(logs[i].String(), "[WARN]") || strings.Contains(logs[i].String(), "[ERROR]") {
-				t.Fatalf("instance %d: pass %+v, log:\n%s", i, res, logs[i])
-			}
-		}
-		t.Logf("passes: %+v", results)
-	})
-
-	t.Run("two databases of one cluster at once", func(t *testing.T) {
-		// Advisory locks are per database and roles per cluster: here only
-		// the revocation's own idempotence keeps the reapers apart.
-		other := "reapdb_" + randSuffix()
-		execSQL(t, a, "CREATE DATABASE "+other)
-		t.Cleanup(func() { execSQL(t, a, "DROP DATABASE "+other+" WITH (FORCE)") })
-		cfg := map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1s"}
-		dbA, logA := newReaperDB(t, cfg, 24*time.Hour, true)
-		cfgB := map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1s", "connection_url": pg.TemplateURL(other)}
-		dbB, logB := newReaperDB(t, cfgB, 24*time.Hour, true)
-		var orphans, tables []string
-		for i := 0; i < 6; i++ {
-			o := orphanUser(t, dbA, time.Now().Add(-time.Hour))
-			tbl := "reaped2_" + randSuffix()
-			execSQL(t, a, fmt.Sprintf("CREATE TABLE public.%s (id int); ALTER TABLE public.%s OWNER TO %s", tbl, tbl, quoteIdent(o)))
-			t.Cleanup(func() { execSQL(t, a, "DROP TABLE IF EXISTS public."+tbl) })
-			orphans, tables = append(orphans, o), append(tables, tbl)
-		}
-		var wg sync.WaitGroup
-		results := make([]reapResult, 2)
-		for i, db := range []*Postgres{dbA, dbB} {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				results[i] = reapNow(t, db)
-			}()
-		}
-		wg.Wait()
-		for i, r := range orphans {
-			if roleExists(t, a, r) {
-				t.Fatalf("orphan %q survived; passes %+v", r, results)
-			}
-			var owner string
-			if err := a.QueryRow(testCtx(t), "SELECT tableowner FROM pg_tables WHERE tablename = $1", tables[i]).Scan(&owner); err != nil || owner != keeper {
-				t.Fatalf("table %s: owner %q (%v), want %q", tables[i], owner, err, keeper)
-			}
-		}
-		for i, l := range []*logBuffer{logA, logB} {
-			if results[i].failed != 0 || strings.Contains(l.String(), "[ERROR]") {
-				t.Fatalf("instance %d: pass %+v, log:\n%s", i, results[i], l)
-			}
-		}
-		t.Logf("passes: %+v", results)
-	})
-
-	t.Run("the background loop reaps, and Close stops it", func(t *testing.T) {
-		db, logs := newReaperDB(t, map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1s"}, 20*time.Millisecond, true)
-		orphan := orphanUser(t, db, time.Now().Add(-time.Hour))
-		// The log line follows the drop: wait for both.
-		waitFor(t, func() bool { return !roleExists(t, a, orphan) && strings.Contains(logs.String(), orphan) })
-		if !strings.Contains(logs.String(), orphan) {
-			t.Fatalf("no log line for %q:\n%s", orphan, logs)
-		}
-		first := db.state.Load().reaper
-		// Initialize again: the old state's reaper ends, a new one starts.
-		dbtesting.AssertInitialize(t, db, dbplugin.InitializeRequest{Config: mergeConfig(map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1s"}), VerifyConnection: true})
-		assertStopped(t, first)
-		second := db.state.Load().reaper
-		if second == nil || second == first {
-			t.Fatal("no new reaper after Initialize")
-		}
-		orphan2 := orphanUser(t, db, time.Now().Add(-time.Hour))
-		waitFor(t, func() bool { return !roleExists(t, a, orphan2) })
-		dbtesting.AssertClose(t, db)
-		assertStopped(t, second)
-	})
-
-	t.Run("off by default", func(t *testing.T) {
-		db := newDB(t, nil)
-		if r := db.state.Load().reaper; r != nil {
-			t.Fatal("a reaper runs without reap_orphans_after")
-		}
-	})
-
-	t.Run("a database that is down", func(t *testing.T) {
-		port, err := pgtest.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		url := fmt.Sprintf("postgres://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable", port)
-		db, logs := newReaperDB(t, map[string]interface{}{"connection_url": url, "reap_orphans_after": "1s"}, 10*time.Millisecond, false)
-		waitFor(t, func() bool { return strings.Count(logs.String(), "orphan reaper: pass failed") >= 2 })
-		dbtesting.AssertClose(t, db)
-		out := logs.String()
-		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-			if !strings.Contains(line, "[WARN]") && !strings.Contains(line, "initialized") {
-				t.Errorf("unexpected log line: %s", line)
-			}
-		}
-		if strings.Contains(out, pg.SuperPassword) {
-			t.Fatal("the log holds the password")
-		}
-	})
+	}
+	var owner string
+	var n int
+	if err := a.QueryRow(testCtx(t), fmt.Sprintf("SELECT (SELECT tableowner FROM pg_tables WHERE tablename = '%s'), (SELECT id FROM public.%s)", tbl, tbl)).Scan(&owner, &n); err != nil || owner != keeper || n != 42 {
+		t.Fatalf("orphan's table: owner %q, row %d (%v); want kept, owned by %q", owner, n, err, keeper)
+	}
+	assertKept(t, a, keep, comments)
+	assertReapLogged(t, logs.String(), orphan, orphan2)
+	if again := reapNow(t, db); again.expired != 0 {
+		t.Fatalf("second pass = %+v, want nothing left", again)
+	}
 }
 
-func mergeConfig(extra map[string]interface{}) map[string]interface{} {
-	cfg := baseConfig()
-	for k, v := range extra {
-		cfg[k] = v
+// assertKept checks that each role in keep exists with the comment it had.
+func assertKept(t *testing.T, a *pgxpool.Pool, keep, comments map[string]string) {
+	t.Helper()
+	for why, r := range keep {
+		if !roleExists(t, a, r) {
+			t.Errorf("%s: role %q was reaped", why, r)
+			continue
+		}
+		if c, _ := roleComment(t, a, r); c != comments[r] {
+			t.Errorf("%s: comment of %q changed to %q", why, r, c)
+		}
 	}
-	return cfg
+}
+
+// assertReapLogged checks the log has an info line for each reaped role,
+// their labels and the pass's summary.
+func assertReapLogged(t *testing.T, out string, reaped ...string) {
+	t.Helper()
+	for _, r := range reaped {
+		if !strings.Contains(out, "revoked an orphaned role") || !strings.Contains(out, r) {
+			t.Errorf("no info line for %q in the log", r)
+		}
+	}
+	if !strings.Contains(out, `\"managed_by\":\"vault-plugin-database-postgres\"`) || !strings.Contains(out, "pass done") {
+		t.Errorf("the log lacks the labels or the summary:\n%s", out)
+	}
+}
+
+func TestReaperSparesItsUserAndReassignTarget(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	adm, pw := "reapadm-"+randSuffix(), "Adm-"+randSuffix()
+	tgt := plainRole(t, a, "reaptgt", staleLabel)
+	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s; GRANT %s TO %s; COMMENT ON ROLE %s IS %s",
+		quoteIdent(adm), quoteLiteral(pw), quoteIdent(tgt), quoteIdent(adm), quoteIdent(adm), quoteLiteral(staleLabel)))
+	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+quoteIdent(adm)) })
+	db, _ := newReaperDB(t, map[string]interface{}{"username": adm, "password": pw, "reassign_owned_to": tgt, "reap_orphans_after": "1s"}, 24*time.Hour, true)
+	// A CREATEROLE admin labels its users and reaps them.
+	orphan := orphanUser(t, db, time.Now().Add(-time.Hour))
+	if l := readLabel(t, a, orphan); l["managed_by"] != labelManagedBy {
+		t.Fatalf("label of a CREATEROLE admin's user = %v", l)
+	}
+	// Another admin's orphan: from PostgreSQL 16 this one may not drop
+	// it, and leaves it to its own reaper without a warning.
+	superDB, _ := newReaperDB(t, nil, 24*time.Hour, true)
+	foreign := orphanUser(t, superDB, time.Now().Add(-time.Hour))
+	res := reapNow(t, db)
+	if res.failed != 0 || roleExists(t, a, orphan) {
+		t.Fatalf("pass = %+v; orphan exists: %v", res, roleExists(t, a, orphan))
+	}
+	var version int
+	if err := a.QueryRow(testCtx(t), "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	if version >= 160000 && (!roleExists(t, a, foreign) || res.beyond == 0) {
+		t.Fatalf("PostgreSQL %d: the superuser's orphan exists: %v, pass %+v; want it left alone and counted", version, roleExists(t, a, foreign), res)
+	}
+	for _, r := range []string{adm, tgt} {
+		if !roleExists(t, a, r) {
+			t.Fatalf("%q was reaped", r)
+		}
+	}
+}
+
+// reapAtOnce runs one pass of each plugin at the same time.
+func reapAtOnce(t *testing.T, dbs ...*Postgres) []reapResult {
+	t.Helper()
+	results := make([]reapResult, len(dbs))
+	var wg sync.WaitGroup
+	for i, db := range dbs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = reapNow(t, db)
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
+func TestReaperTwoInstancesAtOnce(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	keeper := plainRole(t, a, "reapkeeper", "")
+	cfg := map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1s"}
+	dbs := make([]*Postgres, 2)
+	logs := make([]*logBuffer, 2)
+	for i := range dbs {
+		dbs[i], logs[i] = newReaperDB(t, cfg, 24*time.Hour, true)
+	}
+	var orphans []string
+	for i := 0; i < 6; i++ {
+		orphans = append(orphans, orphanUser(t, dbs[i%2], time.Now().Add(-time.Hour)))
+	}
+	results := reapAtOnce(t, dbs...)
+	for _, r := range orphans {
+		if roleExists(t, a, r) {
+			t.Fatalf("orphan %q survived; passes %+v", r, results)
+		}
+	}
+	for i, res := range results {
+		if res.failed != 0 || strings.Contains(logs[i].String(), "[WARN]") || strings.Contains(logs[i].String(), "[ERROR]") {
+			t.Fatalf("instance %d: pass %+v, log:\n%s", i, res, logs[i])
+		}
+	}
+	t.Logf("passes: %+v", results)
+}
+
+func TestReaperTwoDatabasesOfOneClusterAtOnce(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	keeper := plainRole(t, a, "reapkeeper", "")
+	// Advisory locks are per database and roles per cluster: here only
+	// the revocation's own idempotence keeps the reapers apart.
+	other := "reapdb_" + randSuffix()
+	execSQL(t, a, "CREATE DATABASE "+other)
+	t.Cleanup(func() { execSQL(t, a, "DROP DATABASE "+other+" WITH (FORCE)") })
+	cfg := map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1s"}
+	dbA, logA := newReaperDB(t, cfg, 24*time.Hour, true)
+	cfgB := map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1s", "connection_url": pg.TemplateURL(other)}
+	dbB, logB := newReaperDB(t, cfgB, 24*time.Hour, true)
+	var orphans, tables []string
+	for i := 0; i < 6; i++ {
+		o := orphanUser(t, dbA, time.Now().Add(-time.Hour))
+		orphans, tables = append(orphans, o), append(tables, tableOwnedBy(t, a, "reaped2_", o))
+	}
+	results := reapAtOnce(t, dbA, dbB)
+	for i, r := range orphans {
+		if roleExists(t, a, r) {
+			t.Fatalf("orphan %q survived; passes %+v", r, results)
+		}
+		var owner string
+		if err := a.QueryRow(testCtx(t), "SELECT tableowner FROM pg_tables WHERE tablename = $1", tables[i]).Scan(&owner); err != nil || owner != keeper {
+			t.Fatalf("table %s: owner %q (%v), want %q", tables[i], owner, err, keeper)
+		}
+	}
+	for i, l := range []*logBuffer{logA, logB} {
+		if results[i].failed != 0 || strings.Contains(l.String(), "[ERROR]") {
+			t.Fatalf("instance %d: pass %+v, log:\n%s", i, results[i], l)
+		}
+	}
+	t.Logf("passes: %+v", results)
+}
+
+func TestReaperLoopReapsAndCloseStopsIt(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	keeper := plainRole(t, a, "reapkeeper", "")
+	cfg := map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1s"}
+	db, logs := newReaperDB(t, cfg, 20*time.Millisecond, true)
+	orphan := orphanUser(t, db, time.Now().Add(-time.Hour))
+	// The log line follows the drop: wait for both.
+	waitFor(t, func() bool { return !roleExists(t, a, orphan) && strings.Contains(logs.String(), orphan) })
+	if !strings.Contains(logs.String(), orphan) {
+		t.Fatalf("no log line for %q:\n%s", orphan, logs)
+	}
+	first := db.state.Load().reaper
+	// Initialize again: the old state's reaper ends, a new one starts.
+	dbtesting.AssertInitialize(t, db, dbplugin.InitializeRequest{Config: mergeConfig(cfg), VerifyConnection: true})
+	assertStopped(t, first)
+	second := db.state.Load().reaper
+	if second == nil || second == first {
+		t.Fatal("no new reaper after Initialize")
+	}
+	orphan2 := orphanUser(t, db, time.Now().Add(-time.Hour))
+	waitFor(t, func() bool { return !roleExists(t, a, orphan2) })
+	dbtesting.AssertClose(t, db)
+	assertStopped(t, second)
+}
+
+func TestReaperOffByDefault(t *testing.T) {
+	db := newDB(t, nil)
+	if r := db.state.Load().reaper; r != nil {
+		t.Fatal("a reaper runs without reap_orphans_after")
+	}
+}
+
+func TestReaperDatabaseDown(t *testing.T) {
+	needPG(t)
+	port, err := pgtest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("postgres://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable", port)
+	db, logs := newReaperDB(t, map[string]interface{}{"connection_url": url, "reap_orphans_after": "1s"}, 10*time.Millisecond, false)
+	waitFor(t, func() bool { return strings.Count(logs.String(), "orphan reaper: pass failed") >= 2 })
+	dbtesting.AssertClose(t, db)
+	out := logs.String()
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !strings.Contains(line, "[WARN]") && !strings.Contains(line, "initialized") {
+			t.Errorf("unexpected log line: %s", line)
+		}
+	}
+	if strings.Contains(out, pg.SuperPassword) {
+		t.Fatal("the log holds the password")
+	}
 }
 
 // assertStopped checks that the reaper's goroutine has ended: stop waits for

@@ -122,9 +122,7 @@ func TestRevocationEndsReconnectingClients(t *testing.T) {
 		adm := adm
 		t.Run(adm.name, func(t *testing.T) {
 			t.Parallel()
-			schema := "recon_" + randSuffix()
-			execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s`, quoteIdent(schema)))
-			db := adm.newDB(t, a, schema)
+			db, _ := adm.newDBAndSchema(t, a, "recon_")
 			for i := 0; i < 3; i++ {
 				req := newUserReq(createStmt)
 				user := dbtesting.AssertNewUser(t, db, req).Username
@@ -148,20 +146,14 @@ func TestRevocationEndsSessionsOfDisabledRole(t *testing.T) {
 	needPG(t)
 	a := admin(t)
 	adm := revokeAdmins()[1]
-	schema := "disabled_" + randSuffix()
-	execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s`, quoteIdent(schema)))
-	db := adm.newDB(t, a, schema)
-	third := "grantor-" + randSuffix()
-	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s`, quoteIdent(third)))
-	execSQL(t, a, fmt.Sprintf(`CREATE TABLE %s.third_t (id int)`, quoteIdent(schema)))
-	execSQL(t, a, fmt.Sprintf(`ALTER TABLE %s.third_t OWNER TO %s`, quoteIdent(schema), quoteIdent(third)))
-	execSQL(t, a, fmt.Sprintf(`GRANT USAGE ON SCHEMA %s TO %s`, quoteIdent(schema), quoteIdent(third)))
+	db, schema := adm.newDBAndSchema(t, a, "disabled_")
+	third := newThirdRole(t, a, schema)
 	for i := 0; i < 3; i++ {
 		req := newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE ON SCHEMA %s TO "{{name}}";`, quoteIdent(schema)))
 		user := dbtesting.AssertNewUser(t, db, req).Username
-		execSQL(t, a, fmt.Sprintf(`SET ROLE %s; GRANT SELECT ON %s.third_t TO %s; RESET ROLE`, quoteIdent(third), quoteIdent(schema), quoteIdent(user)))
+		third.grantTo(t, a, user)
 		oid := roleOID(t, a, user)
-		r := startReconnectors(t, 4, user, req.Password, fmt.Sprintf(`SELECT count(*) FROM %s.third_t`, quoteIdent(schema)))
+		r := startReconnectors(t, 4, user, req.Password, `SELECT count(*) FROM `+third.table())
 		waitFor(t, func() bool { return sessionsOfRole(t, a, oid) >= 2 })
 		dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
 		if !roleExists(t, a, user) {
@@ -235,9 +227,7 @@ func TestRevocationOfAdminMember(t *testing.T) {
 	needPG(t)
 	a := admin(t)
 	adm := revokeAdmins()[1]
-	schema := "member_" + randSuffix()
-	execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s`, quoteIdent(schema)))
-	db := adm.newDB(t, a, schema)
+	db, _ := adm.newDBAndSchema(t, a, "member_")
 	req := newUserReq(createStmt)
 	user := dbtesting.AssertNewUser(t, db, req).Username
 	// The superuser grants it: from PostgreSQL 16 the admin itself may not
@@ -295,9 +285,7 @@ func TestConcurrentRevocationsOfOneUser(t *testing.T) {
 		adm := adm
 		t.Run(adm.name, func(t *testing.T) {
 			t.Parallel()
-			schema := "conc_" + randSuffix()
-			execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s`, quoteIdent(schema)))
-			db := adm.newDB(t, a, schema)
+			db, _ := adm.newDBAndSchema(t, a, "conc_")
 			if adm.user != "" {
 				execSQL(t, a, fmt.Sprintf(`GRANT CREATE ON SCHEMA public TO %s WITH GRANT OPTION`, quoteIdent(adm.user)))
 			}
@@ -308,12 +296,7 @@ func TestConcurrentRevocationsOfOneUser(t *testing.T) {
 
 func concurrentRevocations(t *testing.T, a *pgxpool.Pool, db *Postgres) {
 	for round := 0; round < 10; round++ {
-		req := newUserReq(createStmt, `GRANT CREATE ON SCHEMA public TO "{{name}}";`)
-		user := dbtesting.AssertNewUser(t, db, req).Username
-		c := connectAs(t, user, req.Password, "")
-		if _, err := c.Exec(testCtx(t), fmt.Sprintf(`CREATE TABLE public.conc_%s (id int)`, randSuffix())); err != nil {
-			t.Fatal(err)
-		}
+		user, _, _, _ := userOwningTable(t, db, "conc_")
 		var wg sync.WaitGroup
 		errs := make(chan error, 8)
 		for i := 0; i < 8; i++ {
@@ -353,10 +336,7 @@ func TestRevocationOfAnyName(t *testing.T) {
 		name := name
 		t.Run(name, func(t *testing.T) {
 			execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN PASSWORD 'any-name-pw'`, quoteIdent(name)))
-			dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: name})
-			if roleExists(t, a, name) {
-				t.Fatalf("role %q still exists", name)
-			}
+			revokeDropped(t, db, a, name)
 		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
@@ -41,16 +42,42 @@ func revokeAdmins() []revokeAdmin {
 	}
 }
 
-// newDB returns the plugin connected as adm: for the CREATEROLE admin, set
-// up first to own schema, which must exist; for the superuser, as is.
-func (adm revokeAdmin) newDB(t *testing.T, a *pgxpool.Pool, schema string) *Postgres {
+// newDBAndSchema creates a schema named prefix plus a random suffix and
+// returns the plugin connected as adm: for the CREATEROLE admin, set up
+// first to own the schema; for the superuser, as is.
+func (adm revokeAdmin) newDBAndSchema(t *testing.T, a *pgxpool.Pool, prefix string) (*Postgres, string) {
 	t.Helper()
+	schema := prefix + randSuffix()
+	execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s`, quoteIdent(schema)))
 	extra := map[string]interface{}{}
 	if adm.user != "" {
 		adm.setup(t, a, adm.user, schema)
 		extra["username"], extra["password"] = adm.user, "limited-pw"
 	}
-	return newDB(t, extra)
+	return newDB(t, extra), schema
+}
+
+// thirdRole is a role, neither the admin nor a dynamic user, that owns the
+// table third_t in schema and grants on it.
+type thirdRole struct{ name, schema string }
+
+func newThirdRole(t *testing.T, a *pgxpool.Pool, schema string) thirdRole {
+	t.Helper()
+	r := thirdRole{name: "grantor-" + randSuffix(), schema: schema}
+	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s`, quoteIdent(r.name)))
+	execSQL(t, a, fmt.Sprintf(`CREATE TABLE %s (id int)`, r.table()))
+	execSQL(t, a, fmt.Sprintf(`ALTER TABLE %s OWNER TO %s`, r.table(), quoteIdent(r.name)))
+	execSQL(t, a, fmt.Sprintf(`GRANT USAGE ON SCHEMA %s TO %s`, quoteIdent(schema), quoteIdent(r.name)))
+	return r
+}
+
+// table is the third role's table, qualified and quoted.
+func (r thirdRole) table() string { return quoteIdent(r.schema) + ".third_t" }
+
+// grantTo has the third role grant SELECT on its table to user.
+func (r thirdRole) grantTo(t *testing.T, a *pgxpool.Pool, user string) {
+	t.Helper()
+	execSQL(t, a, fmt.Sprintf(`SET ROLE %s; GRANT SELECT ON %s TO %s; RESET ROLE`, quoteIdent(r.name), r.table(), quoteIdent(user)))
 }
 
 // ownedObjects is what a dynamic user creates in the test: a schema, and in
@@ -62,187 +89,198 @@ var ownedObjects = []struct{ kind, query string }{
 	{"schema", `SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'owned_n_' || $2 AND $1 <> ''`},
 }
 
+// revokeCase is what the default revocation's scenarios share under one
+// admin.
+type revokeCase struct {
+	adm      revokeAdmin
+	a        *pgxpool.Pool
+	db       *Postgres
+	schema   string
+	owner    string   // who is handed what a revoked user owned
+	creation []string // creation statements: create in schema and database
+}
+
 func TestDefaultRevocation(t *testing.T) {
 	needPG(t)
 	a := admin(t)
 	for _, adm := range revokeAdmins() {
 		t.Run(adm.name, func(t *testing.T) {
-			schema := "rev_" + randSuffix()
-			execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s`, quoteIdent(schema)))
+			db, schema := adm.newDBAndSchema(t, a, "rev_")
 			// A sequence nobody in the test owns or may touch: the built-in's
 			// REVOKE ... ON ALL SEQUENCES fails on it for a CREATEROLE admin.
 			execSQL(t, a, fmt.Sprintf(`CREATE SEQUENCE %s.foreign_seq`, quoteIdent(schema)))
-			owner := cmp.Or(adm.user, pg.SuperUser)
-			db := adm.newDB(t, a, schema)
-			creation := []string{createStmt,
-				fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, quoteIdent(schema)),
-				`GRANT CREATE ON DATABASE postgres TO "{{name}}";`}
-
-			t.Run("owns table, sequence, function and schema", func(t *testing.T) {
-				req := newUserReq(creation...)
-				user := dbtesting.AssertNewUser(t, db, req).Username
-				tag := randSuffix()
-				c := connectAs(t, user, req.Password, "")
-				for _, q := range []string{
-					fmt.Sprintf(`CREATE TABLE %s.owned_t_%s (id int)`, quoteIdent(schema), tag),
-					fmt.Sprintf(`INSERT INTO %s.owned_t_%s VALUES (42)`, quoteIdent(schema), tag),
-					fmt.Sprintf(`CREATE SEQUENCE %s.owned_s_%s`, quoteIdent(schema), tag),
-					fmt.Sprintf(`CREATE FUNCTION %s.owned_f_%s() RETURNS int LANGUAGE sql AS 'SELECT 1'`, quoteIdent(schema), tag),
-					fmt.Sprintf(`CREATE SCHEMA owned_n_%s`, tag),
-				} {
-					if _, err := c.Exec(testCtx(t), q); err != nil {
-						t.Fatalf("as the dynamic user: %s: %v", q, err)
-					}
-				}
-				c.Close(context.Background())
-				dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
-				if roleExists(t, a, user) {
-					t.Fatalf("role %q still exists", user)
-				}
-				for _, o := range ownedObjects {
-					var got string
-					if err := a.QueryRow(testCtx(t), o.query, schema, tag).Scan(&got); err != nil {
-						t.Fatalf("%s gone after revocation: %v", o.kind, err)
-					}
-					if got != owner {
-						t.Errorf("%s owned by %q, want %q", o.kind, got, owner)
-					}
-				}
-				var v int
-				if err := a.QueryRow(testCtx(t), fmt.Sprintf(`SELECT id FROM %s.owned_t_%s`, quoteIdent(schema), tag)).Scan(&v); err != nil || v != 42 {
-					t.Fatalf("table data lost: %v %v", v, err)
-				}
-			})
-
-			t.Run("open session running a long query", func(t *testing.T) {
-				req := newUserReq(creation...)
-				user := dbtesting.AssertNewUser(t, db, req).Username
-				c, err := pg.Connect(testCtx(t), user, req.Password, "")
-				if err != nil {
-					t.Fatal(err)
-				}
-				pid := c.PgConn().PID()
-				done := make(chan error, 1)
-				go func() {
-					_, err := c.Exec(context.Background(), "SELECT pg_sleep(60)")
-					_ = c.Close(context.Background())
-					done <- err
-				}()
-				waitFor(t, func() bool {
-					var n int
-					_ = a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", int32(pid)).Scan(&n)
-					return n == 1
-				})
-				dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
-				select {
-				case err := <-done:
-					if err == nil {
-						t.Fatal("the long query finished normally")
-					}
-				case <-time.After(30 * time.Second):
-					t.Fatal("the long query is still running after revocation")
-				}
-				var n int
-				if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", int32(pid)).Scan(&n); err != nil || n != 0 {
-					t.Fatalf("session %d still in pg_stat_activity (n=%d, err=%v)", pid, n, err)
-				}
-				if roleExists(t, a, user) {
-					t.Fatalf("role %q still exists", user)
-				}
-			})
-
-			t.Run("objects in a second database", func(t *testing.T) {
-				dbname := "rev2_" + randSuffix()
-				execSQL(t, a, fmt.Sprintf(`CREATE DATABASE %s`, quoteIdent(dbname)))
-				if adm.user != "" {
-					execSQL(t, a, fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO %s WITH GRANT OPTION`, quoteIdent(dbname), quoteIdent(adm.user)))
-				}
-				stmts := append(append([]string{}, creation...), fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO "{{name}}";`, quoteIdent(dbname)))
-				req := newUserReq(stmts...)
-				user := dbtesting.AssertNewUser(t, db, req).Username
-				c := connectAs(t, user, req.Password, dbname)
-				for _, q := range []string{`CREATE SCHEMA elsewhere`, `CREATE TABLE elsewhere.t (id int)`, `INSERT INTO elsewhere.t VALUES (7)`} {
-					if _, err := c.Exec(testCtx(t), q); err != nil {
-						t.Fatalf("%s: %v", q, err)
-					}
-				}
-				c.Close(context.Background())
-				dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
-				if roleExists(t, a, user) {
-					t.Fatalf("role %q still exists", user)
-				}
-				other := connectAs(t, pg.SuperUser, pg.SuperPassword, dbname)
-				var got string
-				var v int
-				if err := other.QueryRow(testCtx(t), `SELECT tableowner FROM pg_tables WHERE schemaname = 'elsewhere' AND tablename = 't'`).Scan(&got); err != nil || got != owner {
-					t.Fatalf("table in %s owned by %q (%v), want %q", dbname, got, err, owner)
-				}
-				if err := other.QueryRow(testCtx(t), `SELECT id FROM elsewhere.t`).Scan(&v); err != nil || v != 7 {
-					t.Fatalf("data in %s lost: %v %v", dbname, v, err)
-				}
-			})
-
-			t.Run("objects in a database that no longer accepts connections", func(t *testing.T) {
-				dbname := "revclosed_" + randSuffix()
-				execSQL(t, a, fmt.Sprintf(`CREATE DATABASE %s`, quoteIdent(dbname)))
-				if adm.user != "" {
-					execSQL(t, a, fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO %s WITH GRANT OPTION`, quoteIdent(dbname), quoteIdent(adm.user)))
-				}
-				group := "grp-" + randSuffix()
-				execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s`, quoteIdent(group)))
-				if adm.user != "" {
-					execSQL(t, a, fmt.Sprintf(`GRANT %s TO %s WITH ADMIN OPTION`, quoteIdent(group), quoteIdent(adm.user)))
-				}
-				stmts := append(append([]string{}, creation...),
-					fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO "{{name}}";`, quoteIdent(dbname)),
-					fmt.Sprintf(`GRANT %s TO "{{name}}";`, quoteIdent(group)))
-				req := newUserReq(stmts...)
-				user := dbtesting.AssertNewUser(t, db, req).Username
-				c := connectAs(t, user, req.Password, dbname)
-				if _, err := c.Exec(testCtx(t), `CREATE SCHEMA mine; CREATE TABLE mine.kept (id int)`); err != nil {
-					t.Fatal(err)
-				}
-				c.Close(context.Background())
-				execSQL(t, a, fmt.Sprintf(`ALTER DATABASE %s ALLOW_CONNECTIONS false`, quoteIdent(dbname)))
-				// Revocation cannot reach that database: it must still finish,
-				// leaving the role unable to log in and in no group.
-				dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
-				if !roleExists(t, a, user) {
-					t.Fatal("role dropped although it still owns a table elsewhere")
-				}
-				assertRevoked(t, a, user, req.Password)
-			})
-
-			t.Run("privileges granted by a third role", func(t *testing.T) {
-				third := "grantor-" + randSuffix()
-				execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s`, quoteIdent(third)))
-				execSQL(t, a, fmt.Sprintf(`CREATE TABLE %s.third_t (id int)`, quoteIdent(schema)))
-				execSQL(t, a, fmt.Sprintf(`ALTER TABLE %s.third_t OWNER TO %s`, quoteIdent(schema), quoteIdent(third)))
-				execSQL(t, a, fmt.Sprintf(`GRANT USAGE ON SCHEMA %s TO %s`, quoteIdent(schema), quoteIdent(third)))
-				req := newUserReq(creation...)
-				user := dbtesting.AssertNewUser(t, db, req).Username
-				execSQL(t, a, fmt.Sprintf(`SET ROLE %s; GRANT SELECT ON %s.third_t TO %s; RESET ROLE`, quoteIdent(third), quoteIdent(schema), quoteIdent(user)))
-				dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
-				assertRevoked(t, a, user, req.Password)
-				if got := !roleExists(t, a, user); got != adm.thirdRoleDrops {
-					t.Fatalf("role dropped = %v, want %v", got, adm.thirdRoleDrops)
-				}
-				var n int
-				if err := a.QueryRow(testCtx(t), fmt.Sprintf(`SELECT count(*) FROM %s.third_t`, quoteIdent(schema))).Scan(&n); err != nil {
-					t.Fatalf("third role's table gone: %v", err)
-				}
-			})
-
-			t.Run("already dropped role", func(t *testing.T) {
-				req := newUserReq(createStmt)
-				user := dbtesting.AssertNewUser(t, db, req).Username
-				execSQL(t, a, fmt.Sprintf(`DROP ROLE %s`, quoteIdent(user)))
-				dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
-				dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user, Statements: dbplugin.Statements{
-					Commands: []string{`REVOKE ALL ON SCHEMA public FROM "{{name}}"; DROP ROLE "{{name}}";`}}})
-			})
+			rc := revokeCase{adm: adm, a: a, db: db, schema: schema, owner: cmp.Or(adm.user, pg.SuperUser),
+				creation: []string{createStmt,
+					fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, quoteIdent(schema)),
+					`GRANT CREATE ON DATABASE postgres TO "{{name}}";`}}
+			t.Run("owns table, sequence, function and schema", rc.ownedObjects)
+			t.Run("open session running a long query", rc.longQuery)
+			t.Run("objects in a second database", rc.secondDatabase)
+			t.Run("objects in a database that no longer accepts connections", rc.closedDatabase)
+			t.Run("privileges granted by a third role", rc.thirdRoleGrants)
+			t.Run("already dropped role", rc.alreadyDropped)
 		})
 	}
+}
+
+// execAll runs each query on c and then closes it.
+func execAll(t *testing.T, c *pgx.Conn, queries ...string) {
+	t.Helper()
+	for _, q := range queries {
+		if _, err := c.Exec(testCtx(t), q); err != nil {
+			t.Fatalf("as %q: %s: %v", c.Config().User, q, err)
+		}
+	}
+	c.Close(context.Background())
+}
+
+// revokeDropped revokes user through the plugin and checks the role is gone.
+func revokeDropped(t *testing.T, db *Postgres, a *pgxpool.Pool, user string) {
+	t.Helper()
+	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
+	if roleExists(t, a, user) {
+		t.Fatalf("role %q still exists", user)
+	}
+}
+
+func (rc revokeCase) ownedObjects(t *testing.T) {
+	req := newUserReq(rc.creation...)
+	user := dbtesting.AssertNewUser(t, rc.db, req).Username
+	tag, schema := randSuffix(), quoteIdent(rc.schema)
+	execAll(t, connectAs(t, user, req.Password, ""),
+		fmt.Sprintf(`CREATE TABLE %s.owned_t_%s (id int)`, schema, tag),
+		fmt.Sprintf(`INSERT INTO %s.owned_t_%s VALUES (42)`, schema, tag),
+		fmt.Sprintf(`CREATE SEQUENCE %s.owned_s_%s`, schema, tag),
+		fmt.Sprintf(`CREATE FUNCTION %s.owned_f_%s() RETURNS int LANGUAGE sql AS 'SELECT 1'`, schema, tag),
+		fmt.Sprintf(`CREATE SCHEMA owned_n_%s`, tag))
+	revokeDropped(t, rc.db, rc.a, user)
+	for _, o := range ownedObjects {
+		var got string
+		if err := rc.a.QueryRow(testCtx(t), o.query, rc.schema, tag).Scan(&got); err != nil {
+			t.Fatalf("%s gone after revocation: %v", o.kind, err)
+		}
+		if got != rc.owner {
+			t.Errorf("%s owned by %q, want %q", o.kind, got, rc.owner)
+		}
+	}
+	var v int
+	if err := rc.a.QueryRow(testCtx(t), fmt.Sprintf(`SELECT id FROM %s.owned_t_%s`, schema, tag)).Scan(&v); err != nil || v != 42 {
+		t.Fatalf("table data lost: %v %v", v, err)
+	}
+}
+
+func (rc revokeCase) longQuery(t *testing.T) {
+	req := newUserReq(rc.creation...)
+	user := dbtesting.AssertNewUser(t, rc.db, req).Username
+	c, err := pg.Connect(testCtx(t), user, req.Password, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := c.PgConn().PID()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(context.Background(), "SELECT pg_sleep(60)")
+		_ = c.Close(context.Background())
+		done <- err
+	}()
+	waitFor(t, func() bool {
+		var n int
+		_ = rc.a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", int32(pid)).Scan(&n)
+		return n == 1
+	})
+	dbtesting.AssertDeleteUser(t, rc.db, dbplugin.DeleteUserRequest{Username: user})
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the long query finished normally")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the long query is still running after revocation")
+	}
+	var n int
+	if err := rc.a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", int32(pid)).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("session %d still in pg_stat_activity (n=%d, err=%v)", pid, n, err)
+	}
+	if roleExists(t, rc.a, user) {
+		t.Fatalf("role %q still exists", user)
+	}
+}
+
+// otherDatabase creates a database the admin may grant CREATE on.
+func (rc revokeCase) otherDatabase(t *testing.T, prefix string) string {
+	t.Helper()
+	dbname := prefix + randSuffix()
+	execSQL(t, rc.a, fmt.Sprintf(`CREATE DATABASE %s`, quoteIdent(dbname)))
+	if rc.adm.user != "" {
+		execSQL(t, rc.a, fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO %s WITH GRANT OPTION`, quoteIdent(dbname), quoteIdent(rc.adm.user)))
+	}
+	return dbname
+}
+
+func (rc revokeCase) secondDatabase(t *testing.T) {
+	dbname := rc.otherDatabase(t, "rev2_")
+	stmts := append(append([]string{}, rc.creation...), fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO "{{name}}";`, quoteIdent(dbname)))
+	req := newUserReq(stmts...)
+	user := dbtesting.AssertNewUser(t, rc.db, req).Username
+	execAll(t, connectAs(t, user, req.Password, dbname), `CREATE SCHEMA elsewhere`, `CREATE TABLE elsewhere.t (id int)`, `INSERT INTO elsewhere.t VALUES (7)`)
+	revokeDropped(t, rc.db, rc.a, user)
+	other := connectAs(t, pg.SuperUser, pg.SuperPassword, dbname)
+	var got string
+	var v int
+	if err := other.QueryRow(testCtx(t), `SELECT tableowner FROM pg_tables WHERE schemaname = 'elsewhere' AND tablename = 't'`).Scan(&got); err != nil || got != rc.owner {
+		t.Fatalf("table in %s owned by %q (%v), want %q", dbname, got, err, rc.owner)
+	}
+	if err := other.QueryRow(testCtx(t), `SELECT id FROM elsewhere.t`).Scan(&v); err != nil || v != 7 {
+		t.Fatalf("data in %s lost: %v %v", dbname, v, err)
+	}
+}
+
+func (rc revokeCase) closedDatabase(t *testing.T) {
+	dbname := rc.otherDatabase(t, "revclosed_")
+	group := "grp-" + randSuffix()
+	execSQL(t, rc.a, fmt.Sprintf(`CREATE ROLE %s`, quoteIdent(group)))
+	if rc.adm.user != "" {
+		execSQL(t, rc.a, fmt.Sprintf(`GRANT %s TO %s WITH ADMIN OPTION`, quoteIdent(group), quoteIdent(rc.adm.user)))
+	}
+	stmts := append(append([]string{}, rc.creation...),
+		fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO "{{name}}";`, quoteIdent(dbname)),
+		fmt.Sprintf(`GRANT %s TO "{{name}}";`, quoteIdent(group)))
+	req := newUserReq(stmts...)
+	user := dbtesting.AssertNewUser(t, rc.db, req).Username
+	execAll(t, connectAs(t, user, req.Password, dbname), `CREATE SCHEMA mine; CREATE TABLE mine.kept (id int)`)
+	execSQL(t, rc.a, fmt.Sprintf(`ALTER DATABASE %s ALLOW_CONNECTIONS false`, quoteIdent(dbname)))
+	// Revocation cannot reach that database: it must still finish,
+	// leaving the role unable to log in and in no group.
+	dbtesting.AssertDeleteUser(t, rc.db, dbplugin.DeleteUserRequest{Username: user})
+	if !roleExists(t, rc.a, user) {
+		t.Fatal("role dropped although it still owns a table elsewhere")
+	}
+	assertRevoked(t, rc.a, user, req.Password)
+}
+
+func (rc revokeCase) thirdRoleGrants(t *testing.T) {
+	third := newThirdRole(t, rc.a, rc.schema)
+	req := newUserReq(rc.creation...)
+	user := dbtesting.AssertNewUser(t, rc.db, req).Username
+	third.grantTo(t, rc.a, user)
+	dbtesting.AssertDeleteUser(t, rc.db, dbplugin.DeleteUserRequest{Username: user})
+	assertRevoked(t, rc.a, user, req.Password)
+	if got := !roleExists(t, rc.a, user); got != rc.adm.thirdRoleDrops {
+		t.Fatalf("role dropped = %v, want %v", got, rc.adm.thirdRoleDrops)
+	}
+	var n int
+	if err := rc.a.QueryRow(testCtx(t), `SELECT count(*) FROM `+third.table()).Scan(&n); err != nil {
+		t.Fatalf("third role's table gone: %v", err)
+	}
+}
+
+func (rc revokeCase) alreadyDropped(t *testing.T) {
+	req := newUserReq(createStmt)
+	user := dbtesting.AssertNewUser(t, rc.db, req).Username
+	execSQL(t, rc.a, fmt.Sprintf(`DROP ROLE %s`, quoteIdent(user)))
+	dbtesting.AssertDeleteUser(t, rc.db, dbplugin.DeleteUserRequest{Username: user})
+	dbtesting.AssertDeleteUser(t, rc.db, dbplugin.DeleteUserRequest{Username: user, Statements: dbplugin.Statements{
+		Commands: []string{`REVOKE ALL ON SCHEMA public FROM "{{name}}"; DROP ROLE "{{name}}";`}}})
 }
 
 // assertRevoked checks the role is gone, or, where PostgreSQL would not let
@@ -349,13 +387,7 @@ func TestReassignOwnedTo(t *testing.T) {
 	keeper := "keeper-" + randSuffix()
 	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s`, quoteIdent(keeper)))
 	db := newDB(t, map[string]interface{}{"reassign_owned_to": keeper})
-	req := newUserReq(createStmt, `GRANT CREATE ON SCHEMA public TO "{{name}}";`)
-	user := dbtesting.AssertNewUser(t, db, req).Username
-	tbl := "kept_" + randSuffix()
-	c := connectAs(t, user, req.Password, "")
-	if _, err := c.Exec(testCtx(t), fmt.Sprintf("CREATE TABLE public.%s (id int)", tbl)); err != nil {
-		t.Fatal(err)
-	}
+	user, _, tbl, c := userOwningTable(t, db, "kept_")
 	c.Close(context.Background())
 	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
 	var owner string

@@ -45,27 +45,7 @@ func TestExitsWhenVaultIsKilled(t *testing.T) {
 		t.Fatalf("PR_SET_CHILD_SUBREAPER: %v", err)
 	}
 	logFile := filepath.Join(dir, "plugin.log")
-	// The shell is the plugin's parent, as Vault is: it prints the plugin's
-	// pid and waits.
-	parent := exec.Command("sh", "-c", `"$0" >"$1" 2>&1 & echo $!; wait`, bin, logFile)
-	parent.Env = pluginEnv()
-	parent.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdout, err := parent.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := parent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = parent.Process.Kill(); _ = parent.Wait() })
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatalf("reading the plugin's pid from its parent: %v", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil {
-		t.Fatalf("plugin pid %q: %v", line, err)
-	}
+	parent, pid := startUnderParent(t, bin, logFile)
 	exited := make(chan syscall.WaitStatus, 1)
 	var reaped chan struct{} // set once the plugin is ours to wait for
 	t.Cleanup(func() {
@@ -114,6 +94,34 @@ func TestExitsWhenVaultIsKilled(t *testing.T) {
 		b, _ := os.ReadFile(logFile)
 		t.Fatalf("plugin (pid %d) still running 10s after its parent was killed; log:\n%s", pid, b)
 	}
+}
+
+// startUnderParent starts bin from a shell that stands in for Vault, with
+// its output in logFile, and returns the shell and the plugin's pid. The
+// shell is the plugin's parent, as Vault is: it prints the plugin's pid and
+// waits.
+func startUnderParent(t *testing.T, bin, logFile string) (*exec.Cmd, int) {
+	t.Helper()
+	parent := exec.Command("sh", "-c", `"$0" >"$1" 2>&1 & echo $!; wait`, bin, logFile)
+	parent.Env = pluginEnv()
+	parent.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, err := parent.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := parent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = parent.Process.Kill(); _ = parent.Wait() })
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading the plugin's pid from its parent: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		t.Fatalf("plugin pid %q: %v", line, err)
+	}
+	return parent, pid
 }
 
 func setChildSubreaper() error {
