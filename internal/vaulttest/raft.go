@@ -122,8 +122,8 @@ func startRaftNode(vaultBin, dir string, plugin *Plugin, i int, ps []raftPorts) 
 // initFirst initializes and unseals the first node, gives every node's
 // client the root token, and shortens autopilot's wait before it promotes
 // joiners (they start as non-voters) to voters.
-func (cl *Cluster) initFirst(ctx context.Context) error {
-	first := cl.Nodes[0]
+func (c *Cluster) initFirst(ctx context.Context) error {
+	first := c.Nodes[0]
 	var initResp *api.InitResponse
 	err := pgtest.Poll(ctx, 60*time.Second, pollInterval, func() error {
 		var err error
@@ -133,11 +133,11 @@ func (cl *Cluster) initFirst(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("initializing node1: %w\n%s", err, first.LogTail())
 	}
-	cl.RootToken, cl.UnsealKey = initResp.RootToken, initResp.Keys[0]
-	for _, s := range cl.Nodes {
-		s.Client.SetToken(cl.RootToken)
+	c.RootToken, c.UnsealKey = initResp.RootToken, initResp.Keys[0]
+	for _, s := range c.Nodes {
+		s.Client.SetToken(c.RootToken)
 	}
-	if _, err := first.Client.Sys().UnsealWithContext(ctx, cl.UnsealKey); err != nil {
+	if _, err := first.Client.Sys().UnsealWithContext(ctx, c.UnsealKey); err != nil {
 		return fmt.Errorf("unsealing node1: %w", err)
 	}
 	if err := first.waitActive(ctx, 60*time.Second); err != nil {
@@ -152,10 +152,10 @@ func (cl *Cluster) initFirst(ctx context.Context) error {
 
 // unsealJoiners unseals every node but the first: retry_join needs the
 // node sealed and asks for the key once joined.
-func (cl *Cluster) unsealJoiners(ctx context.Context) error {
-	for _, s := range cl.Nodes[1:] {
+func (c *Cluster) unsealJoiners(ctx context.Context) error {
+	for _, s := range c.Nodes[1:] {
 		err := pgtest.Poll(ctx, 90*time.Second, pollInterval, func() error {
-			st, err := s.Client.Sys().UnsealWithContext(ctx, cl.UnsealKey)
+			st, err := s.Client.Sys().UnsealWithContext(ctx, c.UnsealKey)
 			if err != nil {
 				return err
 			}
@@ -173,8 +173,8 @@ func (cl *Cluster) unsealJoiners(ctx context.Context) error {
 
 // waitHealthy waits until every node reports itself a healthy standby or
 // leader.
-func (cl *Cluster) waitHealthy(ctx context.Context) error {
-	for _, s := range cl.Nodes {
+func (c *Cluster) waitHealthy(ctx context.Context) error {
+	for _, s := range c.Nodes {
 		err := pgtest.Poll(ctx, 60*time.Second, pollInterval, func() error {
 			h, err := s.Client.Sys().HealthWithContext(ctx)
 			if err != nil {
@@ -194,8 +194,8 @@ func (cl *Cluster) waitHealthy(ctx context.Context) error {
 
 // waitVoters waits until every node votes, so that the cluster survives
 // losing its leader.
-func (cl *Cluster) waitVoters(ctx context.Context) error {
-	first, n := cl.Nodes[0], len(cl.Nodes)
+func (c *Cluster) waitVoters(ctx context.Context) error {
+	first, n := c.Nodes[0], len(c.Nodes)
 	return pgtest.Poll(ctx, 90*time.Second, pollInterval, func() error {
 		sec, err := first.Client.Logical().ReadWithContext(ctx, "sys/storage/raft/configuration")
 		if err != nil || sec == nil {

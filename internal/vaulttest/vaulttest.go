@@ -1,6 +1,7 @@
 // Package vaulttest runs real Vault servers (dev mode, or a Raft cluster)
 // with this plugin registered, for the end-to-end tests, the demo and the
-// benchmark; NewSandbox starts everything they share.
+// benchmark; NewSandbox starts everything they share, and StartRegistered
+// is the dev server with the plugin registered and mounted that each starts.
 package vaulttest
 
 import (
