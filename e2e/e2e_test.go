@@ -77,11 +77,25 @@ func devVault(t *testing.T) (*vaulttest.Server, *api.Client) {
 // devVaultWith is devVault with the given plugin binary.
 func devVaultWith(t *testing.T, plugin *vaulttest.Plugin) (*vaulttest.Server, *api.Client) {
 	t.Helper()
+	return devVaultAt(t, plugin, "debug", rootConfig(pg.SuperUser, pg.SuperPassword))
+}
+
+// devVaultAt is devVaultWith with Vault's -log-level level and the
+// connection pg configured with cfg.
+func devVaultAt(t *testing.T, plugin *vaulttest.Plugin, level string, cfg map[string]interface{}) (*vaulttest.Server, *api.Client) {
+	t.Helper()
 	needAll(t)
-	s, err := vaulttest.StartDev(ctxT(t), vaultBin, t.TempDir(), plugin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, err := vaulttest.StartRegistered(ctxT(t), vaultBin, t.TempDir(), plugin, level)
+	must(t, err)
+	watchVault(t, s)
+	must(t, vaulttest.Configure(s.Client, "database", "pg", plugin, cfg))
+	return s, s.Client
+}
+
+// watchVault stops s when the test ends, after failing the test if the
+// plugin (built with -race) reported a data race in Vault's log, and
+// logging the end of that log if the test failed.
+func watchVault(t *testing.T, s *vaulttest.Server) {
 	t.Cleanup(func() {
 		if log, _ := os.ReadFile(s.LogFile); strings.Contains(string(log), "DATA RACE") {
 			t.Errorf("the plugin reported a data race under Vault:\n%s", log)
@@ -91,11 +105,24 @@ func devVaultWith(t *testing.T, plugin *vaulttest.Plugin) (*vaulttest.Server, *a
 		}
 		s.Stop()
 	})
-	c := s.Client
-	must(t, vaulttest.Register(c, plugin))
-	must(t, vaulttest.EnableDatabase(c, "database"))
-	must(t, vaulttest.Configure(c, "database", "pg", plugin, rootConfig(pg.SuperUser, pg.SuperPassword)))
-	return s, c
+}
+
+// assertServes checks that Vault's catalog holds p with its sha256 and
+// version, and that the connection pg runs that version (Vault reads
+// running_plugin_version from the plugin's PluginVersion); it returns the
+// connection's configuration.
+func assertServes(t *testing.T, c *api.Client, p *vaulttest.Plugin) *api.Secret {
+	t.Helper()
+	got, err := c.Sys().GetPluginWithContext(ctxT(t), &api.GetPluginInput{Name: vaulttest.PluginName, Type: api.PluginTypeDatabase, Version: p.Version})
+	must(t, err)
+	if got.Version != p.Version || got.SHA256 != p.SHA256 {
+		t.Fatalf("catalog shows version %q sha %q, want %q %q", got.Version, got.SHA256, p.Version, p.SHA256)
+	}
+	cfg := read(t, c, "database/config/pg")
+	if v := fmt.Sprint(cfg.Data["running_plugin_version"]); v != p.Version {
+		t.Fatalf("running_plugin_version = %q, want %q (the plugin's PluginVersion)", v, p.Version)
+	}
+	return cfg
 }
 
 func rootConfig(user, password string) map[string]interface{} {
@@ -323,17 +350,9 @@ func TestMultiplexingAndVersion(t *testing.T) {
 		t.Fatalf("%d plugin processes serve 2 mounts and 3 connections, want 1 (multiplexed)", n)
 	}
 
-	p, err := c.Sys().GetPluginWithContext(ctxT(t), &api.GetPluginInput{Name: vaulttest.PluginName, Type: api.PluginTypeDatabase, Version: plugin.Version})
-	must(t, err)
-	if p.Version != plugin.Version || p.SHA256 != plugin.SHA256 {
-		t.Fatalf("catalog shows version %q sha %q, want %q %q", p.Version, p.SHA256, plugin.Version, plugin.SHA256)
-	}
-	cfg := read(t, c, "database/config/pg")
+	cfg := assertServes(t, c, plugin)
 	if got := fmt.Sprint(cfg.Data["plugin_version"]); got != plugin.Version {
 		t.Fatalf("connection plugin_version = %q, want %q", got, plugin.Version)
-	}
-	if got := fmt.Sprint(cfg.Data["running_plugin_version"]); got != plugin.Version {
-		t.Fatalf("running_plugin_version = %q, want %q", got, plugin.Version)
 	}
 	out, err := s.Output(ctxT(t), vaultBin, "secrets", "list", "-detailed")
 	if err != nil {
@@ -418,8 +437,7 @@ func TestHA(t *testing.T) {
 	leader, err := cl.Leader(ctxT(t))
 	must(t, err)
 	c := leader.Client
-	must(t, vaulttest.Register(c, plugin))
-	must(t, vaulttest.EnableDatabase(c, "database"))
+	must(t, vaulttest.RegisterAndMount(c, plugin))
 	must(t, vaulttest.Configure(c, "database", "pg", plugin, rootConfig(pg.SuperUser, pg.SuperPassword)))
 	write(t, c, "database/roles/ha", map[string]interface{}{"db_name": "pg", "creation_statements": []string{creation}, "default_ttl": "1h"})
 	a := superPool(t)

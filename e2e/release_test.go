@@ -4,7 +4,6 @@ import (
 	"archive/zip"
 	"bufio"
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -13,8 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/vault/api"
 
 	"github.com/pgvault/vault-plugin-database-postgres/internal/release"
 	"github.com/pgvault/vault-plugin-database-postgres/internal/vaulttest"
@@ -63,16 +60,7 @@ func TestReleaseBinary(t *testing.T) {
 	shipped := &vaulttest.Plugin{Path: installed, SHA256: sha, Version: version}
 	s, c := devVaultWith(t, shipped)
 
-	p, err := c.Sys().GetPluginWithContext(ctxT(t), &api.GetPluginInput{Name: vaulttest.PluginName, Type: api.PluginTypeDatabase, Version: version})
-	must(t, err)
-	if p.SHA256 != sha || p.Version != version {
-		t.Fatalf("catalog shows sha %s version %s, want %s %s", p.SHA256, p.Version, sha, version)
-	}
-	// Vault reads running_plugin_version from the plugin's PluginVersion.
-	cfg := read(t, c, "database/config/pg")
-	if got := fmt.Sprint(cfg.Data["running_plugin_version"]); got != version {
-		t.Fatalf("running_plugin_version = %q, want %q (the plugin's PluginVersion)", got, version)
-	}
+	assertServes(t, c, shipped)
 
 	a2 := superPool(t)
 	write(t, c, "database/roles/shipped", map[string]interface{}{

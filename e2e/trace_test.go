@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5"
-
-	"github.com/pgvault/vault-plugin-database-postgres/internal/vaulttest"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // TestNoSecretsAtTraceLevel runs every operation through Vault with Vault
@@ -26,121 +26,153 @@ import (
 // neither.
 func TestNoSecretsAtTraceLevel(t *testing.T) {
 	needAll(t)
-	a := superPool(t)
-	ctx := ctxT(t)
+	tr := &traceRun{t: t, a: superPool(t), ctx: ctxT(t)}
 	sfx := fmt.Sprintf("%d", time.Now().UnixNano())
 	root, static := "trace-admin-"+sfx, "trace-static-"+sfx
 	rootPw := `Tr@ce/#{}%?&'\pw-` + sfx
-	// Created with statement logging off for this session, so that the
-	// only way a root password can reach the server log is the plugin.
-	setup, err := pg.Connect(ctx, pg.SuperUser, pg.SuperPassword, "")
-	must(t, err)
-	for _, sql := range []string{
-		"SET log_statement = 'none'",
-		fmt.Sprintf("CREATE ROLE %s LOGIN SUPERUSER PASSWORD '%s'", pgx.Identifier{root}.Sanitize(), strings.ReplaceAll(rootPw, "'", "''")),
-		fmt.Sprintf("CREATE ROLE %s LOGIN", pgx.Identifier{static}.Sanitize()),
-	} {
-		if _, err := setup.Exec(ctx, sql); err != nil {
-			t.Fatalf("setting up roles: %v", err)
-		}
-	}
-	setup.Close(context.Background())
-	// Registered first, so it runs after Vault has stopped.
-	t.Cleanup(func() {
-		for _, r := range []string{static, root} {
-			_, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{r}.Sanitize())
-		}
-	})
+	tr.createRoles(root, rootPw, static)
 
 	traced := *plugin
 	traced.Env = append(append([]string{}, plugin.Env...), "PGVAULT_LOG_LEVEL=trace")
-	v, err := vaulttest.StartDevLogLevel(ctx, vaultBin, t.TempDir(), &traced, "trace")
-	must(t, err)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("vault log tail:\n%s", v.LogTail())
-		}
-		v.Stop()
-	})
-	c := v.Client
-	must(t, vaulttest.Register(c, &traced))
-	must(t, vaulttest.EnableDatabase(c, "database"))
-	must(t, vaulttest.Configure(c, "database", "pg", &traced, rootConfig(root, rootPw)))
-
-	type secret struct{ what, user, password, verifier string }
-	var secrets []secret
-	verifierOf := func(user string) string {
-		var v string
-		must(t, a.QueryRow(ctx, "SELECT coalesce(rolpassword, '') FROM pg_authid WHERE rolname = $1", user).Scan(&v))
-		return v
-	}
-	secrets = append(secrets, secret{"the first root password", root, rootPw, verifierOf(root)})
-
-	write(t, c, "database/rotate-root/pg", nil)
-	if err := pg.CanLogin(ctx, root, rootPw); err == nil {
-		t.Fatal("the old root password still works after rotate-root")
-	}
-	// The new root password is Vault's alone; its verifier is checked.
-	secrets = append(secrets, secret{"the rotated root password", root, "", verifierOf(root)})
-
-	write(t, c, "database/roles/app", map[string]interface{}{
-		"db_name": "pg", "creation_statements": []string{creation}, "default_ttl": "1h", "max_ttl": "24h",
-	})
-	var leases, dynUsers []string
-	for i := 0; i < 2; i++ {
-		sec := read(t, c, "database/creds/app")
-		user, pw := creds(sec)
-		if err := pg.CanLogin(ctx, user, pw); err != nil {
-			t.Fatalf("dynamic credentials: %v", err)
-		}
-		leases, dynUsers = append(leases, sec.LeaseID), append(dynUsers, user)
-		secrets = append(secrets, secret{"a dynamic password", user, pw, verifierOf(user)})
-	}
-	if _, err := c.Sys().Renew(leases[0], 7200); err != nil {
-		t.Fatalf("renew: %v", err)
-	}
-
-	write(t, c, "database/static-roles/static", map[string]interface{}{
-		"db_name": "pg", "username": static, "rotation_period": "24h",
-	})
-	_, pw1 := creds(read(t, c, "database/static-creds/static"))
-	secrets = append(secrets, secret{"a static password", static, pw1, verifierOf(static)})
-	write(t, c, "database/rotate-role/static", nil)
-	_, pw2 := creds(read(t, c, "database/static-creds/static"))
-	if pw2 == pw1 {
-		t.Fatal("rotate-role did not change the password")
-	}
-	if err := pg.CanLogin(ctx, static, pw2); err != nil {
-		t.Fatalf("rotated static password: %v", err)
-	}
-	secrets = append(secrets, secret{"a rotated static password", static, pw2, verifierOf(static)})
-
+	v, c := devVaultAt(t, &traced, "trace", rootConfig(root, rootPw))
+	tr.c = c
+	tr.saw("the first root password", root, rootPw)
+	tr.rotateRoot(root, rootPw)
+	leases, dynUsers := tr.dynamic()
+	tr.rotateStatic(static)
 	for i, l := range leases {
 		must(t, c.Sys().Revoke(l))
-		if roleExists(t, a, dynUsers[i]) {
+		if roleExists(t, tr.a, dynUsers[i]) {
 			t.Fatalf("role %q survived revocation", dynUsers[i])
 		}
 	}
 	// Vault writes its log as the requests run; stop it so that every
 	// line, the plugin's included, is on disk.
 	v.Stop()
+	tr.grepLogs(v.LogFile, dynUsers[0], static)
+}
 
-	vaultLog, err := os.ReadFile(v.LogFile)
+// traceRun is what TestNoSecretsAtTraceLevel's steps share: the secrets
+// it saw, to grep the logs for at the end.
+type traceRun struct {
+	t       *testing.T
+	a       *pgxpool.Pool
+	c       *api.Client
+	ctx     context.Context
+	secrets []traceSecret
+}
+
+// traceSecret is a password the test saw (empty for one only Vault knows)
+// and the verifier PostgreSQL stored for it.
+type traceSecret struct{ what, user, password, verifier string }
+
+// saw records user's password and the verifier the server holds now.
+func (tr *traceRun) saw(what, user, password string) {
+	var v string
+	must(tr.t, tr.a.QueryRow(tr.ctx, "SELECT coalesce(rolpassword, '') FROM pg_authid WHERE rolname = $1", user).Scan(&v))
+	tr.secrets = append(tr.secrets, traceSecret{what, user, password, v})
+}
+
+// createRoles creates the root and static roles with statement logging off
+// for this session, so that the only way a root password can reach the
+// server log is the plugin; they are dropped after Vault has stopped.
+func (tr *traceRun) createRoles(root, rootPw, static string) {
+	t := tr.t
+	setup, err := pg.Connect(tr.ctx, pg.SuperUser, pg.SuperPassword, "")
+	must(t, err)
+	for _, sql := range []string{
+		"SET log_statement = 'none'",
+		fmt.Sprintf("CREATE ROLE %s LOGIN SUPERUSER PASSWORD '%s'", pgx.Identifier{root}.Sanitize(), strings.ReplaceAll(rootPw, "'", "''")),
+		fmt.Sprintf("CREATE ROLE %s LOGIN", pgx.Identifier{static}.Sanitize()),
+	} {
+		if _, err := setup.Exec(tr.ctx, sql); err != nil {
+			t.Fatalf("setting up roles: %v", err)
+		}
+	}
+	setup.Close(context.Background())
+	// Registered before Vault starts, so it runs after Vault has stopped.
+	t.Cleanup(func() {
+		for _, r := range []string{static, root} {
+			_, _ = tr.a.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{r}.Sanitize())
+		}
+	})
+}
+
+// rotateRoot rotates the root credential and checks the old password no
+// longer works; the new one is Vault's alone, so only its verifier is
+// recorded.
+func (tr *traceRun) rotateRoot(root, rootPw string) {
+	write(tr.t, tr.c, "database/rotate-root/pg", nil)
+	if err := pg.CanLogin(tr.ctx, root, rootPw); err == nil {
+		tr.t.Fatal("the old root password still works after rotate-root")
+	}
+	tr.saw("the rotated root password", root, "")
+}
+
+// dynamic issues two dynamic credentials that log in and renews the first
+// lease; it returns the leases and the users.
+func (tr *traceRun) dynamic() (leases, users []string) {
+	t, c := tr.t, tr.c
+	write(t, c, "database/roles/app", map[string]interface{}{
+		"db_name": "pg", "creation_statements": []string{creation}, "default_ttl": "1h", "max_ttl": "24h",
+	})
+	for i := 0; i < 2; i++ {
+		sec := read(t, c, "database/creds/app")
+		user, pw := creds(sec)
+		if err := pg.CanLogin(tr.ctx, user, pw); err != nil {
+			t.Fatalf("dynamic credentials: %v", err)
+		}
+		leases, users = append(leases, sec.LeaseID), append(users, user)
+		tr.saw("a dynamic password", user, pw)
+	}
+	if _, err := c.Sys().Renew(leases[0], 7200); err != nil {
+		t.Fatalf("renew: %v", err)
+	}
+	return leases, users
+}
+
+// rotateStatic makes static a static role, rotates it, and checks the
+// rotated password logs in.
+func (tr *traceRun) rotateStatic(static string) {
+	t, c := tr.t, tr.c
+	write(t, c, "database/static-roles/static", map[string]interface{}{
+		"db_name": "pg", "username": static, "rotation_period": "24h",
+	})
+	_, pw1 := creds(read(t, c, "database/static-creds/static"))
+	tr.saw("a static password", static, pw1)
+	write(t, c, "database/rotate-role/static", nil)
+	_, pw2 := creds(read(t, c, "database/static-creds/static"))
+	if pw2 == pw1 {
+		t.Fatal("rotate-role did not change the password")
+	}
+	if err := pg.CanLogin(tr.ctx, static, pw2); err != nil {
+		t.Fatalf("rotated static password: %v", err)
+	}
+	tr.saw("a rotated static password", static, pw2)
+}
+
+// grepLogs checks that the logs hold what the grep needs (trace lines, the
+// plugin's lines, the plugin's statements for dynUser and static), then
+// greps Vault's log for every form of every secret and verifier, and the
+// server's log for every form of every password.
+func (tr *traceRun) grepLogs(vaultLogFile, dynUser, static string) {
+	t := tr.t
+	vaultLog, err := os.ReadFile(vaultLogFile)
 	must(t, err)
 	serverLog, err := pg.ReadLog()
 	must(t, err)
 	// The grep must have something to look at: trace lines from Vault,
 	// the plugin's debug lines relayed by Vault, and the plugin's
 	// statements in the server log.
-	for _, want := range []string{"[TRACE]", "created user", dynUsers[0]} {
+	for _, want := range []string{"[TRACE]", "created user", dynUser} {
 		if !strings.Contains(string(vaultLog), want) {
 			t.Fatalf("Vault's log lacks %q: the logs are not at the level this test needs", want)
 		}
 	}
-	if !strings.Contains(serverLog, dynUsers[0]) || !strings.Contains(serverLog, static) {
+	if !strings.Contains(serverLog, dynUser) || !strings.Contains(serverLog, static) {
 		t.Fatal("the server log lacks the plugin's statements: is log_statement = 'all'?")
 	}
-	t.Logf("grepping %d bytes of Vault's log and %d of the server's for %d secrets", len(vaultLog), len(serverLog), len(secrets))
+	t.Logf("grepping %d bytes of Vault's log and %d of the server's for %d secrets", len(vaultLog), len(serverLog), len(tr.secrets))
 	logs := []struct {
 		name, text string
 		verifiers  bool // whether verifiers must be absent too
@@ -148,7 +180,7 @@ func TestNoSecretsAtTraceLevel(t *testing.T) {
 		{"Vault's log (with the plugin's)", string(vaultLog), true},
 		{"PostgreSQL's statement log", serverLog, false},
 	}
-	for _, s := range secrets {
+	for _, s := range tr.secrets {
 		for _, l := range logs {
 			var forms []string
 			if s.password != "" {

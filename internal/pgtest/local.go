@@ -81,56 +81,86 @@ func startLocal(ctx context.Context) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	who, err := clusterUser()
-	if err != nil {
-		return nil, err
-	}
-	dir, cleanupDir, err := clusterDir("pgvault-pg-")
+	cl, err := newCluster("pgvault-pg-")
 	if err != nil {
 		return nil, err
 	}
 	fail := func(err error) (*Server, error) {
-		cleanupDir()
+		cl.cleanup()
 		return nil, err
 	}
-	ca, signer, err := writeCerts(dir)
+	ca, signer, err := writeCerts(cl.dir)
 	if err != nil {
 		return fail(err)
 	}
-	if err := chownTLS(who, dir); err != nil {
+	if err := chownTLS(cl.who, cl.dir); err != nil {
 		return fail(err)
 	}
 	password := randomPassword()
-	data := filepath.Join(dir, "data")
-	if err := initCluster(ctx, who, bin, data, password); err != nil {
+	if err := initCluster(ctx, cl.who, bin, cl.data(), password); err != nil {
 		return fail(err)
 	}
 	port, err := FreePort()
 	if err != nil {
 		return fail(err)
 	}
-	if err := configureCluster(who, dir, data, port); err != nil {
+	if err := configureCluster(cl.who, cl.dir, cl.data(), port); err != nil {
 		return fail(err)
-	}
-	logFile := filepath.Join(dir, "server.log")
-	pid, exited, stop, err := runPostmaster(who, bin, data, logFile)
-	if err != nil {
-		return fail(err)
-	}
-	stopAndClean := func() error {
-		err := stop()
-		cleanupDir()
-		return err
 	}
 	s := &Server{Host: "127.0.0.1", Port: port, SuperUser: "postgres", SuperPassword: password, Database: "postgres",
-		SSLMode: "verify-full", CAPEM: string(ca), CAFile: filepath.Join(dir, "ca.crt"), LogFile: logFile, ca: signer,
-		Source: "local " + bin, BinDir: bin, stop: stopAndClean, DataDir: data, PID: pid, exited: exited}
-	if err := s.waitReady(ctx, 60*time.Second); err != nil {
-		log, _ := os.ReadFile(logFile)
-		_ = stopAndClean()
-		return nil, fmt.Errorf("%w\nserver log:\n%s", err, log)
+		SSLMode: "verify-full", CAPEM: string(ca), CAFile: filepath.Join(cl.dir, "ca.crt"), ca: signer,
+		Source: "local " + bin, BinDir: bin}
+	if err := cl.run(ctx, s, bin); err != nil {
+		return fail(err)
 	}
 	return s, nil
+}
+
+// cluster is a local cluster being made: the OS user it runs as and its
+// directory, which holds the TLS files, data/ and server.log.
+type cluster struct {
+	who     runAs
+	dir     string
+	cleanup func() // removes dir
+}
+
+// newCluster makes a temp dir (named by prefix) the cluster user can enter.
+func newCluster(prefix string) (*cluster, error) {
+	who, err := clusterUser()
+	if err != nil {
+		return nil, err
+	}
+	dir, cleanup, err := clusterDir(prefix)
+	if err != nil {
+		return nil, err
+	}
+	return &cluster{who: who, dir: dir, cleanup: cleanup}, nil
+}
+
+func (cl *cluster) data() string { return filepath.Join(cl.dir, "data") }
+
+// run starts the postmaster from bin on the cluster's data directory,
+// completes s with the process, its log and a Stop that also removes the
+// directory, and waits until the server answers. On error the postmaster
+// is stopped; the directory is the caller's to remove.
+func (cl *cluster) run(ctx context.Context, s *Server, bin string) error {
+	s.DataDir, s.LogFile = cl.data(), filepath.Join(cl.dir, "server.log")
+	pid, exited, stop, err := runPostmaster(cl.who, bin, s.DataDir, s.LogFile)
+	if err != nil {
+		return err
+	}
+	s.PID, s.exited = pid, exited
+	s.stop = func() error {
+		err := stop()
+		cl.cleanup()
+		return err
+	}
+	if err := s.waitReady(ctx, 60*time.Second); err != nil {
+		log, _ := os.ReadFile(s.LogFile)
+		_ = stop()
+		return fmt.Errorf("%w\nserver log:\n%s", err, log)
+	}
+	return nil
 }
 
 // clusterDir makes a temp dir the cluster user can enter, and its cleanup.

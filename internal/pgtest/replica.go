@@ -33,36 +33,50 @@ func StartReplica(ctx context.Context, primary *Server) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	who, err := clusterUser()
-	if err != nil {
-		return nil, err
-	}
-	dir, cleanupDir, err := clusterDir("pgvault-replica-")
+	cl, err := newCluster("pgvault-replica-")
 	if err != nil {
 		return nil, err
 	}
 	fail := func(err error) (*Server, error) {
-		cleanupDir()
+		cl.cleanup()
 		return nil, err
 	}
 	// The replica gets its own copy of the TLS files: the primary's
 	// directory goes away when the primary is stopped.
-	if err := copyTLS(filepath.Dir(primary.DataDir), dir); err != nil {
+	if err := copyTLS(filepath.Dir(primary.DataDir), cl.dir); err != nil {
 		return fail(err)
 	}
-	if err := chownTLS(who, dir); err != nil {
+	if err := chownTLS(cl.who, cl.dir); err != nil {
 		return fail(err)
 	}
-	data := filepath.Join(dir, "data")
-	if err := baseBackup(ctx, who, basebackup, primary, data); err != nil {
+	if err := baseBackup(ctx, cl.who, basebackup, primary, cl.data()); err != nil {
 		return fail(err)
 	}
 	port, err := FreePort()
 	if err != nil {
 		return fail(err)
 	}
-	// Later settings win: the copied postgresql.conf still names the
-	// primary's port, socket directory and TLS files.
+	if err := configureStandby(cl, port); err != nil {
+		return fail(err)
+	}
+	s := &Server{Host: primary.Host, Port: port, SuperUser: primary.SuperUser, SuperPassword: primary.SuperPassword,
+		Database: primary.Database, SSLMode: primary.SSLMode, CAPEM: primary.CAPEM, CAFile: filepath.Join(cl.dir, "ca.crt"),
+		Source: fmt.Sprintf("standby of %s:%d, local %s", primary.Host, primary.Port, primary.BinDir),
+		BinDir: primary.BinDir, ca: primary.ca}
+	if err := cl.run(ctx, s, primary.BinDir); err != nil {
+		return fail(fmt.Errorf("standby: %w", err))
+	}
+	if err := s.readVersion(ctx); err != nil {
+		_ = s.Stop()
+		return nil, fmt.Errorf("standby: reading the version: %w", err)
+	}
+	return s, nil
+}
+
+// configureStandby points the copied postgresql.conf at the standby's own
+// port, socket directory and TLS files: later settings win, and the copy
+// still names the primary's.
+func configureStandby(cl *cluster, port int) error {
 	conf := fmt.Sprintf(`
 port = %d
 unix_socket_directories = '%s'
@@ -70,34 +84,8 @@ ssl_cert_file = '%s'
 ssl_key_file = '%s'
 ssl_ca_file = '%s'
 hot_standby = on
-`, port, dir, filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key"), filepath.Join(dir, "ca.crt"))
-	if err := appendFile(filepath.Join(data, "postgresql.conf"), conf); err != nil {
-		return fail(err)
-	}
-	logFile := filepath.Join(dir, "server.log")
-	pid, exited, stop, err := runPostmaster(who, primary.BinDir, data, logFile)
-	if err != nil {
-		return fail(err)
-	}
-	stopAndClean := func() error {
-		err := stop()
-		cleanupDir()
-		return err
-	}
-	s := &Server{Host: primary.Host, Port: port, SuperUser: primary.SuperUser, SuperPassword: primary.SuperPassword,
-		Database: primary.Database, SSLMode: primary.SSLMode, CAPEM: primary.CAPEM, CAFile: filepath.Join(dir, "ca.crt"),
-		LogFile: logFile, Source: fmt.Sprintf("standby of %s:%d, local %s", primary.Host, primary.Port, primary.BinDir),
-		BinDir: primary.BinDir, DataDir: data, PID: pid, exited: exited, stop: stopAndClean, ca: primary.ca}
-	if err := s.waitReady(ctx, 60*time.Second); err != nil {
-		log, _ := os.ReadFile(logFile)
-		_ = stopAndClean()
-		return nil, fmt.Errorf("standby: %w\nserver log:\n%s", err, log)
-	}
-	if err := s.readVersion(ctx); err != nil {
-		_ = stopAndClean()
-		return nil, fmt.Errorf("standby: reading the version: %w", err)
-	}
-	return s, nil
+`, port, cl.dir, filepath.Join(cl.dir, "server.crt"), filepath.Join(cl.dir, "server.key"), filepath.Join(cl.dir, "ca.crt"))
+	return appendFile(filepath.Join(cl.data(), "postgresql.conf"), conf)
 }
 
 // copyTLS copies the server's TLS files from src into dir.

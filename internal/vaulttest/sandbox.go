@@ -2,7 +2,6 @@ package vaulttest
 
 import (
 	"context"
-	"fmt"
 	"os"
 
 	"github.com/hashicorp/vault/api"
@@ -81,19 +80,13 @@ func (s *Sandbox) StartVault(ctx context.Context) error {
 	if level == "" {
 		level = "debug"
 	}
-	v, err := StartDevLogLevel(ctx, s.VaultBin, s.Dir, s.Plugin, level)
+	v, err := StartRegistered(ctx, s.VaultBin, s.Dir, s.Plugin, level)
 	if err != nil {
 		return err
 	}
 	s.Vault, s.Client = v, v.Client
 	s.step("started a Vault dev server at %s (%s)", v.Addr, s.VaultBin)
-	if err := Register(s.Client, s.Plugin); err != nil {
-		return fmt.Errorf("registering the plugin: %w", err)
-	}
 	s.step("registered %s %s in the plugin catalog with its sha256", PluginName, s.Plugin.Version)
-	if err := EnableDatabase(s.Client, "database"); err != nil {
-		return err
-	}
 	s.step("enabled the database secrets engine at database/")
 	return nil
 }

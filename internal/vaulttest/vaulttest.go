@@ -1,6 +1,7 @@
 // Package vaulttest runs real Vault servers (dev mode, or a Raft cluster)
 // with this plugin registered, for the end-to-end tests, the demo and the
-// benchmark; NewSandbox starts everything they share.
+// benchmark; NewSandbox starts everything they share, and StartRegistered
+// is the dev server with the plugin registered and mounted that each starts.
 package vaulttest
 
 import (
@@ -185,17 +186,26 @@ func StartDevLogLevel(ctx context.Context, vaultBin, dir string, plugin *Plugin,
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	s := &Server{Addr: "http://" + addr, PluginDir: pluginDir, LogFile: filepath.Join(dir, "vault.log")}
-	if err := s.start(vaultBin, "server", "-dev", "-dev-root-token-id=root", "-dev-listen-address="+addr,
+	if err := s.start(vaultBin, "root", "server", "-dev", "-dev-root-token-id=root", "-dev-listen-address="+addr,
 		"-dev-no-store-token", "-config="+cfg, "-log-level="+level); err != nil {
 		return nil, err
 	}
-	c, err := newClient(s.Addr, "root")
-	if err != nil {
+	if err := s.waitActive(ctx, 60*time.Second); err != nil {
 		s.Stop()
+		return nil, fmt.Errorf("%w\n%s", err, s.LogTail())
+	}
+	return s, nil
+}
+
+// StartRegistered is StartDevLogLevel followed by RegisterAndMount: a dev
+// server ready for a connection to be configured at database/. On error the
+// server is already stopped, and the error carries the end of its log.
+func StartRegistered(ctx context.Context, vaultBin, dir string, plugin *Plugin, level string) (*Server, error) {
+	s, err := StartDevLogLevel(ctx, vaultBin, dir, plugin, level)
+	if err != nil {
 		return nil, err
 	}
-	s.Client = c
-	if err := s.waitActive(ctx, 60*time.Second); err != nil {
+	if err := RegisterAndMount(s.Client, plugin); err != nil {
 		s.Stop()
 		return nil, fmt.Errorf("%w\n%s", err, s.LogTail())
 	}
@@ -213,7 +223,14 @@ func installPlugin(pluginDir string, plugin *Plugin) error {
 	return os.WriteFile(filepath.Join(pluginDir, PluginName), b, 0o755)
 }
 
-func (s *Server) start(vaultBin string, args ...string) error {
+// start runs vault with args, logging to s.LogFile, and gives s a client
+// for its address that uses token (which may be set later).
+func (s *Server) start(vaultBin, token string, args ...string) error {
+	c, err := newClient(s.Addr, token)
+	if err != nil {
+		return err
+	}
+	s.Client = c
 	logf, err := os.Create(s.LogFile)
 	if err != nil {
 		return err
@@ -291,6 +308,18 @@ func Register(c *api.Client, p *Plugin) error {
 		Version: p.Version,
 		Env:     p.Env,
 	})
+}
+
+// RegisterAndMount registers the plugin and enables the database secrets
+// engine at database/, on a dev server or a cluster's leader.
+func RegisterAndMount(c *api.Client, p *Plugin) error {
+	if err := Register(c, p); err != nil {
+		return fmt.Errorf("registering the plugin: %w", err)
+	}
+	if err := EnableDatabase(c, "database"); err != nil {
+		return fmt.Errorf("enabling the database secrets engine at database/: %w", err)
+	}
+	return nil
 }
 
 // EnableDatabase mounts the database secrets engine at path.

@@ -89,84 +89,44 @@ func run(scale float64, outDir string, withProfile bool) error {
 		return err
 	}
 	defer sb.Close()
-	vaultBin, plugin, pg := sb.VaultBin, sb.Plugin, sb.PG
 	port, err := pgtest.FreePort()
 	if err != nil {
 		return err
 	}
 	pprofAddr := fmt.Sprintf("127.0.0.1:%d", port)
-	plugin.Env = []string{"PGVAULT_PPROF_ADDR=" + pprofAddr}
+	sb.Plugin.Env = []string{"PGVAULT_PPROF_ADDR=" + pprofAddr}
 
-	if err := preparePG(ctx, pg, rep); err != nil {
+	if err := preparePG(ctx, sb.PG, rep); err != nil {
 		return err
 	}
-	proxy, err := newDelayProxy(fmt.Sprintf("%s:%d", pg.Host, pg.Port), proxyDelay)
+	proxy, err := newDelayProxy(fmt.Sprintf("%s:%d", sb.PG.Host, sb.PG.Port), proxyDelay)
 	if err != nil {
 		return err
 	}
 	defer proxy.Close()
-	hostPort := fmt.Sprintf("%s:%d", pg.Host, pg.Port)
-	viaProxy := func(u string) string { return strings.Replace(u, hostPort, proxy.Addr(), 1) }
-	rep.env = environment(ctx, vaultBin, pg)
+	rep.env = environment(ctx, sb.VaultBin, sb.PG)
 	fmt.Printf("make bench: %s\n", rep.env.oneLine())
 
 	fmt.Println("part 1: in process, no Vault")
-	rep.inProc, err = inProcess(ctx, pg, poolSize, scaled(inProcessCounts, scale), inRounds)
+	rep.inProc, err = inProcess(ctx, sb.PG, poolSize, scaled(inProcessCounts, scale), inRounds)
 	if err != nil {
 		return err
 	}
-
-	if err := sb.StartVault(ctx); err != nil {
-		return err
-	}
-	v := sb.Vault
-	c, err := newClient(v.Addr)
+	b, err := startBench(ctx, sb, proxy, pprofAddr)
 	if err != nil {
 		return err
 	}
-	b := &bench{pg: pg, v: v, c: c, plugin: plugin, pluginBin: pluginCopy(v), poolSize: poolSize,
-		directURL: pg.TemplateURL(""), proxyURL: viaProxy(pg.TemplateURL("")),
-		rawURL: map[string]string{"direct": pg.SuperURL(), "1 ms": viaProxy(pg.SuperURL())}, pprofAddr: pprofAddr}
-
 	if os.Getenv("BENCH_ONLY") == "revocation" {
 		// A quick look at one part while working on it; writes nothing.
 		_, err := b.revocation(ctx, max(revokeRounds, int(float64(revokeLeases)*scale)), revokeRounds)
 		return err
 	}
-	fmt.Println("part 4 (first, on a fresh plugin process): memory")
-	if rep.mem, err = b.memory(ctx); err != nil {
+	if err := b.measure(ctx, rep, scale); err != nil {
 		return err
 	}
-	fmt.Println("part 2: credentials through Vault")
-	if rep.vault, err = b.throughVault(ctx, scaled(vaultCounts, scale), vaultRounds); err != nil {
-		return err
-	}
-	if err := dropIssuedRoles(ctx, pg); err != nil {
-		return err
-	}
-	fmt.Println("part 3: revocation")
-	if rep.revoke, err = b.revocation(ctx, max(revokeRounds, int(float64(revokeLeases)*scale)), revokeRounds); err != nil {
-		return err
-	}
-	rep.mem.rssEnd, rep.mem.peakEnd, _ = b.pluginRSS()
-
 	if withProfile {
-		fmt.Println("profiles of the plugin process (direct, concurrency 16)")
-		rep.profiles = map[string]*profileSummary{}
-		rep.profileDir = filepath.Join(vaulttest.RepoRoot(), ".cache", "bench")
-		if err := os.MkdirAll(rep.profileDir, 0o755); err != nil {
+		if err := b.profiles(ctx, rep); err != nil {
 			return err
-		}
-		for _, v := range []string{"plugin, auto", "plugin, password"} {
-			file := filepath.Join(rep.profileDir, strings.ReplaceAll(v, ", ", "-")+".pprof")
-			if err := b.profile(ctx, target{v, "direct"}.roleName("iss"), 16, 5, file); err != nil {
-				return err
-			}
-			s, err := summarize(ctx, file)
-			if err != nil {
-				return err
-			}
-			rep.profiles[v] = s
 		}
 	}
 	rep.took = time.Since(began)
@@ -176,6 +136,70 @@ func run(scale float64, outDir string, withProfile bool) error {
 		return err
 	}
 	fmt.Printf("wrote %s and %s in %s\n", filepath.Join(outDir, "BENCHMARKS.md"), filepath.Join(outDir, chartFile), rep.took.Round(time.Second))
+	return nil
+}
+
+// startBench starts the sandbox's Vault and returns what parts 2 to 4
+// share: PostgreSQL's URLs direct and through proxy, and a client whose
+// transport suits the highest concurrency.
+func startBench(ctx context.Context, sb *vaulttest.Sandbox, proxy *delayProxy, pprofAddr string) (*bench, error) {
+	if err := sb.StartVault(ctx); err != nil {
+		return nil, err
+	}
+	pg, v := sb.PG, sb.Vault
+	c, err := newClient(v.Addr)
+	if err != nil {
+		return nil, err
+	}
+	hostPort := fmt.Sprintf("%s:%d", pg.Host, pg.Port)
+	viaProxy := func(u string) string { return strings.Replace(u, hostPort, proxy.Addr(), 1) }
+	return &bench{pg: pg, v: v, c: c, plugin: sb.Plugin, pluginBin: pluginCopy(v), poolSize: poolSize,
+		directURL: pg.TemplateURL(""), proxyURL: viaProxy(pg.TemplateURL("")),
+		rawURL: map[string]string{"direct": pg.SuperURL(), "1 ms": viaProxy(pg.SuperURL())}, pprofAddr: pprofAddr}, nil
+}
+
+// measure runs parts 4 (first, on a fresh plugin process), 2 and 3 into
+// rep, and reads the plugin's memory at the end.
+func (b *bench) measure(ctx context.Context, rep *report, scale float64) (err error) {
+	fmt.Println("part 4 (first, on a fresh plugin process): memory")
+	if rep.mem, err = b.memory(ctx); err != nil {
+		return err
+	}
+	fmt.Println("part 2: credentials through Vault")
+	if rep.vault, err = b.throughVault(ctx, scaled(vaultCounts, scale), vaultRounds); err != nil {
+		return err
+	}
+	if err := dropIssuedRoles(ctx, b.pg); err != nil {
+		return err
+	}
+	fmt.Println("part 3: revocation")
+	if rep.revoke, err = b.revocation(ctx, max(revokeRounds, int(float64(revokeLeases)*scale)), revokeRounds); err != nil {
+		return err
+	}
+	rep.mem.rssEnd, rep.mem.peakEnd, _ = b.pluginRSS()
+	return nil
+}
+
+// profiles takes a CPU profile of the plugin process for each of its
+// modes, direct at concurrency 16, and summarizes it into rep.
+func (b *bench) profiles(ctx context.Context, rep *report) error {
+	fmt.Println("profiles of the plugin process (direct, concurrency 16)")
+	rep.profiles = map[string]*profileSummary{}
+	rep.profileDir = filepath.Join(vaulttest.RepoRoot(), ".cache", "bench")
+	if err := os.MkdirAll(rep.profileDir, 0o755); err != nil {
+		return err
+	}
+	for _, v := range []string{"plugin, auto", "plugin, password"} {
+		file := filepath.Join(rep.profileDir, strings.ReplaceAll(v, ", ", "-")+".pprof")
+		if err := b.profile(ctx, target{v, "direct"}.roleName("iss"), 16, 5, file); err != nil {
+			return err
+		}
+		s, err := summarize(ctx, file)
+		if err != nil {
+			return err
+		}
+		rep.profiles[v] = s
+	}
 	return nil
 }
 
