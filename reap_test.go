@@ -1,6 +1,8 @@
 package postgres
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"strings"
@@ -58,16 +60,26 @@ func newReaperDB(t *testing.T, extra map[string]interface{}, every time.Duration
 // reapNow runs one pass as the background loop would.
 func reapNow(t *testing.T, db *Postgres) reapResult {
 	t.Helper()
-	st, err := db.acquire()
+	res, err := reapPass(testCtx(t), db)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.release()
-	res, err := db.reapOnce(testCtx(t), st)
-	if err != nil {
-		t.Fatalf("reaper pass: %v", err)
-	}
 	return res
+}
+
+// reapPass is one reaper pass; it returns its error instead of failing the
+// test, so that it can run in a goroutine.
+func reapPass(ctx context.Context, db *Postgres) (reapResult, error) {
+	st, err := db.acquire()
+	if err != nil {
+		return reapResult{}, err
+	}
+	defer st.release()
+	res, err := db.reapOnce(ctx, st)
+	if err != nil {
+		return res, fmt.Errorf("reaper pass: %w", err)
+	}
+	return res, nil
 }
 
 // orphanUser creates a labelled user whose lease ended at exp.
@@ -247,15 +259,20 @@ func TestReaperSparesItsUserAndReassignTarget(t *testing.T) {
 func reapAtOnce(t *testing.T, dbs ...*Postgres) []reapResult {
 	t.Helper()
 	results := make([]reapResult, len(dbs))
+	errs := make([]error, len(dbs))
+	ctx := testCtx(t)
 	var wg sync.WaitGroup
 	for i, db := range dbs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = reapNow(t, db)
+			results[i], errs[i] = reapPass(ctx, db)
 		}()
 	}
 	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
 	return results
 }
 

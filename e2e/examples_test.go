@@ -37,7 +37,9 @@ func TestTerraformExample(t *testing.T) {
 		t.Fatalf("TF_PROVIDER_VAULT_DIR: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
+	// A cleanup, not a defer: the fallback destroy below is a cleanup too,
+	// registered later, so it runs first, while ctx is still live.
+	t.Cleanup(cancel)
 	shipped := hostRelease(ctx, t, "v0.9.11-example.1")
 	// Unlike devVault, nothing is registered or mounted: that is the example's job.
 	s, err := vaulttest.StartDev(ctxT(t), vaultBin, t.TempDir(), shipped)
