@@ -490,14 +490,14 @@ func (st *state) settleRotation(ctx context.Context, user, newPassword, sessionU
 	if ended == nil && sqlState(newErr) == pgerrcode.InvalidPassword {
 		// The session that sent the change has ended, so its transaction is
 		// final, and the new password is refused: the change did not apply.
-		return joined(errNotApplied.Error()+": "+describe(cause), errNotApplied, cause)
+		return joined(errNotApplied.Error()+": "+st.describe(cause), errNotApplied, cause)
 	}
 	why := []string{"logging in with the new password failed: " + describe(newErr)}
 	if ended != nil {
 		why = append(why, "the session that sent the change may still be running: "+describe(ended))
 	}
 	return joined(fmt.Sprintf("the connection was lost after the change was sent, and whether it took effect is unknown (%s): %s; find out which password works before rotating again",
-		strings.Join(why, "; "), describe(cause)), cause, newErr, ended)
+		strings.Join(why, "; "), st.describe(cause)), cause, newErr, ended)
 }
 
 // DeleteUser revokes a user. Without revocation_statements it runs the
