@@ -103,10 +103,11 @@ dev: vault ## A sandbox (Vault + PostgreSQL + plugin) that stays up until Ctrl-C
 fmt: ## Format the code
 	gofmt -w $$(git ls-files '*.go')
 
-lint: ## gofmt check, go vet and staticcheck
+lint: ## gofmt check, go vet, staticcheck and function length
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run make fmt"; exit 1; }
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+	$(GO) run ./internal/cmd/funclen
 
 clean: ## Remove build output and release artifacts (keeps the cached Vault)
 	rm -rf bin/ dist/
