@@ -200,17 +200,25 @@ func TestReviewQuotedLanguageName(t *testing.T) {
 		_, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(user))
 		_, _ = a.Exec(context.Background(), "DROP TABLE IF EXISTS "+quoteIdent(pwn))
 	})
-	err = execAtomic(testCtx(t), a, sql)
+	assertCommentIsPassword(t, a, sql, pwn, user, password)
+}
+
+// assertCommentIsPassword runs rendered SQL that comments on user with
+// password, and checks that the password stayed a value: no table pwn was
+// made by it, and the comment holds it exactly.
+func assertCommentIsPassword(t *testing.T, a *pgxpool.Pool, sql, pwn, user, password string) {
+	t.Helper()
+	err := execAtomic(testCtx(t), a, sql)
 	var n int
 	if qerr := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_class WHERE relname = $1", pwn).Scan(&n); qerr != nil || n != 0 {
-		t.Fatalf("a password ran its own SQL inside DO LANGUAGE 'plpgsql' (table %s exists)\n%s", pwn, sql)
+		t.Fatalf("a password ran its own SQL (table %s exists)\n%s", pwn, sql)
 	}
 	if err != nil {
 		t.Fatalf("rendered SQL failed: %v\n%s", err, sql)
 	}
 	var comment string
 	if err := a.QueryRow(testCtx(t), "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1", user).Scan(&comment); err != nil || comment != password {
-		t.Fatalf("comment = %q (%v), want the password", comment, err)
+		t.Fatalf("comment = %q (%v), want the password\n%s", comment, err, sql)
 	}
 }
 
@@ -372,18 +380,7 @@ func TestReviewExecuteFormatString(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = execAtomic(testCtx(t), a, sql)
-		var n int
-		if qerr := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_class WHERE relname = $1", pwn).Scan(&n); qerr != nil || n != 0 {
-			t.Fatalf("a password ran its own SQL (table %s exists)\n%s", pwn, sql)
-		}
-		if err != nil {
-			t.Fatalf("rendered SQL failed: %v\n%s", err, sql)
-		}
-		var comment string
-		if err := a.QueryRow(testCtx(t), "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1", user).Scan(&comment); err != nil || comment != password {
-			t.Fatalf("comment = %q (%v), want the password\n%s", comment, err, sql)
-		}
+		assertCommentIsPassword(t, a, sql, pwn, user, password)
 	}
 }
 
