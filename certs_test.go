@@ -246,10 +246,7 @@ func assertCertUserRole(t *testing.T, a *pgxpool.Pool, name string) {
 	if validUntil == nil {
 		t.Error("{{expiration}} was not applied: rolvaliduntil is NULL")
 	}
-	var comment string
-	if err := a.QueryRow(testCtx(t), "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1", name).Scan(&comment); err != nil {
-		t.Fatal(err)
-	}
+	comment, _ := roleComment(t, a, name)
 	if _, ok := parseLabel(comment); !ok {
 		t.Errorf("the certificate user carries no label: comment %q", comment)
 	}

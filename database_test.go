@@ -191,11 +191,7 @@ $$;`, `GRANT SELECT ON newuser_orders TO "{{name}}"; -- comment; with; semicolon
 		{"semicolons inside literals and comments", []string{createStmt + `
 /* a comment; with {{name}} inside; */
 COMMENT ON ROLE "{{name}}" IS 'issued by vault; do not edit; it''s fine';`}, func(t *testing.T, user string) {
-			var c string
-			if err := a.QueryRow(testCtx(t), "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1", user).Scan(&c); err != nil {
-				t.Fatal(err)
-			}
-			if c != "issued by vault; do not edit; it's fine" {
+			if c, _ := roleComment(t, a, user); c != "issued by vault; do not edit; it's fine" {
 				t.Fatalf("comment = %q", c)
 			}
 		}},
@@ -208,10 +204,7 @@ COMMENT ON ROLE "{{name}}" IS 'issued by vault; do not edit; it''s fine';`}, fun
 			req := newUserReq(tc.stmts...)
 			resp := dbtesting.AssertNewUser(t, db, req)
 			assertLogin(t, resp.Username, req.Password)
-			var until time.Time
-			if err := a.QueryRow(testCtx(t), "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", resp.Username).Scan(&until); err != nil {
-				t.Fatal(err)
-			}
+			until := validUntil(t, a, resp.Username)
 			if d := until.Sub(req.Expiration); d > time.Second || d < -time.Second {
 				t.Fatalf("rolvaliduntil = %s, want %s", until, req.Expiration)
 			}
@@ -404,9 +397,8 @@ func TestUpdateUser(t *testing.T) {
 		})
 		assertLogin(t, resp.Username, newPw)
 		assertNoLogin(t, resp.Username, req.Password)
-		var until time.Time
-		if err := a.QueryRow(testCtx(t), "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", resp.Username).Scan(&until); err != nil || !until.Equal(exp) {
-			t.Fatalf("rolvaliduntil = %s (%v), want %s", until, err, exp)
+		if until := validUntil(t, a, resp.Username); !until.Equal(exp) {
+			t.Fatalf("rolvaliduntil = %s, want %s", until, exp)
 		}
 	})
 	t.Run("custom rotation statements", func(t *testing.T) {

@@ -192,9 +192,8 @@ func cycleOn(t *testing.T, db *Postgres, s *pgtest.Server, a *pgxpool.Pool) {
 	exp := time.Now().Add(2 * time.Hour).Truncate(time.Second)
 	dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user,
 		Expiration: &dbplugin.ChangeExpiration{NewExpiration: exp}})
-	var until time.Time
-	if err := a.QueryRow(testCtx(t), "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", user).Scan(&until); err != nil || !until.Equal(exp) {
-		t.Fatalf("renewal: rolvaliduntil = %s, want %s (%v)", until, exp, err)
+	if until := validUntil(t, a, user); !until.Equal(exp) {
+		t.Fatalf("renewal: rolvaliduntil = %s, want %s", until, exp)
 	}
 	rotateAndRevokeOn(t, db, s, a, user)
 }

@@ -124,6 +124,27 @@ func roleExists(t testing.TB, a *pgxpool.Pool, name string) bool {
 	return ok
 }
 
+// roleComment reads a role's comment as a DBA would; ok is false when it
+// has none.
+func roleComment(t testing.TB, a *pgxpool.Pool, name string) (comment string, ok bool) {
+	t.Helper()
+	comment, ok, err := pgtest.RoleComment(testCtx(t), a, name)
+	if err != nil {
+		t.Fatalf("reading the comment of %q: %v", name, err)
+	}
+	return comment, ok
+}
+
+// validUntil reads a role's VALID UNTIL.
+func validUntil(t testing.TB, a *pgxpool.Pool, name string) time.Time {
+	t.Helper()
+	until, err := pgtest.ValidUntil(testCtx(t), a, name)
+	if err != nil {
+		t.Fatalf("reading rolvaliduntil of %q: %v", name, err)
+	}
+	return until
+}
+
 // execSQL runs sql as the superuser and fails the test on error.
 func execSQL(t testing.TB, a *pgxpool.Pool, sql string, args ...any) {
 	t.Helper()

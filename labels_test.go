@@ -12,20 +12,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// roleComment reads a role's comment as a DBA would; ok is false when it
-// has none.
-func roleComment(t testing.TB, a *pgxpool.Pool, name string) (comment string, ok bool) {
-	t.Helper()
-	var c *string
-	if err := a.QueryRow(testCtx(t), "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1", name).Scan(&c); err != nil {
-		t.Fatalf("reading the comment of %q: %v", name, err)
-	}
-	if c == nil {
-		return "", false
-	}
-	return *c, true
-}
-
 // readLabel reads a role's label through the README's DBA query (the
 // ::jsonb cast) and decodes it.
 func readLabel(t testing.TB, a *pgxpool.Pool, name string) map[string]string {
@@ -195,9 +181,8 @@ func TestLabelKeepsCreationComment(t *testing.T) {
 func renew(t *testing.T, db *Postgres, a *pgxpool.Pool, user string, exp time.Time) {
 	t.Helper()
 	dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user, Expiration: &dbplugin.ChangeExpiration{NewExpiration: exp}})
-	var until time.Time
-	if err := a.QueryRow(testCtx(t), "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", user).Scan(&until); err != nil || !until.Equal(exp) {
-		t.Fatalf("rolvaliduntil = %s (%v), want %s", until, err, exp)
+	if until := validUntil(t, a, user); !until.Equal(exp) {
+		t.Fatalf("rolvaliduntil = %s, want %s", until, exp)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
 )
 
 // fuzzContexts set a role's comment to the password through every quoting
@@ -74,8 +76,8 @@ func FuzzRenderedValuesStayInTheirQuotes(f *testing.F) {
 			if err := execAtomic(testCtx(t), a, sql); err != nil {
 				t.Fatalf("context %d failed for name %q password %q: %v\n%s", i, name, password, err, sql)
 			}
-			var comment string
-			if err := a.QueryRow(testCtx(t), "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1", name).Scan(&comment); err != nil {
+			comment, _, err := pgtest.RoleComment(testCtx(t), a, name)
+			if err != nil {
 				t.Fatalf("context %d: role %q not found after rendering: %v\n%s", i, name, err, sql)
 			}
 			if comment != password {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
 )
 
 func TestRenderSQL(t *testing.T) {
@@ -165,8 +166,8 @@ func TestRenderedAttacksStayInert(t *testing.T) {
 				t.Fatalf("rendered SQL failed: %v\n%s", err, sql)
 			}
 			want := strings.NewReplacer("{{name}}", user, "{{password}}", tc.password).Replace(tc.want)
-			var comment string
-			if err := a.QueryRow(testCtx(t), "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1", user).Scan(&comment); err != nil {
+			comment, _, err := pgtest.RoleComment(testCtx(t), a, user)
+			if err != nil {
 				t.Fatalf("role %q: %v\n%s", user, err, sql)
 			}
 			if comment != want {
@@ -203,9 +204,8 @@ func TestHostileDisplayNames(t *testing.T) {
 				t.Fatalf("username %q holds a character that can end a quoting context", user)
 			}
 			assertLogin(t, user, req.Password)
-			var comment string
-			if err := a.QueryRow(testCtx(t), "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1", user).Scan(&comment); err != nil || comment != user {
-				t.Fatalf("comment = %q (%v), want %q", comment, err, user)
+			if comment, _ := roleComment(t, a, user); comment != user {
+				t.Fatalf("comment = %q, want %q", comment, user)
 			}
 			exp := time.Now().Add(2 * time.Hour).Truncate(time.Second)
 			if _, err := db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{Username: user, Expiration: &dbplugin.ChangeExpiration{NewExpiration: exp}}); err != nil {

@@ -216,9 +216,8 @@ func assertCommentIsPassword(t *testing.T, a *pgxpool.Pool, sql, pwn, user, pass
 	if err != nil {
 		t.Fatalf("rendered SQL failed: %v\n%s", err, sql)
 	}
-	var comment string
-	if err := a.QueryRow(testCtx(t), "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1", user).Scan(&comment); err != nil || comment != password {
-		t.Fatalf("comment = %q (%v), want the password\n%s", comment, err, sql)
+	if comment, _ := roleComment(t, a, user); comment != password {
+		t.Fatalf("comment = %q, want the password\n%s", comment, sql)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5"
@@ -53,12 +52,11 @@ func TestClientCertificateCredentials(t *testing.T) {
 				t.Error("the certificate user logged in without its certificate")
 			}
 
-			var before, after time.Time
-			must(t, a.QueryRow(ctxT(t), "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", user).Scan(&before))
+			before := validUntil(t, a, user)
 			if _, err := c.Sys().Renew(sec.LeaseID, 7200); err != nil {
 				t.Fatalf("renew: %v", err)
 			}
-			must(t, a.QueryRow(ctxT(t), "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", user).Scan(&after))
+			after := validUntil(t, a, user)
 			if !after.After(before) {
 				t.Errorf("renewal did not move rolvaliduntil: %s -> %s", before, after)
 			}

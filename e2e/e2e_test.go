@@ -173,9 +173,17 @@ func superPool(t *testing.T) *pgxpool.Pool {
 
 func roleExists(t *testing.T, p *pgxpool.Pool, name string) bool {
 	t.Helper()
-	var n int
-	must(t, p.QueryRow(ctxT(t), "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n))
-	return n == 1
+	ok, err := pgtest.RoleExists(ctxT(t), p, name)
+	must(t, err)
+	return ok
+}
+
+// validUntil reads a role's VALID UNTIL.
+func validUntil(t *testing.T, p *pgxpool.Pool, name string) time.Time {
+	t.Helper()
+	until, err := pgtest.ValidUntil(ctxT(t), p, name)
+	must(t, err)
+	return until
 }
 
 func creds(s *api.Secret) (string, string) {
@@ -205,13 +213,12 @@ func TestDynamicCredentials(t *testing.T) {
 		t.Fatal("a wrong password logged in")
 	}
 
-	var before, after time.Time
-	must(t, a.QueryRow(ctxT(t), "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", user).Scan(&before))
+	before := validUntil(t, a, user)
 	time.Sleep(1100 * time.Millisecond)
 	if _, err := c.Sys().Renew(sec.LeaseID, 7200); err != nil {
 		t.Fatalf("renew: %v", err)
 	}
-	must(t, a.QueryRow(ctxT(t), "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", user).Scan(&after))
+	after := validUntil(t, a, user)
 	if !after.After(before) {
 		t.Fatalf("renewal did not move rolvaliduntil: %s -> %s", before, after)
 	}

@@ -16,8 +16,8 @@ import (
 // roleLabel reads a role's comment as the plugin's JSON label.
 func roleLabel(t *testing.T, p *pgxpool.Pool, role string) map[string]string {
 	t.Helper()
-	var comment string
-	must(t, p.QueryRow(ctxT(t), "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1", role).Scan(&comment))
+	comment, _, err := pgtest.RoleComment(ctxT(t), p, role)
+	must(t, err)
 	label := map[string]string{}
 	if err := json.Unmarshal([]byte(comment), &label); err != nil {
 		t.Fatalf("role %s: comment %q is not a label: %v", role, comment, err)

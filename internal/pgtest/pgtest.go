@@ -197,7 +197,7 @@ func (s *Server) CanLogin(ctx context.Context, user, password string) error {
 	return c.QueryRow(ctx, "SELECT 1").Scan(&one)
 }
 
-// Querier is what RoleExists needs: a pool or a connection.
+// Querier is what the role readers need: a pool or a connection.
 type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
@@ -207,6 +207,25 @@ func RoleExists(ctx context.Context, q Querier, name string) (bool, error) {
 	var ok bool
 	err := q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)", name).Scan(&ok)
 	return ok, err
+}
+
+// ValidUntil returns a role's VALID UNTIL (rolvaliduntil); a role without
+// one, or no role of that name, is an error.
+func ValidUntil(ctx context.Context, q Querier, name string) (time.Time, error) {
+	var until time.Time
+	err := q.QueryRow(ctx, "SELECT rolvaliduntil FROM pg_catalog.pg_roles WHERE rolname = $1", name).Scan(&until)
+	return until, err
+}
+
+// RoleComment returns the comment on a role as a DBA reads it
+// (shobj_description); ok is false when the role has none.
+func RoleComment(ctx context.Context, q Querier, name string) (comment string, ok bool, err error) {
+	var c *string
+	err = q.QueryRow(ctx, "SELECT pg_catalog.shobj_description(oid, 'pg_authid') FROM pg_catalog.pg_roles WHERE rolname = $1", name).Scan(&c)
+	if err != nil || c == nil {
+		return "", false, err
+	}
+	return *c, true, nil
 }
 
 // Pool opens a superuser pool.

@@ -146,15 +146,16 @@ func (d *demo) issueAndUse(ctx context.Context) (*api.Secret, string, error) {
 func (d *demo) renewAndRevoke(ctx context.Context, sec *api.Secret, pw string) error {
 	c, admin := d.c, d.admin
 	user := sec.Data["username"].(string)
-	var before, after time.Time
-	if err := admin.QueryRow(ctx, "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", user).Scan(&before); err != nil {
+	before, err := pgtest.ValidUntil(ctx, admin, user)
+	if err != nil {
 		return err
 	}
 	time.Sleep(1100 * time.Millisecond)
 	if _, err := c.Sys().Renew(sec.LeaseID, 7200); err != nil {
 		return fmt.Errorf("renewing: %w", err)
 	}
-	if err := admin.QueryRow(ctx, "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", user).Scan(&after); err != nil {
+	after, err := pgtest.ValidUntil(ctx, admin, user)
+	if err != nil {
 		return err
 	}
 	if !after.After(before) {
@@ -170,8 +171,7 @@ func (d *demo) renewAndRevoke(ctx context.Context, sec *api.Secret, pw string) e
 	if err := c.Sys().Revoke(sec.LeaseID); err != nil {
 		return fmt.Errorf("revoking: %w", err)
 	}
-	var n int
-	if err := admin.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", user).Scan(&n); err != nil || n != 0 {
+	if exists, err := pgtest.RoleExists(ctx, admin, user); err != nil || exists {
 		return fmt.Errorf("role %s still in pg_roles after revocation (%v)", user, err)
 	}
 	if err := session.Ping(ctx); err == nil {
