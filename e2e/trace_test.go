@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,15 +16,17 @@ import (
 	"github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgvault/vault-plugin-database-postgres/internal/vaulttest"
 )
 
 // TestNoSecretsAtTraceLevel runs every operation through Vault with Vault
-// and the plugin both logging at trace, then greps Vault's log (which
-// carries the plugin's lines), and PostgreSQL's statement log, for every
-// password the test saw, in every form a log could write it in. The
-// server log may hold SCRAM verifiers: the plugin hashes on the client so
-// that only they, never a password, reach the server; Vault's log holds
-// neither.
+// and the plugin both logging at trace, and a file audit device on from
+// before the connection is configured, then greps Vault's log (which
+// carries the plugin's lines), its audit log, and PostgreSQL's statement
+// log, for every password the test saw, in every form a log could write it
+// in. The server log may hold SCRAM verifiers: the plugin hashes on the
+// client so that only they, never a password, reach the server; Vault's
+// logs hold neither.
 func TestNoSecretsAtTraceLevel(t *testing.T) {
 	needAll(t)
 	tr := &traceRun{t: t, a: superPool(t), ctx: ctxT(t)}
@@ -34,7 +37,15 @@ func TestNoSecretsAtTraceLevel(t *testing.T) {
 
 	traced := *plugin
 	traced.Env = append(append([]string{}, plugin.Env...), "PGVAULT_LOG_LEVEL=trace")
-	v, c := devVaultAt(t, &traced, "trace", rootConfig(root, rootPw))
+	// devVaultAt's steps, with the audit device on before the root
+	// password is written to the mount.
+	v, err := vaulttest.StartRegistered(tr.ctx, vaultBin, t.TempDir(), &traced, "trace")
+	must(t, err)
+	watchVault(t, v)
+	c := v.Client
+	auditLog := filepath.Join(t.TempDir(), "audit.log")
+	must(t, c.Sys().EnableAuditWithOptions("file", &api.EnableAuditOptions{Type: "file", Options: map[string]string{"file_path": auditLog}}))
+	must(t, vaulttest.Configure(c, "database", "pg", &traced, rootConfig(root, rootPw)))
 	tr.c = c
 	tr.saw("the first root password", root, rootPw)
 	tr.rotateRoot(root, rootPw)
@@ -49,7 +60,7 @@ func TestNoSecretsAtTraceLevel(t *testing.T) {
 	// Vault writes its log as the requests run; stop it so that every
 	// line, the plugin's included, is on disk.
 	v.Stop()
-	tr.grepLogs(v.LogFile, dynUsers[0], static)
+	tr.grepLogs(v.LogFile, auditLog, dynUsers[0], static)
 }
 
 // traceRun is what TestNoSecretsAtTraceLevel's steps share: the secrets
@@ -152,12 +163,15 @@ func (tr *traceRun) rotateStatic(static string) {
 }
 
 // grepLogs checks that the logs hold what the grep needs (trace lines, the
-// plugin's lines, the plugin's statements for dynUser and static), then
-// greps Vault's log for every form of every secret and verifier, and the
-// server's log for every form of every password.
-func (tr *traceRun) grepLogs(vaultLogFile, dynUser, static string) {
+// plugin's lines, the audited requests, the plugin's statements for dynUser
+// and static), then greps Vault's log and audit log for every form of every
+// secret and verifier, and the server's log for every form of every
+// password.
+func (tr *traceRun) grepLogs(vaultLogFile, auditLogFile, dynUser, static string) {
 	t := tr.t
 	vaultLog, err := os.ReadFile(vaultLogFile)
+	must(t, err)
+	auditLog, err := os.ReadFile(auditLogFile)
 	must(t, err)
 	serverLog, err := pg.ReadLog()
 	must(t, err)
@@ -169,15 +183,23 @@ func (tr *traceRun) grepLogs(vaultLogFile, dynUser, static string) {
 			t.Fatalf("Vault's log lacks %q: the logs are not at the level this test needs", want)
 		}
 	}
+	// The audit device saw the root password written and every password
+	// returned (Vault writes them HMAC-ed).
+	for _, want := range []string{"database/config/pg", "database/rotate-root/pg", "database/creds/app", "database/static-creds/static"} {
+		if !strings.Contains(string(auditLog), want) {
+			t.Fatalf("the audit log lacks %q", want)
+		}
+	}
 	if !strings.Contains(serverLog, dynUser) || !strings.Contains(serverLog, static) {
 		t.Fatal("the server log lacks the plugin's statements: is log_statement = 'all'?")
 	}
-	t.Logf("grepping %d bytes of Vault's log and %d of the server's for %d secrets", len(vaultLog), len(serverLog), len(tr.secrets))
+	t.Logf("grepping %d bytes of Vault's log, %d of its audit log and %d of the server's for %d secrets", len(vaultLog), len(auditLog), len(serverLog), len(tr.secrets))
 	logs := []struct {
 		name, text string
 		verifiers  bool // whether verifiers must be absent too
 	}{
 		{"Vault's log (with the plugin's)", string(vaultLog), true},
+		{"Vault's audit log", string(auditLog), true},
 		{"PostgreSQL's statement log", serverLog, false},
 	}
 	for _, s := range tr.secrets {
