@@ -13,6 +13,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
 )
 
 // faultProxy stands between the plugin and the server and breaks the path on
@@ -256,4 +258,63 @@ func TestLockTimeoutBoundsRevocation(t *testing.T) {
 	if err := a.QueryRow(testCtx(t), fmt.Sprintf("SELECT (SELECT tableowner FROM pg_tables WHERE tablename = $1), (SELECT count(*) FROM public.%s)", tbl), tbl).Scan(&owner, &n); err != nil || n != 1 || owner != pg.SuperUser {
 		t.Fatalf("table after revocation: owner %q rows %d (%v)", owner, n, err)
 	}
+}
+
+// TestRevocationBackendKilledBetweenTransactions ends the plugin's backend
+// while the revocation's second transaction (the hand-over) waits for a lock
+// on the user's table, after the first committed NOLOGIN. The user stays
+// locked out; the pass runs again on a fresh connection, and once the lock
+// is released it drops the user and keeps its data.
+func TestRevocationBackendKilledBetweenTransactions(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	db := newDB(t, map[string]interface{}{"lock_timeout": "50s"})
+	user, password, tbl, c := userOwningTable(t, db, "killed_")
+	if _, err := c.Exec(testCtx(t), fmt.Sprintf("INSERT INTO public.%s VALUES (1)", tbl)); err != nil {
+		t.Fatal(err)
+	}
+	holder := connectAs(t, pg.SuperUser, pg.SuperPassword, "")
+	if _, err := holder.Exec(testCtx(t), fmt.Sprintf("BEGIN; SELECT * FROM public.%s", tbl)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user})
+		done <- err
+	}()
+	first := lockWaiter(t, a, tbl, 0)
+	assertNoLogin(t, user, password)
+	execSQL(t, a, fmt.Sprintf("SELECT pg_terminate_backend(%d)", first))
+	lockWaiter(t, a, tbl, first) // the pass again, on a fresh connection
+	assertNoLogin(t, user, password)
+	if _, err := holder.Exec(testCtx(t), "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("revocation after its backend was ended: %v", err)
+	}
+	if roleExists(t, a, user) {
+		t.Fatalf("role %q survived the revocation", user)
+	}
+	var owner string
+	var n int
+	if err := a.QueryRow(testCtx(t), fmt.Sprintf("SELECT (SELECT tableowner FROM pg_tables WHERE tablename = $1), (SELECT count(*) FROM public.%s)", tbl), tbl).Scan(&owner, &n); err != nil || n != 1 || owner != pg.SuperUser {
+		t.Fatalf("table after revocation: owner %q rows %d (%v)", owner, n, err)
+	}
+}
+
+// lockWaiter waits until a backend other than pid not waits for a lock on
+// public.table, and returns its pid.
+func lockWaiter(t *testing.T, a *pgxpool.Pool, table string, not int) int {
+	t.Helper()
+	var pid int
+	err := pgtest.Poll(testCtx(t), 20*time.Second, 20*time.Millisecond, func() error {
+		return a.QueryRow(testCtx(t), `SELECT pid FROM pg_locks
+			WHERE NOT granted AND relation = to_regclass('public.' || quote_ident($1)) AND pid <> $2
+			LIMIT 1`, table, not).Scan(&pid)
+	})
+	if err != nil {
+		t.Fatalf("no revocation waits for the lock on %s: %v", table, err)
+	}
+	return pid
 }
