@@ -237,7 +237,7 @@ log_line_prefix = '%%m [%%p] %%u@%%d '
 	hba := "hostssl all " + CertUser + " 127.0.0.1/32 cert\nhost all " + CertUser + " 127.0.0.1/32 reject\n" +
 		"hostssl all +" + CertGroup + " 127.0.0.1/32 cert\n" +
 		"local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n" +
-		"host replication postgres 127.0.0.1/32 scram-sha-256\n" // StartReplica's pg_basebackup and standby
+		"host replication postgres 127.0.0.1/32 scram-sha-256\n" // StartReplica's standby
 	if err := os.WriteFile(filepath.Join(data, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
 		return err
 	}

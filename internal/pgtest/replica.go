@@ -1,37 +1,30 @@
 package pgtest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
 
 // ErrNoReplica says this machine cannot build a streaming replica of the
-// server (no pg_basebackup of the server's major, or a server started
-// elsewhere); tests skip on it.
+// server (a server started elsewhere); tests skip on it.
 var ErrNoReplica = errors.New("cannot make a streaming replica here")
 
 // StartReplica makes a hot standby of primary, a local cluster started by
-// this package: pg_basebackup -R (standby.signal and primary_conninfo) as
-// the cluster's OS user, then a postmaster on a free loopback port with the
-// same TLS, authentication and statement logging. Call Stop when done,
-// before the primary's Stop (which removes the primary's files).
+// this package: a base backup taken with PostgreSQL's low-level backup API
+// (copyBackup: it needs no pg_basebackup, which the npm server packages
+// lack, so every major gets one), then a postmaster on a free loopback port
+// with the same TLS, authentication and statement logging. Call Stop when
+// done, before the primary's Stop (which removes the primary's files).
 func StartReplica(ctx context.Context, primary *Server) (*Server, error) {
 	if primary.DataDir == "" || primary.BinDir == "" {
 		return nil, fmt.Errorf("%w: the primary was not started from local binaries (%s)", ErrNoReplica, primary.Source)
-	}
-	basebackup, err := findBasebackup(primary)
-	if err != nil {
-		return nil, err
 	}
 	cl, err := newCluster("pgvault-replica-")
 	if err != nil {
@@ -49,14 +42,14 @@ func StartReplica(ctx context.Context, primary *Server) (*Server, error) {
 	if err := chownTLS(cl.who, cl.dir); err != nil {
 		return fail(err)
 	}
-	if err := baseBackup(ctx, cl.who, basebackup, primary, cl.data()); err != nil {
+	if err := copyBackup(ctx, cl.who, primary, cl.data()); err != nil {
 		return fail(err)
 	}
 	port, err := FreePort()
 	if err != nil {
 		return fail(err)
 	}
-	if err := configureStandby(cl, port); err != nil {
+	if err := configureStandby(cl, primary, port); err != nil {
 		return fail(err)
 	}
 	s := &Server{Host: primary.Host, Port: port, SuperUser: primary.SuperUser, SuperPassword: primary.SuperPassword,
@@ -73,10 +66,16 @@ func StartReplica(ctx context.Context, primary *Server) (*Server, error) {
 	return s, nil
 }
 
-// configureStandby points the copied postgresql.conf at the standby's own
-// port, socket directory and TLS files: later settings win, and the copy
-// still names the primary's.
-func configureStandby(cl *cluster, port int) error {
+// configureStandby makes the copy a standby of primary, as pg_basebackup -R
+// would (standby.signal, primary_conninfo over TLS verified with the CA
+// copied next to the data), and points the copied postgresql.conf at the
+// standby's own port, socket directory and TLS files: later settings win,
+// and the copy still names the primary's.
+func configureStandby(cl *cluster, primary *Server, port int) error {
+	// verify-ca: PostgreSQL 14's libpq does not match an IP address against
+	// the certificate's IP SANs, and the chain is the test CA's either way.
+	conninfo := fmt.Sprintf("host=%s port=%d user=%s password=%s sslmode=verify-ca sslrootcert=%s application_name=pgvault_replica",
+		primary.Host, primary.Port, primary.SuperUser, conninfoQuote(primary.SuperPassword), filepath.Join(cl.dir, "ca.crt"))
 	conf := fmt.Sprintf(`
 port = %d
 unix_socket_directories = '%s'
@@ -84,8 +83,12 @@ ssl_cert_file = '%s'
 ssl_key_file = '%s'
 ssl_ca_file = '%s'
 hot_standby = on
-`, port, cl.dir, filepath.Join(cl.dir, "server.crt"), filepath.Join(cl.dir, "server.key"), filepath.Join(cl.dir, "ca.crt"))
-	return appendFile(filepath.Join(cl.data(), "postgresql.conf"), conf)
+primary_conninfo = %s
+`, port, cl.dir, filepath.Join(cl.dir, "server.crt"), filepath.Join(cl.dir, "server.key"), filepath.Join(cl.dir, "ca.crt"), confQuote(conninfo))
+	if err := appendFile(filepath.Join(cl.data(), "postgresql.conf"), conf); err != nil {
+		return err
+	}
+	return writeOwned(cl.who, filepath.Join(cl.data(), "standby.signal"), "")
 }
 
 // copyTLS copies the server's TLS files from src into dir.
@@ -106,73 +109,100 @@ func copyTLS(src, dir string) error {
 	return nil
 }
 
-// baseBackup runs pg_basebackup -R from primary into data, as the cluster
-// user, over TLS verified with the CA copied next to data.
-func baseBackup(ctx context.Context, who runAs, basebackup string, primary *Server, data string) error {
-	dir := filepath.Dir(data)
-	conninfo := fmt.Sprintf("host=%s port=%d user=%s password=%s sslmode=%s sslrootcert=%s application_name=pgvault_replica",
-		primary.Host, primary.Port, primary.SuperUser, conninfoQuote(primary.SuperPassword), primary.SSLMode, filepath.Join(dir, "ca.crt"))
-	var out bytes.Buffer
-	bb := who.command(ctx, basebackup, "-D", data, "-R", "-X", "stream", "-c", "fast", "--no-sync", "-d", conninfo)
-	bb.Stdout, bb.Stderr = &out, &out
-	// libpq reads ~/.postgresql for client certificates; the test's HOME
-	// (root's) is not readable by the cluster user.
-	bb.Env = append(bb.Env, "HOME="+dir)
-	if err := bb.Run(); err != nil {
-		return fmt.Errorf("pg_basebackup from %s:%d: %v: %s", primary.Host, primary.Port, err, out.String())
-	}
-	return nil
-}
-
-// findBasebackup returns a pg_basebackup of the primary's major version:
-// the one next to the server binaries, else Debian's (pg_config --bindir).
-// A pg_basebackup refuses servers of a newer major, and the backup must be
-// run by the server binaries it was taken for.
-func findBasebackup(primary *Server) (string, error) {
-	dirs := []string{primary.BinDir}
-	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
-		dirs = append(dirs, strings.TrimSpace(string(out)))
-	}
-	want := primary.VersionNum / 10000
-	var found []string
-	for _, dir := range dirs {
-		path := filepath.Join(dir, "pg_basebackup")
-		if _, err := os.Stat(path); err != nil {
-			continue
-		}
-		major, err := toolMajor(path)
-		if err != nil {
-			return "", err
-		}
-		if major == want {
-			return path, nil
-		}
-		found = append(found, fmt.Sprintf("%s is PostgreSQL %d", path, major))
-	}
-	if len(found) == 0 {
-		return "", fmt.Errorf("%w: no pg_basebackup in %s (the npm server binaries ship none; install Debian's postgresql-%d)", ErrNoReplica, strings.Join(dirs, " or "), want)
-	}
-	return "", fmt.Errorf("%w: the server is PostgreSQL %d but %s", ErrNoReplica, want, strings.Join(found, ", "))
-}
-
-var versionRE = regexp.MustCompile(`\(PostgreSQL\) (\d+)`)
-
-// toolMajor reads the major version from `tool --version`.
-func toolMajor(path string) (int, error) {
-	out, err := exec.Command(path, "--version").Output()
+// copyBackup takes a base backup of the running primary into data with
+// PostgreSQL's low-level API: in one session, start a backup (with a fast
+// checkpoint), copy the data directory, stop the backup, and write the label
+// it returns as backup_label. The standby streams the WAL written during the
+// copy from the primary.
+func copyBackup(ctx context.Context, who runAs, primary *Server, data string) error {
+	conn, err := primary.Connect(ctx, primary.SuperUser, primary.SuperPassword, "")
 	if err != nil {
-		return 0, fmt.Errorf("%s --version: %w", path, err)
+		return fmt.Errorf("base backup: %w", err)
 	}
-	m := versionRE.FindSubmatch(out)
-	if m == nil {
-		return 0, fmt.Errorf("%s --version printed no version: %q", path, out)
+	defer conn.Close(context.Background())
+	start, stop := "SELECT pg_backup_start('pgvault_replica', true)", "SELECT labelfile, spcmapfile FROM pg_backup_stop(false)"
+	if primary.VersionNum < 150000 {
+		start, stop = "SELECT pg_start_backup('pgvault_replica', true, false)", "SELECT labelfile, spcmapfile FROM pg_stop_backup(false, false)"
 	}
-	return strconv.Atoi(string(m[1]))
+	if _, err := conn.Exec(ctx, start); err != nil {
+		return fmt.Errorf("base backup: starting: %w", err)
+	}
+	copyErr := copyDataDir(who, primary.DataDir, data)
+	var label, spcmap string
+	if err := conn.QueryRow(ctx, stop).Scan(&label, &spcmap); err != nil {
+		return fmt.Errorf("base backup: stopping: %w", err)
+	}
+	if copyErr != nil {
+		return fmt.Errorf("base backup: copying %s: %w", primary.DataDir, copyErr)
+	}
+	return writeOwned(who, filepath.Join(data, "backup_label"), label)
+}
+
+// notCopied are what a base backup leaves out: the running postmaster's
+// files, and directories whose contents only mean something to it.
+var notCopied = map[string]bool{
+	"postmaster.pid": true, "postmaster.opts": true,
+	"pg_dynshmem/*": true, "pg_notify/*": true, "pg_serial/*": true, "pg_snapshots/*": true,
+	"pg_stat_tmp/*": true, "pg_subtrans/*": true, "pg_replslot/*": true,
+}
+
+// copyDataDir copies a live data directory from src to dst, owned by who.
+// Files that vanish during the copy (the server removes temporary ones) are
+// skipped, as pg_basebackup does.
+func copyDataDir(who runAs, src, dst string) error {
+	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		if notCopied[rel] || notCopied[filepath.Dir(rel)+"/*"] {
+			return nil
+		}
+		target := filepath.Join(dst, rel)
+		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if err := os.Mkdir(target, info.Mode().Perm()); err != nil {
+				return err
+			}
+			return os.Chown(target, who.uid, who.gid)
+		}
+		b, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if err := os.WriteFile(target, b, info.Mode().Perm()); err != nil {
+			return err
+		}
+		return os.Chown(target, who.uid, who.gid)
+	})
+}
+
+// writeOwned writes a file of the cluster's, owned by who.
+func writeOwned(who runAs, path, text string) error {
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		return err
+	}
+	return os.Chown(path, who.uid, who.gid)
 }
 
 // conninfoQuote quotes a value for a libpq keyword/value string.
 func conninfoQuote(v string) string {
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
+}
+
+// confQuote quotes a value for postgresql.conf.
+func confQuote(v string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(v) + "'"
 }
 
 // runPostmaster starts postgres on data as the cluster user. The postmaster
