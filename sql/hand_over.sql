@@ -19,6 +19,17 @@ BEGIN
 			WHERE p.proowner = roid AND p.prosecdef LOOP
 			EXECUTE format('ALTER ROUTINE %s SECURITY INVOKER', obj);
 		END LOOP;
+		-- Rules run with the rights of their relation's owner, whoever fires
+		-- them. Before its tables and views change hands, the user's rules
+		-- are disabled on tables (kept, for the new owner to read) and
+		-- dropped on views, which cannot disable one.
+		FOR obj IN SELECT CASE WHEN c.relkind IN ('r', 'p')
+				THEN format('ALTER TABLE %s DISABLE RULE %I', c.oid::regclass, w.rulename)
+				ELSE format('DROP RULE %I ON %s', w.rulename, c.oid::regclass) END
+			FROM pg_catalog.pg_rewrite w JOIN pg_catalog.pg_class c ON c.oid = w.ev_class
+			WHERE c.relowner = roid AND w.rulename <> '_RETURN' AND w.ev_enabled <> 'D' LOOP
+			EXECUTE obj;
+		END LOOP;
 		IF current_setting('server_version_num')::int >= 150000 THEN
 			FOR obj IN SELECT c.oid::regclass::text FROM pg_catalog.pg_class c
 				WHERE c.relowner = roid AND c.relkind = 'v' LOOP
