@@ -224,7 +224,7 @@ func (p *Postgres) verifyConnection(ctx context.Context, st *state) error {
 	cfg := st.cfg
 	var enc string
 	var targetOK, targetSuper bool
-	err := st.pool.QueryRow(ctx, `SELECT current_setting('password_encryption'),
+	err := st.pool.QueryRow(ctx, `SELECT pg_catalog.current_setting('password_encryption'),
 		$1 = '' OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1),
 		coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = coalesce(nullif($1, ''), current_user)), false)`,
 		cfg.ReassignOwnedTo).Scan(&enc, &targetOK, &targetSuper)
@@ -293,7 +293,7 @@ func (p *Postgres) NewUser(ctx context.Context, req dbplugin.NewUserRequest) (db
 // appended (labels.go), and the rollback statements after a failure. The
 // error names the user and hides secrets, the password and its verifier.
 func (p *Postgres) createLabelled(ctx context.Context, st *state, req dbplugin.NewUserRequest, username, sql string, vals templateValues, secrets ...string) error {
-	label, err := st.labelStatement(username, sql, req)
+	label, err := st.labelStatement(username, req)
 	if err != nil {
 		return err
 	}

@@ -73,20 +73,24 @@ var labelRenewedSQL = loadSQL("label_renewed.sql")
 // asPlugin makes the rest of the transaction run as the configured user:
 // creation and renewal statements may end with SET ROLE or SET SESSION
 // AUTHORIZATION (to grant as an owner), and the label is the plugin's to
-// write. LOCAL, so nothing outlives the transaction.
-const asPlugin = "SET LOCAL SESSION AUTHORIZATION DEFAULT; SET LOCAL ROLE NONE;\n"
+// write. It pins search_path, as revocation does (pinnedSearchPath): a user
+// that may create in a schema on the session's path could otherwise plant a
+// better-matching format() or operator and have the admin run it. LOCAL, so
+// nothing outlives the transaction.
+const asPlugin = "SET LOCAL SESSION AUTHORIZATION DEFAULT; SET LOCAL ROLE NONE; SET LOCAL search_path = pg_catalog, pg_temp;\n"
 
 // labelStatement is the SQL that labels a role NewUser creates, to append to
-// its rendered creation statements (creation); "" when labelling is off.
-// Creation statements that never mention a comment cannot have set one, so
-// a plain COMMENT does: the DO block that checks for one first costs the
-// server a compilation on every credential.
-func (st *state) labelStatement(username, creation string, req dbplugin.NewUserRequest) (string, error) {
+// the rendered creation statements; "" when labelling is off. Creation
+// statements that never mention a comment cannot have set one, so a plain
+// COMMENT does: the DO block that checks for one first costs the server a
+// compilation on every credential. The statements are read as the operator
+// wrote them, so that no value (a display name) chooses the path.
+func (st *state) labelStatement(username string, req dbplugin.NewUserRequest) (string, error) {
 	if !st.cfg.LabelRoles {
 		return "", nil
 	}
 	label := quoteLiteral(newLabel(req.UsernameConfig, time.Now(), req.Expiration))
-	if !strings.Contains(strings.ToLower(creation), "comment") {
+	if !strings.Contains(strings.ToLower(strings.Join(req.Statements.Commands, "\n")), "comment") {
 		return asPlugin + "COMMENT ON ROLE " + quoteIdent(username) + " IS " + label + ";\n", nil
 	}
 	return asPluginDo(labelCreatedSQL, map[string]string{"role": quoteLiteral(username), "label": label})

@@ -157,6 +157,11 @@ func (p *Postgres) reapOnce(ctx context.Context, st *state) (res reapResult, err
 		defer cancel()
 		_ = conn.Close(closeCtx)
 	}()
+	// The session's search_path may hold a schema a dynamic user can create
+	// in; the pass's queries must not find its functions or operators.
+	if _, err := conn.Exec(ctx, pinnedSearchPath); err != nil {
+		return res, st.failed("pinning search_path", err)
+	}
 	var locked bool
 	if err := conn.QueryRow(ctx, reapLockSQL).Scan(&locked); err != nil {
 		return res, st.failed("taking the reaper lock", err)

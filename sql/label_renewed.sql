@@ -27,5 +27,5 @@ BEGIN
 	IF edited::jsonb IS DISTINCT FROM want THEN
 		edited := want::text;
 	END IF;
-	EXECUTE format('COMMENT ON ROLE %I IS %L', r, edited);
+	EXECUTE pg_catalog.format('COMMENT ON ROLE %I IS %L', r, edited);
 END
