@@ -143,13 +143,9 @@ func (r reapResult) log(p *Postgres) {
 // revocation that fails is logged and counted, and the pass goes on; a pass
 // that runs logs its summary.
 func (p *Postgres) reapOnce(ctx context.Context, st *state) (res reapResult, err error) {
-	// Its own session: it holds the lock for the pass and dies with it,
-	// and it is not a pooled session a request may have left SET ROLE in
-	// (current_user must be the configured user).
-	cc := st.poolCfg.ConnConfig
-	conn, err := st.connectAs(ctx, cc.User, cc.Password)
+	conn, err := st.reaperSession(ctx)
 	if err != nil {
-		return res, failed(fmt.Sprintf("connecting to %s as %q", hostList(st.poolCfg), cc.User), err)
+		return res, err
 	}
 	defer func() {
 		// Bounded, so a stalled network cannot hold up stop.
@@ -157,11 +153,6 @@ func (p *Postgres) reapOnce(ctx context.Context, st *state) (res reapResult, err
 		defer cancel()
 		_ = conn.Close(closeCtx)
 	}()
-	// The session's search_path may hold a schema a dynamic user can create
-	// in; the pass's queries must not find its functions or operators.
-	if _, err := conn.Exec(ctx, pinnedSearchPath); err != nil {
-		return res, st.failed("pinning search_path", err)
-	}
 	var locked bool
 	if err := conn.QueryRow(ctx, reapLockSQL).Scan(&locked); err != nil {
 		return res, st.failed("taking the reaper lock", err)
@@ -206,6 +197,24 @@ func (p *Postgres) reapOnce(ctx context.Context, st *state) (res reapResult, err
 		p.logger.Info("orphan reaper: revoked an orphaned role", "username", o.name, "label", o.label)
 	}
 	return res, nil
+}
+
+// reaperSession is a pass's own session: it holds the lock for the pass and
+// dies with it, and it is not a pooled session a request may have left SET
+// ROLE in (current_user must be the configured user). Its search_path is
+// pinned: the session's default may hold a schema a dynamic user can create
+// in, and the pass's queries must not find its functions or operators.
+func (st *state) reaperSession(ctx context.Context) (*pgx.Conn, error) {
+	cc := st.poolCfg.ConnConfig
+	conn, err := st.connectAs(ctx, cc.User, cc.Password)
+	if err != nil {
+		return nil, failed(fmt.Sprintf("connecting to %s as %q", hostList(st.poolCfg), cc.User), err)
+	}
+	if _, err := conn.Exec(ctx, pinnedSearchPath); err != nil {
+		_ = conn.Close(context.WithoutCancel(ctx))
+		return nil, st.failed("pinning search_path", err)
+	}
+	return conn, nil
 }
 
 // orphan is a labelled role past its expiry and the grace period.
