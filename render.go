@@ -25,6 +25,7 @@ package postgres
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -137,7 +138,29 @@ func renderSQL(sql string, v templateValues) (string, error) {
 func renderTop(sql string, v templateValues) (string, bool, error) {
 	l := &lexer{src: sql, vals: v}
 	out, err := l.render()
+	if err == nil && l.valueInCode {
+		if lang := otherLanguage(sql); lang != "" {
+			return "", false, fmt.Errorf("a placeholder inside a LANGUAGE %s body: the plugin can escape values only for SQL and PL/pgSQL code, and %s quotes strings by its own rules; pass the value in from SQL instead (for example a PL/pgSQL block that runs EXECUTE format(…, '{{name}}'))", lang, lang)
+		}
+	}
 	return out, l.sawCode, err
+}
+
+// languageClause finds the language a DO block or a routine is written in:
+// LANGUAGE name, 'name' or "name" (E'…' and U&"…" included), before or
+// after the body.
+var languageClause = regexp.MustCompile(`(?i)\bLANGUAGE\s+(?:E|U&)?['"]?([A-Za-z0-9_]+)`)
+
+// otherLanguage returns the first language sql names other than sql and
+// plpgsql, the two whose strings the renderer knows how to escape a value
+// for; "" if there is none.
+func otherLanguage(sql string) string {
+	for _, m := range languageClause.FindAllStringSubmatch(sql, -1) {
+		if lang := strings.ToLower(m[1]); lang != "sql" && lang != "plpgsql" {
+			return m[1]
+		}
+	}
+	return ""
 }
 
 // maxNesting bounds code-in-a-string recursion (DO → EXECUTE → …).
@@ -161,8 +184,15 @@ type lexer struct {
 	// format(…) (argFormat): the string right after it is the command, or
 	// its format.
 	codeArg int
-	// sawCode is set when a string holding code was rendered.
-	sawCode bool
+	// sawCode is set when a string holding code was rendered, valueInCode
+	// when that code holds a placeholder.
+	sawCode, valueInCode bool
+}
+
+// sawCodeString records a string holding code, about to be rendered.
+func (l *lexer) sawCodeString(content string) {
+	l.sawCode = true
+	l.valueInCode = l.valueInCode || strings.Contains(content, "{{")
 }
 
 type stateFn func(*lexer) stateFn
@@ -440,8 +470,8 @@ func stringState(kind, prefix int) stateFn {
 		l.pos = open
 		l.flush() // the prefix (E, U&, N…) as written
 		if code {
-			l.sawCode = true
 			content := decodeString(l.src, segs, kind, escChar)
+			l.sawCodeString(content)
 			inner, err := renderCode(content, l.innerValues(), l.depth+1)
 			if err != nil {
 				return l.fail(err)
@@ -596,7 +626,7 @@ func dollarState(l *lexer) stateFn {
 	bodyEnd := bodyStart + n
 	var body string
 	if code {
-		l.sawCode = true
+		l.sawCodeString(l.src[bodyStart:bodyEnd])
 		var err error
 		if body, err = renderCode(l.src[bodyStart:bodyEnd], l.innerValues(), l.depth+1); err != nil {
 			return l.fail(err)

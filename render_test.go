@@ -235,3 +235,33 @@ func TestRenderRefusesUnterminatedContexts(t *testing.T) {
 		t.Errorf("a trailing -- comment is refused: %v", err)
 	}
 }
+
+// TestRenderRefusesValuesInOtherLanguages: the renderer escapes a value for
+// SQL and PL/pgSQL code only. In a body written in another language
+// (plpython3u, plperlu, plv8 …) its escaping would be wrong, so a
+// placeholder there is refused, wherever the LANGUAGE clause stands.
+func TestRenderRefusesValuesInOtherLanguages(t *testing.T) {
+	v := newTemplateValues("v-app").withPassword(`p"w`)
+	for _, stmt := range []string{
+		`DO LANGUAGE plpython3u $$ plpy.execute("ALTER ROLE \"{{name}}\" PASSWORD '{{password}}'") $$`,
+		`DO LANGUAGE 'plperlu' 'my $n = "{{name}}";'`,
+		`CREATE FUNCTION pg_temp.f() RETURNS void AS $$ plpy.notice("{{name}}") $$ LANGUAGE plpython3u`,
+		`CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE E'plv8' AS $$ plv8.elog(NOTICE, '{{password}}') $$`,
+	} {
+		_, err := renderStatements([]string{stmt}, v)
+		if err == nil || !strings.Contains(err.Error(), "only for SQL and PL/pgSQL") {
+			t.Errorf("%s\nrendered, error %v; want a refusal naming the language", stmt, err)
+		}
+	}
+	for _, stmt := range []string{
+		`DO LANGUAGE plpgsql $$ BEGIN EXECUTE format('ALTER ROLE %I', '{{name}}'); END $$`,
+		`DO $$ BEGIN EXECUTE 'ALTER ROLE "{{name}}" NOLOGIN'; END $$`,
+		`CREATE FUNCTION pg_temp.f() RETURNS text LANGUAGE sql AS $$ SELECT '{{name}}' $$`,
+		// Values outside the body, and a body without values, are fine.
+		`CREATE FUNCTION pg_temp.f() RETURNS void AS $$ plpy.notice("hi") $$ LANGUAGE plpython3u; COMMENT ON ROLE "{{name}}" IS 'x'`,
+	} {
+		if _, err := renderStatements([]string{stmt}, v); err != nil {
+			t.Errorf("%s\nrefused: %v", stmt, err)
+		}
+	}
+}
