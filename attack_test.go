@@ -237,3 +237,94 @@ SELECT lo_create(0);`, escalate(acct)))
 		t.Errorf("default privileges of the revoked user survived: %d", n)
 	}
 }
+
+// plantEscalation creates public.esc(), a VOLATILE function that makes acct
+// a superuser when a superuser runs it, and public.ix(int), an IMMUTABLE
+// wrapper that index and statistics expressions may call.
+func plantEscalation(t *testing.T, c *pgx.Conn, acct string) {
+	t.Helper()
+	mustExec(t, c, fmt.Sprintf(`
+CREATE FUNCTION public.esc() RETURNS void VOLATILE LANGUAGE plpgsql AS $f$
+BEGIN
+	IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+		EXECUTE 'ALTER ROLE ' || quote_ident(%s) || ' SUPERUSER';
+	END IF;
+END $f$;
+CREATE FUNCTION public.ix(x int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $f$
+BEGIN
+	PERFORM public.esc();
+	RETURN x;
+END $f$;`, quoteLiteral(acct)))
+}
+
+// 7. Index expressions and predicates, and expression statistics, run as
+// their table's owner whenever the table is analyzed (autovacuum does it by
+// itself once enough rows change) or reindexed. After the hand-over to a
+// superuser admin, the user's function in one would run as the superuser.
+func TestAttackIndexExpressionAtAnalyze(t *testing.T) {
+	dbname, a := isolatedDB(t)
+	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname)})
+	acct, _ := attackerAccount(t, a)
+	user, _, c := leaseWithCreate(t, db, dbname, "")
+	plantEscalation(t, c, acct)
+	mustExec(t, c, `
+CREATE TABLE public.tix (x int, y int);
+INSERT INTO public.tix SELECT g, g FROM pg_catalog.generate_series(1, 10) g;
+CREATE INDEX tix_expr ON public.tix (public.ix(x));
+CREATE INDEX tix_pred ON public.tix (y) WHERE public.ix(y) > 0;
+CREATE INDEX tix_plain ON public.tix (x, pg_catalog.abs(y));`)
+	if pg.VersionNum >= 140000 {
+		mustExec(t, c, `CREATE STATISTICS public.tix_stat ON (public.ix(x)), y FROM public.tix`)
+	}
+	_ = c.Close(testCtx(t))
+	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user}); err != nil {
+		t.Fatalf("DeleteUser: %v", err)
+	}
+	if roleExists(t, a, user) {
+		t.Fatalf("%s was not dropped", user)
+	}
+	super := connectAs(t, pg.SuperUser, pg.SuperPassword, dbname)
+	for _, sql := range []string{"ANALYZE public.tix", "REINDEX TABLE public.tix"} {
+		if _, err := super.Exec(testCtx(t), sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	if isSuper(t, a, acct) {
+		t.Errorf("after the hand-over, ANALYZE or REINDEX ran the revoked user's function as the superuser admin: %s is a superuser", acct)
+	}
+	var kept bool
+	if err := super.QueryRow(testCtx(t), `SELECT (SELECT count(*) FROM public.tix) = 10 AND to_regclass('public.tix_plain') IS NOT NULL`).Scan(&kept); err != nil || !kept {
+		t.Errorf("the table's rows or its index on built-in functions were not kept (%v)", err)
+	}
+}
+
+// 8. PostgreSQL 17+: MAINTAIN, granted by the user on its materialized
+// view, would let another role refresh it after the hand-over, and the
+// view's query runs as its owner.
+func TestAttackMaintainRefreshAfterHandOver(t *testing.T) {
+	if pg.VersionNum < 170000 {
+		t.Skip("MAINTAIN is PostgreSQL 17+")
+	}
+	dbname, a := isolatedDB(t)
+	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname)})
+	acct, acctPassword := attackerAccount(t, a)
+	user, _, c := leaseWithCreate(t, db, dbname, "")
+	plantEscalation(t, c, acct)
+	mustExec(t, c, fmt.Sprintf(`
+CREATE MATERIALIZED VIEW public.mv AS SELECT 1 AS x FROM (SELECT public.esc()) s;
+GRANT MAINTAIN ON public.mv TO %s;`, quoteIdent(acct)))
+	_ = c.Close(testCtx(t))
+	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user}); err != nil {
+		t.Fatalf("DeleteUser: %v", err)
+	}
+	ac, err := pg.Connect(testCtx(t), acct, acctPassword, dbname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close(context.Background())
+	_, err = ac.Exec(testCtx(t), "REFRESH MATERIALIZED VIEW public.mv")
+	t.Logf("REFRESH by %s: %v", acct, err)
+	if isSuper(t, a, acct) {
+		t.Errorf("after the hand-over, %s refreshed the revoked user's materialized view and its query made it a superuser", acct)
+	}
+}

@@ -30,6 +30,48 @@ BEGIN
 			WHERE c.relowner = roid AND w.rulename <> '_RETURN' AND w.ev_enabled <> 'D' LOOP
 			EXECUTE obj;
 		END LOOP;
+		-- Index expressions and predicates, and expression statistics, run as
+		-- their table's owner whenever it is analyzed (autovacuum does so by
+		-- itself) or reindexed: those that use a function, operator or type
+		-- from outside pg_catalog are dropped. They hold no data, and the new
+		-- owner can build them again once it has read the code they call.
+		FOR obj IN SELECT CASE WHEN con.conname IS NOT NULL
+				THEN format('ALTER TABLE %s DROP CONSTRAINT %I', t.oid::regclass, con.conname)
+				ELSE format('DROP INDEX %s', i.indexrelid::regclass) END
+			FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
+			LEFT JOIN pg_catalog.pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = t.oid
+			WHERE t.relowner = roid AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)
+			  AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass
+				AND d.objid = i.indexrelid AND CASE d.refclassid
+					WHEN 'pg_catalog.pg_proc'::regclass THEN (SELECT p.pronamespace FROM pg_catalog.pg_proc p WHERE p.oid = d.refobjid)
+					WHEN 'pg_catalog.pg_operator'::regclass THEN (SELECT o.oprnamespace FROM pg_catalog.pg_operator o WHERE o.oid = d.refobjid)
+					WHEN 'pg_catalog.pg_type'::regclass THEN (SELECT y.typnamespace FROM pg_catalog.pg_type y WHERE y.oid = d.refobjid)
+					ELSE 'pg_catalog'::regnamespace::oid END <> 'pg_catalog'::regnamespace::oid) LOOP
+			EXECUTE obj;
+		END LOOP;
+		FOR obj IN SELECT format('DROP STATISTICS %I.%I', n.nspname, s.stxname)
+			FROM pg_catalog.pg_statistic_ext s JOIN pg_catalog.pg_class t ON t.oid = s.stxrelid
+			JOIN pg_catalog.pg_namespace n ON n.oid = s.stxnamespace
+			WHERE t.relowner = roid
+			  AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_statistic_ext'::regclass
+				AND d.objid = s.oid AND CASE d.refclassid
+					WHEN 'pg_catalog.pg_proc'::regclass THEN (SELECT p.pronamespace FROM pg_catalog.pg_proc p WHERE p.oid = d.refobjid)
+					WHEN 'pg_catalog.pg_operator'::regclass THEN (SELECT o.oprnamespace FROM pg_catalog.pg_operator o WHERE o.oid = d.refobjid)
+					WHEN 'pg_catalog.pg_type'::regclass THEN (SELECT y.typnamespace FROM pg_catalog.pg_type y WHERE y.oid = d.refobjid)
+					ELSE 'pg_catalog'::regnamespace::oid END <> 'pg_catalog'::regnamespace::oid) LOOP
+			EXECUTE obj;
+		END LOOP;
+		-- 17+: MAINTAIN lets its holders refresh a materialized view (its
+		-- query runs as the owner) or analyze and reindex a table; what the
+		-- user granted of it goes before the hand-over.
+		IF current_setting('server_version_num')::int >= 170000 THEN
+			FOR obj IN SELECT format('REVOKE MAINTAIN ON %s FROM %s', c.oid::regclass,
+					CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END)
+				FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+				WHERE c.relowner = roid AND a.privilege_type = 'MAINTAIN' AND a.grantee <> roid LOOP
+				EXECUTE obj;
+			END LOOP;
+		END IF;
 		IF current_setting('server_version_num')::int >= 150000 THEN
 			FOR obj IN SELECT c.oid::regclass::text FROM pg_catalog.pg_class c
 				WHERE c.relowner = roid AND c.relkind = 'v' LOOP
