@@ -236,10 +236,10 @@ func (p *Postgres) verifyConnection(ctx context.Context, st *state) error {
 	}
 	st.serverPasswordEncryption.Store(&enc)
 	if targetSuper {
-		// Revocation disarms SECURITY DEFINER routines and (15+) views,
-		// but a function in an index expression or a materialized
-		// view a user left behind runs as its new owner.
-		p.logger.Warn("reassign_owned_to is a superuser (by default it is the connection's user): objects revoked users leave behind will run with superuser rights when maintained; name an unprivileged NOLOGIN role instead",
+		// Revocation disarms what it can (hand_over.sql), but a
+		// materialized view's query runs as its new owner when that owner
+		// refreshes it, and so do views on 14 whenever they are read.
+		p.logger.Warn("reassign_owned_to is a superuser (by default it is the connection's user): objects revoked users leave behind (a materialized view refreshed, a view on PostgreSQL 14) can run with superuser rights; name an unprivileged NOLOGIN role instead",
 			"reassign_owned_to", cmp.Or(cfg.ReassignOwnedTo, cfg.Username))
 	}
 	return nil
