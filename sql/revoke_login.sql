@@ -3,6 +3,8 @@ DECLARE
 	r text := /* @role */ NULL;
 	target text := /* @target */ NULL;
 	lt text := current_setting('lock_timeout');
+	roid oid;
+	obj text;
 BEGIN
 	-- Wait for another revocation of this role without lock_timeout: it
 	-- is bounded itself. Every other wait keeps the configured bound.
@@ -26,4 +28,28 @@ BEGIN
 			MESSAGE = format('reassign_owned_to names role %I, which does not exist', target);
 	END IF;
 	EXECUTE format('ALTER ROLE %I NOLOGIN', r);
+	-- What lets others act as the user goes in this transaction too, before
+	-- anything that can wait for a lock or fail (the hand-over disarms the
+	-- rest): its SECURITY DEFINER routines here become SECURITY INVOKER,
+	-- and roles that are members of it (other than the admin) leave it.
+	roid := pg_catalog.to_regrole(pg_catalog.quote_ident(r));
+	FOR obj IN SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+		WHERE p.proowner = roid AND p.prosecdef LOOP
+		BEGIN
+			EXECUTE format('ALTER ROUTINE %s SECURITY INVOKER', obj);
+		EXCEPTION WHEN insufficient_privilege THEN
+			NULL; -- an admin that acts as the role only later: the hand-over does it
+		END;
+	END LOOP;
+	FOR obj IN SELECT format('REVOKE %I FROM %s', r, m.member::regrole)
+			|| CASE WHEN current_setting('server_version_num')::int >= 160000
+				THEN format(' GRANTED BY %s', m.grantor::regrole) ELSE '' END
+		FROM pg_catalog.pg_auth_members m
+		WHERE m.roleid = roid AND m.member NOT IN (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname IN (current_user, session_user)) LOOP
+		BEGIN
+			EXECUTE obj;
+		EXCEPTION WHEN OTHERS THEN
+			NULL; -- not the admin's to revoke: DROP ROLE ends it, and a role left disabled says so
+		END;
+	END LOOP;
 END
