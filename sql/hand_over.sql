@@ -30,35 +30,73 @@ BEGIN
 			WHERE c.relowner = roid AND w.rulename <> '_RETURN' AND w.ev_enabled <> 'D' LOOP
 			EXECUTE obj;
 		END LOOP;
-		-- Index expressions and predicates, and expression statistics, run as
-		-- their table's owner whenever it is analyzed (autovacuum does so by
-		-- itself) or reindexed: those that use a function, operator or type
-		-- from outside pg_catalog are dropped. They hold no data, and the new
-		-- owner can build them again once it has read the code they call.
-		FOR obj IN SELECT CASE WHEN con.conname IS NOT NULL
-				THEN format('ALTER TABLE %s DROP CONSTRAINT %I', t.oid::regclass, con.conname)
-				ELSE format('DROP INDEX %s', i.indexrelid::regclass) END
-			FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
-			LEFT JOIN pg_catalog.pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = t.oid
-			WHERE t.relowner = roid AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)
-			  AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass
-				AND d.objid = i.indexrelid AND CASE d.refclassid
+		-- Code that runs as a table's owner rather than as whoever uses the
+		-- table: index expressions and predicates, expression statistics and
+		-- a range type's subtype_diff (on every ANALYZE, autovacuum's too, and
+		-- REINDEX), and in a foreign key's cascade the referencing table's
+		-- triggers, CHECK constraints (a domain's too), defaults and generated
+		-- columns. What of it uses a function, operator or type from outside
+		-- pg_catalog is taken away before the hand-over: indexes, statistics,
+		-- constraints and defaults dropped (they hold no data; the new owner
+		-- can make them again once it has read the code they call), generated
+		-- columns kept as plain ones, triggers disabled, statistics on such
+		-- range columns turned off.
+		FOR obj IN WITH mine AS (
+				SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relowner = roid AND c.relkind IN ('r', 'p', 'm', 'f')
+			), outside AS (
+				SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
+				WHERE d.classid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_statistic_ext'::regclass,
+						'pg_catalog.pg_constraint'::regclass, 'pg_catalog.pg_attrdef'::regclass)
+				  AND CASE d.refclassid
 					WHEN 'pg_catalog.pg_proc'::regclass THEN (SELECT p.pronamespace FROM pg_catalog.pg_proc p WHERE p.oid = d.refobjid)
 					WHEN 'pg_catalog.pg_operator'::regclass THEN (SELECT o.oprnamespace FROM pg_catalog.pg_operator o WHERE o.oid = d.refobjid)
 					WHEN 'pg_catalog.pg_type'::regclass THEN (SELECT y.typnamespace FROM pg_catalog.pg_type y WHERE y.oid = d.refobjid)
-					ELSE 'pg_catalog'::regnamespace::oid END <> 'pg_catalog'::regnamespace::oid) LOOP
-			EXECUTE obj;
-		END LOOP;
-		FOR obj IN SELECT format('DROP STATISTICS %I.%I', n.nspname, s.stxname)
-			FROM pg_catalog.pg_statistic_ext s JOIN pg_catalog.pg_class t ON t.oid = s.stxrelid
-			JOIN pg_catalog.pg_namespace n ON n.oid = s.stxnamespace
-			WHERE t.relowner = roid
-			  AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_statistic_ext'::regclass
-				AND d.objid = s.oid AND CASE d.refclassid
-					WHEN 'pg_catalog.pg_proc'::regclass THEN (SELECT p.pronamespace FROM pg_catalog.pg_proc p WHERE p.oid = d.refobjid)
-					WHEN 'pg_catalog.pg_operator'::regclass THEN (SELECT o.oprnamespace FROM pg_catalog.pg_operator o WHERE o.oid = d.refobjid)
-					WHEN 'pg_catalog.pg_type'::regclass THEN (SELECT y.typnamespace FROM pg_catalog.pg_type y WHERE y.oid = d.refobjid)
-					ELSE 'pg_catalog'::regnamespace::oid END <> 'pg_catalog'::regnamespace::oid) LOOP
+					ELSE 'pg_catalog'::regnamespace::oid END <> 'pg_catalog'::regnamespace::oid
+			), ranged AS (
+				SELECT a.attrelid, a.attnum, a.attname FROM pg_catalog.pg_attribute a
+				JOIN pg_catalog.pg_type y ON y.oid = a.atttypid
+				JOIN pg_catalog.pg_range g ON (CASE y.typtype WHEN 'd' THEN y.typbasetype ELSE y.oid END) IN (g.rngtypid, g.rngmultitypid)
+				JOIN pg_catalog.pg_proc p ON p.oid = g.rngsubdiff
+				WHERE a.attrelid IN (SELECT oid FROM mine) AND a.attnum > 0 AND NOT a.attisdropped
+				  AND p.pronamespace <> 'pg_catalog'::regnamespace::oid
+			)
+			SELECT DISTINCT CASE WHEN con.conname IS NOT NULL
+					THEN format('ALTER TABLE %s DROP CONSTRAINT %I', i.indrelid::regclass, con.conname)
+					ELSE format('DROP INDEX %s', i.indexrelid::regclass) END
+				FROM pg_catalog.pg_index i
+				LEFT JOIN pg_catalog.pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
+				WHERE i.indrelid IN (SELECT oid FROM mine)
+				  -- an attached partition's index goes with its parent's
+				  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h WHERE h.inhrelid = i.indexrelid)
+				  AND (i.indexrelid IN (SELECT objid FROM outside WHERE classid = 'pg_catalog.pg_class'::regclass)
+					OR EXISTS (SELECT 1 FROM ranged WHERE ranged.attrelid = i.indrelid AND ranged.attnum = ANY (i.indkey::int2[])))
+			UNION ALL
+			SELECT format('DROP STATISTICS %I.%I', n.nspname, s.stxname)
+				FROM pg_catalog.pg_statistic_ext s JOIN pg_catalog.pg_namespace n ON n.oid = s.stxnamespace
+				WHERE s.stxrelid IN (SELECT oid FROM mine)
+				  AND s.oid IN (SELECT objid FROM outside WHERE classid = 'pg_catalog.pg_statistic_ext'::regclass)
+			UNION ALL
+			SELECT CASE WHEN con.contypid <> 0
+					THEN format('ALTER DOMAIN %s DROP CONSTRAINT %I', con.contypid::regtype, con.conname)
+					ELSE format('ALTER TABLE %s DROP CONSTRAINT %I', con.conrelid::regclass, con.conname) END
+				FROM pg_catalog.pg_constraint con
+				WHERE con.contype = 'c' AND con.oid IN (SELECT objid FROM outside WHERE classid = 'pg_catalog.pg_constraint'::regclass)
+				  AND (con.conrelid IN (SELECT oid FROM mine)
+					OR con.contypid IN (SELECT y.oid FROM pg_catalog.pg_type y WHERE y.typowner = roid))
+			UNION ALL
+			SELECT format(CASE WHEN a.attgenerated <> '' THEN 'ALTER TABLE %s ALTER COLUMN %I DROP EXPRESSION'
+					ELSE 'ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT' END, d.adrelid::regclass, a.attname)
+				FROM pg_catalog.pg_attrdef d
+				JOIN pg_catalog.pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+				WHERE d.adrelid IN (SELECT oid FROM mine)
+				  AND d.oid IN (SELECT objid FROM outside WHERE classid = 'pg_catalog.pg_attrdef'::regclass)
+			UNION ALL
+			SELECT format('ALTER TABLE %s DISABLE TRIGGER USER', c.oid::regclass) FROM pg_catalog.pg_class c
+				WHERE c.oid IN (SELECT oid FROM mine) AND c.relkind IN ('r', 'p')
+				  AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger tg WHERE tg.tgrelid = c.oid AND NOT tg.tgisinternal AND tg.tgenabled <> 'D')
+			UNION ALL
+			SELECT format('ALTER TABLE %s ALTER COLUMN %I SET STATISTICS 0', ranged.attrelid::regclass, ranged.attname) FROM ranged
+		LOOP
 			EXECUTE obj;
 		END LOOP;
 		-- 17+: MAINTAIN lets its holders refresh a materialized view (its
