@@ -33,8 +33,14 @@ BEGIN
 	-- rest): its SECURITY DEFINER routines here become SECURITY INVOKER,
 	-- and roles that are members of it (other than the admin) leave it.
 	roid := pg_catalog.to_regrole(pg_catalog.quote_ident(r));
-	FOR obj IN SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
-		WHERE p.proowner = roid AND p.prosecdef LOOP
+	-- pg_shdepend (indexed by role) first: most users own no routine, and
+	-- pg_proc has no index on its owner.
+	FOR obj IN SELECT p.oid::regprocedure::text FROM pg_catalog.pg_shdepend s
+		JOIN pg_catalog.pg_proc p ON p.oid = s.objid
+		WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = roid AND s.deptype = 'o'
+		  AND s.classid = 'pg_catalog.pg_proc'::regclass
+		  AND s.dbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+		  AND p.prosecdef LOOP
 		BEGIN
 			EXECUTE format('ALTER ROUTINE %s SECURITY INVOKER', obj);
 		EXCEPTION WHEN insufficient_privilege THEN
