@@ -12,37 +12,32 @@ BEGIN
 		WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = roid
 		  AND s.dbid IN (0, (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()));
 	IF owns THEN
-		-- What the user wrote must not gain the rights of the role that
-		-- receives it: its SECURITY DEFINER routines become SECURITY INVOKER,
-		-- and (15+) its views check the privileges of whoever queries them.
-		FOR obj IN SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
-			WHERE p.proowner = roid AND p.prosecdef LOOP
-			EXECUTE format('ALTER ROUTINE %s SECURITY INVOKER', obj);
-		END LOOP;
-		-- Rules run with the rights of their relation's owner, whoever fires
-		-- them. Before its tables and views change hands, the user's rules
-		-- are disabled on tables (kept, for the new owner to read) and
-		-- dropped on views, which cannot disable one.
-		FOR obj IN SELECT CASE WHEN c.relkind IN ('r', 'p')
-				THEN format('ALTER TABLE %s DISABLE RULE %I', c.oid::regclass, w.rulename)
-				ELSE format('DROP RULE %I ON %s', w.rulename, c.oid::regclass) END
-			FROM pg_catalog.pg_rewrite w JOIN pg_catalog.pg_class c ON c.oid = w.ev_class
-			WHERE c.relowner = roid AND w.rulename <> '_RETURN' AND w.ev_enabled <> 'D' LOOP
-			EXECUTE obj;
-		END LOOP;
-		-- Code that runs as a table's owner rather than as whoever uses the
-		-- table: index expressions and predicates, expression statistics and
-		-- a range type's subtype_diff (on every ANALYZE, autovacuum's too, and
-		-- REINDEX), and in a foreign key's cascade the referencing table's
-		-- triggers, CHECK constraints (a domain's too), defaults and generated
-		-- columns. What of it uses a function, operator or type from outside
-		-- pg_catalog is taken away before the hand-over: indexes, statistics,
-		-- constraints and defaults dropped (they hold no data; the new owner
-		-- can make them again once it has read the code they call), generated
-		-- columns kept as plain ones, triggers disabled, statistics on such
-		-- range columns turned off.
-		FOR obj IN WITH mine AS (
-				SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relowner = roid AND c.relkind IN ('r', 'p', 'm', 'f')
+		-- Nothing the user wrote may start running with the rights of the
+		-- role that receives it. One query lists what to take away, a string
+		-- run only here (in the block's text it would be compiled on every
+		-- revocation, owner of anything or not), in this order:
+		-- - SECURITY DEFINER routines become SECURITY INVOKER (revoke_login
+		--   did so already where it could act as the role);
+		-- - rules run with their relation's owner's rights whoever fires
+		--   them: disabled on tables (kept for the new owner to read),
+		--   dropped on views, which cannot disable one;
+		-- - code that runs as a table's owner rather than as whoever uses it
+		--   (index expressions and predicates, expression statistics and a
+		--   range type's subtype_diff on every ANALYZE, autovacuum's too,
+		--   and REINDEX; in a foreign key's cascade, the table's triggers,
+		--   CHECK constraints, a domain's too, defaults and generated
+		--   columns), where it uses a function, operator or type from
+		--   outside pg_catalog: indexes, statistics, constraints and
+		--   defaults dropped (they hold no data; the new owner can make them
+		--   again once it has read the code they call), generated columns
+		--   kept as plain ones, triggers disabled, statistics on such range
+		--   columns turned off;
+		-- - 17+: the MAINTAIN the user granted (REFRESH runs a materialized
+		--   view's query as its owner; ANALYZE and REINDEX the above);
+		-- - 15+: views check the privileges of whoever queries them.
+		FOR obj IN EXECUTE $disarm$
+			WITH mine AS (
+				SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relowner = $1 AND c.relkind IN ('r', 'p', 'm', 'f')
 			), outside AS (
 				SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
 				WHERE d.classid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_statistic_ext'::regclass,
@@ -60,6 +55,16 @@ BEGIN
 				WHERE a.attrelid IN (SELECT oid FROM mine) AND a.attnum > 0 AND NOT a.attisdropped
 				  AND p.pronamespace <> 'pg_catalog'::regnamespace::oid
 			)
+			SELECT format('ALTER ROUTINE %s SECURITY INVOKER', p.oid::regprocedure)
+				FROM pg_catalog.pg_proc p WHERE p.proowner = $1 AND p.prosecdef
+			UNION ALL
+			SELECT CASE WHEN c.relkind IN ('r', 'p')
+					THEN format('ALTER TABLE %s DISABLE RULE %I', c.oid::regclass, w.rulename)
+					ELSE format('DROP RULE %I ON %s', w.rulename, c.oid::regclass) END
+				FROM pg_catalog.pg_rewrite w JOIN pg_catalog.pg_class c ON c.oid = w.ev_class
+				WHERE c.relowner = $1 AND w.rulename <> '_RETURN' AND w.ev_enabled <> 'D'
+			UNION ALL
+			(
 			SELECT DISTINCT CASE WHEN con.conname IS NOT NULL
 					THEN format('ALTER TABLE %s DROP CONSTRAINT %I', i.indrelid::regclass, con.conname)
 					ELSE format('DROP INDEX %s', i.indexrelid::regclass) END
@@ -82,7 +87,7 @@ BEGIN
 				FROM pg_catalog.pg_constraint con
 				WHERE con.contype = 'c' AND con.oid IN (SELECT objid FROM outside WHERE classid = 'pg_catalog.pg_constraint'::regclass)
 				  AND (con.conrelid IN (SELECT oid FROM mine)
-					OR con.contypid IN (SELECT y.oid FROM pg_catalog.pg_type y WHERE y.typowner = roid))
+					OR con.contypid IN (SELECT y.oid FROM pg_catalog.pg_type y WHERE y.typowner = $1))
 			UNION ALL
 			SELECT format(CASE WHEN a.attgenerated <> '' THEN 'ALTER TABLE %s ALTER COLUMN %I DROP EXPRESSION'
 					ELSE 'ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT' END, d.adrelid::regclass, a.attname)
@@ -96,26 +101,20 @@ BEGIN
 				  AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger tg WHERE tg.tgrelid = c.oid AND NOT tg.tgisinternal AND tg.tgenabled <> 'D')
 			UNION ALL
 			SELECT format('ALTER TABLE %s ALTER COLUMN %I SET STATISTICS 0', ranged.attrelid::regclass, ranged.attname) FROM ranged
+			)
+			UNION ALL
+			SELECT format('REVOKE MAINTAIN ON %s FROM %s', c.oid::regclass,
+					CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END)
+				FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+				WHERE current_setting('server_version_num')::int >= 170000
+				  AND c.relowner = $1 AND a.privilege_type = 'MAINTAIN' AND a.grantee <> $1
+			UNION ALL
+			SELECT format('ALTER VIEW %s SET (security_invoker = true)', c.oid::regclass) FROM pg_catalog.pg_class c
+				WHERE current_setting('server_version_num')::int >= 150000 AND c.relowner = $1 AND c.relkind = 'v'
+		$disarm$ USING roid
 		LOOP
 			EXECUTE obj;
 		END LOOP;
-		-- 17+: MAINTAIN lets its holders refresh a materialized view (its
-		-- query runs as the owner) or analyze and reindex a table; what the
-		-- user granted of it goes before the hand-over.
-		IF current_setting('server_version_num')::int >= 170000 THEN
-			FOR obj IN SELECT format('REVOKE MAINTAIN ON %s FROM %s', c.oid::regclass,
-					CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END)
-				FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
-				WHERE c.relowner = roid AND a.privilege_type = 'MAINTAIN' AND a.grantee <> roid LOOP
-				EXECUTE obj;
-			END LOOP;
-		END IF;
-		IF current_setting('server_version_num')::int >= 150000 THEN
-			FOR obj IN SELECT c.oid::regclass::text FROM pg_catalog.pg_class c
-				WHERE c.relowner = roid AND c.relkind = 'v' LOOP
-				EXECUTE format('ALTER VIEW %s SET (security_invoker = true)', obj);
-			END LOOP;
-		END IF;
 		EXECUTE format('REASSIGN OWNED BY %I TO %I', r, target);
 	END IF;
 	IF holds THEN

@@ -31,31 +31,36 @@ BEGIN
 	-- What lets others act as the user goes in this transaction too, before
 	-- anything that can wait for a lock or fail (the hand-over disarms the
 	-- rest): its SECURITY DEFINER routines here become SECURITY INVOKER,
-	-- and roles that are members of it (other than the admin) leave it.
+	-- and roles that are members of it (other than the admin) leave it. Most
+	-- users have neither: one cheap check through indexes (pg_proc has none
+	-- on its owner, pg_shdepend one by role) keeps the query that finds
+	-- them, a string run only then, from being compiled on every revocation.
 	roid := pg_catalog.to_regrole(pg_catalog.quote_ident(r));
-	-- pg_shdepend (indexed by role) first: most users own no routine, and
-	-- pg_proc has no index on its owner.
-	FOR obj IN SELECT p.oid::regprocedure::text FROM pg_catalog.pg_shdepend s
-		JOIN pg_catalog.pg_proc p ON p.oid = s.objid
-		WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = roid AND s.deptype = 'o'
-		  AND s.classid = 'pg_catalog.pg_proc'::regclass
-		  AND s.dbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
-		  AND p.prosecdef LOOP
-		BEGIN
-			EXECUTE format('ALTER ROUTINE %s SECURITY INVOKER', obj);
-		EXCEPTION WHEN insufficient_privilege THEN
-			NULL; -- an admin that acts as the role only later: the hand-over does it
-		END;
-	END LOOP;
-	FOR obj IN SELECT format('REVOKE %I FROM %s', r, m.member::regrole)
-			|| CASE WHEN current_setting('server_version_num')::int >= 160000
-				THEN format(' GRANTED BY %s', m.grantor::regrole) ELSE '' END
-		FROM pg_catalog.pg_auth_members m
-		WHERE m.roleid = roid AND m.member NOT IN (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname IN (current_user, session_user)) LOOP
-		BEGIN
-			EXECUTE obj;
-		EXCEPTION WHEN OTHERS THEN
-			NULL; -- not the admin's to revoke: DROP ROLE ends it, and a role left disabled says so
-		END;
-	END LOOP;
+	IF EXISTS (SELECT 1 FROM pg_catalog.pg_shdepend s WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass
+			AND s.refobjid = roid AND s.classid = 'pg_catalog.pg_proc'::regclass)
+		OR EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.roleid = roid) THEN
+		FOR obj IN EXECUTE $early$
+			SELECT format('ALTER ROUTINE %s SECURITY INVOKER', p.oid::regprocedure)
+				FROM pg_catalog.pg_shdepend s JOIN pg_catalog.pg_proc p ON p.oid = s.objid
+				WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = $1 AND s.deptype = 'o'
+				  AND s.classid = 'pg_catalog.pg_proc'::regclass AND p.prosecdef
+				  AND s.dbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+			UNION ALL
+			SELECT format('REVOKE %I FROM %s', $2, m.member::regrole)
+				|| CASE WHEN current_setting('server_version_num')::int >= 160000
+					THEN format(' GRANTED BY %s', m.grantor::regrole) ELSE '' END
+				FROM pg_catalog.pg_auth_members m
+				WHERE m.roleid = $1 AND m.member NOT IN (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname IN (current_user, session_user))
+		$early$ USING roid, r LOOP
+			BEGIN
+				EXECUTE obj;
+			EXCEPTION WHEN OTHERS THEN
+				-- Not the admin's to do yet (an admin that acts as the role
+				-- only later, a membership another admin granted): the
+				-- hand-over and DROP ROLE see to it, and a role left
+				-- disabled says so.
+				NULL;
+			END;
+		END LOOP;
+	END IF;
 END
