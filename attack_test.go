@@ -302,6 +302,7 @@ CREATE INDEX tix_plain ON public.tix (x, pg_catalog.abs(y));`)
 // view, would let another role refresh it after the hand-over, and the
 // view's query runs as its owner.
 func TestAttackMaintainRefreshAfterHandOver(t *testing.T) {
+	needPG(t)
 	if pg.VersionNum < 170000 {
 		t.Skip("MAINTAIN is PostgreSQL 17+")
 	}

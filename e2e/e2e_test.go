@@ -77,6 +77,7 @@ func devVault(t *testing.T) (*vaulttest.Server, *api.Client) {
 // devVaultWith is devVault with the given plugin binary.
 func devVaultWith(t *testing.T, plugin *vaulttest.Plugin) (*vaulttest.Server, *api.Client) {
 	t.Helper()
+	needAll(t) // before pg is read: nil under -short
 	return devVaultAt(t, plugin, "debug", rootConfig(pg.SuperUser, pg.SuperPassword))
 }
 
