@@ -6,7 +6,6 @@ package postgres
 // attacker also controls.)
 
 import (
-	"context"
 	"fmt"
 	"testing"
 
@@ -14,41 +13,15 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// revokeAndCheckDropped revokes user through the plugin and fails unless
-// the role is gone.
-func revokeAndCheckDropped(t *testing.T, db *Postgres, user string) {
-	t.Helper()
-	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user}); err != nil {
-		t.Fatalf("DeleteUser: %v", err)
-	}
-	if roleExists(t, admin(t), user) {
-		t.Fatalf("%s was not dropped", user)
-	}
-}
-
-// acctConn logs in as acct in dbname.
-func acctConn(t *testing.T, acct, password, dbname string) *pgx.Conn {
-	t.Helper()
-	c, err := pg.Connect(testCtx(t), acct, password, dbname)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close(context.Background()) })
-	return c
-}
-
 // 1. A range type's subtype_diff function is an ordinary (IMMUTABLE)
 // function any role may write, and ANALYZE of a column of that range type
 // calls it (range_typanalyze computes the length histogram with it) as the
 // table's owner, autovacuum's ANALYZE included. It is neither an index
 // expression nor a statistics expression, so the hand-over keeps it.
 func TestAttack2RangeSubtypeDiffAtAnalyze(t *testing.T) {
-	dbname, a := isolatedDB(t)
-	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname)})
-	acct, _ := attackerAccount(t, a)
-	user, _, c := leaseWithCreate(t, db, dbname, "")
-	plantEscalation(t, c, acct)
-	mustExec(t, c, `
+	l := newAttackLab(t, nil)
+	plantEscalation(t, l.c, l.acct)
+	mustExec(t, l.c, `
 CREATE FUNCTION public.rdiff(a float8, b float8) RETURNS float8 IMMUTABLE LANGUAGE plpgsql AS $f$
 BEGIN
 	PERFORM public.esc();
@@ -57,14 +30,14 @@ END $f$;
 CREATE TYPE public.frange AS RANGE (SUBTYPE = float8, SUBTYPE_DIFF = public.rdiff);
 CREATE TABLE public.tr (r public.frange);
 INSERT INTO public.tr SELECT public.frange(g, g + 1) FROM pg_catalog.generate_series(1, 100) g;`)
-	_ = c.Close(testCtx(t))
-	revokeAndCheckDropped(t, db, user)
-	super := connectAs(t, pg.SuperUser, pg.SuperPassword, dbname)
+	_ = l.c.Close(testCtx(t))
+	revokeAndCheckDropped(t, l.db, l.user)
+	super := connectAs(t, pg.SuperUser, pg.SuperPassword, l.dbname)
 	if _, err := super.Exec(testCtx(t), "ANALYZE"); err != nil {
 		t.Fatalf("ANALYZE: %v", err)
 	}
-	if isSuper(t, a, acct) {
-		t.Errorf("after the hand-over, a database-wide ANALYZE (what autovacuum does) called the revoked user's range subtype_diff as the superuser admin: %s is a superuser", acct)
+	if isSuper(t, l.a, l.acct) {
+		t.Errorf("after the hand-over, a database-wide ANALYZE (what autovacuum does) called the revoked user's range subtype_diff as the superuser admin: %s is a superuser", l.acct)
 	}
 }
 
@@ -74,12 +47,9 @@ INSERT INTO public.tr SELECT public.frange(g, g + 1) FROM pg_catalog.generate_se
 // delete from the referenced table (acct) fires the cascade after the
 // revocation, now as the superuser admin.
 func TestAttack2ForeignKeyCascadeFiresTriggerAsNewOwner(t *testing.T) {
-	dbname, a := isolatedDB(t)
-	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname)})
-	acct, acctPassword := attackerAccount(t, a)
-	user, _, c := leaseWithCreate(t, db, dbname, "")
-	plantEscalation(t, c, acct)
-	mustExec(t, c, fmt.Sprintf(`
+	l := newAttackLab(t, nil)
+	plantEscalation(t, l.c, l.acct)
+	mustExec(t, l.c, fmt.Sprintf(`
 CREATE TABLE public.parent (id int PRIMARY KEY);
 CREATE TABLE public.child (id int REFERENCES public.parent ON DELETE CASCADE);
 CREATE FUNCTION public.ctg() RETURNS trigger LANGUAGE plpgsql AS $f$
@@ -90,14 +60,14 @@ END $f$;
 CREATE TRIGGER ctg BEFORE DELETE ON public.child FOR EACH ROW EXECUTE FUNCTION public.ctg();
 INSERT INTO public.parent VALUES (1);
 INSERT INTO public.child VALUES (1);
-GRANT SELECT, DELETE ON public.parent TO %s;`, quoteIdent(acct)))
-	_ = c.Close(testCtx(t))
-	revokeAndCheckDropped(t, db, user)
-	ac := acctConn(t, acct, acctPassword, dbname)
+GRANT SELECT, DELETE ON public.parent TO %s;`, quoteIdent(l.acct)))
+	_ = l.c.Close(testCtx(t))
+	revokeAndCheckDropped(t, l.db, l.user)
+	ac := acctConn(t, l.acct, l.acctPassword, l.dbname)
 	_, err := ac.Exec(testCtx(t), "DELETE FROM public.parent")
-	t.Logf("DELETE by %s: %v", acct, err)
-	if isSuper(t, a, acct) {
-		t.Errorf("after the hand-over, %s deleted a row of the revoked user's table; the ON DELETE CASCADE ran as the child table's new owner (the superuser admin) and fired the user's trigger: %s is a superuser", acct, acct)
+	t.Logf("DELETE by %s: %v", l.acct, err)
+	if isSuper(t, l.a, l.acct) {
+		t.Errorf("after the hand-over, %s deleted a row of the revoked user's table; the ON DELETE CASCADE ran as the child table's new owner (the superuser admin) and fired the user's trigger: %s is a superuser", l.acct, l.acct)
 	}
 }
 
@@ -125,48 +95,45 @@ CREATE INDEX pt_ix ON public.pt (public.ix(x));`)
 // and the definer routines and members now go with NOLOGIN, before
 // anything can fail (test 5 holds the hand-over back to check that).
 func TestAttack2FailedHandOverKeepsDefinerAccess(t *testing.T) {
-	dbname, a := isolatedDB(t)
-	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname)})
-	acct, acctPassword := attackerAccount(t, a)
-	user, _, c := leaseWithCreate(t, db, dbname, "")
+	l := newAttackLab(t, nil)
 	// What the role's creation statements gave the user: read access to
 	// the application's data.
-	execSQL(t, a, `CREATE TABLE public.secret (s text); INSERT INTO public.secret VALUES ('the data')`)
-	execSQL(t, a, "GRANT SELECT ON public.secret TO "+quoteIdent(user))
-	plantEscalation(t, c, acct)
-	plantFailingHandOver(t, c)
-	mustExec(t, c, `
+	execSQL(t, l.a, `CREATE TABLE public.secret (s text); INSERT INTO public.secret VALUES ('the data')`)
+	execSQL(t, l.a, "GRANT SELECT ON public.secret TO "+quoteIdent(l.user))
+	plantEscalation(t, l.c, l.acct)
+	plantFailingHandOver(t, l.c)
+	mustExec(t, l.c, `
 CREATE FUNCTION public.run(q text) RETURNS SETOF text SECURITY DEFINER LANGUAGE plpgsql AS $f$
 BEGIN
 	RETURN QUERY EXECUTE q;
 END $f$;`)
 	member := false
 	if pg.VersionNum < 160000 {
-		_, err := c.Exec(testCtx(t), "GRANT "+quoteIdent(user)+" TO "+quoteIdent(acct))
+		_, err := l.c.Exec(testCtx(t), "GRANT "+quoteIdent(l.user)+" TO "+quoteIdent(l.acct))
 		member = err == nil
-		t.Logf("GRANT %s TO %s by the user itself: %v", user, acct, err)
+		t.Logf("GRANT %s TO %s by the user itself: %v", l.user, l.acct, err)
 	}
-	_ = c.Close(testCtx(t))
-	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user}); err != nil {
+	_ = l.c.Close(testCtx(t))
+	if _, err := l.db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: l.user}); err != nil {
 		t.Logf("DeleteUser: %v (fails closed)", err)
 	}
-	if !roleExists(t, a, user) {
+	if !roleExists(t, l.a, l.user) {
 		return
 	}
-	ac := acctConn(t, acct, acctPassword, dbname)
+	ac := acctConn(t, l.acct, l.acctPassword, l.dbname)
 	var got string
 	err := ac.QueryRow(testCtx(t), `SELECT public.run('SELECT s FROM public.secret')`).Scan(&got)
 	t.Logf("through the user's SECURITY DEFINER function: %q, %v", got, err)
 	if err == nil {
-		t.Errorf("the revocation of %s reported success but left the role (disabled), and its SECURITY DEFINER function still runs as it: %s reads %q with the revoked user's privileges", user, acct, got)
+		t.Errorf("the revocation of %s reported success but left the role (disabled), and its SECURITY DEFINER function still runs as it: %s reads %q with the revoked user's privileges", l.user, l.acct, got)
 	}
 	if member {
-		_, err = ac.Exec(testCtx(t), "SET ROLE "+quoteIdent(user))
+		_, err = ac.Exec(testCtx(t), "SET ROLE "+quoteIdent(l.user))
 		if err == nil {
 			err = ac.QueryRow(testCtx(t), `SELECT s FROM public.secret`).Scan(&got)
 		}
 		if err == nil {
-			t.Errorf("%s, a member of the revoked user (granted by the user itself), still acts as it: reads %q", acct, got)
+			t.Errorf("%s, a member of the revoked user (granted by the user itself), still acts as it: reads %q", l.acct, got)
 		}
 	}
 }
@@ -179,12 +146,9 @@ END $f$;`)
 // could bring a typanalyze or a plain index's support function) need a
 // superuser.
 func TestAttack2ColumnCodeAtMaintenance(t *testing.T) {
-	dbname, a := isolatedDB(t)
-	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname)})
-	acct, _ := attackerAccount(t, a)
-	user, _, c := leaseWithCreate(t, db, dbname, "")
-	plantEscalation(t, c, acct)
-	mustExec(t, c, `
+	l := newAttackLab(t, nil)
+	plantEscalation(t, l.c, l.acct)
+	mustExec(t, l.c, `
 CREATE DOMAIN public.d AS int CHECK (public.ix(VALUE) IS NOT NULL);
 CREATE TABLE public.tc (
 	x int CHECK (public.ix(x) > 0) DEFAULT public.ix(1),
@@ -199,21 +163,21 @@ CREATE POLICY p ON public.tc USING (public.ix(x) > 0);`)
 		`CREATE OPERATOR CLASS public.oc FOR TYPE int USING btree AS OPERATOR 1 <, FUNCTION 1 btint4cmp(int, int)`,
 		`CREATE TYPE public.bt (INPUT = int4in, OUTPUT = int4out)`,
 	} {
-		if _, err := c.Exec(testCtx(t), sql); err == nil {
+		if _, err := l.c.Exec(testCtx(t), sql); err == nil {
 			t.Errorf("a dynamic user may run %s", sql)
 		}
 	}
-	_ = c.Close(testCtx(t))
-	revokeAndCheckDropped(t, db, user)
-	super := connectAs(t, pg.SuperUser, pg.SuperPassword, dbname)
+	_ = l.c.Close(testCtx(t))
+	revokeAndCheckDropped(t, l.db, l.user)
+	super := connectAs(t, pg.SuperUser, pg.SuperPassword, l.dbname)
 	for _, sql := range []string{"VACUUM FULL public.tc", "ANALYZE public.tc", "REINDEX TABLE public.tc",
 		"CLUSTER public.tc USING tc_d", "SELECT count(*) FROM public.tc"} {
 		if _, err := super.Exec(testCtx(t), sql); err != nil {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	if isSuper(t, a, acct) {
-		t.Errorf("maintenance by the superuser ran code the revoked user attached to a table's columns: %s is a superuser", acct)
+	if isSuper(t, l.a, l.acct) {
+		t.Errorf("maintenance by the superuser ran code the revoked user attached to a table's columns: %s is a superuser", l.acct)
 	}
 }
 
@@ -222,45 +186,42 @@ CREATE POLICY p ON public.tc USING (public.ix(x) > 0);`)
 // while the user's SECURITY DEFINER functions keep running as the user,
 // for as long as the lock is held.
 func TestAttack2LockedHandOverKeepsDefinerAccess(t *testing.T) {
-	dbname, a := isolatedDB(t)
-	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname), "lock_timeout": "300ms"})
-	acct, acctPassword := attackerAccount(t, a)
-	user, _, c := leaseWithCreate(t, db, dbname, "")
-	execSQL(t, a, `CREATE TABLE public.secret (s text); INSERT INTO public.secret VALUES ('the data')`)
-	execSQL(t, a, "GRANT SELECT ON public.secret TO "+quoteIdent(user))
-	mustExec(t, c, fmt.Sprintf(`
+	l := newAttackLab(t, map[string]interface{}{"lock_timeout": "300ms"})
+	execSQL(t, l.a, `CREATE TABLE public.secret (s text); INSERT INTO public.secret VALUES ('the data')`)
+	execSQL(t, l.a, "GRANT SELECT ON public.secret TO "+quoteIdent(l.user))
+	mustExec(t, l.c, fmt.Sprintf(`
 CREATE TABLE public.held (x int);
 GRANT SELECT ON public.held TO %s;
 CREATE FUNCTION public.run(q text) RETURNS SETOF text SECURITY DEFINER LANGUAGE plpgsql AS $f$
 BEGIN
 	RETURN QUERY EXECUTE q;
-END $f$;`, quoteIdent(acct)))
+END $f$;`, quoteIdent(l.acct)))
 	member := false
 	if pg.VersionNum < 160000 {
 		// Before 16 a role may grant membership in itself.
-		_, err := c.Exec(testCtx(t), "GRANT "+quoteIdent(user)+" TO "+quoteIdent(acct))
+		_, err := l.c.Exec(testCtx(t), "GRANT "+quoteIdent(l.user)+" TO "+quoteIdent(l.acct))
 		member = err == nil
 	}
-	_ = c.Close(testCtx(t))
-	locker := acctConn(t, acct, acctPassword, dbname)
+	_ = l.c.Close(testCtx(t))
+	locker := acctConn(t, l.acct, l.acctPassword, l.dbname)
 	mustExec(t, locker, "BEGIN; LOCK TABLE public.held IN ACCESS SHARE MODE")
 	for i := 0; i < 3; i++ {
-		_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user})
+		_, err := l.db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: l.user})
 		t.Logf("DeleteUser #%d: %v", i+1, err)
 	}
-	if !roleExists(t, a, user) {
+	if !roleExists(t, l.a, l.user) {
 		return
 	}
-	ac := acctConn(t, acct, acctPassword, dbname)
+	ac := acctConn(t, l.acct, l.acctPassword, l.dbname)
 	var got string
 	err := ac.QueryRow(testCtx(t), `SELECT public.run('SELECT s FROM public.secret')`).Scan(&got)
 	t.Logf("through the user's SECURITY DEFINER function while revocation is blocked: %q, %v", got, err)
 	if err == nil {
-		t.Errorf("while %s holds a lock on the user's table, revocation keeps failing and %s still reads %q as the revoked user", acct, acct, got)
+		t.Errorf("while %s holds a lock on the user's table, revocation keeps failing and %s still reads %q as the revoked user", l.acct, l.acct, got)
 	}
 	if member {
-		if _, err := ac.Exec(testCtx(t), "SET ROLE "+quoteIdent(user)); err == nil {
-			t.Errorf("%s, made a member of the user by the user itself, still acts as it while the hand-over is blocked", acct)
+		if _, err := ac.Exec(testCtx(t), "SET ROLE "+quoteIdent(l.user)); err == nil {
+			t.Errorf("%s, made a member of the user by the user itself, still acts as it while the hand-over is blocked", l.acct)
 		}
 	}
 }
@@ -270,23 +231,20 @@ END $f$;`, quoteIdent(acct)))
 // for a DEFAULT under SET DEFAULT, or a generated column) is evaluated
 // then, as the superuser admin. Disabling triggers would not be enough.
 func TestAttack2ForeignKeyCascadeChecksAsNewOwner(t *testing.T) {
-	dbname, a := isolatedDB(t)
-	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname)})
-	acct, acctPassword := attackerAccount(t, a)
-	user, _, c := leaseWithCreate(t, db, dbname, "")
-	plantEscalation(t, c, acct)
-	mustExec(t, c, fmt.Sprintf(`
+	l := newAttackLab(t, nil)
+	plantEscalation(t, l.c, l.acct)
+	mustExec(t, l.c, fmt.Sprintf(`
 CREATE TABLE public.parent (id int PRIMARY KEY);
 CREATE TABLE public.child (id int REFERENCES public.parent ON UPDATE CASCADE CHECK (public.ix(id) > 0));
 INSERT INTO public.parent VALUES (1);
 INSERT INTO public.child VALUES (1);
-GRANT SELECT, UPDATE ON public.parent TO %s;`, quoteIdent(acct)))
-	_ = c.Close(testCtx(t))
-	revokeAndCheckDropped(t, db, user)
-	ac := acctConn(t, acct, acctPassword, dbname)
+GRANT SELECT, UPDATE ON public.parent TO %s;`, quoteIdent(l.acct)))
+	_ = l.c.Close(testCtx(t))
+	revokeAndCheckDropped(t, l.db, l.user)
+	ac := acctConn(t, l.acct, l.acctPassword, l.dbname)
 	_, err := ac.Exec(testCtx(t), "UPDATE public.parent SET id = 2")
-	t.Logf("UPDATE by %s: %v", acct, err)
-	if isSuper(t, a, acct) {
-		t.Errorf("after the hand-over, %s updated a key of the revoked user's table; ON UPDATE CASCADE checked the child's CHECK constraint as its new owner (the superuser admin): %s is a superuser", acct, acct)
+	t.Logf("UPDATE by %s: %v", l.acct, err)
+	if isSuper(t, l.a, l.acct) {
+		t.Errorf("after the hand-over, %s updated a key of the revoked user's table; ON UPDATE CASCADE checked the child's CHECK constraint as its new owner (the superuser admin): %s is a superuser", l.acct, l.acct)
 	}
 }

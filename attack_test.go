@@ -8,32 +8,73 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"maps"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
+
+// attackLab is what an attack starts from: a database of its own, the
+// plugin on it (extra merged into its configuration), acct, and a dynamic
+// user that may create in schema public, with an open session c.
+type attackLab struct {
+	dbname             string
+	a                  *pgxpool.Pool // superuser, on dbname
+	db                 *Postgres
+	acct, acctPassword string
+	user               string
+	c                  *pgx.Conn
+}
+
+func newAttackLab(t *testing.T, extra map[string]interface{}) *attackLab {
+	t.Helper()
+	l := &attackLab{}
+	l.dbname, l.a = isolatedDB(t)
+	cfg := map[string]interface{}{"connection_url": pg.TemplateURL(l.dbname)}
+	maps.Copy(cfg, extra)
+	l.db = newDB(t, cfg)
+	l.acct, l.acctPassword = attackerAccount(t, l.a)
+	l.user, l.c = leaseWithCreate(t, l.db, l.dbname)
+	return l
+}
 
 // leaseWithCreate is a dynamic user that may create in schema public (as
 // on PostgreSQL ≤ 14 for everyone, or granted by the role's statements, as
 // the package's own userOwningTable does), with an open session.
-func leaseWithCreate(t *testing.T, db *Postgres, dbname string, display string) (string, string, *pgx.Conn) {
+func leaseWithCreate(t *testing.T, db *Postgres, dbname string) (string, *pgx.Conn) {
 	t.Helper()
 	req := newUserReq(createStmt, `GRANT CREATE ON SCHEMA public TO "{{name}}";`)
-	if display != "" {
-		req.UsernameConfig.DisplayName = display
-	}
 	resp, err := db.NewUser(testCtx(t), req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := pg.Connect(testCtx(t), resp.Username, req.Password, dbname)
+	return resp.Username, acctConn(t, resp.Username, req.Password, dbname)
+}
+
+// revokeAndCheckDropped revokes user through the plugin and fails unless
+// the role is gone.
+func revokeAndCheckDropped(t *testing.T, db *Postgres, user string) {
+	t.Helper()
+	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user}); err != nil {
+		t.Fatalf("DeleteUser: %v", err)
+	}
+	if roleExists(t, admin(t), user) {
+		t.Fatalf("%s was not dropped", user)
+	}
+}
+
+// acctConn logs in as user in dbname, for the rest of the test.
+func acctConn(t *testing.T, user, password, dbname string) *pgx.Conn {
+	t.Helper()
+	c, err := pg.Connect(testCtx(t), user, password, dbname)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
-	return resp.Username, req.Password, c
+	return c
 }
 
 func mustExec(t *testing.T, c *pgx.Conn, sql string) {
@@ -41,6 +82,19 @@ func mustExec(t *testing.T, c *pgx.Conn, sql string) {
 	if _, err := c.Exec(testCtx(t), sql); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
+}
+
+// plantFormat creates public.format(text, text, text), a better match than
+// pg_catalog's variadic format() for a call with three text arguments,
+// which makes acct a superuser when a superuser calls it.
+func plantFormat(t *testing.T, c *pgx.Conn, acct string) {
+	t.Helper()
+	mustExec(t, c, fmt.Sprintf(`
+CREATE FUNCTION public.format(f text, a text, b text) RETURNS text LANGUAGE plpgsql AS $f$
+BEGIN
+	%s
+	RETURN pg_catalog.format(f, a, b);
+END $f$;`, escalate(acct)))
 }
 
 // escalate is a PL/pgSQL statement that makes acct a superuser, and does
@@ -55,11 +109,8 @@ func escalate(acct string) string {
 // role allowed to INSERT into the table (PUBLIC, granted by the user before
 // revocation) runs the rule's action as the superuser.
 func TestAttackRuleOnHandedOverTable(t *testing.T) {
-	dbname, a := isolatedDB(t)
-	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname)})
-	acct, acctPassword := attackerAccount(t, a)
-	user, _, c := leaseWithCreate(t, db, dbname, "")
-	mustExec(t, c, fmt.Sprintf(`
+	l := newAttackLab(t, nil)
+	mustExec(t, l.c, fmt.Sprintf(`
 CREATE TABLE public.inbox (x int);
 CREATE RULE r AS ON INSERT TO public.inbox DO ALSO
 	UPDATE pg_catalog.pg_authid SET rolsuper = true WHERE rolname = %[1]s;
@@ -67,26 +118,17 @@ GRANT INSERT ON public.inbox TO PUBLIC;
 CREATE VIEW public.outbox AS SELECT 1 AS x;
 CREATE RULE r AS ON UPDATE TO public.outbox DO INSTEAD
 	UPDATE pg_catalog.pg_authid SET rolsuper = true WHERE rolname = %[1]s;
-GRANT UPDATE ON public.outbox TO PUBLIC;`, quoteLiteral(acct)))
-	_ = c.Close(testCtx(t))
+GRANT UPDATE ON public.outbox TO PUBLIC;`, quoteLiteral(l.acct)))
+	_ = l.c.Close(testCtx(t))
 
-	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user}); err != nil {
-		t.Fatalf("DeleteUser: %v", err)
-	}
-	if roleExists(t, a, user) {
-		t.Fatalf("%s still exists", user)
-	}
-	ac, err := pg.Connect(testCtx(t), acct, acctPassword, dbname)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ac.Close(context.Background())
-	_, err = ac.Exec(testCtx(t), "INSERT INTO public.inbox VALUES (1)")
-	t.Logf("INSERT by %s: err=%v", acct, err)
+	revokeAndCheckDropped(t, l.db, l.user)
+	ac := acctConn(t, l.acct, l.acctPassword, l.dbname)
+	_, err := ac.Exec(testCtx(t), "INSERT INTO public.inbox VALUES (1)")
+	t.Logf("INSERT by %s: err=%v", l.acct, err)
 	_, err = ac.Exec(testCtx(t), "UPDATE public.outbox SET x = 2")
-	t.Logf("UPDATE of the view by %s: err=%v", acct, err)
-	if isSuper(t, a, acct) {
-		t.Errorf("after revocation, %s wrote through the revoked user's table and view, and their rules (now owned by the superuser admin) made it a superuser", acct)
+	t.Logf("UPDATE of the view by %s: err=%v", l.acct, err)
+	if isSuper(t, l.a, l.acct) {
+		t.Errorf("after revocation, %s wrote through the revoked user's table and view, and their rules (now owned by the superuser admin) made it a superuser", l.acct)
 	}
 }
 
@@ -95,27 +137,19 @@ GRANT UPDATE ON public.outbox TO PUBLIC;`, quoteLiteral(acct)))
 // format(text, text, text) unqualified. An overload in public matches
 // better than pg_catalog's variadic one. Vault renews a lease on its own.
 func TestAttackPlantedFormatAtRenewal(t *testing.T) {
-	dbname, a := isolatedDB(t)
-	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname)})
-	acct, _ := attackerAccount(t, a)
-	user, _, c := leaseWithCreate(t, db, dbname, "")
-	mustExec(t, c, fmt.Sprintf(`
-CREATE FUNCTION public.format(f text, a text, b text) RETURNS text LANGUAGE plpgsql AS $f$
-BEGIN
-	%s
-	RETURN pg_catalog.format(f, a, b);
-END $f$;`, escalate(acct)))
-	_ = c.Close(testCtx(t))
+	l := newAttackLab(t, nil)
+	plantFormat(t, l.c, l.acct)
+	_ = l.c.Close(testCtx(t))
 
-	_, err := db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{
-		Username:   user,
+	_, err := l.db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{
+		Username:   l.user,
 		Expiration: &dbplugin.ChangeExpiration{NewExpiration: time.Now().Add(2 * time.Hour)},
 	})
 	if err != nil {
 		t.Fatalf("renewal: %v", err)
 	}
-	if isSuper(t, a, acct) {
-		t.Errorf("renewing %s's lease ran the format() it planted in public as the admin: %s is now a superuser", user, acct)
+	if isSuper(t, l.a, l.acct) {
+		t.Errorf("renewing %s's lease ran the format() it planted in public as the admin: %s is now a superuser", l.user, l.acct)
 	}
 }
 
@@ -124,28 +158,20 @@ END $f$;`, escalate(acct)))
 // attacker decides through the display name. It calls format() unqualified
 // with the session's search_path, as the admin (asPlugin).
 func TestAttackPlantedFormatAtCreation(t *testing.T) {
-	dbname, a := isolatedDB(t)
-	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname)})
-	acct, _ := attackerAccount(t, a)
-	_, _, c := leaseWithCreate(t, db, dbname, "")
-	mustExec(t, c, fmt.Sprintf(`
-CREATE FUNCTION public.format(f text, a text, b text) RETURNS text LANGUAGE plpgsql AS $f$
-BEGIN
-	%s
-	RETURN pg_catalog.format(f, a, b);
-END $f$;`, escalate(acct)))
-	_ = c.Close(testCtx(t))
+	l := newAttackLab(t, nil)
+	plantFormat(t, l.c, l.acct)
+	_ = l.c.Close(testCtx(t))
 
 	// The attacker's next login, with a display name holding "comment".
 	req := newUserReq(createStmt)
 	req.UsernameConfig.DisplayName = "comment"
-	resp, err := db.NewUser(testCtx(t), req)
+	resp, err := l.db.NewUser(testCtx(t), req)
 	if err != nil {
 		t.Fatalf("NewUser: %v", err)
 	}
 	t.Logf("second lease: %s", resp.Username)
-	if isSuper(t, a, acct) {
-		t.Errorf("creating a user whose display name holds \"comment\" ran the format() planted in public as the admin: %s is now a superuser", acct)
+	if isSuper(t, l.a, l.acct) {
+		t.Errorf("creating a user whose display name holds \"comment\" ran the format() planted in public as the admin: %s is now a superuser", l.acct)
 	}
 }
 
@@ -170,7 +196,7 @@ func TestAttackPlantedOperatorAtReaping(t *testing.T) {
 	dbname, a := isolatedDB(t)
 	db, _ := newReaperDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname), "reap_orphans_after": "1h"}, 24*time.Hour, true)
 	acct, _ := attackerAccount(t, a)
-	_, _, c := leaseWithCreate(t, db, dbname, "")
+	_, c := leaseWithCreate(t, db, dbname)
 	plantOidRegclassEq(t, c, acct)
 	_ = c.Close(testCtx(t))
 
@@ -184,23 +210,17 @@ func TestAttackPlantedOperatorAtReaping(t *testing.T) {
 // 5. Control for 4: the same operator, and format()/cardinality() overloads,
 // against the revocation, which pins search_path.
 func TestAttackPlantedObjectsAtRevocation(t *testing.T) {
-	dbname, a := isolatedDB(t)
-	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname)})
-	acct, _ := attackerAccount(t, a)
-	user, _, c := leaseWithCreate(t, db, dbname, "")
-	plantOidRegclassEq(t, c, acct)
-	mustExec(t, c, fmt.Sprintf(`
-CREATE FUNCTION public.format(f text, a text, b text) RETURNS text LANGUAGE plpgsql AS $f$
-BEGIN %s RETURN pg_catalog.format(f, a, b); END $f$;
+	l := newAttackLab(t, nil)
+	plantOidRegclassEq(t, l.c, l.acct)
+	plantFormat(t, l.c, l.acct)
+	mustExec(t, l.c, fmt.Sprintf(`
 CREATE FUNCTION public.format(f text, a text) RETURNS text LANGUAGE plpgsql AS $f$
 BEGIN %s RETURN pg_catalog.format(f, a); END $f$;
 CREATE TABLE public.t (x int);
-CREATE FUNCTION public.sd() RETURNS int SECURITY DEFINER LANGUAGE sql AS 'SELECT 1';`, escalate(acct), escalate(acct)))
-	_ = c.Close(testCtx(t))
-	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user}); err != nil {
-		t.Fatalf("DeleteUser: %v", err)
-	}
-	if isSuper(t, a, acct) {
+CREATE FUNCTION public.sd() RETURNS int SECURITY DEFINER LANGUAGE sql AS 'SELECT 1';`, escalate(l.acct)))
+	_ = l.c.Close(testCtx(t))
+	revokeAndCheckDropped(t, l.db, l.user)
+	if isSuper(t, l.a, l.acct) {
 		t.Errorf("revocation ran a planted operator/function as the admin")
 	}
 }
@@ -208,31 +228,26 @@ CREATE FUNCTION public.sd() RETURNS int SECURITY DEFINER LANGUAGE sql AS 'SELECT
 // 6. A trigger (and an event trigger attempt) on objects the user owns
 // that would fire on what the admin does during the hand-over.
 func TestAttackTriggersAtHandOver(t *testing.T) {
-	dbname, a := isolatedDB(t)
-	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname)})
-	acct, _ := attackerAccount(t, a)
-	user, _, c := leaseWithCreate(t, db, dbname, "")
-	body := fmt.Sprintf(`CREATE FUNCTION public.tf() RETURNS event_trigger LANGUAGE plpgsql AS $f$ BEGIN %s END $f$;`, escalate(acct))
-	mustExec(t, c, body)
-	if _, err := c.Exec(testCtx(t), `CREATE EVENT TRIGGER et ON ddl_command_start EXECUTE FUNCTION public.tf()`); err == nil {
+	l := newAttackLab(t, nil)
+	body := fmt.Sprintf(`CREATE FUNCTION public.tf() RETURNS event_trigger LANGUAGE plpgsql AS $f$ BEGIN %s END $f$;`, escalate(l.acct))
+	mustExec(t, l.c, body)
+	if _, err := l.c.Exec(testCtx(t), `CREATE EVENT TRIGGER et ON ddl_command_start EXECUTE FUNCTION public.tf()`); err == nil {
 		t.Errorf("a dynamic user created an event trigger")
 	}
-	mustExec(t, c, fmt.Sprintf(`
+	mustExec(t, l.c, fmt.Sprintf(`
 CREATE TABLE public.tt (x int);
 CREATE FUNCTION public.tg() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN %s RETURN NULL; END $f$;
 CREATE TRIGGER tg AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON public.tt FOR EACH STATEMENT EXECUTE FUNCTION public.tg();
 CREATE POLICY p ON public.tt USING (pg_catalog.current_user() IS NOT NULL);
 ALTER DEFAULT PRIVILEGES GRANT ALL ON TABLES TO PUBLIC;
-SELECT lo_create(0);`, escalate(acct)))
-	_ = c.Close(testCtx(t))
-	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user}); err != nil {
-		t.Fatalf("DeleteUser: %v", err)
-	}
-	if isSuper(t, a, acct) {
+SELECT lo_create(0);`, escalate(l.acct)))
+	_ = l.c.Close(testCtx(t))
+	revokeAndCheckDropped(t, l.db, l.user)
+	if isSuper(t, l.a, l.acct) {
 		t.Errorf("the hand-over fired the revoked user's code as the admin")
 	}
 	var n int
-	_ = a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_default_acl").Scan(&n)
+	_ = l.a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_default_acl").Scan(&n)
 	if n != 0 {
 		t.Errorf("default privileges of the revoked user survived: %d", n)
 	}
@@ -262,35 +277,27 @@ END $f$;`, quoteLiteral(acct)))
 // itself once enough rows change) or reindexed. After the hand-over to a
 // superuser admin, the user's function in one would run as the superuser.
 func TestAttackIndexExpressionAtAnalyze(t *testing.T) {
-	dbname, a := isolatedDB(t)
-	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname)})
-	acct, _ := attackerAccount(t, a)
-	user, _, c := leaseWithCreate(t, db, dbname, "")
-	plantEscalation(t, c, acct)
-	mustExec(t, c, `
+	l := newAttackLab(t, nil)
+	plantEscalation(t, l.c, l.acct)
+	mustExec(t, l.c, `
 CREATE TABLE public.tix (x int, y int);
 INSERT INTO public.tix SELECT g, g FROM pg_catalog.generate_series(1, 10) g;
 CREATE INDEX tix_expr ON public.tix (public.ix(x));
 CREATE INDEX tix_pred ON public.tix (y) WHERE public.ix(y) > 0;
 CREATE INDEX tix_plain ON public.tix (x, pg_catalog.abs(y));`)
 	if pg.VersionNum >= 140000 {
-		mustExec(t, c, `CREATE STATISTICS public.tix_stat ON (public.ix(x)), y FROM public.tix`)
+		mustExec(t, l.c, `CREATE STATISTICS public.tix_stat ON (public.ix(x)), y FROM public.tix`)
 	}
-	_ = c.Close(testCtx(t))
-	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user}); err != nil {
-		t.Fatalf("DeleteUser: %v", err)
-	}
-	if roleExists(t, a, user) {
-		t.Fatalf("%s was not dropped", user)
-	}
-	super := connectAs(t, pg.SuperUser, pg.SuperPassword, dbname)
+	_ = l.c.Close(testCtx(t))
+	revokeAndCheckDropped(t, l.db, l.user)
+	super := connectAs(t, pg.SuperUser, pg.SuperPassword, l.dbname)
 	for _, sql := range []string{"ANALYZE public.tix", "REINDEX TABLE public.tix"} {
 		if _, err := super.Exec(testCtx(t), sql); err != nil {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	if isSuper(t, a, acct) {
-		t.Errorf("after the hand-over, ANALYZE or REINDEX ran the revoked user's function as the superuser admin: %s is a superuser", acct)
+	if isSuper(t, l.a, l.acct) {
+		t.Errorf("after the hand-over, ANALYZE or REINDEX ran the revoked user's function as the superuser admin: %s is a superuser", l.acct)
 	}
 	var kept bool
 	if err := super.QueryRow(testCtx(t), `SELECT (SELECT count(*) FROM public.tix) = 10 AND to_regclass('public.tix_plain') IS NOT NULL`).Scan(&kept); err != nil || !kept {
@@ -306,26 +313,17 @@ func TestAttackMaintainRefreshAfterHandOver(t *testing.T) {
 	if pg.VersionNum < 170000 {
 		t.Skip("MAINTAIN is PostgreSQL 17+")
 	}
-	dbname, a := isolatedDB(t)
-	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname)})
-	acct, acctPassword := attackerAccount(t, a)
-	user, _, c := leaseWithCreate(t, db, dbname, "")
-	plantEscalation(t, c, acct)
-	mustExec(t, c, fmt.Sprintf(`
+	l := newAttackLab(t, nil)
+	plantEscalation(t, l.c, l.acct)
+	mustExec(t, l.c, fmt.Sprintf(`
 CREATE MATERIALIZED VIEW public.mv AS SELECT 1 AS x FROM (SELECT public.esc()) s;
-GRANT MAINTAIN ON public.mv TO %s;`, quoteIdent(acct)))
-	_ = c.Close(testCtx(t))
-	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user}); err != nil {
-		t.Fatalf("DeleteUser: %v", err)
-	}
-	ac, err := pg.Connect(testCtx(t), acct, acctPassword, dbname)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ac.Close(context.Background())
-	_, err = ac.Exec(testCtx(t), "REFRESH MATERIALIZED VIEW public.mv")
-	t.Logf("REFRESH by %s: %v", acct, err)
-	if isSuper(t, a, acct) {
-		t.Errorf("after the hand-over, %s refreshed the revoked user's materialized view and its query made it a superuser", acct)
+GRANT MAINTAIN ON public.mv TO %s;`, quoteIdent(l.acct)))
+	_ = l.c.Close(testCtx(t))
+	revokeAndCheckDropped(t, l.db, l.user)
+	ac := acctConn(t, l.acct, l.acctPassword, l.dbname)
+	_, err := ac.Exec(testCtx(t), "REFRESH MATERIALIZED VIEW public.mv")
+	t.Logf("REFRESH by %s: %v", l.acct, err)
+	if isSuper(t, l.a, l.acct) {
+		t.Errorf("after the hand-over, %s refreshed the revoked user's materialized view and its query made it a superuser", l.acct)
 	}
 }
