@@ -267,6 +267,9 @@ func isTransient(err error) bool {
 	return slices.ContainsFunc(transientFailures, func(f transientFailure) bool { return f.matches(pgErr) })
 }
 
+// transientSQL is transientCondition, built once: every revocation uses it.
+var transientSQL = transientCondition()
+
 // transientCondition is transientFailures as a PL/pgSQL condition for an
 // exception handler, over SQLSTATE, SQLERRM and a variable cname that holds
 // GET STACKED DIAGNOSTICS' CONSTRAINT_NAME. It keeps lock timeouts: the

@@ -77,7 +77,7 @@ var labelRenewedSQL = loadSQL("label_renewed.sql")
 // that may create in a schema on the session's path could otherwise plant a
 // better-matching format() or operator and have the admin run it. LOCAL, so
 // nothing outlives the transaction.
-const asPlugin = "SET LOCAL SESSION AUTHORIZATION DEFAULT; SET LOCAL ROLE NONE; SET LOCAL search_path = pg_catalog, pg_temp;\n"
+const asPlugin = "SET LOCAL SESSION AUTHORIZATION DEFAULT; SET LOCAL ROLE NONE; SET LOCAL search_path = " + pinnedPath + ";\n"
 
 // labelStatement is the SQL that labels a role NewUser creates, to append to
 // the rendered creation statements; "" when labelling is off. Creation

@@ -181,8 +181,12 @@ func (st *state) revokeValues(username string) map[string]string {
 // unqualified: with the session's search_path, a role that can create in a
 // schema on it (public, for everyone up to PostgreSQL 14) could plant a
 // better-matching overload and have the admin run it. The next request's
-// sessionReset restores the path.
-const pinnedSearchPath = "SET search_path = pg_catalog, pg_temp;\n"
+// sessionReset restores the path. asPlugin pins the same path for the
+// label blocks, LOCAL to their transaction.
+const (
+	pinnedPath       = "pg_catalog, pg_temp"
+	pinnedSearchPath = "SET search_path = " + pinnedPath + ";\n"
+)
 
 // revokeSQL is the query string of one local revocation pass (see
 // revokeLoginSQL).
@@ -192,7 +196,7 @@ func (st *state) revokeSQL(username string, final bool) (string, error) {
 	vals["terminate"] = strconv.FormatBool(st.cfg.TerminateSessions)
 	vals["final"] = strconv.FormatBool(final)
 	vals["hand_over"] = handOverSQL
-	vals["transient"] = transientCondition()
+	vals["transient"] = transientSQL
 	role, err2 := revokeRoleSQL.fill(vals)
 	report, err3 := revokeOutcomeSQL.fill(map[string]string{"role": vals["role"]})
 	if err := errors.Join(err1, err2, err3); err != nil {
