@@ -78,17 +78,21 @@ func devVault(t *testing.T) (*vaulttest.Server, *api.Client) {
 func devVaultWith(t *testing.T, plugin *vaulttest.Plugin) (*vaulttest.Server, *api.Client) {
 	t.Helper()
 	needAll(t) // before pg is read: nil under -short
-	return devVaultAt(t, plugin, "debug", rootConfig(pg.SuperUser, pg.SuperPassword))
+	return devVaultAt(t, plugin, "debug", rootConfig(pg.SuperUser, pg.SuperPassword), nil)
 }
 
 // devVaultAt is devVaultWith with Vault's -log-level level and the
-// connection pg configured with cfg.
-func devVaultAt(t *testing.T, plugin *vaulttest.Plugin, level string, cfg map[string]interface{}) (*vaulttest.Server, *api.Client) {
+// connection pg configured with cfg; before, if not nil, runs first (the
+// trace test turns on an audit device before the root password is written).
+func devVaultAt(t *testing.T, plugin *vaulttest.Plugin, level string, cfg map[string]interface{}, before func(*api.Client)) (*vaulttest.Server, *api.Client) {
 	t.Helper()
 	needAll(t)
 	s, err := vaulttest.StartRegistered(ctxT(t), vaultBin, t.TempDir(), plugin, level)
 	must(t, err)
 	watchVault(t, s)
+	if before != nil {
+		before(s.Client)
+	}
 	must(t, vaulttest.Configure(s.Client, "database", "pg", plugin, cfg))
 	return s, s.Client
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/pgvault/vault-plugin-database-postgres/internal/vaulttest"
 )
 
 // TestNoSecretsAtTraceLevel runs every operation through Vault with Vault
@@ -37,15 +36,11 @@ func TestNoSecretsAtTraceLevel(t *testing.T) {
 
 	traced := *plugin
 	traced.Env = append(append([]string{}, plugin.Env...), "PGVAULT_LOG_LEVEL=trace")
-	// devVaultAt's steps, with the audit device on before the root
-	// password is written to the mount.
-	v, err := vaulttest.StartRegistered(tr.ctx, vaultBin, t.TempDir(), &traced, "trace")
-	must(t, err)
-	watchVault(t, v)
-	c := v.Client
+	// The audit device is on before the root password is written.
 	auditLog := filepath.Join(t.TempDir(), "audit.log")
-	must(t, c.Sys().EnableAuditWithOptions("file", &api.EnableAuditOptions{Type: "file", Options: map[string]string{"file_path": auditLog}}))
-	must(t, vaulttest.Configure(c, "database", "pg", &traced, rootConfig(root, rootPw)))
+	v, c := devVaultAt(t, &traced, "trace", rootConfig(root, rootPw), func(c *api.Client) {
+		must(t, c.Sys().EnableAuditWithOptions("file", &api.EnableAuditOptions{Type: "file", Options: map[string]string{"file_path": auditLog}}))
+	})
 	tr.c = c
 	tr.saw("the first root password", root, rootPw)
 	tr.rotateRoot(root, rootPw)
