@@ -1,0 +1,426 @@
+package postgres
+
+// The plugin behind PgBouncer, in session and in transaction pooling, with
+// PgBouncer's default settings (pgtest.StartPgBouncer): every request goes
+// through it, and every check is made from outside, directly on the server
+// and through PgBouncer.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
+)
+
+// poolModes are the PgBouncer pool modes the plugin must work behind.
+// (Statement pooling refuses multi-statement transactions, which every
+// request is.)
+var poolModes = []string{"session", "transaction"}
+
+// startBouncer starts a PgBouncer of its own for the test in front of pg.
+func startBouncer(t *testing.T, mode string) *pgtest.PgBouncer {
+	t.Helper()
+	needPG(t)
+	b, err := pgtest.StartPgBouncer(testCtx(t), pg, mode)
+	if errors.Is(err, pgtest.ErrNoPgBouncer) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			log, _ := b.ReadLog()
+			t.Logf("pgbouncer log:\n%s", log)
+		}
+		_ = b.Stop()
+	})
+	return b
+}
+
+// eachPoolMode runs f as a parallel subtest per pool mode, each with its own
+// PgBouncer.
+func eachPoolMode(t *testing.T, f func(t *testing.T, b *pgtest.PgBouncer)) {
+	t.Helper()
+	for _, mode := range poolModes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			f(t, startBouncer(t, mode))
+		})
+	}
+}
+
+// throughBouncer is extra with the connection_url pointing at b.
+func throughBouncer(b *pgtest.PgBouncer, extra map[string]interface{}) map[string]interface{} {
+	cfg := map[string]interface{}{"connection_url": b.TemplateURL("")}
+	for k, v := range extra {
+		cfg[k] = v
+	}
+	return cfg
+}
+
+// newPooledDB is newDB (Initialize with verify_connection) through b.
+func newPooledDB(t *testing.T, b *pgtest.PgBouncer, extra map[string]interface{}) *Postgres {
+	t.Helper()
+	return newDB(t, throughBouncer(b, extra))
+}
+
+// connectThrough opens a session through b as user, closed when the test
+// ends.
+func connectThrough(t *testing.T, b *pgtest.PgBouncer, user, password string) *pgx.Conn {
+	t.Helper()
+	c, err := b.Connect(testCtx(t), user, password, "")
+	if err != nil {
+		t.Fatalf("connect as %q through pgbouncer: %v", user, err)
+	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
+}
+
+// assertLoginBoth proves the password works directly and through b, and a
+// wrong one fails both ways.
+func assertLoginBoth(t *testing.T, b *pgtest.PgBouncer, user, password string) {
+	t.Helper()
+	assertLogin(t, user, password)
+	if err := b.CanLogin(testCtx(t), user, password); err != nil {
+		t.Fatalf("login as %q through pgbouncer with the returned password failed: %v", user, err)
+	}
+	if err := b.CanLogin(testCtx(t), user, password+"x"); err == nil {
+		t.Fatalf("login as %q through pgbouncer with a wrong password succeeded", user)
+	}
+}
+
+// assertNoLoginBoth proves password no longer works, directly or through b.
+func assertNoLoginBoth(t *testing.T, b *pgtest.PgBouncer, user, password string) {
+	t.Helper()
+	assertNoLogin(t, user, password)
+	if err := b.CanLogin(testCtx(t), user, password); err == nil {
+		t.Fatalf("login as %q through pgbouncer still works", user)
+	}
+}
+
+// TestPoolerNewUser: Initialize (verify_connection) and a dynamic user's
+// whole life through PgBouncer. The user did not exist when PgBouncer
+// started: its login through PgBouncer works by auth_query alone.
+func TestPoolerNewUser(t *testing.T) {
+	a := admin(t)
+	eachPoolMode(t, func(t *testing.T, b *pgtest.PgBouncer) {
+		db := newPooledDB(t, b, nil)
+		req := newUserReq(createStmt)
+		user := dbtesting.AssertNewUser(t, db, req).Username
+		assertLoginBoth(t, b, user, req.Password)
+		dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
+		if roleExists(t, a, user) {
+			t.Fatalf("role %q still exists after DeleteUser", user)
+		}
+		assertNoLoginBoth(t, b, user, req.Password)
+	})
+}
+
+// TestPoolerConcurrentRequests: 20 creations at once, each logging in
+// through PgBouncer with its password, then 20 revocations at once; none
+// may fail and no role may be left.
+func TestPoolerConcurrentRequests(t *testing.T) {
+	a := admin(t)
+	eachPoolMode(t, func(t *testing.T, b *pgtest.PgBouncer) {
+		db := newPooledDB(t, b, nil)
+		const n = 20
+		users := make([]string, n)
+		runConcurrently(t, n, func(i int) error {
+			req := newUserReq(createStmt)
+			resp, err := db.NewUser(testCtx(t), req)
+			if err != nil {
+				return fmt.Errorf("NewUser: %w", err)
+			}
+			users[i] = resp.Username
+			if err := b.CanLogin(testCtx(t), resp.Username, req.Password); err != nil {
+				return fmt.Errorf("login as %q through pgbouncer: %w", resp.Username, err)
+			}
+			return nil
+		})
+		runConcurrently(t, n, func(i int) error {
+			if users[i] == "" {
+				return nil
+			}
+			if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: users[i]}); err != nil {
+				return fmt.Errorf("DeleteUser %q: %w", users[i], err)
+			}
+			return nil
+		})
+		var left int
+		if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_roles WHERE rolname = ANY($1)", users).Scan(&left); err != nil || left != 0 {
+			t.Fatalf("%d roles left after revocation (err %v)", left, err)
+		}
+	})
+}
+
+// runConcurrently runs f(0) … f(n-1) at once and reports every error.
+func runConcurrently(t *testing.T, n int, f func(i int) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f(i)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+// TestPoolerStaticRotation: a static role's password changed through
+// PgBouncer works through PgBouncer at once, and the old one is refused.
+func TestPoolerStaticRotation(t *testing.T) {
+	a := admin(t)
+	eachPoolMode(t, func(t *testing.T, b *pgtest.PgBouncer) {
+		db := newPooledDB(t, b, nil)
+		user, pw := "pooled-static-"+randSuffix(), "Static-"+randSuffix()
+		execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s", quoteIdent(user), quoteLiteral(pw)))
+		t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(user)) })
+		// A pooled server connection as the user, opened with the old
+		// password, must not let the old password back in.
+		assertLoginBoth(t, b, user, pw)
+		newPw := "Static2-" + randSuffix()
+		dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user, Password: &dbplugin.ChangePassword{NewPassword: newPw}})
+		assertLoginBoth(t, b, user, newPw)
+		assertNoLoginBoth(t, b, user, pw)
+	})
+}
+
+// TestPoolerRootRotation follows Vault's rotate-root through PgBouncer:
+// UpdateUser on the plugin's own user, then Initialize with the new
+// password. PgBouncer holds server connections logged in with the old
+// password; the old password must still be refused, and the new one must
+// work even where PgBouncer has to open new server connections.
+func TestPoolerRootRotation(t *testing.T) {
+	a := admin(t)
+	eachPoolMode(t, func(t *testing.T, b *pgtest.PgBouncer) {
+		root, pw := "pooled-root-"+randSuffix(), `R@/#{}%?&'`+randSuffix()
+		execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s", quoteIdent(root), quoteLiteral(pw)))
+		t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(root)) })
+		db := newPooledDB(t, b, map[string]interface{}{"username": root, "password": pw})
+		newPw := `N3w@/#{}%?&'` + randSuffix()
+		dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: root, Password: &dbplugin.ChangePassword{NewPassword: newPw}})
+		assertNoLoginBoth(t, b, root, pw)
+		// No server connection logged in with the old password is left.
+		oid := roleOID(t, a, root)
+		execSQL(t, a, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usesysid = $1", oid)
+		waitFor(t, func() bool { return sessionsOfRole(t, a, oid) == 0 })
+		assertLoginBoth(t, b, root, newPw)
+		cfg := mergeConfig(throughBouncer(b, map[string]interface{}{"username": root, "password": newPw}))
+		dbtesting.AssertInitialize(t, db, dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true})
+		req := newUserReq(createStmt)
+		user := dbtesting.AssertNewUser(t, db, req).Username
+		assertLoginBoth(t, b, user, req.Password)
+		dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
+		if roleExists(t, a, user) {
+			t.Fatalf("role %q still exists after DeleteUser", user)
+		}
+	})
+}
+
+// TestPoolerRevocationEndsSessions: a user with two sessions through
+// PgBouncer, one idle and one inside a transaction, is revoked through
+// PgBouncer. Its server sessions end, neither client session can run
+// anything afterwards (in transaction pooling the idle one stays connected
+// to PgBouncer, but PgBouncer can no longer log in as the user), and the
+// role is gone.
+func TestPoolerRevocationEndsSessions(t *testing.T) {
+	a := admin(t)
+	eachPoolMode(t, func(t *testing.T, b *pgtest.PgBouncer) {
+		db := newPooledDB(t, b, nil)
+		req := newUserReq(createStmt)
+		user := dbtesting.AssertNewUser(t, db, req).Username
+		oid := roleOID(t, a, user)
+		idle, inTx := connectThrough(t, b, user, req.Password), connectThrough(t, b, user, req.Password)
+		if _, err := idle.Exec(testCtx(t), "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := inTx.Exec(testCtx(t), "BEGIN; SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		if n := sessionsOfRole(t, a, oid); n == 0 {
+			t.Fatal("the user has no server session: the test proves nothing")
+		}
+		dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
+		if n := sessionsOfRole(t, a, oid); n != 0 {
+			t.Fatalf("%d server session(s) of %q alive after DeleteUser", n, user)
+		}
+		for name, c := range map[string]*pgx.Conn{"idle": idle, "in a transaction": inTx} {
+			if _, err := c.Exec(testCtx(t), "SELECT 1"); err == nil {
+				t.Errorf("the user's %s session through pgbouncer still runs queries", name)
+			}
+		}
+		if roleExists(t, a, user) {
+			t.Fatalf("role %q still exists after DeleteUser", user)
+		}
+		assertNoLoginBoth(t, b, user, req.Password)
+	})
+}
+
+// TestPoolerLockTimeoutBoundsRevocation: a long transaction holds a lock on
+// a table the user owns. Through PgBouncer too the revocation must give up
+// after lock_timeout (errHandOverLocked) instead of queueing behind it:
+// lock_timeout has to reach the server session the revocation runs on,
+// whichever one PgBouncer picks. Access is gone meanwhile; once the lock is
+// released a second attempt drops the user and keeps the table.
+func TestPoolerLockTimeoutBoundsRevocation(t *testing.T) {
+	a := admin(t)
+	eachPoolMode(t, func(t *testing.T, b *pgtest.PgBouncer) {
+		db := newPooledDB(t, b, map[string]interface{}{"lock_timeout": "200ms"})
+		req := newUserReq(createStmt, `GRANT CREATE ON SCHEMA public TO "{{name}}";`)
+		user := dbtesting.AssertNewUser(t, db, req).Username
+		tbl := "pooled_locked_" + randSuffix()
+		c := connectThrough(t, b, user, req.Password)
+		if _, err := c.Exec(testCtx(t), fmt.Sprintf("CREATE TABLE public.%s (id int); INSERT INTO public.%[1]s VALUES (1)", tbl)); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP TABLE IF EXISTS public."+tbl) })
+		holder := connectAs(t, pg.SuperUser, pg.SuperPassword, "")
+		if _, err := holder.Exec(testCtx(t), fmt.Sprintf("BEGIN; SELECT * FROM public.%s", tbl)); err != nil {
+			t.Fatal(err)
+		}
+		// Bounded well beyond lock_timeout, so a revocation that queues
+		// fails here for what it is, not at the test's own deadline.
+		ctx, cancel := context.WithTimeout(testCtx(t), 20*time.Second)
+		defer cancel()
+		_, err := db.DeleteUser(ctx, dbplugin.DeleteUserRequest{Username: user})
+		if !errors.Is(err, errHandOverLocked) {
+			t.Fatalf("revocation behind a lock: error = %v, want errHandOverLocked (%q)", err, errHandOverLocked)
+		}
+		assertNoLoginBoth(t, b, user, req.Password)
+		if _, err := holder.Exec(testCtx(t), "COMMIT"); err != nil {
+			t.Fatal(err)
+		}
+		dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
+		var owner string
+		var n int
+		if err := a.QueryRow(testCtx(t), fmt.Sprintf("SELECT (SELECT tableowner FROM pg_tables WHERE tablename = $1), (SELECT count(*) FROM public.%s)", tbl), tbl).Scan(&owner, &n); err != nil || n != 1 || owner != pg.SuperUser {
+			t.Fatalf("table after revocation: owner %q rows %d (%v); want kept, owned by %q", owner, n, err, pg.SuperUser)
+		}
+	})
+}
+
+// TestPoolerReaper: the orphan reaper revokes an expired labelled role
+// through PgBouncer, even right after a request left SET ROLE on its server
+// session (in transaction pooling the pass's statements may run on it), and
+// leaves no lock behind on a pooled server session: a second plugin
+// instance's pass through the same PgBouncer runs too. Not parallel: roles
+// are cluster-wide, so a pass would reap the orphans of a test beside it.
+func TestPoolerReaper(t *testing.T) {
+	a := admin(t)
+	for _, mode := range poolModes {
+		t.Run(mode, func(t *testing.T) {
+			b := startBouncer(t, mode)
+			other := plainRole(t, a, "pooled-other", "")
+			for i := range 2 {
+				db, _ := newReaperDB(t, throughBouncer(b, map[string]interface{}{"reap_orphans_after": "1h"}), 24*time.Hour, true)
+				orphan := orphanUser(t, db, time.Now().Add(-2*time.Hour), "SET ROLE "+quoteIdent(other)+";")
+				res := reapNow(t, db)
+				if res.skipped || res.reaped < 1 || res.failed != 0 || res.beyond != 0 {
+					t.Fatalf("pass %d = %+v, want the orphan reaped, nothing skipped, beyond reach or failed", i+1, res)
+				}
+				if roleExists(t, a, orphan) {
+					t.Fatalf("pass %d: orphan %q survived", i+1, orphan)
+				}
+				assertNoSessionLockLeft(t, a)
+			}
+		})
+	}
+}
+
+// assertNoSessionLockLeft fails when an idle session (so one outside any
+// transaction) holds an advisory lock: a session-level lock taken on a
+// server session that PgBouncer keeps and hands to others is never
+// released.
+func assertNoSessionLockLeft(t *testing.T, a *pgxpool.Pool) {
+	t.Helper()
+	var n int
+	if err := a.QueryRow(testCtx(t), `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid
+		WHERE l.locktype = 'advisory' AND l.granted AND s.state = 'idle'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("%d advisory lock(s) held by idle sessions after the pass", n)
+	}
+}
+
+// TestPoolerSessionStateDoesNotLeak: creation statements that end with SET
+// ROLE, SET SESSION AUTHORIZATION, another search_path or other settings
+// leave them on the server session PgBouncer keeps. The next request on it
+// must run as the configured user with the plugin's settings: the same
+// plugin's next request, and in transaction pooling, where server sessions
+// are shared between clients, another plugin instance's (its Initialize
+// included: it reads password_encryption there).
+func TestPoolerSessionStateDoesNotLeak(t *testing.T) {
+	a := admin(t)
+	other := "pooled-other-" + randSuffix()
+	execSQL(t, a, "CREATE ROLE "+quoteIdent(other))
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(other)) })
+	probe := newSessionProbe(t, a)
+	eachPoolMode(t, func(t *testing.T, b *pgtest.PgBouncer) {
+		// Not parallel: one request at a time keeps PgBouncer at one
+		// server session, so each request lands on the dirty one.
+		for name, dirt := range sessionDirt(other) {
+			t.Run(name, func(t *testing.T) {
+				one := map[string]interface{}{"max_open_connections": 1}
+				db := newPooledDB(t, b, one)
+				dirty := dbtesting.AssertNewUser(t, db, newUserReq(append([]string{createStmt, probe.record}, dirt...)...))
+				t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(dirty.Username)) })
+				_, _, _, _, dirtyPID := probe.read(t, a, dirty.Username)
+				next := map[string]*Postgres{"the same plugin": db}
+				if b.PoolMode == "transaction" {
+					next["another plugin instance"] = newPooledDB(t, b, one)
+				}
+				for who, db := range next {
+					assertCleanSession(t, a, b, db, probe, dirtyPID, who)
+				}
+			})
+		}
+	})
+}
+
+// assertCleanSession creates a user with db on the server session dirtyPID
+// was left dirty on and checks what its statements saw, and that its
+// password works.
+func assertCleanSession(t *testing.T, a *pgxpool.Pool, b *pgtest.PgBouncer, db *Postgres, probe sessionProbe, dirtyPID int, who string) {
+	t.Helper()
+	var defaultPath string
+	if err := a.QueryRow(testCtx(t), "SELECT reset_val FROM pg_settings WHERE name = 'search_path'").Scan(&defaultPath); err != nil {
+		t.Fatal(err)
+	}
+	req := newUserReq(createStmt, probe.record)
+	req.Password = `Aa1\'b\\c` + randSuffix()
+	resp, err := db.NewUser(testCtx(t), req)
+	if err != nil {
+		t.Fatalf("%s: NewUser after the dirty request: %v", who, err)
+	}
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(resp.Username)) })
+	cu, su, scs, sp, pid := probe.read(t, a, resp.Username)
+	if pid != dirtyPID {
+		t.Fatalf("%s: the request ran on another server session (pid %d, not %d): the test proves nothing", who, pid, dirtyPID)
+	}
+	if cu != pg.SuperUser || su != pg.SuperUser || scs != "on" || sp != defaultPath {
+		t.Fatalf("%s: the next request saw current_user=%q session_user=%q standard_conforming_strings=%q search_path=%q; want %q, %q, on, %q",
+			who, cu, su, scs, sp, pg.SuperUser, pg.SuperUser, defaultPath)
+	}
+	assertLoginBoth(t, b, resp.Username, req.Password)
+}
