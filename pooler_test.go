@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -109,20 +110,31 @@ func assertNoLoginBoth(t *testing.T, b *pgtest.PgBouncer, user, password string)
 }
 
 // TestPoolerNewUser: Initialize (verify_connection) and a dynamic user's
-// whole life through PgBouncer. The user did not exist when PgBouncer
-// started: its login through PgBouncer works by auth_query alone.
+// whole life through PgBouncer, by two plugin instances in turn (two mounts
+// or two Vault nodes on one database): in transaction pooling they share
+// PgBouncer's server sessions. The users did not exist when PgBouncer
+// started: their logins through PgBouncer work by auth_query alone.
 func TestPoolerNewUser(t *testing.T) {
 	a := admin(t)
 	eachPoolMode(t, func(t *testing.T, b *pgtest.PgBouncer) {
-		db := newPooledDB(t, b, nil)
-		req := newUserReq(createStmt)
-		user := dbtesting.AssertNewUser(t, db, req).Username
-		assertLoginBoth(t, b, user, req.Password)
-		dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
-		if roleExists(t, a, user) {
-			t.Fatalf("role %q still exists after DeleteUser", user)
+		dbs := []*Postgres{newPooledDB(t, b, nil), newPooledDB(t, b, nil)}
+		for round := range 2 {
+			for i, db := range dbs {
+				req := newUserReq(createStmt)
+				resp, err := db.NewUser(testCtx(t), req)
+				if err != nil {
+					t.Fatalf("round %d, instance %d: NewUser: %v", round+1, i+1, err)
+				}
+				assertLoginBoth(t, b, resp.Username, req.Password)
+				if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: resp.Username}); err != nil {
+					t.Fatalf("round %d, instance %d: DeleteUser: %v", round+1, i+1, err)
+				}
+				if roleExists(t, a, resp.Username) {
+					t.Fatalf("round %d, instance %d: role %q still exists after DeleteUser", round+1, i+1, resp.Username)
+				}
+				assertNoLoginBoth(t, b, resp.Username, req.Password)
+			}
 		}
-		assertNoLoginBoth(t, b, user, req.Password)
 	})
 }
 
@@ -265,7 +277,15 @@ func TestPoolerRevocationEndsSessions(t *testing.T) {
 			t.Fatalf("%d server session(s) of %q alive after DeleteUser", n, user)
 		}
 		for name, c := range map[string]*pgx.Conn{"idle": idle, "in a transaction": inTx} {
-			if _, err := c.Exec(testCtx(t), "SELECT 1"); err == nil {
+			// In transaction pooling the idle session is still connected
+			// to PgBouncer, which holds its next query while it retries
+			// logging in as the dropped role (server_login_retry) and
+			// ends it at query_wait_timeout (120 s by default): it never
+			// runs, and a few seconds show that.
+			ctx, cancel := context.WithTimeout(testCtx(t), 5*time.Second)
+			_, err := c.Exec(ctx, "SELECT 1")
+			cancel()
+			if err == nil {
 				t.Errorf("the user's %s session through pgbouncer still runs queries", name)
 			}
 		}
@@ -421,6 +441,13 @@ func assertCleanSession(t *testing.T, a *pgxpool.Pool, b *pgtest.PgBouncer, db *
 	if cu != pg.SuperUser || su != pg.SuperUser || scs != "on" || sp != defaultPath {
 		t.Fatalf("%s: the next request saw current_user=%q session_user=%q standard_conforming_strings=%q search_path=%q; want %q, %q, on, %q",
 			who, cu, su, scs, sp, pg.SuperUser, pg.SuperUser, defaultPath)
+	}
+	var verifier string
+	if err := a.QueryRow(testCtx(t), "SELECT coalesce(rolpassword, '') FROM pg_authid WHERE rolname = $1", resp.Username).Scan(&verifier); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(verifier, "SCRAM-SHA-256$") {
+		t.Fatalf("%s: the next request stored the password as %.14q…, want a SCRAM verifier (the server's password_encryption)", who, verifier)
 	}
 	assertLoginBoth(t, b, resp.Username, req.Password)
 }
