@@ -138,6 +138,28 @@ func TestPoolerNewUser(t *testing.T) {
 	})
 }
 
+// TestPoolerExpiredUser: a user whose VALID UNTIL has passed is refused
+// through PgBouncer although PgBouncer still holds a server session logged
+// in as it. PgBouncer does not check VALID UNTIL, and PostgreSQL checks it
+// only at login: the auth_query's lookup (pgtest's, as the README's) has
+// to leave expired roles out.
+func TestPoolerExpiredUser(t *testing.T) {
+	a := admin(t)
+	eachPoolMode(t, func(t *testing.T, b *pgtest.PgBouncer) {
+		db := newPooledDB(t, b, nil)
+		req := newUserReq(createStmt)
+		user := dbtesting.AssertNewUser(t, db, req).Username
+		t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(user)) })
+		assertLoginBoth(t, b, user, req.Password)
+		dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user,
+			Expiration: &dbplugin.ChangeExpiration{NewExpiration: time.Now().Add(-time.Minute)}})
+		if n := sessionsOfRole(t, a, roleOID(t, a, user)); n == 0 {
+			t.Fatal("pgbouncer holds no server session of the user: the test proves nothing")
+		}
+		assertNoLoginBoth(t, b, user, req.Password)
+	})
+}
+
 // TestPoolerConcurrentRequests: 20 creations at once, each logging in
 // through PgBouncer with its password, then 20 revocations at once; none
 // may fail and no role may be left.

@@ -10,7 +10,8 @@
 // connections and pools (Connect, Pool, CanLogin), catalog checks
 // (RoleExists), the server log (ReadLog), and certificates (certauth.go:
 // NewCA and CA.Issue for any certificate a test needs, ClientCA and
-// ClientCert for the local cluster's own CA).
+// ClientCert for the local cluster's own CA), and a PgBouncer in front of
+// a server (pgbouncer.go: StartPgBouncer).
 package pgtest
 
 import (
