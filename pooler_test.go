@@ -28,7 +28,7 @@ import (
 var poolModes = []string{"session", "transaction"}
 
 // startBouncer starts a PgBouncer of its own for the test in front of pg.
-func startBouncer(t *testing.T, mode string) *pgtest.PgBouncer {
+func startBouncer(t *testing.T, mode string) *pgtest.Pooler {
 	t.Helper()
 	needPG(t)
 	b, err := pgtest.StartPgBouncer(testCtx(t), pg, mode)
@@ -50,7 +50,7 @@ func startBouncer(t *testing.T, mode string) *pgtest.PgBouncer {
 
 // eachPoolMode runs f as a parallel subtest per pool mode, each with its own
 // PgBouncer.
-func eachPoolMode(t *testing.T, f func(t *testing.T, b *pgtest.PgBouncer)) {
+func eachPoolMode(t *testing.T, f func(t *testing.T, b *pgtest.Pooler)) {
 	t.Helper()
 	for _, mode := range poolModes {
 		t.Run(mode, func(t *testing.T) {
@@ -61,7 +61,7 @@ func eachPoolMode(t *testing.T, f func(t *testing.T, b *pgtest.PgBouncer)) {
 }
 
 // throughBouncer is extra with the connection_url pointing at b.
-func throughBouncer(b *pgtest.PgBouncer, extra map[string]interface{}) map[string]interface{} {
+func throughBouncer(b *pgtest.Pooler, extra map[string]interface{}) map[string]interface{} {
 	cfg := map[string]interface{}{"connection_url": b.TemplateURL("")}
 	for k, v := range extra {
 		cfg[k] = v
@@ -70,14 +70,14 @@ func throughBouncer(b *pgtest.PgBouncer, extra map[string]interface{}) map[strin
 }
 
 // newPooledDB is newDB (Initialize with verify_connection) through b.
-func newPooledDB(t *testing.T, b *pgtest.PgBouncer, extra map[string]interface{}) *Postgres {
+func newPooledDB(t *testing.T, b *pgtest.Pooler, extra map[string]interface{}) *Postgres {
 	t.Helper()
 	return newDB(t, throughBouncer(b, extra))
 }
 
 // connectThrough opens a session through b as user, closed when the test
 // ends.
-func connectThrough(t *testing.T, b *pgtest.PgBouncer, user, password string) *pgx.Conn {
+func connectThrough(t *testing.T, b *pgtest.Pooler, user, password string) *pgx.Conn {
 	t.Helper()
 	c, err := b.Connect(testCtx(t), user, password, "")
 	if err != nil {
@@ -89,7 +89,7 @@ func connectThrough(t *testing.T, b *pgtest.PgBouncer, user, password string) *p
 
 // assertLoginBoth proves the password works directly and through b, and a
 // wrong one fails both ways.
-func assertLoginBoth(t *testing.T, b *pgtest.PgBouncer, user, password string) {
+func assertLoginBoth(t *testing.T, b *pgtest.Pooler, user, password string) {
 	t.Helper()
 	assertLogin(t, user, password)
 	if err := b.CanLogin(testCtx(t), user, password); err != nil {
@@ -101,7 +101,7 @@ func assertLoginBoth(t *testing.T, b *pgtest.PgBouncer, user, password string) {
 }
 
 // assertNoLoginBoth proves password no longer works, directly or through b.
-func assertNoLoginBoth(t *testing.T, b *pgtest.PgBouncer, user, password string) {
+func assertNoLoginBoth(t *testing.T, b *pgtest.Pooler, user, password string) {
 	t.Helper()
 	assertNoLogin(t, user, password)
 	if err := b.CanLogin(testCtx(t), user, password); err == nil {
@@ -116,7 +116,7 @@ func assertNoLoginBoth(t *testing.T, b *pgtest.PgBouncer, user, password string)
 // started: their logins through PgBouncer work by auth_query alone.
 func TestPoolerNewUser(t *testing.T) {
 	a := admin(t)
-	eachPoolMode(t, func(t *testing.T, b *pgtest.PgBouncer) {
+	eachPoolMode(t, func(t *testing.T, b *pgtest.Pooler) {
 		dbs := []*Postgres{newPooledDB(t, b, nil), newPooledDB(t, b, nil)}
 		for round := range 2 {
 			for i, db := range dbs {
@@ -138,6 +138,37 @@ func TestPoolerNewUser(t *testing.T) {
 	})
 }
 
+// TestPoolerPgpool: the same life of a dynamic user through pgpool-II, which
+// pools sessions and, knowing no password of a dynamic user, asks the
+// plugin for it in cleartext over verified TLS (pgtest.StartPgpool).
+func TestPoolerPgpool(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	p, err := pgtest.StartPgpool(testCtx(t), pg)
+	if errors.Is(err, pgtest.ErrNoPgpool) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			log, _ := p.ReadLog()
+			t.Logf("pgpool log:\n%s", log)
+		}
+		_ = p.Stop()
+	})
+	db := newPooledDB(t, p, nil)
+	req := newUserReq(createStmt)
+	user := dbtesting.AssertNewUser(t, db, req).Username
+	assertLoginBoth(t, p, user, req.Password)
+	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
+	if roleExists(t, a, user) {
+		t.Fatalf("role %q still exists after DeleteUser", user)
+	}
+	assertNoLoginBoth(t, p, user, req.Password)
+}
+
 // TestPoolerExpiredUser: a user whose VALID UNTIL has passed is refused
 // through PgBouncer although PgBouncer still holds a server session logged
 // in as it. PgBouncer does not check VALID UNTIL, and PostgreSQL checks it
@@ -145,7 +176,7 @@ func TestPoolerNewUser(t *testing.T) {
 // to leave expired roles out.
 func TestPoolerExpiredUser(t *testing.T) {
 	a := admin(t)
-	eachPoolMode(t, func(t *testing.T, b *pgtest.PgBouncer) {
+	eachPoolMode(t, func(t *testing.T, b *pgtest.Pooler) {
 		db := newPooledDB(t, b, nil)
 		req := newUserReq(createStmt)
 		user := dbtesting.AssertNewUser(t, db, req).Username
@@ -165,7 +196,7 @@ func TestPoolerExpiredUser(t *testing.T) {
 // may fail and no role may be left.
 func TestPoolerConcurrentRequests(t *testing.T) {
 	a := admin(t)
-	eachPoolMode(t, func(t *testing.T, b *pgtest.PgBouncer) {
+	eachPoolMode(t, func(t *testing.T, b *pgtest.Pooler) {
 		db := newPooledDB(t, b, nil)
 		const n = 20
 		users := make([]string, n)
@@ -224,7 +255,7 @@ func runConcurrently(t *testing.T, n int, f func(i int) error) {
 // PgBouncer works through PgBouncer at once, and the old one is refused.
 func TestPoolerStaticRotation(t *testing.T) {
 	a := admin(t)
-	eachPoolMode(t, func(t *testing.T, b *pgtest.PgBouncer) {
+	eachPoolMode(t, func(t *testing.T, b *pgtest.Pooler) {
 		db := newPooledDB(t, b, nil)
 		user, pw := "pooled-static-"+randSuffix(), "Static-"+randSuffix()
 		execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s", quoteIdent(user), quoteLiteral(pw)))
@@ -246,7 +277,7 @@ func TestPoolerStaticRotation(t *testing.T) {
 // work even where PgBouncer has to open new server connections.
 func TestPoolerRootRotation(t *testing.T) {
 	a := admin(t)
-	eachPoolMode(t, func(t *testing.T, b *pgtest.PgBouncer) {
+	eachPoolMode(t, func(t *testing.T, b *pgtest.Pooler) {
 		root, pw := "pooled-root-"+randSuffix(), `R@/#{}%?&'`+randSuffix()
 		execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s", quoteIdent(root), quoteLiteral(pw)))
 		t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(root)) })
@@ -279,7 +310,7 @@ func TestPoolerRootRotation(t *testing.T) {
 // role is gone.
 func TestPoolerRevocationEndsSessions(t *testing.T) {
 	a := admin(t)
-	eachPoolMode(t, func(t *testing.T, b *pgtest.PgBouncer) {
+	eachPoolMode(t, func(t *testing.T, b *pgtest.Pooler) {
 		db := newPooledDB(t, b, nil)
 		req := newUserReq(createStmt)
 		user := dbtesting.AssertNewUser(t, db, req).Username
@@ -326,7 +357,7 @@ func TestPoolerRevocationEndsSessions(t *testing.T) {
 // released a second attempt drops the user and keeps the table.
 func TestPoolerLockTimeoutBoundsRevocation(t *testing.T) {
 	a := admin(t)
-	eachPoolMode(t, func(t *testing.T, b *pgtest.PgBouncer) {
+	eachPoolMode(t, func(t *testing.T, b *pgtest.Pooler) {
 		db := newPooledDB(t, b, map[string]interface{}{"lock_timeout": "200ms"})
 		req := newUserReq(createStmt, `GRANT CREATE ON SCHEMA public TO "{{name}}";`)
 		user := dbtesting.AssertNewUser(t, db, req).Username
@@ -418,7 +449,7 @@ func TestPoolerSessionStateDoesNotLeak(t *testing.T) {
 	execSQL(t, a, "CREATE ROLE "+quoteIdent(other))
 	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(other)) })
 	probe := newSessionProbe(t, a)
-	eachPoolMode(t, func(t *testing.T, b *pgtest.PgBouncer) {
+	eachPoolMode(t, func(t *testing.T, b *pgtest.Pooler) {
 		// Not parallel: one request at a time keeps PgBouncer at one
 		// server session, so each request lands on the dirty one.
 		for name, dirt := range sessionDirt(other) {
@@ -443,7 +474,7 @@ func TestPoolerSessionStateDoesNotLeak(t *testing.T) {
 // assertCleanSession creates a user with db on the server session dirtyPID
 // was left dirty on and checks what its statements saw, and that its
 // password works.
-func assertCleanSession(t *testing.T, a *pgxpool.Pool, b *pgtest.PgBouncer, db *Postgres, probe sessionProbe, dirtyPID int, who string) {
+func assertCleanSession(t *testing.T, a *pgxpool.Pool, b *pgtest.Pooler, db *Postgres, probe sessionProbe, dirtyPID int, who string) {
 	t.Helper()
 	var defaultPath string
 	if err := a.QueryRow(testCtx(t), "SELECT reset_val FROM pg_settings WHERE name = 'search_path'").Scan(&defaultPath); err != nil {

@@ -264,12 +264,7 @@ func writeCerts(dir string) ([]byte, *testCA, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	srvPEM, keyPEM, err := ca.sign(&x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}, "ec")
+	srvPEM, keyPEM, err := ca.serverCert(2)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -284,6 +279,17 @@ func writeCerts(dir string) ([]byte, *testCA, error) {
 		}
 	}
 	return []byte(caPEM), ca, nil
+}
+
+// serverCert issues a server certificate for 127.0.0.1, ::1 and localhost
+// (the test server's, and a pooler's in front of it), valid for two days.
+func (c *testCA) serverCert(serial int64) (certPEM, keyPEM string, err error) {
+	return c.sign(&x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}, "ec")
 }
 
 // randomPassword returns a password with characters that break naive URL

@@ -10,8 +10,8 @@
 // connections and pools (Connect, Pool, CanLogin), catalog checks
 // (RoleExists), the server log (ReadLog), and certificates (certauth.go:
 // NewCA and CA.Issue for any certificate a test needs, ClientCA and
-// ClientCert for the local cluster's own CA), and a PgBouncer in front of
-// a server (pgbouncer.go: StartPgBouncer).
+// ClientCert for the local cluster's own CA), and connection poolers in
+// front of a server (pooler.go: StartPgBouncer, StartPgpool).
 package pgtest
 
 import (
