@@ -10,7 +10,6 @@ DECLARE
 	me_super boolean := pg_catalog.current_setting('is_superuser')::boolean;
 	roid oid := pg_catalog.to_regrole(pg_catalog.quote_ident(r));
 	attempt int := 0;
-	deadline timestamptz;
 	obj text;
 	cname text;
 BEGIN
@@ -49,8 +48,10 @@ BEGIN
 	-- NOLOGIN. What usually holds the user's row in pg_authid is a
 	-- transaction of the user itself (ALTER ROLE CURRENT_USER PASSWORD left
 	-- open): its sessions that hold a transaction are ended, and NOLOGIN
-	-- tried again. A prepared transaction of the user cannot be ended that
-	-- way; it is reported for the plugin to roll back.
+	-- tried again at once, so that it waits first in line for the row and
+	-- a client that reconnects cannot take it back. A prepared transaction
+	-- of the user cannot be ended that way; it is reported for the plugin
+	-- to roll back.
 	LOOP
 		BEGIN
 			EXECUTE pg_catalog.format('ALTER ROLE %I NOLOGIN', r);
@@ -71,15 +72,11 @@ BEGIN
 				RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
 					MESSAGE = pg_catalog.format('logins could not be blocked: a session of the user holds a lock on its role, and %I may not end it: grant pg_signal_backend to %I, or let it become a member of the user', me, me);
 			END;
-			deadline := pg_catalog.clock_timestamp() + interval '5 s';
-			WHILE EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(NULL) a
-				WHERE a.usesysid = roid AND a.pid <> pg_catalog.pg_backend_pid() AND (terminate OR a.backend_xid IS NOT NULL))
-				AND pg_catalog.clock_timestamp() < deadline LOOP
-				PERFORM pg_catalog.pg_sleep(0.005);
-				PERFORM pg_catalog.pg_stat_clear_snapshot();
-			END LOOP;
+			-- Long enough for an ended backend to abort its transaction.
+			PERFORM pg_catalog.set_config('lock_timeout', '2s', true);
 		END;
 	END LOOP;
+	PERFORM pg_catalog.set_config('lock_timeout', '200ms', true);
 	-- In this transaction too, what lets others act with the user's rights:
 	-- its group memberships, roles that are members of it (other than the
 	-- admin), its SECURITY DEFINER routines (made SECURITY INVOKER), and
