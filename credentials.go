@@ -100,21 +100,20 @@ func checkUsername(name string) error {
 
 // passwordVerifier returns what goes into {{password}}: the password itself for
 // "password", otherwise a verifier the server stores as is, so the plaintext
-// never reaches the server, its logs or the network.
-func passwordVerifier(mode, serverEncryption, username, password string) (string, error) {
-	if mode == passwordAuthAuto {
-		mode = passwordAuthSCRAM
-		if serverEncryption == "md5" {
-			mode = passwordAuthMD5
-		}
-	}
+// never reaches the server, its logs or the network. auto is SCRAM-SHA-256,
+// whatever the server's password_encryption says: every supported server
+// (14+) stores a SCRAM verifier it is given, and an md5 line in pg_hba.conf
+// authenticates a SCRAM-stored user with SCRAM. An md5 verifier is the one
+// form that logs in by itself (md5 authentication only proves knowledge of
+// the hash), so it is sent only when md5 is asked for by name.
+func passwordVerifier(mode, username, password string) (string, error) {
 	switch mode {
 	case passwordAuthPassword:
 		return password, nil
 	case passwordAuthMD5:
 		sum := md5.Sum([]byte(password + username))
 		return "md5" + hex.EncodeToString(sum[:]), nil
-	case passwordAuthSCRAM:
+	case passwordAuthAuto, passwordAuthSCRAM:
 		return scramSHA256Verifier(password)
 	default:
 		return "", fmt.Errorf("unknown password_authentication %q", mode)

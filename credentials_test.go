@@ -34,14 +34,14 @@ func TestSCRAMVerifier(t *testing.T) {
 }
 
 func TestPasswordVerifierModes(t *testing.T) {
-	if got, _ := passwordVerifier("password", "", "u", "pw"); got != "pw" {
+	if got, _ := passwordVerifier("password", "u", "pw"); got != "pw" {
 		t.Fatalf("password mode changed the password: %q", got)
 	}
 	// md5(password || username), as PostgreSQL stores it (printf secretpostgres | md5sum).
-	if got, _ := passwordVerifier("auto", "md5", "postgres", "secret"); got != "md553f48b7c4b76a86ce72276c5755f217d" {
+	if got, _ := passwordVerifier("md5", "postgres", "secret"); got != "md553f48b7c4b76a86ce72276c5755f217d" {
 		t.Fatalf("md5 verifier = %q", got)
 	}
-	if got, _ := passwordVerifier("auto", "scram-sha-256", "u", "pw"); !strings.HasPrefix(got, "SCRAM-SHA-256$4096:") {
+	if got, _ := passwordVerifier("auto", "u", "pw"); !strings.HasPrefix(got, "SCRAM-SHA-256$4096:") {
 		t.Fatalf("auto did not pick SCRAM: %q", got)
 	}
 }

@@ -69,10 +69,6 @@ type state struct {
 	poolCfg  *pgxpool.Config
 	username template.StringTemplate
 
-	// serverPasswordEncryption caches the server's password_encryption for
-	// password_authentication=auto; "" until first read.
-	serverPasswordEncryption atomic.Pointer[string]
-
 	// dbPools are pools to the cluster's other databases, opened on demand
 	// by revocation (an object owned in another database can only be
 	// reassigned from a connection to it).
@@ -218,23 +214,20 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 }
 
 // verifyConnection proves the connection with one round trip, which also
-// reads password_encryption for auto mode and checks the reassign_owned_to
-// role.
+// checks the reassign_owned_to role.
 func (p *Postgres) verifyConnection(ctx context.Context, st *state) error {
 	cfg := st.cfg
-	var enc string
 	var targetOK, targetSuper bool
-	err := st.pool.QueryRow(ctx, `SELECT pg_catalog.current_setting('password_encryption'),
+	err := st.pool.QueryRow(ctx, `SELECT
 		$1 = '' OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1),
 		coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = coalesce(nullif($1, ''), current_user)), false)`,
-		cfg.ReassignOwnedTo).Scan(&enc, &targetOK, &targetSuper)
+		cfg.ReassignOwnedTo).Scan(&targetOK, &targetSuper)
 	if err != nil {
 		return failed(fmt.Sprintf("verifying connection to %s as %q", hostList(st.poolCfg), cfg.Username), err)
 	}
 	if !targetOK {
 		return fmt.Errorf("reassign_owned_to: role %q does not exist (create it, or leave the parameter out to use the connection's user)", cfg.ReassignOwnedTo)
 	}
-	st.serverPasswordEncryption.Store(&enc)
 	if targetSuper {
 		// Revocation disarms what it can (hand_over.sql), but a
 		// materialized view's query runs as its new owner when that owner
@@ -557,31 +550,8 @@ func (st *state) close() {
 }
 
 // passwordFor returns the form of password to render into {{password}}.
-func (st *state) passwordFor(ctx context.Context, username, password string) (string, error) {
-	enc := ""
-	if st.cfg.PasswordAuthentication == passwordAuthAuto {
-		var err error
-		if enc, err = st.passwordEncryption(ctx); err != nil {
-			return "", err
-		}
-	}
-	return passwordVerifier(st.cfg.PasswordAuthentication, enc, username, password)
-}
-
-// passwordEncryption reads the server's password_encryption once and caches
-// it; concurrent first reads are harmless. It reads the value a reset
-// session has, which is what statements run with (sessionReset), not what a
-// previous request may have SET on the pooled connection.
-func (st *state) passwordEncryption(ctx context.Context) (string, error) {
-	if p := st.serverPasswordEncryption.Load(); p != nil {
-		return *p, nil
-	}
-	var enc string
-	if err := st.pool.QueryRow(ctx, "SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'password_encryption'").Scan(&enc); err != nil {
-		return "", failed("reading password_encryption", err)
-	}
-	st.serverPasswordEncryption.Store(&enc)
-	return enc, nil
+func (st *state) passwordFor(_ context.Context, username, password string) (string, error) {
+	return passwordVerifier(st.cfg.PasswordAuthentication, username, password)
 }
 
 // execAs runs sql on a one-off connection authenticated as another user, for

@@ -334,24 +334,55 @@ func TestPasswordAuthentication(t *testing.T) {
 	}
 }
 
-func TestPasswordAuthenticationMD5(t *testing.T) {
+// TestPasswordAuthenticationMD5Server: with password_encryption=md5 for the
+// plugin's sessions, auto still sends a SCRAM verifier, on creation and on
+// rotation, so no md5 hash (which alone logs in) reaches the server or its
+// log; md5 stays available when asked for by name.
+func TestPasswordAuthenticationMD5Server(t *testing.T) {
 	needPG(t)
 	a := admin(t)
-	// A role-level password_encryption makes auto pick md5 for this admin's
-	// sessions; the pg_hba here is SCRAM-only, so check the stored form.
+	// A role-level password_encryption is what a fresh session of this
+	// admin resets to; the pg_hba here is SCRAM-only, so md5 is checked by
+	// its stored form.
 	execSQL(t, a, `DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'md5admin') THEN CREATE ROLE md5admin LOGIN CREATEROLE PASSWORD 'md5admin-pw'; END IF; END $$`)
 	execSQL(t, a, `ALTER ROLE md5admin SET password_encryption = 'md5'`)
-	db := newDB(t, map[string]interface{}{"username": "md5admin", "password": "md5admin-pw"})
-	req := newUserReq(createStmt)
-	resp := dbtesting.AssertNewUser(t, db, req)
-	var stored string
-	if err := a.QueryRow(testCtx(t), "SELECT rolpassword FROM pg_authid WHERE rolname = $1", resp.Username).Scan(&stored); err != nil {
-		t.Fatal(err)
+	stored := func(t *testing.T, user string) string {
+		var s string
+		if err := a.QueryRow(testCtx(t), "SELECT rolpassword FROM pg_authid WHERE rolname = $1", user).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
 	}
-	want, _ := passwordVerifier("md5", "", resp.Username, req.Password)
-	if stored != want {
-		t.Fatalf("stored %q, want md5 verifier %q", stored, want)
-	}
+	t.Run("auto", func(t *testing.T) {
+		db := newDB(t, map[string]interface{}{"username": "md5admin", "password": "md5admin-pw"})
+		req := newUserReq(createStmt)
+		user := dbtesting.AssertNewUser(t, db, req).Username
+		if s := stored(t, user); !strings.HasPrefix(s, "SCRAM-SHA-256$") {
+			t.Fatalf("auto stored %.3q…, want a SCRAM-SHA-256 verifier", s)
+		}
+		assertLogin(t, user, req.Password)
+		newPw := "Rt8-" + randSuffix()
+		dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user, Password: &dbplugin.ChangePassword{NewPassword: newPw}})
+		if s := stored(t, user); !strings.HasPrefix(s, "SCRAM-SHA-256$") {
+			t.Fatalf("auto rotation stored %.3q…, want a SCRAM-SHA-256 verifier", s)
+		}
+		assertLogin(t, user, newPw)
+		if log, err := pg.ReadLog(); err == nil {
+			for _, pw := range []string{req.Password, newPw} {
+				if h, _ := passwordVerifier(passwordAuthMD5, user, pw); strings.Contains(log, h) {
+					t.Fatal("the server log holds the md5 hash, which alone logs in")
+				}
+			}
+		}
+	})
+	t.Run("md5", func(t *testing.T) {
+		db := newDB(t, map[string]interface{}{"username": "md5admin", "password": "md5admin-pw", "password_authentication": "md5"})
+		req := newUserReq(createStmt)
+		user := dbtesting.AssertNewUser(t, db, req).Username
+		if want, _ := passwordVerifier(passwordAuthMD5, user, req.Password); stored(t, user) != want {
+			t.Fatalf("md5 mode stored %.3q…, want the md5 verifier", stored(t, user))
+		}
+	})
 }
 
 // TestBackslashWithNonStandardStrings: an admin whose sessions default to
