@@ -69,6 +69,10 @@ type state struct {
 	poolCfg  *pgxpool.Config
 	username template.StringTemplate
 
+	// scramIterations caches the server's scram_iterations for client-side
+	// SCRAM hashing; 0 until first read.
+	scramIterations atomic.Int64
+
 	// dbPools are pools to the cluster's other databases, opened on demand
 	// by revocation (an object owned in another database can only be
 	// reassigned from a connection to it).
@@ -214,20 +218,22 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 }
 
 // verifyConnection proves the connection with one round trip, which also
-// checks the reassign_owned_to role.
+// reads scram_iterations and checks the reassign_owned_to role.
 func (p *Postgres) verifyConnection(ctx context.Context, st *state) error {
 	cfg := st.cfg
+	var iterations *int64
 	var targetOK, targetSuper bool
-	err := st.pool.QueryRow(ctx, `SELECT
+	err := st.pool.QueryRow(ctx, `SELECT `+scramIterationsSQL+`,
 		$1 = '' OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1),
 		coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = coalesce(nullif($1, ''), current_user)), false)`,
-		cfg.ReassignOwnedTo).Scan(&targetOK, &targetSuper)
+		cfg.ReassignOwnedTo).Scan(&iterations, &targetOK, &targetSuper)
 	if err != nil {
 		return failed(fmt.Sprintf("verifying connection to %s as %q", hostList(st.poolCfg), cfg.Username), err)
 	}
 	if !targetOK {
 		return fmt.Errorf("reassign_owned_to: role %q does not exist (create it, or leave the parameter out to use the connection's user)", cfg.ReassignOwnedTo)
 	}
+	st.storeSCRAMIterations(iterations)
 	if targetSuper {
 		// Revocation disarms what it can (hand_over.sql), but a
 		// materialized view's query runs as its new owner when that owner
@@ -550,8 +556,48 @@ func (st *state) close() {
 }
 
 // passwordFor returns the form of password to render into {{password}}.
-func (st *state) passwordFor(_ context.Context, username, password string) (string, error) {
-	return passwordVerifier(st.cfg.PasswordAuthentication, username, password)
+func (st *state) passwordFor(ctx context.Context, username, password string) (string, error) {
+	iterations := 0
+	switch st.cfg.PasswordAuthentication {
+	case passwordAuthAuto, passwordAuthSCRAM:
+		var err error
+		if iterations, err = st.serverSCRAMIterations(ctx); err != nil {
+			return "", err
+		}
+	}
+	return passwordVerifier(st.cfg.PasswordAuthentication, iterations, username, password)
+}
+
+// scramIterationsSQL is the scram_iterations a fresh session of the
+// plugin's user has (pg_settings' reset_val: what RESET, and so
+// sessionReset, gives every request), not what a previous request may have
+// SET on the pooled connection; NULL before PostgreSQL 16.
+const scramIterationsSQL = "(SELECT reset_val::bigint FROM pg_catalog.pg_settings WHERE name = 'scram_iterations')"
+
+// serverSCRAMIterations reads the server's scram_iterations once and caches
+// it; concurrent first reads are harmless. A verifier hashed with the
+// server's count costs what the server's own hashing would: an operator who
+// raised it gets the stronger verifier.
+func (st *state) serverSCRAMIterations(ctx context.Context) (int, error) {
+	if n := st.scramIterations.Load(); n > 0 {
+		return int(n), nil
+	}
+	var n *int64
+	if err := st.pool.QueryRow(ctx, "SELECT "+scramIterationsSQL).Scan(&n); err != nil {
+		return 0, failed("reading scram_iterations", err)
+	}
+	return st.storeSCRAMIterations(n), nil
+}
+
+// storeSCRAMIterations caches n, or PostgreSQL's fixed count where the
+// server has no scram_iterations (nil), and returns what it cached.
+func (st *state) storeSCRAMIterations(n *int64) int {
+	v := int64(defaultSCRAMIterations)
+	if n != nil && *n > 0 {
+		v = *n
+	}
+	st.scramIterations.Store(v)
+	return int(v)
 }
 
 // execAs runs sql on a one-off connection authenticated as another user, for
