@@ -228,7 +228,9 @@ func (p *Postgres) verifyConnection(ctx context.Context, st *state) error {
 		coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = coalesce(nullif($1, ''), current_user)), false)`,
 		cfg.ReassignOwnedTo).Scan(&iterations, &targetOK, &targetSuper)
 	if err != nil {
-		return failed(fmt.Sprintf("verifying connection to %s as %q", hostList(st.poolCfg), cfg.Username), err)
+		// The user the pool logs in as: connection_url may name it without
+		// a username parameter.
+		return failed(fmt.Sprintf("verifying connection to %s as %q", hostList(st.poolCfg), st.poolCfg.ConnConfig.User), err)
 	}
 	if !targetOK {
 		return fmt.Errorf("reassign_owned_to: role %q does not exist (create it, or leave the parameter out to use the connection's user)", cfg.ReassignOwnedTo)

@@ -105,6 +105,23 @@ func assertConfigRoundTrips(t *testing.T, cfg, returned map[string]interface{}) 
 	}
 }
 
+// TestConnectionErrorNamesURLUser: with the user only in connection_url (no
+// username parameter), a failed connection names that user, and not the
+// password.
+func TestConnectionErrorNamesURLUser(t *testing.T) {
+	needPG(t)
+	wrong := "wrong-" + randSuffix()
+	db := newPostgres(hclog.NewNullLogger())
+	defer db.Close()
+	_, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: map[string]interface{}{"connection_url": pg.URL(pg.SuperUser, wrong, "")}, VerifyConnection: true})
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("as %q", pg.SuperUser)) {
+		t.Fatalf("error = %v, want one naming the user %q", err, pg.SuperUser)
+	}
+	if strings.Contains(err.Error(), wrong) {
+		t.Fatalf("error holds the password: %v", err)
+	}
+}
+
 func TestInitializeTLS(t *testing.T) {
 	needPG(t)
 	if pg.CAPEM == "" {
