@@ -70,6 +70,10 @@ type config struct {
 	LockTimeout             time.Duration `mapstructure:"lock_timeout"`
 	LabelRoles              bool          `mapstructure:"label_roles"`
 	ReapOrphansAfter        time.Duration `mapstructure:"reap_orphans_after"`
+
+	// inlineTLS: tls_ca, tls_certificate and private_key came from
+	// connection_url's sslinline PEMs (takeInlineTLS), so messages name those.
+	inlineTLS bool
 }
 
 // knownIgnoredKeys are keys Vault or older configurations may pass that this
@@ -90,6 +94,11 @@ var knownIgnoredKeys = map[string]bool{
 func parseConfig(raw map[string]interface{}) (*config, []string, error) {
 	c, given, unknown, err := decodeConfig(raw)
 	if err != nil {
+		return nil, nil, err
+	}
+	// connection_url's inline PEMs become tls_ca, tls_certificate and
+	// private_key before those are validated (tls.go).
+	if err := c.takeInlineTLS(); err != nil {
 		return nil, nil, err
 	}
 	// Validation reads the values as given, before defaults replace the

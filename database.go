@@ -76,9 +76,9 @@ type state struct {
 	poolCfg     *pgxpool.Config
 	username    template.StringTemplate
 
-	// serverPasswordEncryption caches the server's password_encryption for
-	// password_authentication=auto; "" until first read.
-	serverPasswordEncryption atomic.Pointer[string]
+	// scramIterations caches the server's scram_iterations for client-side
+	// SCRAM hashing; 0 until first read.
+	scramIterations atomic.Int64
 
 	// dbPools are pools to the cluster's other databases, opened on demand
 	// by revocation (an object owned in another database can only be
@@ -227,21 +227,22 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 }
 
 // verifyConnection proves the connection with one round trip, which also
-// reads password_encryption for auto mode and checks the role revoked users'
-// objects go to.
+// reads scram_iterations and checks the role revoked users' objects go to.
 func (p *Postgres) verifyConnection(ctx context.Context, st *state) error {
 	cfg := st.cfg
-	var enc string
+	var iterations *int64
 	var exists, privileged bool
-	err := st.pool.QueryRow(ctx, `SELECT pg_catalog.current_setting('password_encryption'),
+	err := st.pool.QueryRow(ctx, `SELECT `+scramIterationsSQL+`,
 		r.oid IS NOT NULL,
 		coalesce(r.rolsuper OR r.rolname = current_user OR pg_catalog.pg_has_role(r.oid, current_user, 'USAGE'), false)
 		FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_roles r ON r.rolname = $1`,
-		cfg.reassignTarget()).Scan(&enc, &exists, &privileged)
+		cfg.reassignTarget()).Scan(&iterations, &exists, &privileged)
 	if err != nil {
+		// The user the pool logs in as: connection_url may name it without
+		// a username parameter.
 		return failed(fmt.Sprintf("verifying connection to %s as %q", hostList(st.poolCfg), st.poolCfg.ConnConfig.User), err)
 	}
-	st.serverPasswordEncryption.Store(&enc)
+	st.storeSCRAMIterations(iterations)
 	return checkReassignTarget(cfg, exists, privileged)
 }
 
@@ -588,30 +589,47 @@ func (st *state) close() {
 
 // passwordFor returns the form of password to render into {{password}}.
 func (st *state) passwordFor(ctx context.Context, username, password string) (string, error) {
-	enc := ""
-	if st.cfg.PasswordAuthentication == passwordAuthAuto {
+	iterations := 0
+	switch st.cfg.PasswordAuthentication {
+	case passwordAuthAuto, passwordAuthSCRAM:
 		var err error
-		if enc, err = st.passwordEncryption(ctx); err != nil {
+		if iterations, err = st.serverSCRAMIterations(ctx); err != nil {
 			return "", err
 		}
 	}
-	return passwordVerifier(st.cfg.PasswordAuthentication, enc, username, password)
+	return passwordVerifier(st.cfg.PasswordAuthentication, iterations, username, password)
 }
 
-// passwordEncryption reads the server's password_encryption once and caches
-// it; concurrent first reads are harmless. It reads the value a reset
-// session has, which is what statements run with (sessionReset), not what a
-// previous request may have SET on the pooled connection.
-func (st *state) passwordEncryption(ctx context.Context) (string, error) {
-	if p := st.serverPasswordEncryption.Load(); p != nil {
-		return *p, nil
+// scramIterationsSQL is the scram_iterations a fresh session of the
+// plugin's user has (pg_settings' reset_val: what RESET, and so
+// sessionReset, gives every request), not what a previous request may have
+// SET on the pooled connection; NULL before PostgreSQL 16.
+const scramIterationsSQL = "(SELECT reset_val::bigint FROM pg_catalog.pg_settings WHERE name = 'scram_iterations')"
+
+// serverSCRAMIterations reads the server's scram_iterations once and caches
+// it; concurrent first reads are harmless. A verifier hashed with the
+// server's count costs what the server's own hashing would: an operator who
+// raised it gets the stronger verifier.
+func (st *state) serverSCRAMIterations(ctx context.Context) (int, error) {
+	if n := st.scramIterations.Load(); n > 0 {
+		return int(n), nil
 	}
-	var enc string
-	if err := st.pool.QueryRow(ctx, "SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'password_encryption'").Scan(&enc); err != nil {
-		return "", failed("reading password_encryption", err)
+	var n *int64
+	if err := st.pool.QueryRow(ctx, "SELECT "+scramIterationsSQL).Scan(&n); err != nil {
+		return 0, failed("reading scram_iterations", err)
 	}
-	st.serverPasswordEncryption.Store(&enc)
-	return enc, nil
+	return st.storeSCRAMIterations(n), nil
+}
+
+// storeSCRAMIterations caches n, or PostgreSQL's fixed count where the
+// server has no scram_iterations (nil), and returns what it cached.
+func (st *state) storeSCRAMIterations(n *int64) int {
+	v := int64(defaultSCRAMIterations)
+	if n != nil && *n > 0 {
+		v = *n
+	}
+	st.scramIterations.Store(v)
+	return int(v)
 }
 
 // execAs runs sql on a one-off connection authenticated as another user, for
