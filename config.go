@@ -63,10 +63,17 @@ type config struct {
 	ServiceAccountJSON     string        `mapstructure:"service_account_json"`
 	TerminateSessions      bool          `mapstructure:"terminate_sessions"`
 	ReassignOwnedTo        string        `mapstructure:"reassign_owned_to"`
-	AllowCleartextPassword bool          `mapstructure:"allow_cleartext_password"`
-	LockTimeout            time.Duration `mapstructure:"lock_timeout"`
-	LabelRoles             bool          `mapstructure:"label_roles"`
-	ReapOrphansAfter       time.Duration `mapstructure:"reap_orphans_after"`
+	// AllowPrivilegedReassign lets reassign_owned_to name a superuser, the
+	// admin, or a role with the admin's rights.
+	AllowPrivilegedReassign bool          `mapstructure:"allow_privileged_reassign"`
+	AllowCleartextPassword  bool          `mapstructure:"allow_cleartext_password"`
+	LockTimeout             time.Duration `mapstructure:"lock_timeout"`
+	LabelRoles              bool          `mapstructure:"label_roles"`
+	ReapOrphansAfter        time.Duration `mapstructure:"reap_orphans_after"`
+
+	// inlineTLS: tls_ca, tls_certificate and private_key came from
+	// connection_url's sslinline PEMs (takeInlineTLS), so messages name those.
+	inlineTLS bool
 }
 
 // knownIgnoredKeys are keys Vault or older configurations may pass that this
@@ -87,6 +94,11 @@ var knownIgnoredKeys = map[string]bool{
 func parseConfig(raw map[string]interface{}) (*config, []string, error) {
 	c, given, unknown, err := decodeConfig(raw)
 	if err != nil {
+		return nil, nil, err
+	}
+	// connection_url's inline PEMs become tls_ca, tls_certificate and
+	// private_key before those are validated (tls.go).
+	if err := c.takeInlineTLS(); err != nil {
 		return nil, nil, err
 	}
 	// Validation reads the values as given, before defaults replace the
@@ -210,6 +222,15 @@ func (c *config) applyDefaults(raw map[string]interface{}, given map[string]bool
 	if !given["allow_cleartext_password"] {
 		c.AllowCleartextPassword = defaultAllowCleartextPassword
 	}
+}
+
+// reassignTarget is the role revoked users' objects go to: reassign_owned_to,
+// else the plugin's holding role.
+func (c *config) reassignTarget() string {
+	if c.ReassignOwnedTo != "" {
+		return c.ReassignOwnedTo
+	}
+	return holdingRole
 }
 
 // durationHook accepts durations as Go strings ("30s"), or as a number of

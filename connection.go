@@ -71,6 +71,11 @@ func (c *config) poolConfig() (*pgxpool.Config, error) {
 			cc.BuildFrontend = guardedFrontendAll
 		}
 	}
+	// No named prepared statements: they live in a server session, which a
+	// transaction-pooling PgBouncer hands to another client after each
+	// transaction. QueryExecModeExec sends each query with its arguments in
+	// one round trip on the unnamed statement.
+	cc.DefaultQueryExecMode = pgx.QueryExecModeExec
 	c.setPoolLimits(pc)
 	return pc, nil
 }
@@ -89,9 +94,39 @@ func (c *config) setRuntimeParams(cc *pgx.ConnConfig) {
 	// server, database or role default of off cannot reinterpret a
 	// backslash in a password.
 	cc.RuntimeParams["standard_conforming_strings"] = "on"
-	// Every lock wait the plugin causes is bounded; in the startup packet,
-	// so it costs no round trip and RESET ALL keeps it.
-	cc.RuntimeParams["lock_timeout"] = strconv.FormatInt(c.LockTimeout.Milliseconds(), 10)
+	// lock_timeout is not here: a connection pooler (PgBouncer) refuses
+	// startup parameters it does not know, and a session setting would not
+	// survive its transaction pooling anyway. Every transaction sets it
+	// (txSettings).
+}
+
+// txSettings is what every transaction of the plugin starts with, after
+// sessionReset, in the same query string: the lock bound, and the search_path
+// the operator's statements may safely run with (sql/safe_search_path.sql).
+// Both are LOCAL, so they hold through a transaction-pooling PgBouncer and
+// end with the transaction.
+func (c *config) txSettings() string {
+	return lockTimeoutSQL(c.LockTimeout) + safeSearchPathSQL + ";\n"
+}
+
+// lockTimeoutSQL sets lock_timeout for the rest of the transaction.
+func lockTimeoutSQL(d time.Duration) string {
+	return "SET LOCAL lock_timeout = " + strconv.FormatInt(d.Milliseconds(), 10) + ";\n"
+}
+
+// safeSearchPathSQL: see the file (three statements). It comes before every operator
+// statement, so it is sent on one line: pg_stat_activity keeps only the
+// first track_activity_query_size bytes (1 kB by default) of a query.
+var safeSearchPathSQL = oneLine(loadSQL("safe_search_path.sql").src)
+
+// oneLine joins lines, dropping their indentation. The file has no string
+// literal that spans lines.
+func oneLine(sql string) string {
+	lines := strings.Split(strings.TrimSpace(sql), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimSpace(l)
+	}
+	return strings.Join(lines, " ")
 }
 
 // setPoolLimits bounds connection attempts, keeps idle connections alive,
@@ -160,6 +195,13 @@ func connLost(err error) bool {
 // execer is what exec needs: a pool, or a single connection.
 type execer interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// exec runs sql like execAtomic, after the transaction's settings
+// (txSettings): the lock bound and a search_path no other role can write.
+// Every statement an operator wrote runs this way.
+func (st *state) exec(ctx context.Context, db execer, sql string) error {
+	return execAtomic(ctx, db, st.txSettings+sql)
 }
 
 // execAtomic runs sql (several statements) with the simple protocol in one

@@ -100,38 +100,43 @@ func checkUsername(name string) error {
 
 // passwordVerifier returns what goes into {{password}}: the password itself for
 // "password", otherwise a verifier the server stores as is, so the plaintext
-// never reaches the server, its logs or the network.
-func passwordVerifier(mode, serverEncryption, username, password string) (string, error) {
-	if mode == passwordAuthAuto {
-		mode = passwordAuthSCRAM
-		if serverEncryption == "md5" {
-			mode = passwordAuthMD5
-		}
-	}
+// never reaches the server, its logs or the network. auto is SCRAM-SHA-256,
+// whatever the server's password_encryption says: every supported server
+// (14+) stores a SCRAM verifier it is given, and an md5 line in pg_hba.conf
+// authenticates a SCRAM-stored user with SCRAM. An md5 verifier is the one
+// form that logs in by itself (md5 authentication only proves knowledge of
+// the hash), so it is sent only when md5 is asked for by name.
+// iterations is the SCRAM iteration count (the server's scram_iterations).
+func passwordVerifier(mode string, iterations int, username, password string) (string, error) {
 	switch mode {
 	case passwordAuthPassword:
 		return password, nil
 	case passwordAuthMD5:
 		sum := md5.Sum([]byte(password + username))
 		return "md5" + hex.EncodeToString(sum[:]), nil
-	case passwordAuthSCRAM:
-		return scramSHA256Verifier(password)
+	case passwordAuthAuto, passwordAuthSCRAM:
+		return scramSHA256Verifier(password, iterations)
 	default:
 		return "", fmt.Errorf("unknown password_authentication %q", mode)
 	}
 }
 
-// scramIterations is PostgreSQL's default scram_iterations.
-const scramIterations = 4096
+// defaultSCRAMIterations is PostgreSQL's default scram_iterations, and the
+// fixed count before PostgreSQL 16 made it a setting.
+const defaultSCRAMIterations = 4096
 
 // scramSHA256Verifier computes the SCRAM-SHA-256 secret in the form
-// PostgreSQL stores in pg_authid.rolpassword (RFC 5802, RFC 7677).
-func scramSHA256Verifier(password string) (string, error) {
+// PostgreSQL stores in pg_authid.rolpassword (RFC 5802, RFC 7677), with
+// the given iteration count (defaultSCRAMIterations if not positive).
+func scramSHA256Verifier(password string, iterations int) (string, error) {
+	if iterations <= 0 {
+		iterations = defaultSCRAMIterations
+	}
 	salt := make([]byte, 16)
 	if _, err := rand.Read(salt); err != nil {
 		return "", fmt.Errorf("generating salt: %w", err)
 	}
-	salted, err := pbkdf2.Key(sha256.New, saslPrep(password), salt, scramIterations, sha256.Size)
+	salted, err := pbkdf2.Key(sha256.New, saslPrep(password), salt, iterations, sha256.Size)
 	if err != nil {
 		return "", fmt.Errorf("hashing password: %w", err)
 	}
@@ -139,7 +144,7 @@ func scramSHA256Verifier(password string) (string, error) {
 	storedKey := sha256.Sum256(clientKey)
 	serverKey := hmacSHA256(salted, "Server Key")
 	b64 := base64.StdEncoding.EncodeToString
-	return fmt.Sprintf("SCRAM-SHA-256$%d:%s$%s:%s", scramIterations, b64(salt), b64(storedKey[:]), b64(serverKey)), nil
+	return fmt.Sprintf("SCRAM-SHA-256$%d:%s$%s:%s", iterations, b64(salt), b64(storedKey[:]), b64(serverKey)), nil
 }
 
 func hmacSHA256(key []byte, msg string) []byte {

@@ -12,7 +12,7 @@ import (
 
 // TestSCRAMVerifier recomputes the stored and server keys from the salt.
 func TestSCRAMVerifier(t *testing.T) {
-	v, err := scramSHA256Verifier("pencil")
+	v, err := scramSHA256Verifier("pencil", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,20 +28,20 @@ func TestSCRAMVerifier(t *testing.T) {
 	if parts[3] != base64.StdEncoding.EncodeToString(stored[:]) {
 		t.Fatal("stored key mismatch")
 	}
-	if v2, _ := scramSHA256Verifier("pencil"); v2 == v {
+	if v2, _ := scramSHA256Verifier("pencil", 0); v2 == v {
 		t.Fatal("salt is not random")
 	}
 }
 
 func TestPasswordVerifierModes(t *testing.T) {
-	if got, _ := passwordVerifier("password", "", "u", "pw"); got != "pw" {
+	if got, _ := passwordVerifier("password", 0, "u", "pw"); got != "pw" {
 		t.Fatalf("password mode changed the password: %q", got)
 	}
 	// md5(password || username), as PostgreSQL stores it (printf secretpostgres | md5sum).
-	if got, _ := passwordVerifier("auto", "md5", "postgres", "secret"); got != "md553f48b7c4b76a86ce72276c5755f217d" {
+	if got, _ := passwordVerifier("md5", 0, "postgres", "secret"); got != "md553f48b7c4b76a86ce72276c5755f217d" {
 		t.Fatalf("md5 verifier = %q", got)
 	}
-	if got, _ := passwordVerifier("auto", "scram-sha-256", "u", "pw"); !strings.HasPrefix(got, "SCRAM-SHA-256$4096:") {
+	if got, _ := passwordVerifier("auto", 0, "u", "pw"); !strings.HasPrefix(got, "SCRAM-SHA-256$4096:") {
 		t.Fatalf("auto did not pick SCRAM: %q", got)
 	}
 }

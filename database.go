@@ -9,7 +9,6 @@
 package postgres
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -64,14 +63,22 @@ type state struct {
 	// closed makes close idempotent.
 	closed atomic.Bool
 
-	cfg      *config
-	pool     *pgxpool.Pool
-	poolCfg  *pgxpool.Config
-	username template.StringTemplate
+	cfg *config
+	// txSettings starts every transaction of operator statements
+	// (config.txSettings), revokeTx each of a revocation's.
+	txSettings, revokeTx string
+	logger               hclog.Logger
+	// revokeSlots bounds the revocations in flight to one connection less
+	// than the pool holds, so revocations waiting for locks can never take
+	// every connection from credential requests.
+	revokeSlots chan struct{}
+	pool        *pgxpool.Pool
+	poolCfg     *pgxpool.Config
+	username    template.StringTemplate
 
-	// serverPasswordEncryption caches the server's password_encryption for
-	// password_authentication=auto; "" until first read.
-	serverPasswordEncryption atomic.Pointer[string]
+	// scramIterations caches the server's scram_iterations for client-side
+	// SCRAM hashing; 0 until first read.
+	scramIterations atomic.Int64
 
 	// dbPools are pools to the cluster's other databases, opened on demand
 	// by revocation (an object owned in another database can only be
@@ -196,7 +203,9 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 	if err != nil {
 		return dbplugin.InitializeResponse{}, fmt.Errorf("creating connection pool: %w", err)
 	}
-	st := &state{cfg: cfg, pool: pool, poolCfg: poolCfg, username: tmpl}
+	st := &state{cfg: cfg, txSettings: cfg.txSettings(), revokeTx: revokeTxSettings(cfg.LockTimeout),
+		logger: p.logger, pool: pool, poolCfg: poolCfg, username: tmpl,
+		revokeSlots: make(chan struct{}, max(1, cfg.MaxOpenConnections-1))}
 	if req.VerifyConnection {
 		if err := p.verifyConnection(ctx, st); err != nil {
 			pool.Close()
@@ -218,29 +227,35 @@ func (p *Postgres) Initialize(ctx context.Context, req dbplugin.InitializeReques
 }
 
 // verifyConnection proves the connection with one round trip, which also
-// reads password_encryption for auto mode and checks the reassign_owned_to
-// role.
+// reads scram_iterations and checks the role revoked users' objects go to.
 func (p *Postgres) verifyConnection(ctx context.Context, st *state) error {
 	cfg := st.cfg
-	var enc string
-	var targetOK, targetSuper bool
-	err := st.pool.QueryRow(ctx, `SELECT pg_catalog.current_setting('password_encryption'),
-		$1 = '' OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1),
-		coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = coalesce(nullif($1, ''), current_user)), false)`,
-		cfg.ReassignOwnedTo).Scan(&enc, &targetOK, &targetSuper)
+	var iterations *int64
+	var exists, privileged bool
+	err := st.pool.QueryRow(ctx, `SELECT `+scramIterationsSQL+`,
+		r.oid IS NOT NULL,
+		coalesce(r.rolsuper OR r.rolname = current_user OR pg_catalog.pg_has_role(r.oid, current_user, 'USAGE'), false)
+		FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_roles r ON r.rolname = $1`,
+		cfg.reassignTarget()).Scan(&iterations, &exists, &privileged)
 	if err != nil {
-		return failed(fmt.Sprintf("verifying connection to %s as %q", hostList(st.poolCfg), cfg.Username), err)
+		// The user the pool logs in as: connection_url may name it without
+		// a username parameter.
+		return failed(fmt.Sprintf("verifying connection to %s as %q", hostList(st.poolCfg), st.poolCfg.ConnConfig.User), err)
 	}
-	if !targetOK {
-		return fmt.Errorf("reassign_owned_to: role %q does not exist (create it, or leave the parameter out to use the connection's user)", cfg.ReassignOwnedTo)
+	st.storeSCRAMIterations(iterations)
+	return checkReassignTarget(cfg, exists, privileged)
+}
+
+// checkReassignTarget refuses a receiving role that would lend revoked
+// users' code more rights than the holding role has, unless the operator
+// opted in, and a configured one that does not exist.
+func checkReassignTarget(cfg *config, exists, privileged bool) error {
+	target := cfg.reassignTarget()
+	if cfg.ReassignOwnedTo != "" && cfg.ReassignOwnedTo != holdingRole && !exists {
+		return fmt.Errorf("reassign_owned_to: role %q does not exist (create it NOLOGIN, or leave the parameter out to use the plugin's holding role %s)", target, holdingRole)
 	}
-	st.serverPasswordEncryption.Store(&enc)
-	if targetSuper {
-		// Revocation disarms what it can (hand_over.sql), but a
-		// materialized view's query runs as its new owner when that owner
-		// refreshes it, and so do views on 14 whenever they are read.
-		p.logger.Warn("reassign_owned_to is a superuser (by default it is the connection's user): objects revoked users leave behind (a materialized view refreshed, a view on PostgreSQL 14) can run with superuser rights; name an unprivileged NOLOGIN role instead",
-			"reassign_owned_to", cmp.Or(cfg.ReassignOwnedTo, cfg.Username))
+	if privileged && !cfg.AllowPrivilegedReassign {
+		return fmt.Errorf("reassign_owned_to: role %q is a superuser or has the rights of the connection's user, so code a revoked user left behind (a trigger, an index expression, a view) would run with them; name an unprivileged NOLOGIN role, leave the parameter out to use the holding role %s, or set allow_privileged_reassign=true to accept the risk", target, holdingRole)
 	}
 	return nil
 }
@@ -355,7 +370,7 @@ func (p *Postgres) rollback(ctx context.Context, st *state, stmts []string, vals
 	}
 	sql, err := renderStatements(stmts, vals)
 	if err == nil {
-		err = execAtomic(ctx, st.pool, sql)
+		err = st.exec(ctx, st.pool, sql)
 	}
 	if err != nil && sqlState(err) != pgerrcode.UndefinedObject {
 		p.logger.Warn("rollback_statements failed", "username", vals.Username, "error", redact(describe(err), vals.Password))
@@ -512,6 +527,11 @@ func (p *Postgres) DeleteUser(ctx context.Context, req dbplugin.DeleteUserReques
 	if req.Username == "" {
 		return dbplugin.DeleteUserResponse{}, errors.New("no username given")
 	}
+	release, err := st.revokeSlot(ctx)
+	if err != nil {
+		return dbplugin.DeleteUserResponse{}, fmt.Errorf("revoking user %q: waiting for one of the %d revocations in flight to finish: %w", req.Username, cap(st.revokeSlots), err)
+	}
+	defer release()
 	if !hasStatements(req.Statements.Commands) {
 		if err := p.defaultRevoke(ctx, st, req.Username); err != nil {
 			return dbplugin.DeleteUserResponse{}, fmt.Errorf("revoking user %q: %w", req.Username, err)
@@ -522,7 +542,7 @@ func (p *Postgres) DeleteUser(ctx context.Context, req dbplugin.DeleteUserReques
 	if err != nil {
 		return dbplugin.DeleteUserResponse{}, fmt.Errorf("revocation_statements: %w", err)
 	}
-	if err := execAtomic(ctx, st.pool, sql); err != nil {
+	if err := st.exec(ctx, st.pool, sql); err != nil {
 		if sqlState(err) == pgerrcode.UndefinedObject {
 			p.logger.Debug("revocation: user already gone", "username", req.Username)
 			return dbplugin.DeleteUserResponse{}, nil
@@ -530,6 +550,17 @@ func (p *Postgres) DeleteUser(ctx context.Context, req dbplugin.DeleteUserReques
 		return dbplugin.DeleteUserResponse{}, failed(fmt.Sprintf("revoking user %q", req.Username), err)
 	}
 	return dbplugin.DeleteUserResponse{}, nil
+}
+
+// revokeSlot waits for room among the revocations in flight (revokeSlots),
+// within ctx, and returns the function that gives it back.
+func (st *state) revokeSlot(ctx context.Context) (func(), error) {
+	select {
+	case st.revokeSlots <- struct{}{}:
+		return func() { <-st.revokeSlots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // Type reports the database type to Vault.
@@ -558,30 +589,47 @@ func (st *state) close() {
 
 // passwordFor returns the form of password to render into {{password}}.
 func (st *state) passwordFor(ctx context.Context, username, password string) (string, error) {
-	enc := ""
-	if st.cfg.PasswordAuthentication == passwordAuthAuto {
+	iterations := 0
+	switch st.cfg.PasswordAuthentication {
+	case passwordAuthAuto, passwordAuthSCRAM:
 		var err error
-		if enc, err = st.passwordEncryption(ctx); err != nil {
+		if iterations, err = st.serverSCRAMIterations(ctx); err != nil {
 			return "", err
 		}
 	}
-	return passwordVerifier(st.cfg.PasswordAuthentication, enc, username, password)
+	return passwordVerifier(st.cfg.PasswordAuthentication, iterations, username, password)
 }
 
-// passwordEncryption reads the server's password_encryption once and caches
-// it; concurrent first reads are harmless. It reads the value a reset
-// session has, which is what statements run with (sessionReset), not what a
-// previous request may have SET on the pooled connection.
-func (st *state) passwordEncryption(ctx context.Context) (string, error) {
-	if p := st.serverPasswordEncryption.Load(); p != nil {
-		return *p, nil
+// scramIterationsSQL is the scram_iterations a fresh session of the
+// plugin's user has (pg_settings' reset_val: what RESET, and so
+// sessionReset, gives every request), not what a previous request may have
+// SET on the pooled connection; NULL before PostgreSQL 16.
+const scramIterationsSQL = "(SELECT reset_val::bigint FROM pg_catalog.pg_settings WHERE name = 'scram_iterations')"
+
+// serverSCRAMIterations reads the server's scram_iterations once and caches
+// it; concurrent first reads are harmless. A verifier hashed with the
+// server's count costs what the server's own hashing would: an operator who
+// raised it gets the stronger verifier.
+func (st *state) serverSCRAMIterations(ctx context.Context) (int, error) {
+	if n := st.scramIterations.Load(); n > 0 {
+		return int(n), nil
 	}
-	var enc string
-	if err := st.pool.QueryRow(ctx, "SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'password_encryption'").Scan(&enc); err != nil {
-		return "", failed("reading password_encryption", err)
+	var n *int64
+	if err := st.pool.QueryRow(ctx, "SELECT "+scramIterationsSQL).Scan(&n); err != nil {
+		return 0, failed("reading scram_iterations", err)
 	}
-	st.serverPasswordEncryption.Store(&enc)
-	return enc, nil
+	return st.storeSCRAMIterations(n), nil
+}
+
+// storeSCRAMIterations caches n, or PostgreSQL's fixed count where the
+// server has no scram_iterations (nil), and returns what it cached.
+func (st *state) storeSCRAMIterations(n *int64) int {
+	v := int64(defaultSCRAMIterations)
+	if n != nil && *n > 0 {
+		v = *n
+	}
+	st.scramIterations.Store(v)
+	return int(v)
 }
 
 // execAs runs sql on a one-off connection authenticated as another user, for
@@ -593,7 +641,7 @@ func (st *state) execAs(ctx context.Context, user, password, sql string) (uint32
 		return 0, fmt.Errorf("connecting as %q with its current password: %w", user, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	return conn.PgConn().PID(), execAtomic(ctx, conn, sql)
+	return conn.PgConn().PID(), st.exec(ctx, conn, sql)
 }
 
 // execPooled runs sql like execAtomic on one pooled connection and reports
@@ -604,7 +652,7 @@ func (st *state) execPooled(ctx context.Context, sql string) (uint32, error) {
 		return 0, err
 	}
 	defer conn.Release()
-	return conn.Conn().PgConn().PID(), execAtomic(ctx, conn, sql)
+	return conn.Conn().PgConn().PID(), st.exec(ctx, conn, sql)
 }
 
 func hasStatements(stmts []string) bool {

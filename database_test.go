@@ -105,6 +105,23 @@ func assertConfigRoundTrips(t *testing.T, cfg, returned map[string]interface{}) 
 	}
 }
 
+// TestConnectionErrorNamesURLUser: with the user only in connection_url (no
+// username parameter), a failed connection names that user, and not the
+// password.
+func TestConnectionErrorNamesURLUser(t *testing.T) {
+	needPG(t)
+	wrong := "wrong-" + randSuffix()
+	db := newPostgres(hclog.NewNullLogger())
+	defer db.Close()
+	_, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: map[string]interface{}{"connection_url": pg.URL(pg.SuperUser, wrong, "")}, VerifyConnection: true})
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("as %q", pg.SuperUser)) {
+		t.Fatalf("error = %v, want one naming the user %q", err, pg.SuperUser)
+	}
+	if strings.Contains(err.Error(), wrong) {
+		t.Fatalf("error holds the password: %v", err)
+	}
+}
+
 func TestInitializeTLS(t *testing.T) {
 	needPG(t)
 	if pg.CAPEM == "" {
@@ -334,24 +351,116 @@ func TestPasswordAuthentication(t *testing.T) {
 	}
 }
 
-func TestPasswordAuthenticationMD5(t *testing.T) {
+// TestPasswordAuthenticationMD5Server: with password_encryption=md5 for the
+// plugin's sessions, auto still sends a SCRAM verifier, on creation and on
+// rotation, so no md5 hash (which alone logs in) reaches the server or its
+// log; md5 stays available when asked for by name.
+func TestPasswordAuthenticationMD5Server(t *testing.T) {
 	needPG(t)
 	a := admin(t)
-	// A role-level password_encryption makes auto pick md5 for this admin's
-	// sessions; the pg_hba here is SCRAM-only, so check the stored form.
+	// A role-level password_encryption is what a fresh session of this
+	// admin resets to; the pg_hba here is SCRAM-only, so md5 is checked by
+	// its stored form.
 	execSQL(t, a, `DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'md5admin') THEN CREATE ROLE md5admin LOGIN CREATEROLE PASSWORD 'md5admin-pw'; END IF; END $$`)
 	execSQL(t, a, `ALTER ROLE md5admin SET password_encryption = 'md5'`)
-	db := newDB(t, map[string]interface{}{"username": "md5admin", "password": "md5admin-pw"})
-	req := newUserReq(createStmt)
-	resp := dbtesting.AssertNewUser(t, db, req)
-	var stored string
-	if err := a.QueryRow(testCtx(t), "SELECT rolpassword FROM pg_authid WHERE rolname = $1", resp.Username).Scan(&stored); err != nil {
-		t.Fatal(err)
+	stored := func(t *testing.T, user string) string {
+		var s string
+		if err := a.QueryRow(testCtx(t), "SELECT rolpassword FROM pg_authid WHERE rolname = $1", user).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
 	}
-	want, _ := passwordVerifier("md5", "", resp.Username, req.Password)
-	if stored != want {
-		t.Fatalf("stored %q, want md5 verifier %q", stored, want)
+	t.Run("auto", func(t *testing.T) {
+		db := newDB(t, map[string]interface{}{"username": "md5admin", "password": "md5admin-pw"})
+		req := newUserReq(createStmt)
+		user := dbtesting.AssertNewUser(t, db, req).Username
+		if s := stored(t, user); !strings.HasPrefix(s, "SCRAM-SHA-256$") {
+			t.Fatalf("auto stored %.3q…, want a SCRAM-SHA-256 verifier", s)
+		}
+		assertLogin(t, user, req.Password)
+		newPw := "Rt8-" + randSuffix()
+		dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user, Password: &dbplugin.ChangePassword{NewPassword: newPw}})
+		if s := stored(t, user); !strings.HasPrefix(s, "SCRAM-SHA-256$") {
+			t.Fatalf("auto rotation stored %.3q…, want a SCRAM-SHA-256 verifier", s)
+		}
+		assertLogin(t, user, newPw)
+		if log, err := pg.ReadLog(); err == nil {
+			for _, pw := range []string{req.Password, newPw} {
+				if h, _ := passwordVerifier(passwordAuthMD5, 0, user, pw); strings.Contains(log, h) {
+					t.Fatal("the server log holds the md5 hash, which alone logs in")
+				}
+			}
+		}
+	})
+	t.Run("md5", func(t *testing.T) {
+		db := newDB(t, map[string]interface{}{"username": "md5admin", "password": "md5admin-pw", "password_authentication": "md5"})
+		req := newUserReq(createStmt)
+		user := dbtesting.AssertNewUser(t, db, req).Username
+		if want, _ := passwordVerifier(passwordAuthMD5, 0, user, req.Password); stored(t, user) != want {
+			t.Fatalf("md5 mode stored %.3q…, want the md5 verifier", stored(t, user))
+		}
+	})
+}
+
+// TestSCRAMIterationsFromServer: on PostgreSQL 16+, client-side SCRAM uses
+// the server's scram_iterations as a fresh session of the plugin's user has
+// it (here a role setting of 8192), not what a previous request SET on a
+// pooled connection, and the user logs in with it.
+func TestSCRAMIterationsFromServer(t *testing.T) {
+	needPG(t)
+	if pg.VersionNum < 160000 {
+		t.Skipf("scram_iterations is fixed at 4096 before PostgreSQL 16 (server %d)", pg.VersionNum)
 	}
+	a := admin(t)
+	execSQL(t, a, `DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'iteradmin') THEN CREATE ROLE iteradmin LOGIN CREATEROLE PASSWORD 'iteradmin-pw'; END IF; END $$`)
+	execSQL(t, a, `ALTER ROLE iteradmin SET scram_iterations = 8192`)
+	iterAdmin := map[string]interface{}{"username": "iteradmin", "password": "iteradmin-pw"}
+	assertIterations := func(t *testing.T, db *Postgres) {
+		t.Helper()
+		req := newUserReq(createStmt)
+		user := dbtesting.AssertNewUser(t, db, req).Username
+		var stored string
+		if err := a.QueryRow(testCtx(t), "SELECT rolpassword FROM pg_authid WHERE rolname = $1", user).Scan(&stored); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(stored, "SCRAM-SHA-256$8192:") {
+			t.Fatalf("stored verifier %.19q…, want SCRAM-SHA-256$8192:", stored)
+		}
+		assertLogin(t, user, req.Password)
+	}
+	for _, mode := range []string{"auto", "scram-sha-256"} {
+		t.Run(mode, func(t *testing.T) {
+			assertIterations(t, newDB(t, mergeMaps(iterAdmin, map[string]interface{}{"password_authentication": mode})))
+		})
+	}
+	t.Run("first read on a session that SET it", func(t *testing.T) {
+		// Without verify_connection the value is read on first use, on a
+		// pooled connection a previous request left with another value.
+		db := newPostgres(hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: testWriter{t}}))
+		t.Cleanup(func() { _ = db.Close() })
+		cfg := mergeConfig(mergeMaps(iterAdmin, map[string]interface{}{"max_open_connections": 1}))
+		if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg}); err != nil {
+			t.Fatal(err)
+		}
+		dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: "iter-nobody",
+			Statements: dbplugin.Statements{Commands: []string{`SET scram_iterations = 1024; DROP ROLE IF EXISTS "{{name}}";`}}})
+		var now string
+		if err := db.state.Load().pool.QueryRow(testCtx(t), "SELECT current_setting('scram_iterations')").Scan(&now); err != nil || now != "1024" {
+			t.Fatalf("the pooled session's scram_iterations = %q (%v), want the 1024 the revocation SET", now, err)
+		}
+		assertIterations(t, db)
+	})
+}
+
+// mergeMaps returns the keys of a and then b in a new map.
+func mergeMaps(a, b map[string]interface{}) map[string]interface{} {
+	m := make(map[string]interface{}, len(a)+len(b))
+	for _, x := range []map[string]interface{}{a, b} {
+		for k, v := range x {
+			m[k] = v
+		}
+	}
+	return m
 }
 
 // TestBackslashWithNonStandardStrings: an admin whose sessions default to

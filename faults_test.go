@@ -255,7 +255,7 @@ func TestLockTimeoutBoundsRevocation(t *testing.T) {
 	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
 	var owner string
 	var n int
-	if err := a.QueryRow(testCtx(t), fmt.Sprintf("SELECT (SELECT tableowner FROM pg_tables WHERE tablename = $1), (SELECT count(*) FROM public.%s)", tbl), tbl).Scan(&owner, &n); err != nil || n != 1 || owner != pg.SuperUser {
+	if err := a.QueryRow(testCtx(t), fmt.Sprintf("SELECT (SELECT tableowner FROM pg_tables WHERE tablename = $1), (SELECT count(*) FROM public.%s)", tbl), tbl).Scan(&owner, &n); err != nil || n != 1 || owner != holdingRole {
 		t.Fatalf("table after revocation: owner %q rows %d (%v)", owner, n, err)
 	}
 }
@@ -298,7 +298,7 @@ func TestRevocationBackendKilledBetweenTransactions(t *testing.T) {
 	}
 	var owner string
 	var n int
-	if err := a.QueryRow(testCtx(t), fmt.Sprintf("SELECT (SELECT tableowner FROM pg_tables WHERE tablename = $1), (SELECT count(*) FROM public.%s)", tbl), tbl).Scan(&owner, &n); err != nil || n != 1 || owner != pg.SuperUser {
+	if err := a.QueryRow(testCtx(t), fmt.Sprintf("SELECT (SELECT tableowner FROM pg_tables WHERE tablename = $1), (SELECT count(*) FROM public.%s)", tbl), tbl).Scan(&owner, &n); err != nil || n != 1 || owner != holdingRole {
 		t.Fatalf("table after revocation: owner %q rows %d (%v)", owner, n, err)
 	}
 }

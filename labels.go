@@ -58,10 +58,12 @@ func labelTime(t time.Time) string { return t.UTC().Format(labelTimeFormat) }
 // comments to jsonb fail. (Invalid UTF-8 becomes U+FFFD in encoding/json.)
 func jsonSafe(s string) string { return strings.ReplaceAll(s, "\x00", "\uFFFD") }
 
-// labelCreatedSQL writes the label, unless the role already has a comment: the
-// role's creation statements set it, and theirs is kept (such a role is not
-// reaped). It is appended to the creation statements, so it runs in their
-// transaction and round trip; a role they did not create is left alone.
+// labelCreatedSQL writes the label when the role exists and has no comment:
+// a role the creation statements did not create (or dropped, or renamed)
+// has nothing to label, and one they commented on keeps theirs (such a role
+// is not reaped). It is appended to the creation statements, so it runs in
+// their transaction and round trip. A label that cannot be written is a
+// WARNING (in the server log), never a failed creation.
 var labelCreatedSQL = loadSQL("label_created.sql")
 
 // labelRenewedSQL rewrites "expires" in the role's label, if it has ours; any
@@ -80,18 +82,23 @@ var labelRenewedSQL = loadSQL("label_renewed.sql")
 const asPlugin = "SET LOCAL SESSION AUTHORIZATION DEFAULT; SET LOCAL ROLE NONE; SET LOCAL search_path = " + pinnedPath + ";\n"
 
 // labelStatement is the SQL that labels a role NewUser creates, to append to
-// the rendered creation statements; "" when labelling is off. Creation
-// statements that never mention a comment cannot have set one, so a plain
-// COMMENT does: the DO block that checks for one first costs the server a
-// compilation on every credential. The statements are read as the operator
-// wrote them, so that no value (a display name) chooses the path.
+// the rendered creation statements; "" when labelling is off. When the
+// statements provably create the role named {{name}} and leave it as it is
+// (createsName), a plain COMMENT labels it: the DO block that checks first
+// costs the server a compilation on every credential. Nothing in such
+// statements changes the session's role, so the COMMENT runs as the role
+// that created the new one, which may always comment on it. Any other
+// statements get the block, which labels the role only if it exists and
+// has no comment, and never fails the creation. The statements are read as
+// the operator wrote them, so that no value (a display name) chooses the
+// path.
 func (st *state) labelStatement(username string, req dbplugin.NewUserRequest) (string, error) {
 	if !st.cfg.LabelRoles {
 		return "", nil
 	}
 	label := quoteLiteral(newLabel(req.UsernameConfig, time.Now(), req.Expiration))
-	if !strings.Contains(strings.ToLower(strings.Join(req.Statements.Commands, "\n")), "comment") {
-		return asPlugin + "COMMENT ON ROLE " + quoteIdent(username) + " IS " + label + ";\n", nil
+	if createsName(req.Statements.Commands) {
+		return "COMMENT ON ROLE " + quoteIdent(username) + " IS " + label + ";\n", nil
 	}
 	return asPluginDo(labelCreatedSQL, map[string]string{"role": quoteLiteral(username), "label": label})
 }

@@ -341,3 +341,154 @@ func TestParseLabel(t *testing.T) {
 		t.Errorf("a role without expiration got %s", l)
 	}
 }
+
+// TestLabelStatementsThatDoNotCreateName: creation statements that do not
+// leave a role named {{name}} (Vault's "reproduce GH-6098" among them)
+// succeed, and only a role they created is labelled.
+func TestLabelStatementsThatDoNotCreateName(t *testing.T) {
+	db := newDB(t, nil)
+	a := admin(t)
+	existing, other, renamed := "lblexisting-"+randSuffix(), "lblother-"+randSuffix(), "lblrenamed-"+randSuffix()
+	execSQL(t, a, "CREATE ROLE "+quoteIdent(existing))
+	t.Cleanup(func() {
+		execSQL(t, a, "DROP OWNED BY "+quoteIdent(existing)) // the grant
+		for _, r := range []string{existing, other, renamed, "my_role"} {
+			execSQL(t, a, "DROP ROLE IF EXISTS "+quoteIdent(r))
+		}
+	})
+	cases := []struct {
+		name      string
+		stmts     []string
+		exists    bool   // whether the role named {{name}} exists afterwards
+		bystander string // a role the statements touched, which must stay unlabelled
+	}{
+		{"GH-6098", []string{`DO $$ BEGIN IF NOT EXISTS (SELECT * FROM pg_catalog.pg_roles WHERE rolname='my_role') THEN CREATE ROLE my_role; END IF; END $$`}, false, "my_role"},
+		{"grant to an existing role", []string{"GRANT USAGE ON SCHEMA public TO " + quoteIdent(existing) + ";"}, false, existing},
+		{"a differently named role", []string{"CREATE ROLE " + quoteIdent(other) + ";"}, false, other},
+		{"created, then dropped", []string{createStmt, `DROP ROLE "{{name}}";`}, false, ""},
+		{"created, then renamed", []string{createStmt, `ALTER ROLE "{{name}}" RENAME TO ` + quoteIdent(renamed) + ";"}, false, renamed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			user := dbtesting.AssertNewUser(t, db, newUserReq(tc.stmts...)).Username
+			if user == "" {
+				t.Fatal("no username returned")
+			}
+			if roleExists(t, a, user) != tc.exists {
+				t.Fatalf("role %q exists = %v, want %v", user, !tc.exists, tc.exists)
+			}
+			if tc.bystander != "" {
+				if c, ok := roleComment(t, a, tc.bystander); ok {
+					t.Fatalf("%q, which the plugin did not create as the user, got a comment: %s", tc.bystander, c)
+				}
+			}
+		})
+	}
+	t.Run("the normal case still labels", func(t *testing.T) {
+		req := newUserReq(createStmt, `GRANT USAGE ON SCHEMA public TO "{{name}}";`)
+		user := dbtesting.AssertNewUser(t, db, req).Username
+		if l := readLabel(t, a, user); l["managed_by"] != labelManagedBy || l["vault_role"] != "app" {
+			t.Fatalf("label = %v", l)
+		}
+		assertLogin(t, user, req.Password)
+	})
+}
+
+// TestLabelThatCannotBeWritten: a label the server refuses leaves the
+// creation standing, with a warning in the server log.
+func TestLabelThatCannotBeWritten(t *testing.T) {
+	db := newDB(t, nil)
+	a := admin(t)
+	// A read-only transaction refuses the COMMENT; the role it follows
+	// was created before, and stays.
+	req := newUserReq(createStmt, `SET transaction_read_only = on;`)
+	user := dbtesting.AssertNewUser(t, db, req).Username
+	assertLogin(t, user, req.Password)
+	if c, ok := roleComment(t, a, user); ok {
+		t.Fatalf("role got a comment in a read-only transaction: %s", c)
+	}
+	if pg.LogFile == "" {
+		return
+	}
+	log, err := pg.ReadLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := logEntry(log, "WARNING:  role "+quoteIdent(user)); !strings.Contains(e, "not labelled") {
+		t.Fatalf("no warning in the server log that %q was not labelled", user)
+	}
+}
+
+// TestCreatesName: the plain COMMENT is chosen only when the statements, as
+// written, create the role named {{name}}, leave it in place and stay the
+// role that created it; anything else takes the block that looks first.
+func TestCreatesName(t *testing.T) {
+	for _, tc := range createsNameCases {
+		if got := createsName(tc.stmts); got != tc.want {
+			t.Errorf("createsName(%q) = %v, want %v", tc.stmts, got, tc.want)
+		}
+	}
+}
+
+const createPlain = `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`
+
+var createsNameCases = []struct {
+	stmts []string
+	want  bool
+}{
+	{[]string{createPlain}, true},
+	{[]string{createPlain, `GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{{name}}";`}, true},
+	{[]string{`create user {{ username }} password '{{password}}'; alter user "{{name}}" set search_path = app`}, true},
+	{[]string{`CREATE GROUP "{{name}}"`, `GRANT "{{name}}" TO app`}, true},
+	{[]string{createPlain + ` -- DROP ROLE "{{name}}";`}, true},
+	{[]string{`CREATE ROLE "{{name}}" LOGIN PASSWORD 'x; DROP ROLE "{{name}}"'`}, true},
+	{[]string{`CREATE ROLE "{{name}}" /* ; DROP ROLE "{{name}}" */ LOGIN`}, true},
+	{[]string{createPlain, `REVOKE ALL ON SCHEMA public FROM "{{name}}";`}, true},
+	{[]string{createPlain, `ALTER ROLE "{{name}}" CONNECTION LIMIT 3; ALTER ROLE "{{name}}" IN DATABASE app SET work_mem = '8MB'`}, true},
+
+	{[]string{`DO $$ BEGIN IF NOT EXISTS (SELECT * FROM pg_catalog.pg_roles WHERE rolname='my_role') THEN CREATE ROLE my_role; END IF; END $$`}, false},
+	{[]string{`GRANT app TO "{{name}}"`}, false},
+	{[]string{`CREATE ROLE other`}, false},
+	{[]string{`CREATE ROLE "{{name}}x"`}, false},
+	{[]string{`CREATE ROLE "v-{{name}}"`}, false},
+	{[]string{`CREATE ROLE U&"{{name}}"`}, false},
+	{[]string{`CREATE USER MAPPING FOR "{{name}}" SERVER s`}, false},
+	{[]string{createPlain, `DROP ROLE "{{name}}";`}, false},
+	{[]string{createPlain, `ALTER ROLE "{{name}}" RENAME TO x`}, false},
+	{[]string{createPlain, `ALTER ROLE CURRENT_USER NOCREATEROLE`}, false},
+	{[]string{createPlain, `ALTER GROUP "{{name}}" DROP USER admin`}, false},
+	{[]string{createPlain, `REVOKE "{{name}}" FROM CURRENT_USER`}, false},
+	{[]string{createPlain, `REVOKE ADMIN OPTION FOR "{{name}}" FROM admin`}, false},
+	{[]string{`SET ROLE creator; ` + createPlain}, false},
+	{[]string{createPlain, `SET ROLE other`}, false},
+	{[]string{createPlain, `SET transaction_read_only = on`}, false},
+	{[]string{createPlain, `COMMENT ON ROLE "{{name}}" IS 'payments'`}, false},
+	{[]string{createPlain, `SELECT drop_it('{{name}}')`}, false},
+	{[]string{createPlain, `DO $$ BEGIN EXECUTE 'DROP ROLE ' || quote_ident('{{name}}'); END $$`}, false},
+	{[]string{createPlain, `COMMIT; BEGIN`}, false},
+	{[]string{`/* CREATE ROLE "{{name}}"; */ SELECT 1`}, false},
+	{[]string{`SELECT 'CREATE ROLE "{{name}}"'`}, false},
+	{[]string{`SELECT $x$; CREATE ROLE "{{name}}"; $x$`}, false},
+	{[]string{`CREATE ROLE "{{name}}"; 'unterminated`}, false},
+	{nil, false},
+}
+
+// TestLabelPathIgnoresDisplayName: the path is chosen from the statements
+// as written: no display name moves a creation onto the plain COMMENT, or
+// off it.
+func TestLabelPathIgnoresDisplayName(t *testing.T) {
+	st := &state{cfg: &config{LabelRoles: true}}
+	for _, display := range []string{`x"; DROP ROLE "{{name}}"; --`, "comment", `{{name}}`} {
+		for stmts, plain := range map[string]bool{createPlain: true, createPlain + `DROP ROLE "{{name}}";`: false} {
+			req := newUserReq(stmts)
+			req.UsernameConfig.DisplayName = display
+			sql, err := st.labelStatement("v-x", req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.HasPrefix(sql, "COMMENT ON ROLE") != plain {
+				t.Errorf("display name %q, statements %q: label statement %q", display, stmts, sql)
+			}
+		}
+	}
+}

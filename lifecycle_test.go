@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
@@ -51,13 +52,14 @@ func waitSessions(t testing.TB, a *pgxpool.Pool, app string, max int) {
 	}
 }
 
-// waitBlocked waits until a session whose query contains marker waits on a lock.
+// waitBlocked waits until a session whose query contains marker, or whose
+// application_name is marker, waits on a lock.
 func waitBlocked(t testing.TB, a *pgxpool.Pool, marker string) {
 	t.Helper()
 	err := pgtest.Poll(testCtx(t), 30*time.Second, 20*time.Millisecond, func() error {
 		var n int
 		if err := a.QueryRow(testCtx(t), `SELECT count(*) FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND strpos(query, $1) > 0 AND pid <> pg_backend_pid()`, marker).Scan(&n); err != nil {
+			WHERE wait_event_type = 'Lock' AND (strpos(query, $1) > 0 OR application_name = $1) AND pid <> pg_backend_pid()`, marker).Scan(&n); err != nil {
 			return err
 		}
 		if n == 0 {
@@ -176,7 +178,9 @@ func TestCloseDuringRequest(t *testing.T) {
 		resp, err := db.NewUser(testCtx(t), req)
 		res <- result{resp, err}
 	}()
-	waitBlocked(t, a, strconv.FormatInt(key, 10))
+	// By application: the query text pg_stat_activity keeps (1 kB) ends
+	// within the plugin's transaction settings.
+	waitBlocked(t, a, app)
 	closed := closeAsync(t, db)
 	if _, err := db.NewUser(testCtx(t), newUserReq(createStmt)); err == nil || !strings.Contains(err.Error(), "not initialized") {
 		t.Fatalf("a request after Close: error = %v, want not initialized", err)
@@ -297,6 +301,23 @@ func (p sessionProbe) read(t *testing.T, a *pgxpool.Pool, name string) (cu, su, 
 	return cu, su, scs, sp, pid
 }
 
+// safePathOf is the search_path the plugin's transaction settings give a
+// fresh session of a.
+func safePathOf(t testing.TB, a *pgxpool.Pool) string {
+	t.Helper()
+	var path string
+	err := pgx.BeginFunc(testCtx(t), a, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(testCtx(t), safeSearchPathSQL); err != nil {
+			return err
+		}
+		return tx.QueryRow(testCtx(t), "SHOW search_path").Scan(&path)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // TestSessionReset leaves a pooled session dirty (another role or session
 // user, standard_conforming_strings off, another search_path) from one
 // request and checks that the next request on the same connection runs as
@@ -309,10 +330,9 @@ func TestSessionReset(t *testing.T) {
 	execSQL(t, a, "CREATE ROLE "+quoteIdent(other))
 	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(other)) })
 	probe := newSessionProbe(t, a)
-	var defaultPath string
-	if err := a.QueryRow(testCtx(t), "SELECT reset_val FROM pg_settings WHERE name = 'search_path'").Scan(&defaultPath); err != nil {
-		t.Fatal(err)
-	}
+	// Operator statements see the session's default path without the
+	// schemas others may create in (safe_search_path.sql).
+	defaultPath := safePathOf(t, a)
 	for name, dirt := range sessionDirt(other) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

@@ -16,13 +16,13 @@ import (
 // whose expiry is more than reap_orphans_after in the past has no lease
 // left: revoking it with the default revocation is safe.
 //
-// Several plugin processes or Vault nodes may reap the same cluster. A pass
-// runs only while it holds a session-level advisory lock (taken with
-// pg_try_advisory_lock on a connection of its own, so a process that dies
-// drops it), and a pass that finds it taken is skipped. Advisory locks are
-// per database while roles are per cluster, so reapers of different
-// databases can still meet on one role: the revocation itself is idempotent
-// and serialised per role, and the later one finds the role gone.
+// Several plugin processes or Vault nodes may reap the same cluster. They
+// take no lock to keep apart: any login can take any advisory lock, so a
+// reaper that waited for one (or skipped its pass when one was held) could
+// be switched off by a user, and a session-level lock does not survive a
+// transaction-pooling PgBouncer. Passes are jittered, and two revocations of
+// one role are safe: the later one finds it gone. Each role's revocation is
+// bounded (reapRoleTimeout), so one stuck role cannot hold up the pass.
 
 // maxReapInterval caps the time between two passes.
 const maxReapInterval = 5 * time.Minute
@@ -30,10 +30,9 @@ const maxReapInterval = 5 * time.Minute
 // reapPassTimeout bounds one pass; a pass cut short resumes at the next.
 const reapPassTimeout = 5 * time.Minute
 
-// reapLockSQL takes the reapers' lock in the connected database. The
-// one-argument form keeps its keys apart from the two-argument keys
-// revocation uses.
-const reapLockSQL = `SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtextextended('vault-plugin-database-postgres/reaper', 0))`
+// reapRoleTimeout bounds the revocation of one orphan; one that runs out
+// is counted as failed and tried again at the next pass.
+const reapRoleTimeout = 30 * time.Second
 
 // orphanCandidatesSQL lists the roles whose comment may be a label of ours,
 // with the server's clock, and whether the connection's user may drop them:
@@ -117,19 +116,14 @@ func jittered(every time.Duration) time.Duration {
 
 // reapResult is what one pass did.
 type reapResult struct {
-	skipped  bool // another reaper held the lock
-	expired  int  // labelled roles found past expiry + reap_orphans_after
-	beyond   int  // of those, roles the connection's user may not drop
-	reaped   int  // of those, dropped
-	disabled int  // revoked but not dropped (see defaultRevoke)
-	failed   int  // revocation returned an error
+	expired  int // labelled roles found past expiry + reap_orphans_after
+	beyond   int // of those, roles the connection's user may not drop
+	reaped   int // of those, dropped
+	disabled int // revoked but not dropped (see defaultRevoke)
+	failed   int // revocation returned an error
 }
 
 func (r reapResult) log(p *Postgres) {
-	if r.skipped {
-		p.logger.Debug("orphan reaper: another reaper is running a pass on this database; skipped")
-		return
-	}
 	level := p.logger.Debug
 	if r.reaped+r.disabled+r.failed > 0 {
 		level = p.logger.Info
@@ -137,37 +131,12 @@ func (r reapResult) log(p *Postgres) {
 	level("orphan reaper: pass done", "expired", r.expired, "beyond_reach", r.beyond, "reaped", r.reaped, "disabled", r.disabled, "failed", r.failed)
 }
 
-// reapOnce runs one pass: under the reapers' lock, it revokes every role
-// labelled by this plugin whose expiry is more than reap_orphans_after in
-// the past, by the server's clock. The caller holds a reference to st. A
-// revocation that fails is logged and counted, and the pass goes on; a pass
-// that runs logs its summary.
+// reapOnce runs one pass: it revokes every role labelled by this plugin
+// whose expiry is more than reap_orphans_after in the past, by the server's
+// clock. The caller holds a reference to st. A revocation that fails is
+// logged and counted, and the pass goes on; a pass logs its summary.
 func (p *Postgres) reapOnce(ctx context.Context, st *state) (res reapResult, err error) {
-	conn, err := st.reaperSession(ctx)
-	if err != nil {
-		return res, err
-	}
-	defer func() {
-		// Bounded, so a stalled network cannot hold up stop.
-		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = conn.Close(closeCtx)
-	}()
-	var locked bool
-	if err := conn.QueryRow(ctx, reapLockSQL).Scan(&locked); err != nil {
-		return res, st.failed("taking the reaper lock", err)
-	}
-	if !locked {
-		res.skipped = true
-		res.log(p)
-		return res, nil
-	}
-	defer func() {
-		if err == nil {
-			res.log(p)
-		}
-	}()
-	orphans, err := listOrphans(ctx, conn, st.cfg.ReassignOwnedTo, st.cfg.ReapOrphansAfter)
+	orphans, err := st.listOrphans(ctx)
 	if err != nil {
 		return res, st.failed("listing labelled roles", err)
 	}
@@ -180,7 +149,7 @@ func (p *Postgres) reapOnce(ctx context.Context, st *state) (res reapResult, err
 			p.logger.Debug("orphan reaper: skipping an orphaned role the connection's user may not drop", "username", o.name)
 			continue
 		}
-		if err := p.defaultRevoke(ctx, st, o.name); err != nil {
+		if err := p.reapRole(ctx, st, o); err != nil {
 			if ctx.Err() != nil {
 				// Stopped, or out of time: the next pass resumes.
 				return res, fmt.Errorf("pass cut short after %d of %d roles: %w", res.beyond+res.reaped+res.disabled+res.failed, len(orphans), ctx.Err())
@@ -196,25 +165,21 @@ func (p *Postgres) reapOnce(ctx context.Context, st *state) (res reapResult, err
 		res.reaped++
 		p.logger.Info("orphan reaper: revoked an orphaned role", "username", o.name, "label", o.label)
 	}
+	res.log(p)
 	return res, nil
 }
 
-// reaperSession is a pass's own session: it holds the lock for the pass and
-// dies with it, and it is not a pooled session a request may have left SET
-// ROLE in (current_user must be the configured user). Its search_path is
-// pinned: the session's default may hold a schema a dynamic user can create
-// in, and the pass's queries must not find its functions or operators.
-func (st *state) reaperSession(ctx context.Context) (*pgx.Conn, error) {
-	cc := st.poolCfg.ConnConfig
-	conn, err := st.connectAs(ctx, cc.User, cc.Password)
+// reapRole revokes one orphan within reapRoleTimeout, taking a revocation
+// slot as DeleteUser does.
+func (p *Postgres) reapRole(ctx context.Context, st *state, o orphan) error {
+	ctx, cancel := context.WithTimeout(ctx, reapRoleTimeout)
+	defer cancel()
+	release, err := st.revokeSlot(ctx)
 	if err != nil {
-		return nil, failed(fmt.Sprintf("connecting to %s as %q", hostList(st.poolCfg), cc.User), err)
+		return err
 	}
-	if _, err := conn.Exec(ctx, pinnedSearchPath); err != nil {
-		_ = conn.Close(context.WithoutCancel(ctx))
-		return nil, st.failed("pinning search_path", err)
-	}
-	return conn, nil
+	defer release()
+	return p.defaultRevoke(ctx, st, o.name)
 }
 
 // orphan is a labelled role past its expiry and the grace period.
@@ -223,25 +188,33 @@ type orphan struct {
 	canDrop     bool
 }
 
-func listOrphans(ctx context.Context, conn *pgx.Conn, reassignTo string, after time.Duration) ([]orphan, error) {
-	rows, err := conn.Query(ctx, orphanCandidatesSQL, reassignTo)
-	if err != nil {
-		return nil, err
-	}
+// listOrphans reads the candidates in a transaction of their own with the
+// plugin's pinned search_path, SET LOCAL (so it holds behind a
+// transaction-pooling PgBouncer): the session's path may hold a schema a
+// dynamic user can create in, and the query must not find its functions or
+// operators.
+func (st *state) listOrphans(ctx context.Context) ([]orphan, error) {
 	var out []orphan
-	for rows.Next() {
-		var o orphan
-		var now time.Time
-		if err := rows.Scan(&o.name, &o.label, &now, &o.canDrop); err != nil {
-			rows.Close()
-			return nil, err
+	err := pgx.BeginFunc(ctx, st.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL search_path = "+pinnedPath); err != nil {
+			return err
 		}
-		if expires, ok := parseLabel(o.label); ok && expires.Before(now.Add(-after)) {
-			out = append(out, o)
+		rows, err := tx.Query(ctx, orphanCandidatesSQL, st.cfg.reassignTarget())
+		if err != nil {
+			return err
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return out, nil
+		defer rows.Close()
+		for rows.Next() {
+			var o orphan
+			var now time.Time
+			if err := rows.Scan(&o.name, &o.label, &now, &o.canDrop); err != nil {
+				return err
+			}
+			if expires, ok := parseLabel(o.label); ok && expires.Before(now.Add(-st.cfg.ReapOrphansAfter)) {
+				out = append(out, o)
+			}
+		}
+		return rows.Err()
+	})
+	return out, err
 }

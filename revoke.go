@@ -2,12 +2,15 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -15,26 +18,37 @@ import (
 // The default revocation of one user in the connected database is one
 // simple-protocol query string, so one round trip:
 //
-//	BEGIN; DO <revoke_login.sql>; COMMIT; DO <revoke_role.sql>; <revoke_outcome.sql>
+//	BEGIN; <settings> DO <revoke_login.sql>; COMMIT; <settings> DO <revoke_role.sql>; <revoke_outcome.sql>
 //
-// revoke_login.sql commits NOLOGIN on its own, before anything that can
-// fail, so that no new session can start while the old ones are ended and a
-// failed revocation never leaves a usable login. revoke_role.sql then ends
-// the sessions and removes the role; revoke_outcome.sql reports what
-// happened (a revokePass).
-// Both blocks take a transaction-level advisory lock on the role name (1260,
-// pg_authid's oid, as the key's namespace; advisory locks are per database,
-// and every pass runs on the plugin's own one), so concurrent revocations
-// of one role take turns and the later ones find it gone.
+// revoke_login.sql commits NOLOGIN on its own, with everything that lets
+// others act with the user's rights (its memberships, its members, its
+// SECURITY DEFINER routines, others' privileges on its views), before
+// anything that can wait long or fail: a failed revocation never leaves a
+// usable login. revoke_role.sql then ends the sessions and removes the role;
+// revoke_outcome.sql reports what happened (a revokePass).
+//
+// Nothing serialises revocations of one role: a lock any login could take
+// (an advisory lock) would let a user hold off its own revocation. Running
+// two at once is safe: both block logins, and the later one finds the role
+// gone (or a catalog row updated under it, a transient failure retried).
+//
+// What the user owns goes to the holding role (holdingRole, or the
+// configured reassign_owned_to), never to the admin: code the user left
+// behind runs as its owner in more ways than any list could name (ANALYZE,
+// foreign-key cascades, REINDEX), and the holding role has no rights to
+// lend it.
 //
 // Markers (sqltemplate.go): @role is the role name as a literal, @target the
-// reassign target as an SQL expression, @terminate whether to end sessions,
-// @final whether this is the final pass, after which objects left in other
-// databases disable the role, @hand_over the statements of hand_over.sql,
-// @transient the failures to re-raise for a retry (transientCondition).
+// receiving role's, @create_target whether the plugin makes that role on
+// first need, @allow_privileged whether it may be privileged, @terminate
+// whether to end sessions, @final whether this is the final pass, after
+// which objects left in other databases disable the role, @hand_over the
+// statements of hand_over.sql, @transient the failures to re-raise for a
+// retry (transientCondition), @raise_prepared the error that hands the
+// user's prepared transactions to the plugin (preparedTx).
 
-// revokeLoginSQL: the guards, then NOLOGIN. A missing role is left to
-// revokeRoleSQL, which reports it.
+// revokeLoginSQL: the guards, NOLOGIN and the early disarming. A missing
+// role is left to revokeRoleSQL, which reports it.
 var revokeLoginSQL = loadSQL("revoke_login.sql")
 
 // revokeRoleSQL runs once NOLOGIN is committed. Steps:
@@ -77,12 +91,19 @@ var reassignElsewhereSQL = loadSQL("reassign_elsewhere.sql")
 
 // handOverSQL, shared by both, disarms what the user wrote, hands it to the
 // target and drops the user's privileges (PL/pgSQL statements on the
-// variables r and target, without the last semicolon: the marker's has it).
-var handOverSQL = strings.TrimRight(loadSQL("hand_over.sql").src, "\n")
+// variables r, roid and target; the marker's semicolon ends them).
+var handOverSQL = loadSQL("hand_over.sql")
 
-// errHandOverLocked: the user can no longer log in and has no session, but
-// its objects are not handed over yet.
-var errHandOverLocked = errors.New("logins are blocked and sessions ended")
+// holdingRole receives what revoked users own when reassign_owned_to is not
+// set. The plugin creates it on first need (hand_over.sql), NOLOGIN and
+// NOINHERIT, and refuses to hand anything to it once it has gained a login,
+// an attribute, a membership or a member that is not an admin.
+const holdingRole = "vault_revoked_owner"
+
+// errHandOverLocked: the user can no longer log in (and, with
+// terminate_sessions, has no session), but its objects are not handed over
+// yet.
+var errHandOverLocked = errors.New("logins are blocked")
 
 // outcome is how a revocation pass ended, as revokeRoleSQL records it in
 // pgvault.revoke_state.
@@ -156,54 +177,76 @@ func (st *state) reassignIn(ctx context.Context, dbname, username string) error 
 		return err
 	}
 	vals := st.revokeValues(username)
-	vals["hand_over"] = handOverSQL
+	delete(vals, "create_target")
+	delete(vals, "allow_privileged")
+	if vals["hand_over"], err = st.handOver(); err != nil {
+		return err
+	}
 	body, err := reassignElsewhereSQL.fill(vals)
 	if err != nil {
 		return err
 	}
-	if err := execAtomic(ctx, pool, pinnedSearchPath+"DO "+dollarQuote(body)); err != nil {
+	if err := execAtomic(ctx, pool, st.revokeTx+"DO "+dollarQuote(body)); err != nil {
 		return failed("", err)
 	}
 	return nil
 }
 
-// revokeValues are the @role and @target markers' values.
-func (st *state) revokeValues(username string) map[string]string {
-	target := "current_user"
-	if st.cfg.ReassignOwnedTo != "" {
-		target = quoteLiteral(st.cfg.ReassignOwnedTo)
-	}
-	return map[string]string{"role": quoteLiteral(username), "target": target}
+// handOver is hand_over.sql filled for this configuration.
+func (st *state) handOver() (string, error) {
+	sql, err := handOverSQL.fill(map[string]string{
+		"create_target":    strconv.FormatBool(st.cfg.reassignTarget() == holdingRole),
+		"allow_privileged": strconv.FormatBool(st.cfg.AllowPrivilegedReassign),
+	})
+	return strings.TrimRight(sql, "\n"), err
 }
 
-// pinnedSearchPath comes before the plugin's own blocks. They run as the
+// revokeValues are the markers' values shared by the revocation blocks.
+func (st *state) revokeValues(username string) map[string]string {
+	target := st.cfg.reassignTarget()
+	return map[string]string{
+		"role":             quoteLiteral(username),
+		"target":           quoteLiteral(target),
+		"create_target":    strconv.FormatBool(target == holdingRole),
+		"allow_privileged": strconv.FormatBool(st.cfg.AllowPrivilegedReassign),
+	}
+}
+
+// pinnedPath is the search_path of the plugin's own blocks. They run as the
 // admin, often a superuser, and call format(), cardinality() and more
 // unqualified: with the session's search_path, a role that can create in a
 // schema on it (public, for everyone up to PostgreSQL 14) could plant a
-// better-matching overload and have the admin run it. The next request's
-// sessionReset restores the path. asPlugin pins the same path for the
-// label blocks, LOCAL to their transaction.
-const (
-	pinnedPath       = "pg_catalog, pg_temp"
-	pinnedSearchPath = "SET search_path = " + pinnedPath + ";\n"
-)
+// better-matching overload and have the admin run it. asPlugin pins the
+// same path for the label blocks.
+const pinnedPath = "pg_catalog, pg_temp"
+
+// revokeTxSettings starts each transaction of a revocation: the pinned path
+// and the lock bound, LOCAL, so that they hold behind a transaction-pooling
+// PgBouncer and end with the transaction.
+func revokeTxSettings(lockTimeout time.Duration) string {
+	return "SET LOCAL search_path = " + pinnedPath + ";\n" + lockTimeoutSQL(lockTimeout)
+}
 
 // revokeSQL is the query string of one local revocation pass (see
 // revokeLoginSQL).
 func (st *state) revokeSQL(username string, final bool) (string, error) {
 	vals := st.revokeValues(username)
-	login, err1 := revokeLoginSQL.fill(vals)
 	vals["terminate"] = strconv.FormatBool(st.cfg.TerminateSessions)
-	vals["final"] = strconv.FormatBool(final)
-	vals["hand_over"] = handOverSQL
 	vals["transient"] = transientSQL
-	role, err2 := revokeRoleSQL.fill(vals)
-	report, err3 := revokeOutcomeSQL.fill(map[string]string{"role": vals["role"]})
-	if err := errors.Join(err1, err2, err3); err != nil {
+	vals["raise_prepared"] = raisePreparedSQL
+	delete(vals, "allow_privileged")
+	login, err1 := revokeLoginSQL.fill(vals)
+	delete(vals, "create_target")
+	vals["final"] = strconv.FormatBool(final)
+	hand, err2 := st.handOver()
+	vals["hand_over"] = hand
+	role, err3 := revokeRoleSQL.fill(vals)
+	report, err4 := revokeOutcomeSQL.fill(map[string]string{"role": vals["role"]})
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return "", err
 	}
-	return pinnedSearchPath + "BEGIN;\nDO " + dollarQuote(login) + ";\nCOMMIT;\n" +
-		"DO " + dollarQuote(role) + ";\n" + report, nil
+	return "BEGIN;\n" + st.revokeTx + "DO " + dollarQuote(login) + ";\nCOMMIT;\n" +
+		st.revokeTx + "DO " + dollarQuote(role) + ";\n" + report, nil
 }
 
 // dollarQuote wraps body in a dollar-quote tag that does not occur in it,
@@ -217,24 +260,33 @@ func dollarQuote(body string) string {
 }
 
 // revokeOnce runs one local revocation pass and reads its outcome and the
-// other databases that still hold the user's objects.
+// other databases that still hold the user's objects. Prepared transactions
+// of the user that stand in its way are rolled back, and the pass run again.
 func (st *state) revokeOnce(ctx context.Context, username string, final bool) (revokePass, error) {
 	sql, err := st.revokeSQL(username, final)
 	if err != nil {
 		return revokePass{}, err
 	}
 	var pass revokePass
+	var lockedOut bool // NOLOGIN committed before the failure
 	run := func() error {
 		return withRetry(ctx, func() error {
 			var err error
-			pass, err = st.runRevoke(ctx, sql)
+			pass, lockedOut, err = st.runRevoke(ctx, sql)
 			return err
 		})
 	}
 	err = run()
 	// Revocation is idempotent: after a lost connection (a restarted
 	// server, a killed backend) it simply runs again on a fresh one.
-	for attempt := 0; attempt < connRetries && connLost(err) && ctx.Err() == nil; attempt++ {
+	for attempt := 0; attempt < connRetries && ctx.Err() == nil; attempt++ {
+		if prepared, ok := preparedTxOf(err); ok {
+			if perr := st.rollbackPrepared(ctx, username, prepared); perr != nil {
+				return revokePass{}, perr
+			}
+		} else if !connLost(err) {
+			break
+		}
 		err = run()
 	}
 	if err != nil {
@@ -244,47 +296,137 @@ func (st *state) revokeOnce(ctx context.Context, username string, final bool) (r
 				return revokePass{outcome: outcomeGone}, nil
 			}
 		}
-		if isLockTimeout(err) {
-			// NOLOGIN is committed and the sessions are ended before the
-			// hand-over starts: only REASSIGN/DROP OWNED waited.
-			return revokePass{}, fmt.Errorf("%w: handing over what the user owns waited longer than lock_timeout (%s) for a lock another session holds on one of its objects; Vault retries the revocation later", errHandOverLocked, st.cfg.LockTimeout)
-		}
-		return revokePass{}, st.failed("", err)
+		return revokePass{}, st.revokeFailed(err, lockedOut)
 	}
 	return pass, nil
 }
 
+// revokeFailed explains a failed pass, claiming only what happened.
+func (st *state) revokeFailed(err error, lockedOut bool) error {
+	if isLockTimeout(err) && lockedOut {
+		ended := ""
+		if st.cfg.TerminateSessions {
+			ended = " and the user's sessions ended"
+		}
+		return fmt.Errorf("%w%s, but handing over what the user owns waited longer than lock_timeout (%s) for a lock another session holds on one of its objects; Vault retries the revocation later", errHandOverLocked, ended, st.cfg.LockTimeout)
+	}
+	return st.failed("", err)
+}
+
 // runRevoke sends one pass's query string on a pooled connection and reads
-// the row of revokeOutcomeSQL.
-func (st *state) runRevoke(ctx context.Context, sql string) (revokePass, error) {
+// the row of revokeOutcomeSQL. After a failure, lockedOut says whether the
+// first transaction (NOLOGIN) had committed: a failure inside it leaves
+// its explicit transaction open and aborted, one after it does not.
+func (st *state) runRevoke(ctx context.Context, sql string) (pass revokePass, lockedOut bool, err error) {
 	conn, err := st.pool.Acquire(ctx)
 	if err != nil {
-		return revokePass{}, err
+		return revokePass{}, false, err
 	}
 	defer conn.Release()
 	pc := conn.Conn().PgConn()
 	results, err := pc.Exec(ctx, sessionReset+sql).ReadAll()
 	if err != nil {
-		// A failure inside the explicit transaction leaves it open and
-		// aborted; end it so the connection can go back to the pool.
 		if pc.TxStatus() == 'E' {
+			// End the aborted transaction so the connection can go back
+			// to the pool.
 			_ = pc.Exec(ctx, "ROLLBACK").Close()
+			return revokePass{}, false, err
 		}
-		return revokePass{}, err
+		return revokePass{}, pc.TxStatus() == 'I', err
 	}
 	last := results[len(results)-1]
 	if len(last.Rows) != 1 || len(last.Rows[0]) != 3 {
-		return revokePass{}, errors.New("revocation returned no outcome")
+		return revokePass{}, true, errors.New("revocation returned no outcome")
 	}
 	row := last.Rows[0]
-	pass := revokePass{outcome: outcome(row[0]), note: string(row[1])}
+	pass = revokePass{outcome: outcome(row[0]), note: string(row[1])}
 	if reason, ok := strings.CutPrefix(string(row[0]), disabledPrefix); ok {
 		pass.outcome, pass.reason = outcomeDisabled, reason
 	}
 	if pass.others, err = scanTextArray(conn.Conn().TypeMap(), row[2]); err != nil {
-		return revokePass{}, fmt.Errorf("reading the revocation's other databases: %w", err)
+		return revokePass{}, true, fmt.Errorf("reading the revocation's other databases: %w", err)
 	}
-	return pass, nil
+	return pass, true, nil
+}
+
+// preparedHint marks the error raisePreparedSQL raises.
+const preparedHint = "pgvault: prepared transactions of the user"
+
+// raisePreparedSQL is the PL/pgSQL statement that hands the user's prepared
+// transactions to the plugin when one stands in the revocation's way (it
+// holds the user's role row, or a lock on what it owns): they are listed in
+// the DETAIL as JSON, [[database, gid], …]. ROLLBACK PREPARED cannot run
+// inside a transaction, so the plugin runs it (rollbackPrepared).
+const raisePreparedSQL = `RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+					MESSAGE = 'prepared transactions of the user hold locks its revocation needs',
+					HINT = '` + preparedHint + `',
+					DETAIL = (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(x.database, x.gid))::text
+						FROM pg_catalog.pg_prepared_xacts x WHERE x.owner = r)`
+
+// preparedTx is one prepared transaction: its database and identifier.
+type preparedTx struct{ database, gid string }
+
+// preparedTxOf reads the prepared transactions out of raisePreparedSQL's
+// error.
+func preparedTxOf(err error) ([]preparedTx, bool) {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Hint != preparedHint {
+		return nil, false
+	}
+	var rows [][2]string
+	if json.Unmarshal([]byte(pgErr.Detail), &rows) != nil || len(rows) == 0 {
+		return nil, false
+	}
+	out := make([]preparedTx, len(rows))
+	for i, r := range rows {
+		out[i] = preparedTx{database: r[0], gid: r[1]}
+	}
+	return out, true
+}
+
+// rollbackPrepared rolls back the user's prepared transactions: they are its
+// unfinished work, and left alone they would hold its locks (and its
+// revocation) forever. Only a superuser or the user itself may; a
+// non-superuser admin acts as the user, whom revoke_login made it a member
+// of. One that cannot is named in the error, with the statement to run.
+func (st *state) rollbackPrepared(ctx context.Context, username string, txs []preparedTx) error {
+	for _, tx := range txs {
+		err := st.rollbackOnePrepared(ctx, username, tx)
+		if err != nil && sqlState(err) != pgerrcode.UndefinedObject {
+			return fmt.Errorf("the user has a prepared transaction (gid %s, database %q) that holds a lock its revocation needs, and rolling it back failed: %w; a superuser can run ROLLBACK PREPARED %s",
+				quoteLiteral(tx.gid), tx.database, failed("", err), quoteLiteral(tx.gid))
+		}
+		st.logger.Warn("revocation: rolled back a prepared transaction of the user that held locks its revocation needs", "username", username, "gid", tx.gid, "database", tx.database)
+	}
+	return nil
+}
+
+func (st *state) rollbackOnePrepared(ctx context.Context, username string, tx preparedTx) error {
+	pool := st.pool
+	if tx.database != st.poolCfg.ConnConfig.Database {
+		var err error
+		if pool, err = st.databasePool(tx.database); err != nil {
+			return err
+		}
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	// Each alone: ROLLBACK PREPARED refuses to run inside a transaction,
+	// which several statements in one query string would be.
+	rollback := "ROLLBACK PREPARED " + quoteLiteral(tx.gid)
+	_, err = conn.Exec(ctx, rollback)
+	if sqlState(err) != pgerrcode.InsufficientPrivilege {
+		return err
+	}
+	if _, serr := conn.Exec(ctx, "SET ROLE "+quoteIdent(username)); serr != nil {
+		return err
+	}
+	_, err = conn.Exec(ctx, rollback)
+	_, _ = conn.Exec(ctx, "RESET ROLE")
+	return err
 }
 
 // scanTextArray reads a text[] in the text form the simple protocol

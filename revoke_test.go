@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -96,7 +95,7 @@ type revokeCase struct {
 	a        *pgxpool.Pool
 	db       *Postgres
 	schema   string
-	owner    string   // who is handed what a revoked user owned
+	owner    string   // who is handed what a revoked user owned: the holding role
 	creation []string // creation statements: create in schema and database
 }
 
@@ -109,7 +108,7 @@ func TestDefaultRevocation(t *testing.T) {
 			// A sequence nobody in the test owns or may touch: the built-in's
 			// REVOKE ... ON ALL SEQUENCES fails on it for a CREATEROLE admin.
 			execSQL(t, a, fmt.Sprintf(`CREATE SEQUENCE %s.foreign_seq`, quoteIdent(schema)))
-			rc := revokeCase{adm: adm, a: a, db: db, schema: schema, owner: cmp.Or(adm.user, pg.SuperUser),
+			rc := revokeCase{adm: adm, a: a, db: db, schema: schema, owner: holdingRole,
 				creation: []string{createStmt,
 					fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, quoteIdent(schema)),
 					`GRANT CREATE ON DATABASE postgres TO "{{name}}";`}}

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -22,6 +23,29 @@ import (
 )
 
 func (c *config) wantsTLS() bool { return c.TLSCA != "" || c.TLSCertificate != "" }
+
+// tlsNames, certName and caName name the TLS parameters in the operator's
+// words: tls_ca and tls_certificate, or connection_url's sslinline PEMs.
+func (c *config) tlsNames() string {
+	if c.inlineTLS {
+		return "connection_url's sslinline certificates (sslrootcert/sslcert)"
+	}
+	return "tls_ca/tls_certificate"
+}
+
+func (c *config) certName() string {
+	if c.inlineTLS {
+		return "connection_url's sslcert (sslinline=true)"
+	}
+	return "tls_certificate"
+}
+
+func (c *config) caName() string {
+	if c.inlineTLS {
+		return "sslrootcert"
+	}
+	return "tls_ca"
+}
 
 // applyTLS enforces the TLS rule: with tls_ca or tls_certificate set, every
 // connection pgx may make (the primary host and each fallback) is TLS that
@@ -58,9 +82,9 @@ func (c *config) applyTLS(cc *pgx.ConnConfig, sslmode string) error {
 			continue
 		}
 		if network, _ := pgconn.NetworkAddress(t.Host, t.Port); network == "unix" {
-			return fmt.Errorf("tls_ca/tls_certificate are set but host %s is a Unix socket, which has no TLS: connect over TCP, or remove tls_ca/tls_certificate", t.Host)
+			return fmt.Errorf("%s are set but host %s is a Unix socket, which has no TLS: connect over TCP, or remove %s", c.tlsNames(), t.Host, c.tlsNames())
 		}
-		return fmt.Errorf("tls_ca/tls_certificate are set but %s lets the connection to %s:%d go without TLS: set sslmode=verify-full (or verify-ca) in connection_url", mode, t.Host, t.Port)
+		return fmt.Errorf("%s are set but %s lets the connection to %s:%d go without TLS: set sslmode=verify-full (or verify-ca) in connection_url", c.tlsNames(), mode, t.Host, t.Port)
 	}
 	for _, t := range targets {
 		tc := t.TLSConfig
@@ -77,11 +101,139 @@ func (c *config) applyTLS(cc *pgx.ConnConfig, sslmode string) error {
 			}
 		case tc.InsecureSkipVerify && tc.VerifyPeerCertificate == nil:
 			// require without any CA encrypts but accepts any server.
-			return fmt.Errorf("tls_certificate is set but %s does not verify the server's certificate: set tls_ca, or use sslmode=verify-full to verify against the system's CAs", mode)
+			return fmt.Errorf("%s is set but %s does not verify the server's certificate: set %s, or use sslmode=verify-full to verify against the system's CAs", c.certName(), mode, c.caName())
 		}
 		tc.Certificates = certs
 	}
 	return nil
+}
+
+// takeInlineTLS serves connection_url's sslinline, a form Vault's built-in
+// plugin takes (from pgx v4): with sslinline=true, sslrootcert, sslcert and
+// sslkey hold PEMs, not file names. pgx v5 would read them as file names,
+// and send sslinline to the server as a setting it does not know, so they
+// leave connection_url here and become tls_ca, tls_certificate and
+// private_key, whose rules (applyTLS) then hold: verified TLS on every
+// connection, verify-full unless sslmode says otherwise. sslinline=false is
+// only taken out. Everything else in connection_url stays byte for byte.
+func (c *config) takeInlineTLS() error {
+	settings := connSettings(c.ConnectionURL)
+	v, ok := settings["sslinline"]
+	if !ok {
+		return nil
+	}
+	inline, err := strconv.ParseBool(v)
+	if err != nil {
+		return fmt.Errorf("connection_url: sslinline=%q is not true or false", v)
+	}
+	drop := map[string]bool{"sslinline": true}
+	if inline {
+		if err := c.setInlinePEMs(settings); err != nil {
+			return err
+		}
+		drop["sslrootcert"], drop["sslcert"], drop["sslkey"] = true, true, true
+		c.inlineTLS = c.wantsTLS()
+	}
+	c.ConnectionURL = withoutSettings(c.ConnectionURL, drop)
+	return nil
+}
+
+// pemHint says how a PEM survives connection_url: a URL decodes + as a
+// space, and raw newlines are not allowed in it.
+const pemHint = `in a URL, percent-encode the PEM (newlines as %0A, "+" as %2B); in a keyword/value string, quote it ('…')`
+
+// setInlinePEMs checks sslinline's PEMs and moves them to tls_ca,
+// tls_certificate and private_key. Errors name the parameters and never
+// quote a PEM.
+func (c *config) setInlinePEMs(settings map[string]string) error {
+	ca, cert, key := settings["sslrootcert"], settings["sslcert"], settings["sslkey"]
+	switch {
+	case settings["sslpassword"] != "":
+		return errors.New("connection_url: sslpassword (an encrypted sslkey) is not supported with sslinline=true: give the decrypted key in sslkey, or as private_key")
+	case ca != "" && c.TLSCA != "":
+		return errors.New("connection_url's sslrootcert (sslinline=true) and tls_ca are both set: keep one")
+	case (cert != "" || key != "") && (c.TLSCertificate != "" || c.PrivateKey != ""):
+		return errors.New("connection_url's sslcert/sslkey (sslinline=true) and tls_certificate/private_key are both set: keep one pair")
+	case (cert == "") != (key == ""):
+		return errors.New("connection_url: with sslinline=true, sslcert and sslkey must be given together")
+	}
+	if ca != "" {
+		if !x509.NewCertPool().AppendCertsFromPEM([]byte(ca)) {
+			return errors.New("connection_url's sslrootcert (sslinline=true) holds no PEM certificate: " + pemHint)
+		}
+		c.TLSCA = ca
+	}
+	if cert != "" {
+		if _, err := tls.X509KeyPair([]byte(cert), []byte(key)); err != nil {
+			// crypto/tls describes what is wrong without quoting the input.
+			return fmt.Errorf("connection_url's sslcert/sslkey (sslinline=true): %w; %s", err, pemHint)
+		}
+		c.TLSCertificate, c.PrivateKey = cert, key
+	}
+	return nil
+}
+
+// isURL reports whether a connection string is a URL rather than
+// keyword/value settings.
+func isURL(connString string) bool {
+	return strings.HasPrefix(connString, "postgres://") || strings.HasPrefix(connString, "postgresql://")
+}
+
+// splitURL cuts a URL where url.Parse does: the fragment at the first #,
+// then the query at the first ?. It needs no valid URL: connection_url
+// still holds its {{username}} and {{password}} placeholders.
+func splitURL(u string) (base, query, fragment string) {
+	if i := strings.IndexByte(u, '#'); i >= 0 {
+		u, fragment = u[:i], u[i:]
+	}
+	base, query, _ = strings.Cut(u, "?")
+	return base, query, fragment
+}
+
+// connSettings returns the query parameters of a URL, or the settings of a
+// keyword/value string, decoded; of a repeated key, the one pgconn uses (in
+// a URL the first, in keyword/value the last).
+func connSettings(connString string) map[string]string {
+	if !isURL(connString) {
+		return keywordValueSettings(connString)
+	}
+	_, query, _ := splitURL(connString)
+	q, _ := url.ParseQuery(query) // what it could read; pgx reports the rest
+	settings := map[string]string{}
+	for k, v := range q {
+		settings[k] = v[0]
+	}
+	return settings
+}
+
+// withoutSettings returns connString without the settings named in drop,
+// the rest of it unchanged.
+func withoutSettings(connString string, drop map[string]bool) string {
+	if isURL(connString) {
+		base, query, fragment := splitURL(connString)
+		var keep []string
+		for _, p := range strings.Split(query, "&") {
+			k, _, _ := strings.Cut(p, "=")
+			if k, err := url.QueryUnescape(k); p == "" || err == nil && drop[k] {
+				continue
+			}
+			keep = append(keep, p)
+		}
+		if len(keep) > 0 {
+			base += "?" + strings.Join(keep, "&")
+		}
+		return base + fragment
+	}
+	var b strings.Builder
+	last := 0
+	for _, p := range keywordValuePairs(connString) {
+		if drop[p.key] {
+			b.WriteString(connString[last:p.start])
+			last = p.end
+		}
+	}
+	b.WriteString(connString[last:])
+	return b.String()
 }
 
 // sslmodeSetting returns the sslmode connection_url (a URL or keyword/value
@@ -117,20 +269,37 @@ func sslmodeSetting(connString string) (string, bool) {
 // pgconn does (values unquoted or in '…', with backslash escapes); it only
 // reads the keys, so a malformed string yields what it could read.
 func keywordValueSettings(s string) map[string]string {
-	const space = " \t\n\r\v\f"
 	settings := map[string]string{}
-	for len(s) > 0 {
-		eq := strings.IndexByte(s, '=')
+	for _, p := range keywordValuePairs(s) {
+		settings[p.key] = p.val
+	}
+	return settings
+}
+
+// kvPair is one setting of a keyword/value string: s[start:end] is the
+// whole of it, key, =, value and quotes.
+type kvPair struct {
+	key, val   string
+	start, end int
+}
+
+// keywordValuePairs reads the settings of a keyword/value string, in order.
+func keywordValuePairs(s string) []kvPair {
+	const space = " \t\n\r\v\f"
+	var pairs []kvPair
+	for i := 0; i < len(s); {
+		eq := strings.IndexByte(s[i:], '=')
 		if eq < 0 {
 			break
 		}
-		key := strings.Trim(s[:eq], space)
-		s = strings.TrimLeft(s[eq+1:], space)
-		quoted := len(s) > 0 && s[0] == '\''
+		start := len(s) - len(strings.TrimLeft(s[i:], space))
+		key := strings.Trim(s[i:i+eq], space)
+		j := len(s) - len(strings.TrimLeft(s[i+eq+1:], space))
+		quoted := j < len(s) && s[j] == '\''
 		if quoted {
-			s = s[1:]
+			j++
 		}
-		end := 0
+		end := j
 		for ; end < len(s); end++ {
 			if quoted && s[end] == '\'' || !quoted && strings.IndexByte(space, s[end]) >= 0 {
 				break
@@ -139,18 +308,16 @@ func keywordValueSettings(s string) map[string]string {
 				end++
 			}
 		}
-		if end > len(s) {
-			end = len(s)
+		end = min(end, len(s))
+		val := strings.NewReplacer(`\\`, `\`, `\'`, `'`).Replace(s[j:end])
+		stop := end
+		if quoted {
+			stop = min(end+1, len(s)) // the closing quote
 		}
-		val := strings.NewReplacer(`\\`, `\`, `\'`, `'`).Replace(s[:end])
-		settings[key] = val
-		if end < len(s) {
-			s = s[end+1:]
-		} else {
-			s = ""
-		}
+		pairs = append(pairs, kvPair{key: key, val: val, start: start, end: stop})
+		i = min(end+1, len(s))
 	}
-	return settings
+	return pairs
 }
 
 // withSSLMode adds sslmode to a connection string that has none.

@@ -6,116 +6,126 @@ DECLARE
 	obj text;
 	owns boolean;
 	holds boolean;
+	toid oid;
+	t record;
+	nsp text;
+	lent text[] := '{}';
+	h_me text := current_user;
+	h_super boolean := pg_catalog.current_setting('is_superuser')::boolean;
 BEGIN
 	SELECT coalesce(bool_or(s.deptype = 'o'), false), count(*) > 0 INTO owns, holds
 		FROM pg_catalog.pg_shdepend s
 		WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = roid
 		  AND s.dbid IN (0, (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()));
 	IF owns THEN
-		-- Nothing the user wrote may start running with the rights of the
-		-- role that receives it. One query lists what to take away, a string
-		-- run only here (in the block's text it would be compiled on every
-		-- revocation, owner of anything or not), in this order:
+		-- The receiving role. By default it is the holding role, made here on
+		-- first need: NOLOGIN, NOINHERIT, no privileges and no members but
+		-- admins, so that nothing the user wrote (a trigger, an index
+		-- expression, a default, a check, run by ANALYZE or a foreign key's
+		-- cascade as the table's owner) ever runs with more than its rights.
+		toid := pg_catalog.to_regrole(pg_catalog.quote_ident(target));
+		IF toid IS NULL AND /* @create_target */ NULL THEN
+			EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', target);
+			toid := pg_catalog.to_regrole(pg_catalog.quote_ident(target));
+			BEGIN
+				EXECUTE format('COMMENT ON ROLE %I IS %L', target, 'Owns what users revoked by vault-plugin-database-postgres left behind. Keep it NOLOGIN, without privileges, and grant it to no one.');
+			EXCEPTION WHEN insufficient_privilege THEN
+				NULL;
+			END;
+		END IF;
+		IF toid IS NULL THEN
+			RAISE EXCEPTION USING ERRCODE = 'undefined_object',
+				MESSAGE = format('reassign_owned_to names role %I, which does not exist', target);
+		END IF;
+		SELECT * INTO t FROM pg_catalog.pg_roles o WHERE o.oid = toid;
+		IF NOT /* @allow_privileged */ NULL AND (t.rolsuper OR target IN (current_user, session_user)
+			OR pg_catalog.pg_has_role(toid, h_me, 'USAGE')) THEN
+			RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+				MESSAGE = format('refusing to hand the user''s objects to %I: it is a superuser or has the rights of %I, so code the user wrote would run with them; name an unprivileged NOLOGIN role in reassign_owned_to, or set allow_privileged_reassign', target, h_me);
+		END IF;
+		IF /* @create_target */ NULL AND (t.rolcanlogin OR t.rolsuper OR t.rolcreaterole OR t.rolcreatedb OR t.rolreplication OR t.rolbypassrls
+			OR EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.member = toid)
+			OR EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles o ON o.oid = m.member
+				WHERE m.roleid = toid AND NOT (o.rolsuper OR o.rolcreaterole))) THEN
+			RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+				MESSAGE = format('refusing to hand the user''s objects to the holding role %I: it must stay NOLOGIN, without attributes or memberships, and with no members but admins; fix it (\du %I), then retry', target, target);
+		END IF;
+		-- REASSIGN OWNED needs the rights of the receiving role too.
+		IF NOT h_super AND NOT pg_catalog.pg_has_role(h_me, toid, 'USAGE') THEN
+			IF pg_catalog.current_setting('server_version_num')::int >= 160000 THEN
+				EXECUTE format('GRANT %I TO %I WITH INHERIT TRUE', target, h_me);
+			ELSE
+				EXECUTE format('GRANT %I TO %I', target, h_me);
+			END IF;
+		END IF;
+		-- What still lets others act through the user's objects once they are
+		-- the holding role's (which owns every revoked user's leftovers). One
+		-- query lists it, a string run only here (in the block's text it
+		-- would be compiled on every revocation, owner of anything or not):
 		-- - SECURITY DEFINER routines become SECURITY INVOKER (revoke_login
-		--   did so already where it could act as the role);
-		-- - rules run with their relation's owner's rights whoever fires
-		--   them: disabled on tables (kept for the new owner to read),
-		--   dropped on views, which cannot disable one;
-		-- - code that runs as a table's owner rather than as whoever uses it
-		--   (index expressions and predicates, expression statistics and a
-		--   range type's subtype_diff on every ANALYZE, autovacuum's too,
-		--   and REINDEX; in a foreign key's cascade, the table's triggers,
-		--   CHECK constraints, a domain's too, defaults and generated
-		--   columns), where it uses a function, operator or type from
-		--   outside pg_catalog: indexes, statistics, constraints and
-		--   defaults dropped (they hold no data; the new owner can make them
-		--   again once it has read the code they call), generated columns
-		--   kept as plain ones, triggers disabled, statistics on such range
-		--   columns turned off;
+		--   did so already where it could);
+		-- - rules run with their table's owner's rights whoever fires them:
+		--   disabled (kept for the new owner to read);
+		-- - views read with their owner's rights: the privileges others hold
+		--   on them are revoked (revoke_login did so already where it could);
 		-- - 17+: the MAINTAIN the user granted (REFRESH runs a materialized
-		--   view's query as its owner; ANALYZE and REINDEX the above);
-		-- - 15+: views check the privileges of whoever queries them.
+		--   view's query as its owner).
 		FOR obj IN EXECUTE $disarm$
 			WITH mine AS (
-				SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relowner = $1 AND c.relkind IN ('r', 'p', 'm', 'f')
-			), outside AS (
-				SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
-				WHERE d.classid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_statistic_ext'::regclass,
-						'pg_catalog.pg_constraint'::regclass, 'pg_catalog.pg_attrdef'::regclass)
-				  AND CASE d.refclassid
-					WHEN 'pg_catalog.pg_proc'::regclass THEN (SELECT p.pronamespace FROM pg_catalog.pg_proc p WHERE p.oid = d.refobjid)
-					WHEN 'pg_catalog.pg_operator'::regclass THEN (SELECT o.oprnamespace FROM pg_catalog.pg_operator o WHERE o.oid = d.refobjid)
-					WHEN 'pg_catalog.pg_type'::regclass THEN (SELECT y.typnamespace FROM pg_catalog.pg_type y WHERE y.oid = d.refobjid)
-					ELSE 'pg_catalog'::regnamespace::oid END <> 'pg_catalog'::regnamespace::oid
-			), ranged AS (
-				SELECT a.attrelid, a.attnum, a.attname FROM pg_catalog.pg_attribute a
-				JOIN pg_catalog.pg_type y ON y.oid = a.atttypid
-				JOIN pg_catalog.pg_range g ON (CASE y.typtype WHEN 'd' THEN y.typbasetype ELSE y.oid END) IN (g.rngtypid, g.rngmultitypid)
-				JOIN pg_catalog.pg_proc p ON p.oid = g.rngsubdiff
-				WHERE a.attrelid IN (SELECT oid FROM mine) AND a.attnum > 0 AND NOT a.attisdropped
-				  AND p.pronamespace <> 'pg_catalog'::regnamespace::oid
+				SELECT s.classid, s.objid FROM pg_catalog.pg_shdepend s
+				WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = $1 AND s.deptype = 'o'
+				  AND s.dbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+			), rels AS (
+				SELECT c.oid, c.relkind, c.relacl FROM mine JOIN pg_catalog.pg_class c ON c.oid = mine.objid
+				WHERE mine.classid = 'pg_catalog.pg_class'::regclass
 			)
-			SELECT format('ALTER ROUTINE %s SECURITY INVOKER', p.oid::regprocedure)
-				FROM pg_catalog.pg_proc p WHERE p.proowner = $1 AND p.prosecdef
+			SELECT pg_catalog.format('ALTER ROUTINE %s SECURITY INVOKER', p.oid::regprocedure)
+				FROM mine JOIN pg_catalog.pg_proc p ON p.oid = mine.objid
+				WHERE mine.classid = 'pg_catalog.pg_proc'::regclass AND p.prosecdef
 			UNION ALL
-			SELECT CASE WHEN c.relkind IN ('r', 'p')
-					THEN format('ALTER TABLE %s DISABLE RULE %I', c.oid::regclass, w.rulename)
-					ELSE format('DROP RULE %I ON %s', w.rulename, c.oid::regclass) END
-				FROM pg_catalog.pg_rewrite w JOIN pg_catalog.pg_class c ON c.oid = w.ev_class
-				WHERE c.relowner = $1 AND w.rulename <> '_RETURN' AND w.ev_enabled <> 'D'
+			SELECT pg_catalog.format('ALTER TABLE %s DISABLE RULE %I', rels.oid::regclass, w.rulename)
+				FROM rels JOIN pg_catalog.pg_rewrite w ON w.ev_class = rels.oid
+				WHERE rels.relkind IN ('r', 'p') AND w.rulename <> '_RETURN' AND w.ev_enabled <> 'D'
 			UNION ALL
-			(
-			SELECT DISTINCT CASE WHEN con.conname IS NOT NULL
-					THEN format('ALTER TABLE %s DROP CONSTRAINT %I', i.indrelid::regclass, con.conname)
-					ELSE format('DROP INDEX %s', i.indexrelid::regclass) END
-				FROM pg_catalog.pg_index i
-				LEFT JOIN pg_catalog.pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
-				WHERE i.indrelid IN (SELECT oid FROM mine)
-				  -- an attached partition's index goes with its parent's
-				  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h WHERE h.inhrelid = i.indexrelid)
-				  AND (i.indexrelid IN (SELECT objid FROM outside WHERE classid = 'pg_catalog.pg_class'::regclass)
-					OR EXISTS (SELECT 1 FROM ranged WHERE ranged.attrelid = i.indrelid AND ranged.attnum = ANY (i.indkey::int2[])))
-			UNION ALL
-			SELECT format('DROP STATISTICS %I.%I', n.nspname, s.stxname)
-				FROM pg_catalog.pg_statistic_ext s JOIN pg_catalog.pg_namespace n ON n.oid = s.stxnamespace
-				WHERE s.stxrelid IN (SELECT oid FROM mine)
-				  AND s.oid IN (SELECT objid FROM outside WHERE classid = 'pg_catalog.pg_statistic_ext'::regclass)
-			UNION ALL
-			SELECT CASE WHEN con.contypid <> 0
-					THEN format('ALTER DOMAIN %s DROP CONSTRAINT %I', con.contypid::regtype, con.conname)
-					ELSE format('ALTER TABLE %s DROP CONSTRAINT %I', con.conrelid::regclass, con.conname) END
-				FROM pg_catalog.pg_constraint con
-				WHERE con.contype = 'c' AND con.oid IN (SELECT objid FROM outside WHERE classid = 'pg_catalog.pg_constraint'::regclass)
-				  AND (con.conrelid IN (SELECT oid FROM mine)
-					OR con.contypid IN (SELECT y.oid FROM pg_catalog.pg_type y WHERE y.typowner = $1))
-			UNION ALL
-			SELECT format(CASE WHEN a.attgenerated <> '' THEN 'ALTER TABLE %s ALTER COLUMN %I DROP EXPRESSION'
-					ELSE 'ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT' END, d.adrelid::regclass, a.attname)
-				FROM pg_catalog.pg_attrdef d
-				JOIN pg_catalog.pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
-				WHERE d.adrelid IN (SELECT oid FROM mine)
-				  AND d.oid IN (SELECT objid FROM outside WHERE classid = 'pg_catalog.pg_attrdef'::regclass)
-			UNION ALL
-			SELECT format('ALTER TABLE %s DISABLE TRIGGER USER', c.oid::regclass) FROM pg_catalog.pg_class c
-				WHERE c.oid IN (SELECT oid FROM mine) AND c.relkind IN ('r', 'p')
-				  AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger tg WHERE tg.tgrelid = c.oid AND NOT tg.tgisinternal AND tg.tgenabled <> 'D')
-			UNION ALL
-			SELECT format('ALTER TABLE %s ALTER COLUMN %I SET STATISTICS 0', ranged.attrelid::regclass, ranged.attname) FROM ranged
-			)
-			UNION ALL
-			SELECT format('REVOKE MAINTAIN ON %s FROM %s', c.oid::regclass,
+			SELECT DISTINCT pg_catalog.format('REVOKE ALL ON %s FROM %s', rels.oid::regclass,
 					CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END)
-				FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
-				WHERE current_setting('server_version_num')::int >= 170000
-				  AND c.relowner = $1 AND a.privilege_type = 'MAINTAIN' AND a.grantee <> $1
+				FROM rels, pg_catalog.aclexplode(rels.relacl) a WHERE rels.relkind = 'v' AND a.grantee <> $1
 			UNION ALL
-			SELECT format('ALTER VIEW %s SET (security_invoker = true)', c.oid::regclass) FROM pg_catalog.pg_class c
-				WHERE current_setting('server_version_num')::int >= 150000 AND c.relowner = $1 AND c.relkind = 'v'
+			SELECT pg_catalog.format('REVOKE MAINTAIN ON %s FROM %s', rels.oid::regclass,
+					CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END)
+				FROM rels, pg_catalog.aclexplode(rels.relacl) a
+				WHERE pg_catalog.current_setting('server_version_num')::int >= 170000
+				  AND a.privilege_type = 'MAINTAIN' AND a.grantee <> $1
 		$disarm$ USING roid
 		LOOP
 			EXECUTE obj;
 		END LOOP;
+		-- A non-superuser may give an object only to a role that may create
+		-- in its schema: the holding role gets CREATE on those schemas for
+		-- the length of REASSIGN OWNED, in this transaction, and never
+		-- visibly to anyone else.
+		IF NOT h_super THEN
+			FOR nsp IN SELECT DISTINCT n.nspname FROM pg_catalog.pg_shdepend s
+				JOIN LATERAL (
+					SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE s.classid = 'pg_catalog.pg_class'::regclass AND c.oid = s.objid
+					UNION ALL SELECT p.pronamespace FROM pg_catalog.pg_proc p WHERE s.classid = 'pg_catalog.pg_proc'::regclass AND p.oid = s.objid
+					UNION ALL SELECT y.typnamespace FROM pg_catalog.pg_type y WHERE s.classid = 'pg_catalog.pg_type'::regclass AND y.oid = s.objid
+					UNION ALL SELECT o.oprnamespace FROM pg_catalog.pg_operator o WHERE s.classid = 'pg_catalog.pg_operator'::regclass AND o.oid = s.objid
+					UNION ALL SELECT x.stxnamespace FROM pg_catalog.pg_statistic_ext x WHERE s.classid = 'pg_catalog.pg_statistic_ext'::regclass AND x.oid = s.objid
+				) obj(ns) ON true
+				JOIN pg_catalog.pg_namespace n ON n.oid = obj.ns
+				WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = roid AND s.deptype = 'o'
+				  AND s.dbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+				  AND NOT pg_catalog.has_schema_privilege(toid, n.oid, 'CREATE')
+			LOOP
+				EXECUTE format('GRANT CREATE ON SCHEMA %I TO %I', nsp, target);
+				lent := lent || nsp;
+			END LOOP;
+		END IF;
 		EXECUTE format('REASSIGN OWNED BY %I TO %I', r, target);
+		FOREACH nsp IN ARRAY lent LOOP
+			EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM %I', nsp, target);
+		END LOOP;
 	END IF;
 	IF holds THEN
 		EXECUTE format('DROP OWNED BY %I', r);

@@ -2,7 +2,6 @@
 DECLARE
 	r text := /* @role */ NULL;
 	target text := /* @target */ NULL;
-	lt text := current_setting('lock_timeout');
 	roid oid := pg_catalog.to_regrole(pg_catalog.quote_ident(r));
 BEGIN
 	IF roid IS NULL THEN

@@ -15,15 +15,9 @@ DECLARE
 	killed int[] := '{}';
 	deadline timestamptz;
 	prev_role text;
-	lt text := current_setting('lock_timeout');
 	cname text;
 BEGIN
 	PERFORM set_config('pgvault.revoke_state', 'gone', true), set_config('pgvault.revoke_note', '', true);
-	-- Wait for another revocation of this role without lock_timeout: it
-	-- is bounded itself. Every other wait keeps the configured bound.
-	PERFORM set_config('lock_timeout', '0', true);
-	PERFORM pg_catalog.pg_advisory_xact_lock(1260, pg_catalog.hashtext(r));
-	PERFORM set_config('lock_timeout', lt, true);
 	-- Expressions rather than catalog queries where they do: every query of
 	-- a DO block is planned on every run.
 	roid := pg_catalog.to_regrole(pg_catalog.quote_ident(r));
@@ -155,6 +149,11 @@ BEGIN
 		EXECUTE format('DROP ROLE %I', r);
 		PERFORM set_config('pgvault.revoke_state', 'dropped', true);
 	EXCEPTION WHEN OTHERS THEN
+		-- A prepared transaction of the user holds a lock the hand-over
+		-- needs: reported for the plugin to roll back, and retried.
+		IF SQLSTATE = '55P03' AND EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts x WHERE x.owner = r) THEN
+			/* @raise_prepared */ NULL;
+		END IF;
 		-- Transient failures (transientFailures in connection.go) abort the
 		-- whole transaction, which is retried.
 		GET STACKED DIAGNOSTICS cname = CONSTRAINT_NAME;
