@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -510,4 +512,107 @@ func assertCleanSession(t *testing.T, a *pgxpool.Pool, b *pgtest.Pooler, db *Pos
 		t.Fatalf("%s: the next request stored the password as %.14q…, want a SCRAM verifier", who, verifier)
 	}
 	assertLoginBoth(t, b, resp.Username, req.Password)
+}
+
+// TestPoolerCreationLostReply cuts the plugin's connection while its
+// creation statements wait for a lock, so that the server session that got
+// them still runs. Before running the creation again on a fresh connection
+// the plugin must end that session and wait for it (endSession), or both may
+// create the user: the first commits when the lock is released, and the
+// second fails with "already exists" although the user exists with the
+// returned password. Behind a pooler the pid the plugin's connection
+// reports (BackendKeyData) is the pooler's, not the server session's.
+// Directly, without a pooler, is the control case.
+func TestPoolerCreationLostReply(t *testing.T) {
+	needPG(t)
+	for _, mode := range append([]string{"direct"}, poolModes...) {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			var fp *faultProxy
+			var connURL string
+			if mode == "direct" {
+				fp = newFaultProxy(t)
+				connURL = fp.url()
+			} else {
+				b := startBouncer(t, mode)
+				fp = newFaultProxyTo(t, net.JoinHostPort(b.Host, strconv.Itoa(b.Port)))
+				through := *b
+				through.Port = fp.port
+				connURL = through.TemplateURL("")
+			}
+			db := newDB(t, map[string]interface{}{"connection_url": connURL})
+			assertCreationSurvivesLostReply(t, db, fp)
+		})
+	}
+}
+
+// newFaultProxyTo is newFaultProxy in front of target.
+func newFaultProxyTo(t *testing.T, target string) *faultProxy {
+	t.Helper()
+	p := &faultProxy{t: t, target: target}
+	p.listen(0)
+	t.Cleanup(func() { p.down(); p.killAll() })
+	return p
+}
+
+// assertCreationSurvivesLostReply runs a creation that first waits for an
+// advisory lock the test holds, cuts every connection through fp once the
+// server session waits, releases the lock once a second session (the
+// plugin's new attempt) waits too or the creation has returned, and checks
+// that the creation succeeded with a password that works.
+func assertCreationSurvivesLostReply(t *testing.T, db *Postgres, fp *faultProxy) {
+	t.Helper()
+	a := admin(t)
+	key := int32(time.Now().UnixNano() & 0x7fffffff)
+	holder := connectAs(t, pg.SuperUser, pg.SuperPassword, "")
+	if _, err := holder.Exec(testCtx(t), "SELECT pg_advisory_lock(4242, $1)", key); err != nil {
+		t.Fatal(err)
+	}
+	req := newUserReq(fmt.Sprintf("SELECT pg_advisory_xact_lock(4242, %d);", key), createStmt)
+	// A role name of its own, so that the users a failed creation leaves
+	// behind (it reports no name) are found and dropped.
+	req.UsernameConfig.RoleName = fmt.Sprintf("lr%06d", key%1000000)
+	t.Cleanup(func() {
+		_, _ = a.Exec(context.Background(), `DO $$ DECLARE r text; BEGIN FOR r IN SELECT rolname FROM pg_roles WHERE rolname LIKE 'v-test-`+req.UsernameConfig.RoleName+`-%' LOOP EXECUTE format('DROP ROLE %I', r); END LOOP; END $$`)
+	})
+	res := make(chan error, 1)
+	var user string
+	go func() {
+		resp, err := db.NewUser(testCtx(t), req)
+		user = resp.Username
+		res <- err
+	}()
+	first := waitLockWaiter(t, a, key, 0, res)
+	fp.killAll()
+	waitLockWaiter(t, a, key, first, res)
+	if _, err := holder.Exec(testCtx(t), "SELECT pg_advisory_unlock(4242, $1)", key); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; err != nil {
+		t.Fatalf("NewUser after its connection was lost: %v", err)
+	}
+	assertLogin(t, user, req.Password)
+}
+
+// waitLockWaiter waits until a session other than not waits for the
+// advisory lock (4242, key) and returns its pid; 0 when the creation
+// (res) returned first, whose result stays in res.
+func waitLockWaiter(t *testing.T, a *pgxpool.Pool, key int32, not int, res chan error) int {
+	t.Helper()
+	var pid int
+	err := pgtest.Poll(testCtx(t), 30*time.Second, 20*time.Millisecond, func() error {
+		if len(res) > 0 {
+			return nil
+		}
+		err := a.QueryRow(testCtx(t), `SELECT coalesce(max(pid), 0) FROM pg_locks WHERE locktype = 'advisory'
+			AND classid = 4242 AND objid = $1 AND objsubid = 2 AND NOT granted AND pid <> $2`, int64(uint32(key)), not).Scan(&pid)
+		if err == nil && pid == 0 {
+			err = errors.New("no session waits for the lock yet")
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
 }
