@@ -49,3 +49,25 @@ func BenchmarkDeleteUser(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkDeleteUserOneByOne measures one revocation at a time, as Vault
+// revokes a prefix of leases, of a user that is a member of a group (the
+// benchmark's and most roles' creation statements grant one).
+func BenchmarkDeleteUserOneByOne(b *testing.B) {
+	db := newDB(b, map[string]interface{}{"max_open_connections": 4})
+	execSQL(b, admin(b), "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'bench_readers') THEN CREATE ROLE bench_readers NOLOGIN; END IF; END $$")
+	users := make([]string, b.N)
+	for i := range users {
+		resp, err := db.NewUser(testCtx(b), newUserReq(createStmt, `GRANT bench_readers TO "{{name}}";`))
+		if err != nil {
+			b.Fatal(err)
+		}
+		users[i] = resp.Username
+	}
+	b.ResetTimer()
+	for _, u := range users {
+		if _, err := db.DeleteUser(testCtx(b), dbplugin.DeleteUserRequest{Username: u}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

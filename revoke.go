@@ -51,6 +51,14 @@ import (
 // role is left to revokeRoleSQL, which reports it.
 var revokeLoginSQL = loadSQL("revoke_login.sql")
 
+// nologinContendedSQL replaces revoke_login's plain NOLOGIN when that waited
+// too long for the user's row in pg_authid: it ends the user's sessions that
+// hold it, and hands its prepared transactions to the plugin.
+var nologinContendedSQL = loadSQL("nologin_contended.sql")
+
+// plainNologin is revoke_login's NOLOGIN when nothing stands in its way.
+const plainNologin = "EXECUTE pg_catalog.format('ALTER ROLE %I NOLOGIN', r)"
+
 // revokeRoleSQL runs once NOLOGIN is committed. Steps:
 //
 //  1. a missing role is success;
@@ -89,10 +97,14 @@ var revokeOutcomeSQL = loadSQL("revoke_outcome.sql")
 // the main connection.
 var reassignElsewhereSQL = loadSQL("reassign_elsewhere.sql")
 
-// handOverSQL, shared by both, disarms what the user wrote, hands it to the
-// target and drops the user's privileges (PL/pgSQL statements on the
-// variables r, roid and target; the marker's semicolon ends them).
-var handOverSQL = loadSQL("hand_over.sql")
+// handOverSQL, shared by both, hands what the user owns to the target and
+// drops the user's privileges (PL/pgSQL statements on the variables r and
+// roid; the marker's semicolon ends them). reassignOwnedSQL, the hand-over
+// itself, is a DO statement it runs only when the user owns something.
+var (
+	handOverSQL      = loadSQL("hand_over.sql")
+	reassignOwnedSQL = loadSQL("reassign_owned.sql")
+)
 
 // holdingRole receives what revoked users own when reassign_owned_to is not
 // set. The plugin creates it on first need (hand_over.sql), NOLOGIN and
@@ -176,13 +188,11 @@ func (st *state) reassignIn(ctx context.Context, dbname, username string) error 
 	if err != nil {
 		return err
 	}
-	vals := st.revokeValues(username)
-	delete(vals, "create_target")
-	delete(vals, "allow_privileged")
-	if vals["hand_over"], err = st.handOver(); err != nil {
+	body, err := st.handOver(username)
+	if err != nil {
 		return err
 	}
-	body, err := reassignElsewhereSQL.fill(vals)
+	body, err = reassignElsewhereSQL.fill(map[string]string{"role": quoteLiteral(username), "hand_over": body})
 	if err != nil {
 		return err
 	}
@@ -192,12 +202,13 @@ func (st *state) reassignIn(ctx context.Context, dbname, username string) error 
 	return nil
 }
 
-// handOver is hand_over.sql filled for this configuration.
-func (st *state) handOver() (string, error) {
-	sql, err := handOverSQL.fill(map[string]string{
-		"create_target":    strconv.FormatBool(st.cfg.reassignTarget() == holdingRole),
-		"allow_privileged": strconv.FormatBool(st.cfg.AllowPrivilegedReassign),
-	})
+// handOver is hand_over.sql filled for username.
+func (st *state) handOver(username string) (string, error) {
+	reassign, err := reassignOwnedSQL.fill(st.revokeValues(username))
+	if err != nil {
+		return "", err
+	}
+	sql, err := handOverSQL.fill(map[string]string{"reassign": quoteLiteral("DO " + dollarQuote(reassign))})
 	return strings.TrimRight(sql, "\n"), err
 }
 
@@ -229,20 +240,27 @@ func revokeTxSettings(lockTimeout time.Duration) string {
 
 // revokeSQL is the query string of one local revocation pass (see
 // revokeLoginSQL).
-func (st *state) revokeSQL(username string, final bool) (string, error) {
+func (st *state) revokeSQL(username string, final, contended bool) (string, error) {
 	vals := st.revokeValues(username)
 	vals["terminate"] = strconv.FormatBool(st.cfg.TerminateSessions)
 	vals["transient"] = transientSQL
-	vals["raise_prepared"] = raisePreparedSQL
 	delete(vals, "allow_privileged")
+	vals["nologin"] = plainNologin
+	var err0 error
+	if contended {
+		vals["nologin"], err0 = nologinContendedSQL.fill(map[string]string{"raise_prepared": raisePreparedSQL})
+	}
 	login, err1 := revokeLoginSQL.fill(vals)
+	delete(vals, "nologin")
+	vals["raise_prepared"] = raisePreparedSQL
 	delete(vals, "create_target")
+	delete(vals, "target")
 	vals["final"] = strconv.FormatBool(final)
-	hand, err2 := st.handOver()
+	hand, err2 := st.handOver(username)
 	vals["hand_over"] = hand
 	role, err3 := revokeRoleSQL.fill(vals)
 	report, err4 := revokeOutcomeSQL.fill(map[string]string{"role": vals["role"]})
-	if err := errors.Join(err1, err2, err3, err4); err != nil {
+	if err := errors.Join(err0, err1, err2, err3, err4); err != nil {
 		return "", err
 	}
 	return "BEGIN;\n" + st.revokeTx + "DO " + dollarQuote(login) + ";\nCOMMIT;\n" +
@@ -260,30 +278,35 @@ func dollarQuote(body string) string {
 }
 
 // revokeOnce runs one local revocation pass and reads its outcome and the
-// other databases that still hold the user's objects. Prepared transactions
-// of the user that stand in its way are rolled back, and the pass run again.
+// other databases that still hold the user's objects. A NOLOGIN that waited
+// too long for the user's role row runs again in its contended form;
+// prepared transactions of the user that stand in the way are rolled back,
+// and the pass run again.
 func (st *state) revokeOnce(ctx context.Context, username string, final bool) (revokePass, error) {
-	sql, err := st.revokeSQL(username, final)
-	if err != nil {
-		return revokePass{}, err
-	}
 	var pass revokePass
 	var lockedOut bool // NOLOGIN committed before the failure
+	contended := false
 	run := func() error {
+		sql, err := st.revokeSQL(username, final, contended)
+		if err != nil {
+			return err
+		}
 		return withRetry(ctx, func() error {
 			var err error
 			pass, lockedOut, err = st.runRevoke(ctx, sql)
 			return err
 		})
 	}
-	err = run()
+	err := run()
 	// Revocation is idempotent: after a lost connection (a restarted
 	// server, a killed backend) it simply runs again on a fresh one.
-	for attempt := 0; attempt < connRetries && ctx.Err() == nil; attempt++ {
+	for attempt := 0; err != nil && attempt < connRetries && ctx.Err() == nil; attempt++ {
 		if prepared, ok := preparedTxOf(err); ok {
 			if perr := st.rollbackPrepared(ctx, username, prepared); perr != nil {
 				return revokePass{}, perr
 			}
+		} else if isLockTimeout(err) && !lockedOut && !contended {
+			contended = true
 		} else if !connLost(err) {
 			break
 		}

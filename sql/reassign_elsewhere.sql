@@ -1,7 +1,6 @@
 -- DO body: hands a revoked role's objects in another database to the target (revoke.go).
 DECLARE
 	r text := /* @role */ NULL;
-	target text := /* @target */ NULL;
 	roid oid := pg_catalog.to_regrole(pg_catalog.quote_ident(r));
 BEGIN
 	IF roid IS NULL THEN

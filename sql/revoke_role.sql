@@ -1,7 +1,6 @@
 -- DO body: ends the sessions of a NOLOGIN role, hands over and drops it, or disables it (revoke.go).
 DECLARE
 	r text := /* @role */ NULL;
-	target text := /* @target */ NULL;
 	terminate boolean := /* @terminate */ NULL;
 	final boolean := /* @final */ NULL;
 	me text := current_user;
