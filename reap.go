@@ -188,15 +188,17 @@ type orphan struct {
 	canDrop     bool
 }
 
-// listOrphans reads the candidates in a transaction of their own with the
-// plugin's pinned search_path, SET LOCAL (so it holds behind a
+// listOrphans reads the candidates in a transaction of their own, as the
+// configured user with the plugin's pinned search_path (asPlugin), SET LOCAL (so it holds behind a
 // transaction-pooling PgBouncer): the session's path may hold a schema a
 // dynamic user can create in, and the query must not find its functions or
 // operators.
 func (st *state) listOrphans(ctx context.Context) ([]orphan, error) {
 	var out []orphan
 	err := pgx.BeginFunc(ctx, st.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SET LOCAL search_path = "+pinnedPath); err != nil {
+		// As the configured user (a pooled session may have been left in
+		// SET ROLE by a role's statements: current_user decides canDrop).
+		if _, err := tx.Exec(ctx, asPlugin); err != nil {
 			return err
 		}
 		rows, err := tx.Query(ctx, orphanCandidatesSQL, st.cfg.reassignTarget())
