@@ -204,17 +204,35 @@ func (st *state) exec(ctx context.Context, db execer, sql string) error {
 	return execAtomic(ctx, db, st.txSettings+sql)
 }
 
+// execTagged is exec with a session tag (newSessionTag) it returns.
+func (st *state) execTagged(ctx context.Context, db execer, sql string) (string, error) {
+	tag := newSessionTag()
+	return tag, execTagged(ctx, db, tag, st.txSettings+sql)
+}
+
 // execAtomic runs sql (several statements) with the simple protocol in one
 // round trip; PostgreSQL runs it as one implicit transaction. Transient
 // failures of the whole transaction are retried with bounded, jittered
 // exponential backoff, within the request's deadline. The statements start
 // from a clean session (sessionReset).
 func execAtomic(ctx context.Context, db execer, sql string) error {
+	return execTagged(ctx, db, "", sql)
+}
+
+// execTagged is execAtomic with a session tag in front of everything (see
+// newSessionTag).
+func execTagged(ctx context.Context, db execer, tag, sql string) error {
 	return withRetry(ctx, func() error {
-		_, err := db.Exec(ctx, sessionReset+sql)
+		_, err := db.Exec(ctx, tag+sessionReset+sql)
 		return err
 	})
 }
+
+// A session tag is a comment that starts the query text a request sends, so
+// that the server session running it can be found in pg_stat_activity after
+// the connection to it was lost (endSession). The backend pid the client
+// knows is not enough: behind PgBouncer it is PgBouncer's own key.
+func newSessionTag() string { return "/* pgvault session " + randomToken() + " */ " }
 
 const (
 	// retryAttempts bounds how often a transaction that failed transiently

@@ -329,13 +329,13 @@ const connRetries = 3
 // (the statements are one transaction, so a role that exists means all of
 // them committed, and that is success).
 func (p *Postgres) create(ctx context.Context, st *state, username, sql string) error {
-	pid, err := st.execPooled(ctx, sql)
+	tag, err := st.execPooled(ctx, sql)
 	unknown := func(lost, checkErr error) error {
 		return joined(st.describe(lost)+"; reconnecting to find out whether the creation committed failed: "+describe(checkErr), lost, checkErr)
 	}
 	for attempt := 0; attempt < connRetries && connLost(err) && ctx.Err() == nil; attempt++ {
-		if pid != 0 && !pgconn.SafeToRetry(err) {
-			if eerr := st.endSession(ctx, st.poolCfg.ConnConfig.User, pid); eerr != nil {
+		if tag != "" && !pgconn.SafeToRetry(err) {
+			if eerr := st.endSession(ctx, st.poolCfg.ConnConfig.User, tag); eerr != nil {
 				return unknown(err, eerr)
 			}
 			exists, cerr := st.roleExists(ctx, username)
@@ -348,7 +348,7 @@ func (p *Postgres) create(ctx context.Context, st *state, username, sql string) 
 			}
 		}
 		p.logger.Debug("connection lost; creating the user again on a fresh connection", "username", username, "error", describe(err))
-		pid, err = st.execPooled(ctx, sql)
+		tag, err = st.execPooled(ctx, sql)
 	}
 	return err
 }
@@ -454,18 +454,18 @@ func (p *Postgres) runUpdate(ctx context.Context, st *state, req dbplugin.Update
 	if req.SelfManagedPassword != "" {
 		sessionUser = req.Username
 	}
-	run := func() (uint32, error) {
+	run := func() (string, error) {
 		if req.SelfManagedPassword != "" {
 			return st.execAs(ctx, req.Username, req.SelfManagedPassword, sql)
 		}
 		return st.execPooled(ctx, sql)
 	}
-	pid, err := run() // pid: the backend the statements went to; 0 if none
+	tag, err := run() // tag: marks the session the statements went to; "" if none
 	for attempt := 0; attempt < connRetries && connLost(err) && ctx.Err() == nil; attempt++ {
-		if req.Password != nil && pid != 0 && !pgconn.SafeToRetry(err) {
+		if req.Password != nil && tag != "" && !pgconn.SafeToRetry(err) {
 			// Vault keeps whichever password we report: answer with what
 			// the database holds, or Vault is locked out.
-			err = st.settleRotation(ctx, req.Username, newPassword, sessionUser, pid, err)
+			err = st.settleRotation(ctx, req.Username, newPassword, sessionUser, tag, err)
 			if err == nil {
 				p.logger.Warn("the connection was lost after the password change was sent; the new password works, so the change took effect", "username", req.Username)
 				break
@@ -477,7 +477,7 @@ func (p *Postgres) runUpdate(ctx context.Context, st *state, req dbplugin.Update
 		// Nothing was sent, the change provably did not apply, or it only
 		// sets an expiration (the same again is harmless): run it again.
 		p.logger.Debug("connection lost; updating the user again on a fresh connection", "username", req.Username)
-		pid, err = run()
+		tag, err = run()
 	}
 	return err
 }
@@ -488,16 +488,16 @@ var errNotApplied = errors.New("the connection was lost after the change was sen
 
 // settleRotation answers a password change whose reply was lost with what
 // the database holds. A login with the new password proves the change
-// committed. Otherwise the session that sent it (pid, logged in as
+// committed. Otherwise the session that sent it (tag, logged in as
 // sessionUser) is ended and awaited, so that its transaction is final, and
 // the passwords are tried again: the new one refused and the old one
 // accepted prove nothing changed, and cause is reported. Anything else is an
 // error that says the outcome is unknown, and why.
-func (st *state) settleRotation(ctx context.Context, user, newPassword, sessionUser string, pid uint32, cause error) error {
+func (st *state) settleRotation(ctx context.Context, user, newPassword, sessionUser, tag string, cause error) error {
 	if st.loginAs(ctx, user, newPassword) == nil {
 		return nil
 	}
-	ended := st.endSession(ctx, sessionUser, pid)
+	ended := st.endSession(ctx, sessionUser, tag)
 	newErr := st.loginAs(ctx, user, newPassword)
 	if newErr == nil {
 		return nil
@@ -634,25 +634,26 @@ func (st *state) storeSCRAMIterations(n *int64) int {
 
 // execAs runs sql on a one-off connection authenticated as another user, for
 // self-managed static roles whose password Vault does not own. It reports
-// the connection's backend pid, 0 if it could not connect.
-func (st *state) execAs(ctx context.Context, user, password, sql string) (uint32, error) {
+// the session tag its statements carried, "" if it could not connect.
+func (st *state) execAs(ctx context.Context, user, password, sql string) (string, error) {
 	conn, err := st.connectAs(ctx, user, password)
 	if err != nil {
-		return 0, fmt.Errorf("connecting as %q with its current password: %w", user, err)
+		return "", fmt.Errorf("connecting as %q with its current password: %w", user, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	return conn.PgConn().PID(), st.exec(ctx, conn, sql)
+	return st.execTagged(ctx, conn, sql)
 }
 
 // execPooled runs sql like execAtomic on one pooled connection and reports
-// that connection's backend pid, 0 if none could be acquired.
-func (st *state) execPooled(ctx context.Context, sql string) (uint32, error) {
+// the session tag its statements carried, "" if no connection could be
+// acquired.
+func (st *state) execPooled(ctx context.Context, sql string) (string, error) {
 	conn, err := st.pool.Acquire(ctx)
 	if err != nil {
-		return 0, err
+		return "", err
 	}
 	defer conn.Release()
-	return conn.Conn().PgConn().PID(), st.exec(ctx, conn, sql)
+	return st.execTagged(ctx, conn.Conn(), sql)
 }
 
 func hasStatements(stmts []string) bool {

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -63,20 +64,22 @@ func (st *state) loginAs(ctx context.Context, user, password string) error {
 	})
 }
 
-// endSession ends the backend pid of user if it still runs and waits until
-// it is gone, so that whatever its transaction did is final. Ending it needs
-// the right to signal it; without that, waiting alone has to do.
-func (st *state) endSession(ctx context.Context, user string, pid uint32) error {
-	const match = "FROM pg_catalog.pg_stat_activity WHERE pid = $1 AND usename = $2"
-	_, _ = st.pool.Exec(ctx, "SELECT pg_catalog.pg_terminate_backend(pid) "+match, int64(pid), user)
+// endSession ends the session of user whose last query carried tag (see
+// newSessionTag), if it still runs, and waits until it is gone, so that
+// whatever its transaction did is final. Ending it needs the right to signal
+// it; without that, waiting alone has to do. The tag is matched as a
+// literal prefix of the query text.
+func (st *state) endSession(ctx context.Context, user, tag string) error {
+	const match = "FROM pg_catalog.pg_stat_activity WHERE pg_catalog.starts_with(query, $1) AND usename = $2 AND pid <> pg_catalog.pg_backend_pid()"
+	_, _ = st.pool.Exec(ctx, "SELECT pg_catalog.pg_terminate_backend(pid) "+match, tag, user)
 	always := func(error) bool { return true }
 	return retryWhile(ctx, always, func() error {
 		var alive bool
-		if err := st.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 "+match+")", int64(pid), user).Scan(&alive); err != nil {
+		if err := st.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 "+match+")", tag, user).Scan(&alive); err != nil {
 			return err
 		}
 		if alive {
-			return fmt.Errorf("session %d is still running", pid)
+			return errors.New("the session that sent the statements is still running")
 		}
 		return nil
 	})
