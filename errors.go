@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -74,6 +75,9 @@ func (st *state) describe(err error) string {
 	switch {
 	case isLockTimeout(err):
 		msg = fmt.Sprintf("%s: waited longer than lock_timeout (%s) for a lock another session holds; retry later, or raise lock_timeout", msg, st.cfg.LockTimeout)
+	case sqlState(err) == pgerrcode.UndefinedTable || sqlState(err) == pgerrcode.UndefinedFunction:
+		// sql/safe_search_path.sql may have left the schema out.
+		msg += "; statements run with a search_path that leaves out every schema a role other than the connection's user may create in (public, up to PostgreSQL 14): qualify the name with its schema (public.orders)"
 	case sqlState(err) == "" && !strings.Contains(msg, "failed to connect"):
 		if connLost(err) {
 			msg = fmt.Sprintf("the connection to %s was lost (%s)", hostList(st.poolCfg), msg)
