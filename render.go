@@ -179,7 +179,11 @@ type lexer struct {
 	// identifiers; "" after any other token): they tell whether a string
 	// that follows holds code.
 	prev, last string
-	err        error
+	// dot is set by a "." after a name: the next name is the next part of
+	// a qualified one (pg_catalog.format), which stands where the whole
+	// name does.
+	dot bool
+	err error
 	// codeArg is set by the "(" of EXECUTE (…) (argCommand) and EXECUTE
 	// format(…) (argFormat): the string right after it is the command, or
 	// its format.
@@ -236,8 +240,39 @@ func (l *lexer) fail(err error) stateFn {
 	return nil
 }
 
-func (l *lexer) word(w string) { l.prev, l.last, l.codeArg = l.last, w, 0 }
-func (l *lexer) other()        { l.prev, l.last, l.codeArg = l.last, "", 0 }
+// word records a name or keyword: unquoted ones upper-cased, quoted ones
+// as `"` and their value.
+func (l *lexer) word(w string) {
+	switch {
+	case l.dot:
+		l.last = w // pg_catalog.format: prev is still what came before
+	case l.codeArg == argCommand:
+		// EXECUTE (format(…)): the word opens the command as it does
+		// right after EXECUTE.
+		l.prev, l.last = "EXECUTE", w
+	default:
+		l.prev, l.last = l.last, w
+	}
+	l.dot, l.codeArg = false, 0
+}
+
+func (l *lexer) other() { l.prev, l.last, l.codeArg, l.dot = l.last, "", 0, false }
+
+// isFormat reports whether w, a word, names PostgreSQL's format: format or
+// FORMAT unquoted, "format" quoted (quoted names keep their case). It is
+// the last part of a name, so pg_catalog.format, mydb.pg_catalog.format
+// and a wrapper in another schema (app.format) count too: reading the
+// string as a format costs a doubled % where the function reads none, and
+// missing a real format lets a value end the literal EXECUTE runs.
+//
+// Not recognised, because the lexer follows tokens, not expressions: a
+// format string held in a variable, glued with || or built by another
+// function (concat, a subquery, a wrapper of another name), written as a
+// typed literal (text '…') or CAST, and format called outside EXECUTE's
+// argument (its result is data, unless the statements run it in ways the
+// renderer cannot follow). Write EXECUTE format('…', …) with the string
+// right after the parenthesis for values there to be escaped.
+func isFormat(w string) bool { return w == "FORMAT" || w == `"format` }
 
 // Kinds of code argument (lexer.codeArg).
 const (
@@ -246,14 +281,17 @@ const (
 )
 
 // openParen reads "(": after EXECUTE, or EXECUTE format, a string that
-// follows is the command PL/pgSQL runs.
+// follows is the command PL/pgSQL runs. A "(" right after one of those
+// keeps the argument: EXECUTE (('…')) and format(('…'), …) run the string.
 func (l *lexer) openParen() {
 	arg := 0
 	switch {
 	case l.last == "EXECUTE":
 		arg = argCommand
-	case l.last == "FORMAT" && l.prev == "EXECUTE":
+	case isFormat(l.last) && l.prev == "EXECUTE":
 		arg = argFormat
+	case l.last == "":
+		arg = l.codeArg
 	}
 	l.other()
 	l.codeArg = arg
@@ -317,6 +355,9 @@ func rawState(l *lexer) stateFn {
 		case c == '(':
 			l.pos++
 			l.openParen()
+		case c == '.' && l.last != "" && !l.dot:
+			l.pos++
+			l.dot, l.codeArg = true, 0
 		default:
 			l.pos++
 			l.other()
@@ -439,9 +480,27 @@ func identState(unicode bool, prefix int) stateFn {
 			return l.fail(err)
 		}
 		l.pos = end
-		l.word(`"`)
+		l.word(`"` + identValue(l.src[open+1:end-1], escChar))
 		return rawState
 	}
+}
+
+// identValue returns the name a quoted identifier's content stands for:
+// "" is ", and in U&"…" (escChar set) escapes are decoded.
+func identValue(raw string, escChar byte) string {
+	raw = strings.ReplaceAll(raw, `""`, `"`)
+	if escChar == 0 {
+		return raw
+	}
+	var b strings.Builder
+	for i := 0; i < len(raw); i++ {
+		if raw[i] == escChar && i+1 < len(raw) {
+			i += decodeUnicodeEscape(&b, raw[i+1:], escChar)
+			continue
+		}
+		b.WriteByte(raw[i])
+	}
+	return b.String()
 }
 
 // String kinds.

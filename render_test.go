@@ -110,6 +110,50 @@ func TestRenderContexts(t *testing.T) {
 	}
 }
 
+// TestRenderFormatStringSpellings: PostgreSQL reaches the same format()
+// through a qualified, quoted or commented name, so the renderer must treat
+// the format string of each spelling as it does that of format(: as code
+// whose values have every % doubled. Read as a plain string, a quote in a
+// value ends the literal EXECUTE runs, and a % is a directive.
+func TestRenderFormatStringSpellings(t *testing.T) {
+	v := newTemplateValues(`a%Ib"`).withPassword(`50%'off`)
+	const (
+		format = `'COMMENT ON ROLE "{{name}}" IS ''{{password}}'''`
+		code   = `'COMMENT ON ROLE "a%%Ib""" IS ''50%%''''off'''`
+		data   = `'COMMENT ON ROLE "a%Ib"" IS ''50%''off'''`
+	)
+	cases := []struct{ name, open, close, want string }{
+		{"format doubles percent", `format(`, `, 1)`, code},
+		{"qualified pg_catalog.format doubles percent", `pg_catalog.format(`, `, 1)`, code},
+		{"quoted pg_catalog schema doubles percent", `"pg_catalog".format(`, `, 1)`, code},
+		{"upper-case PG_CATALOG.FORMAT with a space doubles percent", `PG_CATALOG.FORMAT (`, `, 1)`, code},
+		{"spaces around the dot double percent", `pg_catalog . format(`, `, 1)`, code},
+		{"block comment after the dot doubles percent", `pg_catalog./**/format(`, `, 1)`, code},
+		{"nested comment before the dot doubles percent", `pg_catalog/* a /* b */ c */.format(`, `, 1)`, code},
+		{"line comment after the dot doubles percent", "pg_catalog.-- c\nformat(", `, 1)`, code},
+		{"quoted format doubles percent", `"format"(`, `, 1)`, code},
+		{"quoted schema and function double percent", `"pg_catalog"."format"(`, `, 1)`, code},
+		{"U& spelling of format doubles percent", `U&"\0066ormat"(`, `, 1)`, code},
+		{"database-qualified format doubles percent", `postgres.pg_catalog.format(`, `, 1)`, code},
+		{"format in another schema doubles percent", `app.format(`, `, 1)`, code},
+		{"parenthesised EXECUTE command doubles percent", `(pg_catalog.format(`, `, 1))`, code},
+		{"parenthesised format string doubles percent", `pg_catalog.format((`, `), 1)`, code},
+		{"quoted FORMAT is another function whose string is data", `"FORMAT"(`, `, 1)`, data},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			const body = `DO $$ BEGIN EXECUTE %s; END $$`
+			got, err := renderSQL(fmt.Sprintf(body, tc.open+format+tc.close), v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := fmt.Sprintf(body, tc.open+tc.want+tc.close); got != want {
+				t.Fatalf("\n got %s\nwant %s", got, want)
+			}
+		})
+	}
+}
+
 func TestRenderRefusesEarlyDollarClose(t *testing.T) {
 	for _, tc := range []struct{ in, password string }{
 		{`PASSWORD $${{password}}$$`, `ab$$cd`},
@@ -149,6 +193,8 @@ func TestRenderedAttacksStayInert(t *testing.T) {
 		{"EXECUTE inside EXECUTE", "nn", `'"` + inject, `DO $$ BEGIN EXECUTE 'DO $i$ BEGIN EXECUTE ''COMMENT ON ROLE "{{name}}" IS ''''{{password}}''''''; END $i$'; END $$;`, "{{password}}"},
 		{"dollar-quoted value", "dq", `it's \ "x"` + inject, `COMMENT ON ROLE "{{name}}" IS $${{password}}$$;`, "{{password}}"},
 		{"UESCAPE", "ue", `!0041'` + inject, `COMMENT ON ROLE "{{name}}" IS U&'{{password}}' UESCAPE '!';`, "{{password}}"},
+		{"qualified pg_catalog.format keeps a quote in the literal", "pf", `x'` + inject, `DO $$ BEGIN EXECUTE pg_catalog.format('COMMENT ON ROLE %I IS ''{{password}}''', '{{name}}'); END $$;`, "{{password}}"},
+		{"quoted, commented pg_catalog.format doubles percent", `50%s"`, `%1$s%%`, `DO $$ BEGIN EXECUTE "pg_catalog"./**/format('COMMENT ON ROLE "{{name}}" IS ''{{password}}'''); END $$;`, "{{password}}"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
