@@ -25,7 +25,6 @@ package postgres
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -138,29 +137,13 @@ func renderSQL(sql string, v templateValues) (string, error) {
 func renderTop(sql string, v templateValues) (string, bool, error) {
 	l := &lexer{src: sql, vals: v}
 	out, err := l.render()
-	if err == nil && l.valueInCode {
-		if lang := otherLanguage(sql); lang != "" {
-			return "", false, fmt.Errorf("a placeholder inside a LANGUAGE %s body: the plugin can escape values only for SQL and PL/pgSQL code, and %s quotes strings by its own rules; pass the value in from SQL instead (for example a PL/pgSQL block that runs EXECUTE format(…, '{{name}}'))", lang, lang)
-		}
+	// The piece of SQL is the unit: a value in code anywhere in it and
+	// another language named anywhere in it are refused together, as the
+	// lexer does not follow which body a clause belongs to.
+	if err == nil && l.valueInCode && l.lang != "" {
+		return "", false, fmt.Errorf("a placeholder inside a LANGUAGE %s body: the plugin can escape values only for SQL and PL/pgSQL code, and %s quotes strings by its own rules; pass the value in from SQL instead (for example a PL/pgSQL block that runs EXECUTE format(…, '{{name}}'))", l.lang, l.lang)
 	}
 	return out, l.sawCode, err
-}
-
-// languageClause finds the language a DO block or a routine is written in:
-// LANGUAGE name, 'name' or "name" (E'…' and U&"…" included), before or
-// after the body.
-var languageClause = regexp.MustCompile(`(?i)\bLANGUAGE\s+(?:E|U&)?['"]?([A-Za-z0-9_]+)`)
-
-// otherLanguage returns the first language sql names other than sql and
-// plpgsql, the two whose strings the renderer knows how to escape a value
-// for; "" if there is none.
-func otherLanguage(sql string) string {
-	for _, m := range languageClause.FindAllStringSubmatch(sql, -1) {
-		if lang := strings.ToLower(m[1]); lang != "sql" && lang != "plpgsql" {
-			return m[1]
-		}
-	}
-	return ""
 }
 
 // maxNesting bounds code-in-a-string recursion (DO → EXECUTE → …).
@@ -191,6 +174,9 @@ type lexer struct {
 	// sawCode is set when a string holding code was rendered, valueInCode
 	// when that code holds a placeholder.
 	sawCode, valueInCode bool
+	// lang is the first language named here or in nested code other than
+	// sql and plpgsql (see languageName).
+	lang string
 }
 
 // sawCodeString records a string holding code, about to be rendered.
@@ -199,14 +185,56 @@ func (l *lexer) sawCodeString(content string) {
 	l.valueInCode = l.valueInCode || strings.Contains(content, "{{")
 }
 
+// languageName records name, a token just read, when it names a language:
+// it follows the keyword LANGUAGE. The lexer finds the clause rather than
+// a pattern over the text, because only the lexer knows what PostgreSQL
+// will read: comments (nested ones too) are whitespace between the keyword
+// and the name, a LANGUAGE word in a literal or a comment is no clause,
+// and in code inside a string the clause is read from the decoded text
+// (a doubled quote is one, E'pl\x70erlu' is plperlu).
+// Stripping comments first would need this lexer anyway: /* and -- inside
+// quotes are not comments.
+func (l *lexer) languageName(name string) {
+	if l.last == "LANGUAGE" && !l.dot {
+		l.sawLanguage(name)
+	}
+}
+
+// sawLanguage keeps name unless it is sql or plpgsql, the two languages
+// whose strings the renderer can escape a value for. Names are compared as
+// PostgreSQL does after folding: 'PLPGSQL' is another language.
+func (l *lexer) sawLanguage(name string) {
+	if l.lang == "" && name != "" && name != "sql" && name != "plpgsql" {
+		l.lang = name
+	}
+}
+
 type stateFn func(*lexer) stateFn
 
-func renderCode(sql string, v templateValues, depth int) (string, error) {
-	if depth > maxNesting {
+// renderCode renders the code in a string at this point, one level deeper,
+// and takes in the languages it names.
+func (l *lexer) renderCode(sql string, v templateValues) (string, error) {
+	if l.depth+1 > maxNesting {
 		return "", fmt.Errorf("code is nested in strings more than %d levels deep", maxNesting)
 	}
-	l := &lexer{src: sql, vals: v, depth: depth}
-	return l.render()
+	sub := &lexer{src: sql, vals: v, depth: l.depth + 1}
+	out, err := sub.render()
+	l.sawLanguage(sub.lang)
+	return out, err
+}
+
+// scanLanguages looks for LANGUAGE clauses in a string inside code that is
+// not itself code. PL/pgSQL glues such strings into commands it runs
+// (EXECUTE 'CREATE FUNCTION …' || ' LANGUAGE plperlu AS …'), and a clause
+// there names the language of a body the renderer cannot follow. Strings
+// in top-level SQL are data the server does not run, and are not scanned.
+func (l *lexer) scanLanguages(content string) {
+	if l.depth == 0 || l.depth >= maxNesting {
+		return
+	}
+	sub := &lexer{src: content, vals: l.vals, depth: l.depth + 1}
+	_, _ = sub.render() // a fragment of a command need not lex on its own
+	l.sawLanguage(sub.lang)
 }
 
 func (l *lexer) render() (string, error) {
@@ -392,6 +420,7 @@ func wordState(l *lexer) stateFn {
 	for end < len(l.src) && isIdentCont(l.src[end]) {
 		end++
 	}
+	l.languageName(asciiLower(l.src[l.pos:end]))
 	l.word(strings.ToUpper(l.src[l.pos:end]))
 	l.pos = end
 	return rawState
@@ -480,7 +509,9 @@ func identState(unicode bool, prefix int) stateFn {
 			return l.fail(err)
 		}
 		l.pos = end
-		l.word(`"` + identValue(l.src[open+1:end-1], escChar))
+		name := identValue(l.src[open+1:end-1], escChar)
+		l.languageName(name)
+		l.word(`"` + name)
 		return rawState
 	}
 }
@@ -528,10 +559,10 @@ func stringState(kind, prefix int) stateFn {
 		}
 		l.pos = open
 		l.flush() // the prefix (E, U&, N…) as written
+		content := decodeString(l.src, segs, kind, escChar)
 		if code {
-			content := decodeString(l.src, segs, kind, escChar)
 			l.sawCodeString(content)
-			inner, err := renderCode(content, l.innerValues(), l.depth+1)
+			inner, err := l.renderCode(content, l.innerValues())
 			if err != nil {
 				return l.fail(err)
 			}
@@ -546,17 +577,20 @@ func stringState(kind, prefix int) stateFn {
 			}
 			l.pos = end
 			l.flush()
+			l.scanLanguages(content)
 		}
-		l.afterLiteral()
+		l.afterLiteral(content)
 		return rawState
 	}
 }
 
-// afterLiteral records a string that was just read. After LANGUAGE it is the
-// language's name (DO LANGUAGE 'plpgsql' $$…$$ is valid), so the body that
-// follows is still code; anywhere else a string ends a phrase.
-func (l *lexer) afterLiteral() {
+// afterLiteral records a string that was just read, content its value. After
+// LANGUAGE it is the language's name (DO LANGUAGE 'plpgsql' $$…$$ is valid),
+// so the body that follows is still code; anywhere else a string ends a
+// phrase.
+func (l *lexer) afterLiteral(content string) {
 	if l.last == "LANGUAGE" {
+		l.languageName(content)
 		l.word("'")
 		return
 	}
@@ -687,10 +721,11 @@ func dollarState(l *lexer) stateFn {
 	if code {
 		l.sawCodeString(l.src[bodyStart:bodyEnd])
 		var err error
-		if body, err = renderCode(l.src[bodyStart:bodyEnd], l.innerValues(), l.depth+1); err != nil {
+		if body, err = l.renderCode(l.src[bodyStart:bodyEnd], l.innerValues()); err != nil {
 			return l.fail(err)
 		}
 	} else {
+		l.scanLanguages(l.src[bodyStart:bodyEnd])
 		sub := &lexer{src: l.src[bodyStart:bodyEnd], vals: l.vals}
 		if err := sub.renderData(0, len(sub.src), func(v string) string { return v }); err != nil {
 			return l.fail(err)
@@ -703,7 +738,7 @@ func dollarState(l *lexer) stateFn {
 		return l.fail(fmt.Errorf("a value would end the dollar-quoted string %s…%s it is rendered into (it holds the tag, or ends in $): use another tag, or a quoted literal such as '{{password}}'", tag, tag))
 	}
 	l.replace(l.pos, bodyEnd+len(tag), tag+body+tag)
-	l.afterLiteral()
+	l.afterLiteral(l.src[bodyStart:bodyEnd])
 	return rawState
 }
 
@@ -906,6 +941,19 @@ func isIdentStart(c byte) bool {
 func isIdentCont(c byte) bool { return isIdentStart(c) || isDigit(c) || c == '$' }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// asciiLower folds a name as PostgreSQL folds unquoted names in UTF-8:
+// ASCII letters only (strings.ToLower would fold a lookalike such as the
+// long s of plpgſql into plpgsql, which the server does not).
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
 
 func isHex(c byte) bool { return isDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') }
 

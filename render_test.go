@@ -285,29 +285,59 @@ func TestRenderRefusesUnterminatedContexts(t *testing.T) {
 // TestRenderRefusesValuesInOtherLanguages: the renderer escapes a value for
 // SQL and PL/pgSQL code only. In a body written in another language
 // (plpython3u, plperlu, plv8 …) its escaping would be wrong, so a
-// placeholder there is refused, wherever the LANGUAGE clause stands.
+// placeholder there is refused, wherever the LANGUAGE clause stands and
+// however it is spelt: comments are whitespace to PostgreSQL, and a clause
+// in code inside a string is read as the server will read it. A LANGUAGE
+// word that is not a clause (in a literal, in a comment) refuses nothing.
 func TestRenderRefusesValuesInOtherLanguages(t *testing.T) {
 	v := newTemplateValues("v-app").withPassword(`p"w`)
-	for _, stmt := range []string{
-		`DO LANGUAGE plpython3u $$ plpy.execute("ALTER ROLE \"{{name}}\" PASSWORD '{{password}}'") $$`,
-		`DO LANGUAGE 'plperlu' 'my $n = "{{name}}";'`,
-		`CREATE FUNCTION pg_temp.f() RETURNS void AS $$ plpy.notice("{{name}}") $$ LANGUAGE plpython3u`,
-		`CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE E'plv8' AS $$ plv8.elog(NOTICE, '{{password}}') $$`,
-	} {
-		_, err := renderStatements([]string{stmt}, v)
-		if err == nil || !strings.Contains(err.Error(), "only for SQL and PL/pgSQL") {
-			t.Errorf("%s\nrendered, error %v; want a refusal naming the language", stmt, err)
-		}
+	const perl = `$$ my $n = "{{name}}"; $$`
+	const plpgsql = `$$ BEGIN EXECUTE format('ALTER ROLE %I NOLOGIN', '{{name}}'); END $$`
+	refused := []struct{ name, stmt string }{
+		{"language after DO", `DO LANGUAGE plpython3u $$ plpy.execute("ALTER ROLE \"{{name}}\" PASSWORD '{{password}}'") $$`},
+		{"quoted language name", `DO LANGUAGE 'plperlu' 'my $n = "{{name}}";'`},
+		{"language after the body", `CREATE FUNCTION pg_temp.f() RETURNS void AS $$ plpy.notice("{{name}}") $$ LANGUAGE plpython3u`},
+		{"escape-string language name", `CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE E'plv8' AS $$ plv8.elog(NOTICE, '{{password}}') $$`},
+		{"block comment before the name", `DO LANGUAGE/**/plperlu ` + perl},
+		{"line comment before the name", "DO LANGUAGE--c\nplperlu " + perl},
+		{"two comments before a quoted name", `DO LANGUAGE/* a */ /* b */'plperlu' 'my $n = "{{name}}";'`},
+		{"nested comment hiding an allowed name", `CREATE FUNCTION pg_temp.f() RETURNS void AS $$ plpy.notice("{{name}}") $$ LANGUAGE /* /* */ plpgsql */ plpython3u`},
+		{"dollar-quoted language name", `DO LANGUAGE $l$plperlu$l$ ` + perl},
+		// Quoted and string names keep their case: 'PLPGSQL' is not plpgsql
+		// (a superuser may have made a language of that name).
+		{"upper-case quoted name is another language", `DO LANGUAGE 'PLPGSQL' $$ BEGIN PERFORM '{{name}}'; END $$`},
+		{"non-ASCII letter does not fold into plpgsql", "DO LANGUAGE plpgſql $$ BEGIN PERFORM '{{name}}'; END $$"},
+		{"quoted name in code in a string", `DO $$ BEGIN EXECUTE 'CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE ''plperlu'' AS ''my $n = "{{name}}";'''; END $$`},
+		{"name spelt with escapes in code", `DO $$ BEGIN EXECUTE E'CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE pl\x70erlu AS $f$ my $n = "{{name}}"; $f$'; END $$`},
+		{"comment before the name in code", `DO $$ BEGIN EXECUTE 'CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE/**/plperlu AS ''my $n = "{{name}}";'''; END $$`},
+		{"clause glued into an EXECUTE command", `DO $$ BEGIN EXECUTE 'CREATE FUNCTION pg_temp.f() RETURNS void' || ' LANGUAGE plperlu AS ' || quote_literal('my $n = "{{name}}";'); END $$`},
 	}
-	for _, stmt := range []string{
-		`DO LANGUAGE plpgsql $$ BEGIN EXECUTE format('ALTER ROLE %I', '{{name}}'); END $$`,
-		`DO $$ BEGIN EXECUTE 'ALTER ROLE "{{name}}" NOLOGIN'; END $$`,
-		`CREATE FUNCTION pg_temp.f() RETURNS text LANGUAGE sql AS $$ SELECT '{{name}}' $$`,
-		// Values outside the body, and a body without values, are fine.
-		`CREATE FUNCTION pg_temp.f() RETURNS void AS $$ plpy.notice("hi") $$ LANGUAGE plpython3u; COMMENT ON ROLE "{{name}}" IS 'x'`,
-	} {
-		if _, err := renderStatements([]string{stmt}, v); err != nil {
-			t.Errorf("%s\nrefused: %v", stmt, err)
-		}
+	for _, tc := range refused {
+		t.Run("refused/"+tc.name, func(t *testing.T) {
+			_, err := renderStatements([]string{tc.stmt}, v)
+			if err == nil || !strings.Contains(err.Error(), "only for SQL and PL/pgSQL") {
+				t.Fatalf("%s\nrendered, error %v; want a refusal naming the language", tc.stmt, err)
+			}
+		})
+	}
+	accepted := []struct{ name, stmt string }{
+		{"plpgsql body", `DO LANGUAGE plpgsql ` + plpgsql},
+		{"DO without LANGUAGE", `DO $$ BEGIN EXECUTE 'ALTER ROLE "{{name}}" NOLOGIN'; END $$`},
+		{"sql body", `CREATE FUNCTION pg_temp.f() RETURNS text LANGUAGE sql AS $$ SELECT '{{name}}' $$`},
+		{"values outside the other-language body", `CREATE FUNCTION pg_temp.f() RETURNS void AS $$ plpy.notice("hi") $$ LANGUAGE plpython3u; COMMENT ON ROLE "{{name}}" IS 'x'`},
+		{"upper-case unquoted PLPGSQL", `DO LANGUAGE PLPGSQL ` + plpgsql},
+		{"quoted plpgsql", `DO LANGUAGE "plpgsql" ` + plpgsql},
+		{"dollar-quoted plpgsql", `DO LANGUAGE $l$plpgsql$l$ ` + plpgsql},
+		{"other language in a comment before plpgsql", `DO LANGUAGE /* plperlu */ plpgsql ` + plpgsql},
+		{"LANGUAGE in a string literal", `COMMENT ON ROLE "{{name}}" IS 'written in LANGUAGE plperlu'; DO ` + plpgsql},
+		{"LANGUAGE in a line comment", "-- not LANGUAGE plperlu\nDO " + plpgsql},
+		{"LANGUAGE in a comment in the body", `DO $$ BEGIN /* LANGUAGE plperlu */ EXECUTE format('ALTER ROLE %I NOLOGIN', '{{name}}'); END $$`},
+	}
+	for _, tc := range accepted {
+		t.Run("accepted/"+tc.name, func(t *testing.T) {
+			if _, err := renderStatements([]string{tc.stmt}, v); err != nil {
+				t.Fatalf("%s\nrefused: %v", tc.stmt, err)
+			}
+		})
 	}
 }
