@@ -140,6 +140,9 @@ func renderTop(sql string, v templateValues) (string, bool, error) {
 	// The piece of SQL is the unit: a value in code anywhere in it and
 	// another language named anywhere in it are refused together, as the
 	// lexer does not follow which body a clause belongs to.
+	if err == nil && strings.Contains(l.lang, "{{") {
+		return "", false, fmt.Errorf("a placeholder names the language (LANGUAGE %s): a value would choose how the body is run; name the language in the statement", l.lang)
+	}
 	if err == nil && l.valueInCode && l.lang != "" {
 		return "", false, fmt.Errorf("a placeholder inside a LANGUAGE %s body: the plugin can escape values only for SQL and PL/pgSQL code, and %s quotes strings by its own rules; pass the value in from SQL instead (for example a PL/pgSQL block that runs EXECUTE format(…, '{{name}}'))", l.lang, l.lang)
 	}
@@ -202,9 +205,14 @@ func (l *lexer) languageName(name string) {
 
 // sawLanguage keeps name unless it is sql or plpgsql, the two languages
 // whose strings the renderer can escape a value for. Names are compared as
-// PostgreSQL does after folding: 'PLPGSQL' is another language.
+// PostgreSQL does after folding: 'PLPGSQL' is another language. A name
+// holding a placeholder is kept over any other: it is refused whatever
+// the body holds.
 func (l *lexer) sawLanguage(name string) {
-	if l.lang == "" && name != "" && name != "sql" && name != "plpgsql" {
+	if name == "" || name == "sql" || name == "plpgsql" || strings.Contains(l.lang, "{{") {
+		return
+	}
+	if l.lang == "" || strings.Contains(name, "{{") {
 		l.lang = name
 	}
 }
@@ -463,6 +471,7 @@ func blockCommentState(l *lexer) stateFn {
 // a name as a quoted identifier, any other value as a string literal.
 func barePlaceholderState(l *lexer) stateFn {
 	n := placeholderLen(l.src[l.pos:])
+	l.languageName(l.src[l.pos : l.pos+n])
 	val, ident, err := l.vals.lookup(placeholderName(l.src[l.pos : l.pos+n]))
 	if err != nil {
 		return l.fail(err)

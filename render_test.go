@@ -341,3 +341,27 @@ func TestRenderRefusesValuesInOtherLanguages(t *testing.T) {
 		})
 	}
 }
+
+// TestRenderRefusesPlaceholderAsLanguage: a value must not choose the
+// language a body runs in. Bare, LANGUAGE {{name}} even made the body that
+// follows plain data, so a value in it was refused nowhere.
+func TestRenderRefusesPlaceholderAsLanguage(t *testing.T) {
+	v := newTemplateValues("plperlu").withPassword(`p'w`)
+	for _, tc := range []struct{ name, stmt string }{
+		{"bare placeholder names the language", `DO LANGUAGE {{name}} $$ my $p = '{{password}}'; $$`},
+		{"quoted placeholder names the language", `DO LANGUAGE '{{name}}' $$ BEGIN NULL; END $$`},
+		{"placeholder in a quoted identifier names the language", `CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE "{{name}}" AS $$ SELECT 1 $$`},
+		{"placeholder names the language of code in a string", `DO $$ BEGIN EXECUTE 'DO LANGUAGE {{name}} $i$ BEGIN NULL; END $i$'; END $$`},
+		{"placeholder names a language after another one", `DO LANGUAGE plpython3u $$ pass $$; DO LANGUAGE {{name}} $$ BEGIN NULL; END $$`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := renderStatements([]string{tc.stmt}, v)
+			if err == nil || !strings.Contains(err.Error(), "a placeholder names the language") {
+				t.Fatalf("%s\nrendered, error %v; want a refusal", tc.stmt, err)
+			}
+			if strings.Contains(err.Error(), v.Password) || strings.Contains(err.Error(), v.Username) {
+				t.Fatalf("error leaks a value: %v", err)
+			}
+		})
+	}
+}
