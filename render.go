@@ -25,7 +25,6 @@ package postgres
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -138,29 +137,16 @@ func renderSQL(sql string, v templateValues) (string, error) {
 func renderTop(sql string, v templateValues) (string, bool, error) {
 	l := &lexer{src: sql, vals: v}
 	out, err := l.render()
-	if err == nil && l.valueInCode {
-		if lang := otherLanguage(sql); lang != "" {
-			return "", false, fmt.Errorf("a placeholder inside a LANGUAGE %s body: the plugin can escape values only for SQL and PL/pgSQL code, and %s quotes strings by its own rules; pass the value in from SQL instead (for example a PL/pgSQL block that runs EXECUTE format(…, '{{name}}'))", lang, lang)
-		}
+	// The piece of SQL is the unit: a value in code anywhere in it and
+	// another language named anywhere in it are refused together, as the
+	// lexer does not follow which body a clause belongs to.
+	if err == nil && strings.Contains(l.lang, "{{") {
+		return "", false, fmt.Errorf("a placeholder names the language (LANGUAGE %s): a value would choose how the body is run; name the language in the statement", l.lang)
+	}
+	if err == nil && l.valueInCode && l.lang != "" {
+		return "", false, fmt.Errorf("a placeholder inside a LANGUAGE %s body: the plugin can escape values only for SQL and PL/pgSQL code, and %s quotes strings by its own rules; pass the value in from SQL instead (for example a PL/pgSQL block that runs EXECUTE format(…, '{{name}}'))", l.lang, l.lang)
 	}
 	return out, l.sawCode, err
-}
-
-// languageClause finds the language a DO block or a routine is written in:
-// LANGUAGE name, 'name' or "name" (E'…' and U&"…" included), before or
-// after the body.
-var languageClause = regexp.MustCompile(`(?i)\bLANGUAGE\s+(?:E|U&)?['"]?([A-Za-z0-9_]+)`)
-
-// otherLanguage returns the first language sql names other than sql and
-// plpgsql, the two whose strings the renderer knows how to escape a value
-// for; "" if there is none.
-func otherLanguage(sql string) string {
-	for _, m := range languageClause.FindAllStringSubmatch(sql, -1) {
-		if lang := strings.ToLower(m[1]); lang != "sql" && lang != "plpgsql" {
-			return m[1]
-		}
-	}
-	return ""
 }
 
 // maxNesting bounds code-in-a-string recursion (DO → EXECUTE → …).
@@ -179,7 +165,11 @@ type lexer struct {
 	// identifiers; "" after any other token): they tell whether a string
 	// that follows holds code.
 	prev, last string
-	err        error
+	// dot is set by a "." after a name: the next name is the next part of
+	// a qualified one (pg_catalog.format), which stands where the whole
+	// name does.
+	dot bool
+	err error
 	// codeArg is set by the "(" of EXECUTE (…) (argCommand) and EXECUTE
 	// format(…) (argFormat): the string right after it is the command, or
 	// its format.
@@ -187,6 +177,9 @@ type lexer struct {
 	// sawCode is set when a string holding code was rendered, valueInCode
 	// when that code holds a placeholder.
 	sawCode, valueInCode bool
+	// lang is the first language named here or in nested code other than
+	// sql and plpgsql (see languageName).
+	lang string
 }
 
 // sawCodeString records a string holding code, about to be rendered.
@@ -195,14 +188,61 @@ func (l *lexer) sawCodeString(content string) {
 	l.valueInCode = l.valueInCode || strings.Contains(content, "{{")
 }
 
+// languageName records name, a token just read, when it names a language:
+// it follows the keyword LANGUAGE. The lexer finds the clause rather than
+// a pattern over the text, because only the lexer knows what PostgreSQL
+// will read: comments (nested ones too) are whitespace between the keyword
+// and the name, a LANGUAGE word in a literal or a comment is no clause,
+// and in code inside a string the clause is read from the decoded text
+// (a doubled quote is one, E'pl\x70erlu' is plperlu).
+// Stripping comments first would need this lexer anyway: /* and -- inside
+// quotes are not comments.
+func (l *lexer) languageName(name string) {
+	if l.last == "LANGUAGE" && !l.dot {
+		l.sawLanguage(name)
+	}
+}
+
+// sawLanguage keeps name unless it is sql or plpgsql, the two languages
+// whose strings the renderer can escape a value for. Names are compared as
+// PostgreSQL does after folding: 'PLPGSQL' is another language. A name
+// holding a placeholder is kept over any other: it is refused whatever
+// the body holds.
+func (l *lexer) sawLanguage(name string) {
+	if name == "" || name == "sql" || name == "plpgsql" || strings.Contains(l.lang, "{{") {
+		return
+	}
+	if l.lang == "" || strings.Contains(name, "{{") {
+		l.lang = name
+	}
+}
+
 type stateFn func(*lexer) stateFn
 
-func renderCode(sql string, v templateValues, depth int) (string, error) {
-	if depth > maxNesting {
+// renderCode renders the code in a string at this point, one level deeper,
+// and takes in the languages it names.
+func (l *lexer) renderCode(sql string, v templateValues) (string, error) {
+	if l.depth+1 > maxNesting {
 		return "", fmt.Errorf("code is nested in strings more than %d levels deep", maxNesting)
 	}
-	l := &lexer{src: sql, vals: v, depth: depth}
-	return l.render()
+	sub := &lexer{src: sql, vals: v, depth: l.depth + 1}
+	out, err := sub.render()
+	l.sawLanguage(sub.lang)
+	return out, err
+}
+
+// scanLanguages looks for LANGUAGE clauses in a string inside code that is
+// not itself code. PL/pgSQL glues such strings into commands it runs
+// (EXECUTE 'CREATE FUNCTION …' || ' LANGUAGE plperlu AS …'), and a clause
+// there names the language of a body the renderer cannot follow. Strings
+// in top-level SQL are data the server does not run, and are not scanned.
+func (l *lexer) scanLanguages(content string) {
+	if l.depth == 0 || l.depth >= maxNesting {
+		return
+	}
+	sub := &lexer{src: content, vals: l.vals, depth: l.depth + 1}
+	_, _ = sub.render() // a fragment of a command need not lex on its own
+	l.sawLanguage(sub.lang)
 }
 
 func (l *lexer) render() (string, error) {
@@ -236,8 +276,39 @@ func (l *lexer) fail(err error) stateFn {
 	return nil
 }
 
-func (l *lexer) word(w string) { l.prev, l.last, l.codeArg = l.last, w, 0 }
-func (l *lexer) other()        { l.prev, l.last, l.codeArg = l.last, "", 0 }
+// word records a name or keyword: unquoted ones upper-cased, quoted ones
+// as `"` and their value.
+func (l *lexer) word(w string) {
+	switch {
+	case l.dot:
+		l.last = w // pg_catalog.format: prev is still what came before
+	case l.codeArg == argCommand:
+		// EXECUTE (format(…)): the word opens the command as it does
+		// right after EXECUTE.
+		l.prev, l.last = "EXECUTE", w
+	default:
+		l.prev, l.last = l.last, w
+	}
+	l.dot, l.codeArg = false, 0
+}
+
+func (l *lexer) other() { l.prev, l.last, l.codeArg, l.dot = l.last, "", 0, false }
+
+// isFormat reports whether w, a word, names PostgreSQL's format: format or
+// FORMAT unquoted, "format" quoted (quoted names keep their case). It is
+// the last part of a name, so pg_catalog.format, mydb.pg_catalog.format
+// and a wrapper in another schema (app.format) count too: reading the
+// string as a format costs a doubled % where the function reads none, and
+// missing a real format lets a value end the literal EXECUTE runs.
+//
+// Not recognised, because the lexer follows tokens, not expressions: a
+// format string held in a variable, glued with || or built by another
+// function (concat, a subquery, a wrapper of another name), written as a
+// typed literal (text '…') or CAST, and format called outside EXECUTE's
+// argument (its result is data, unless the statements run it in ways the
+// renderer cannot follow). Write EXECUTE format('…', …) with the string
+// right after the parenthesis for values there to be escaped.
+func isFormat(w string) bool { return w == "FORMAT" || w == `"format` }
 
 // Kinds of code argument (lexer.codeArg).
 const (
@@ -246,14 +317,17 @@ const (
 )
 
 // openParen reads "(": after EXECUTE, or EXECUTE format, a string that
-// follows is the command PL/pgSQL runs.
+// follows is the command PL/pgSQL runs. A "(" right after one of those
+// keeps the argument: EXECUTE (('…')) and format(('…'), …) run the string.
 func (l *lexer) openParen() {
 	arg := 0
 	switch {
 	case l.last == "EXECUTE":
 		arg = argCommand
-	case l.last == "FORMAT" && l.prev == "EXECUTE":
+	case isFormat(l.last) && l.prev == "EXECUTE":
 		arg = argFormat
+	case l.last == "":
+		arg = l.codeArg
 	}
 	l.other()
 	l.codeArg = arg
@@ -317,6 +391,9 @@ func rawState(l *lexer) stateFn {
 		case c == '(':
 			l.pos++
 			l.openParen()
+		case c == '.' && l.last != "" && !l.dot:
+			l.pos++
+			l.dot, l.codeArg = true, 0
 		default:
 			l.pos++
 			l.other()
@@ -351,6 +428,7 @@ func wordState(l *lexer) stateFn {
 	for end < len(l.src) && isIdentCont(l.src[end]) {
 		end++
 	}
+	l.languageName(asciiLower(l.src[l.pos:end]))
 	l.word(strings.ToUpper(l.src[l.pos:end]))
 	l.pos = end
 	return rawState
@@ -393,6 +471,7 @@ func blockCommentState(l *lexer) stateFn {
 // a name as a quoted identifier, any other value as a string literal.
 func barePlaceholderState(l *lexer) stateFn {
 	n := placeholderLen(l.src[l.pos:])
+	l.languageName(l.src[l.pos : l.pos+n])
 	val, ident, err := l.vals.lookup(placeholderName(l.src[l.pos : l.pos+n]))
 	if err != nil {
 		return l.fail(err)
@@ -439,9 +518,29 @@ func identState(unicode bool, prefix int) stateFn {
 			return l.fail(err)
 		}
 		l.pos = end
-		l.word(`"`)
+		name := identValue(l.src[open+1:end-1], escChar)
+		l.languageName(name)
+		l.word(`"` + name)
 		return rawState
 	}
+}
+
+// identValue returns the name a quoted identifier's content stands for:
+// "" is ", and in U&"…" (escChar set) escapes are decoded.
+func identValue(raw string, escChar byte) string {
+	raw = strings.ReplaceAll(raw, `""`, `"`)
+	if escChar == 0 {
+		return raw
+	}
+	var b strings.Builder
+	for i := 0; i < len(raw); i++ {
+		if raw[i] == escChar && i+1 < len(raw) {
+			i += decodeUnicodeEscape(&b, raw[i+1:], escChar)
+			continue
+		}
+		b.WriteByte(raw[i])
+	}
+	return b.String()
 }
 
 // String kinds.
@@ -469,10 +568,10 @@ func stringState(kind, prefix int) stateFn {
 		}
 		l.pos = open
 		l.flush() // the prefix (E, U&, N…) as written
+		content := decodeString(l.src, segs, kind, escChar)
 		if code {
-			content := decodeString(l.src, segs, kind, escChar)
 			l.sawCodeString(content)
-			inner, err := renderCode(content, l.innerValues(), l.depth+1)
+			inner, err := l.renderCode(content, l.innerValues())
 			if err != nil {
 				return l.fail(err)
 			}
@@ -487,17 +586,20 @@ func stringState(kind, prefix int) stateFn {
 			}
 			l.pos = end
 			l.flush()
+			l.scanLanguages(content)
 		}
-		l.afterLiteral()
+		l.afterLiteral(content)
 		return rawState
 	}
 }
 
-// afterLiteral records a string that was just read. After LANGUAGE it is the
-// language's name (DO LANGUAGE 'plpgsql' $$…$$ is valid), so the body that
-// follows is still code; anywhere else a string ends a phrase.
-func (l *lexer) afterLiteral() {
+// afterLiteral records a string that was just read, content its value. After
+// LANGUAGE it is the language's name (DO LANGUAGE 'plpgsql' $$…$$ is valid),
+// so the body that follows is still code; anywhere else a string ends a
+// phrase.
+func (l *lexer) afterLiteral(content string) {
 	if l.last == "LANGUAGE" {
+		l.languageName(content)
 		l.word("'")
 		return
 	}
@@ -628,10 +730,11 @@ func dollarState(l *lexer) stateFn {
 	if code {
 		l.sawCodeString(l.src[bodyStart:bodyEnd])
 		var err error
-		if body, err = renderCode(l.src[bodyStart:bodyEnd], l.innerValues(), l.depth+1); err != nil {
+		if body, err = l.renderCode(l.src[bodyStart:bodyEnd], l.innerValues()); err != nil {
 			return l.fail(err)
 		}
 	} else {
+		l.scanLanguages(l.src[bodyStart:bodyEnd])
 		sub := &lexer{src: l.src[bodyStart:bodyEnd], vals: l.vals}
 		if err := sub.renderData(0, len(sub.src), func(v string) string { return v }); err != nil {
 			return l.fail(err)
@@ -644,7 +747,7 @@ func dollarState(l *lexer) stateFn {
 		return l.fail(fmt.Errorf("a value would end the dollar-quoted string %s…%s it is rendered into (it holds the tag, or ends in $): use another tag, or a quoted literal such as '{{password}}'", tag, tag))
 	}
 	l.replace(l.pos, bodyEnd+len(tag), tag+body+tag)
-	l.afterLiteral()
+	l.afterLiteral(l.src[bodyStart:bodyEnd])
 	return rawState
 }
 
@@ -847,6 +950,19 @@ func isIdentStart(c byte) bool {
 func isIdentCont(c byte) bool { return isIdentStart(c) || isDigit(c) || c == '$' }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// asciiLower folds a name as PostgreSQL folds unquoted names in UTF-8:
+// ASCII letters only (strings.ToLower would fold a lookalike such as the
+// long s of plpgſql into plpgsql, which the server does not).
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
 
 func isHex(c byte) bool { return isDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') }
 

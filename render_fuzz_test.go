@@ -24,6 +24,7 @@ var fuzzContexts = []string{
 	`DO $fz$ BEGIN EXECUTE $q$COMMENT ON ROLE U&"{{name}}" IS E'{{password}}'$q$; END $fz$;`,
 	`DO $fz$ BEGIN EXECUTE 'DO $i$ BEGIN EXECUTE ''COMMENT ON ROLE "{{name}}" IS ''''{{password}}''''''; END $i$'; END $fz$;`,
 	`DO $fz$ BEGIN EXECUTE format('COMMENT ON ROLE %I IS %L', '{{name}}', '{{password}}'); END $fz$;`,
+	`DO $fz$ BEGIN EXECUTE "pg_catalog"./**/format('COMMENT ON ROLE "{{name}}" IS ''{{password}}'''); END $fz$;`,
 	`COMMENT ON ROLE "{{name}}" IS $d${{password}}$d$;`,
 }
 

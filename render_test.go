@@ -110,6 +110,50 @@ func TestRenderContexts(t *testing.T) {
 	}
 }
 
+// TestRenderFormatStringSpellings: PostgreSQL reaches the same format()
+// through a qualified, quoted or commented name, so the renderer must treat
+// the format string of each spelling as it does that of format(: as code
+// whose values have every % doubled. Read as a plain string, a quote in a
+// value ends the literal EXECUTE runs, and a % is a directive.
+func TestRenderFormatStringSpellings(t *testing.T) {
+	v := newTemplateValues(`a%Ib"`).withPassword(`50%'off`)
+	const (
+		format = `'COMMENT ON ROLE "{{name}}" IS ''{{password}}'''`
+		code   = `'COMMENT ON ROLE "a%%Ib""" IS ''50%%''''off'''`
+		data   = `'COMMENT ON ROLE "a%Ib"" IS ''50%''off'''`
+	)
+	cases := []struct{ name, open, close, want string }{
+		{"format doubles percent", `format(`, `, 1)`, code},
+		{"qualified pg_catalog.format doubles percent", `pg_catalog.format(`, `, 1)`, code},
+		{"quoted pg_catalog schema doubles percent", `"pg_catalog".format(`, `, 1)`, code},
+		{"upper-case PG_CATALOG.FORMAT with a space doubles percent", `PG_CATALOG.FORMAT (`, `, 1)`, code},
+		{"spaces around the dot double percent", `pg_catalog . format(`, `, 1)`, code},
+		{"block comment after the dot doubles percent", `pg_catalog./**/format(`, `, 1)`, code},
+		{"nested comment before the dot doubles percent", `pg_catalog/* a /* b */ c */.format(`, `, 1)`, code},
+		{"line comment after the dot doubles percent", "pg_catalog.-- c\nformat(", `, 1)`, code},
+		{"quoted format doubles percent", `"format"(`, `, 1)`, code},
+		{"quoted schema and function double percent", `"pg_catalog"."format"(`, `, 1)`, code},
+		{"U& spelling of format doubles percent", `U&"\0066ormat"(`, `, 1)`, code},
+		{"database-qualified format doubles percent", `postgres.pg_catalog.format(`, `, 1)`, code},
+		{"format in another schema doubles percent", `app.format(`, `, 1)`, code},
+		{"parenthesised EXECUTE command doubles percent", `(pg_catalog.format(`, `, 1))`, code},
+		{"parenthesised format string doubles percent", `pg_catalog.format((`, `), 1)`, code},
+		{"quoted FORMAT is another function whose string is data", `"FORMAT"(`, `, 1)`, data},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			const body = `DO $$ BEGIN EXECUTE %s; END $$`
+			got, err := renderSQL(fmt.Sprintf(body, tc.open+format+tc.close), v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := fmt.Sprintf(body, tc.open+tc.want+tc.close); got != want {
+				t.Fatalf("\n got %s\nwant %s", got, want)
+			}
+		})
+	}
+}
+
 func TestRenderRefusesEarlyDollarClose(t *testing.T) {
 	for _, tc := range []struct{ in, password string }{
 		{`PASSWORD $${{password}}$$`, `ab$$cd`},
@@ -149,6 +193,8 @@ func TestRenderedAttacksStayInert(t *testing.T) {
 		{"EXECUTE inside EXECUTE", "nn", `'"` + inject, `DO $$ BEGIN EXECUTE 'DO $i$ BEGIN EXECUTE ''COMMENT ON ROLE "{{name}}" IS ''''{{password}}''''''; END $i$'; END $$;`, "{{password}}"},
 		{"dollar-quoted value", "dq", `it's \ "x"` + inject, `COMMENT ON ROLE "{{name}}" IS $${{password}}$$;`, "{{password}}"},
 		{"UESCAPE", "ue", `!0041'` + inject, `COMMENT ON ROLE "{{name}}" IS U&'{{password}}' UESCAPE '!';`, "{{password}}"},
+		{"qualified pg_catalog.format keeps a quote in the literal", "pf", `x'` + inject, `DO $$ BEGIN EXECUTE pg_catalog.format('COMMENT ON ROLE %I IS ''{{password}}''', '{{name}}'); END $$;`, "{{password}}"},
+		{"quoted, commented pg_catalog.format doubles percent", `50%s"`, `%1$s%%`, `DO $$ BEGIN EXECUTE "pg_catalog"./**/format('COMMENT ON ROLE "{{name}}" IS ''{{password}}'''); END $$;`, "{{password}}"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -239,29 +285,83 @@ func TestRenderRefusesUnterminatedContexts(t *testing.T) {
 // TestRenderRefusesValuesInOtherLanguages: the renderer escapes a value for
 // SQL and PL/pgSQL code only. In a body written in another language
 // (plpython3u, plperlu, plv8 …) its escaping would be wrong, so a
-// placeholder there is refused, wherever the LANGUAGE clause stands.
+// placeholder there is refused, wherever the LANGUAGE clause stands and
+// however it is spelt: comments are whitespace to PostgreSQL, and a clause
+// in code inside a string is read as the server will read it. A LANGUAGE
+// word that is not a clause (in a literal, in a comment) refuses nothing.
 func TestRenderRefusesValuesInOtherLanguages(t *testing.T) {
 	v := newTemplateValues("v-app").withPassword(`p"w`)
-	for _, stmt := range []string{
-		`DO LANGUAGE plpython3u $$ plpy.execute("ALTER ROLE \"{{name}}\" PASSWORD '{{password}}'") $$`,
-		`DO LANGUAGE 'plperlu' 'my $n = "{{name}}";'`,
-		`CREATE FUNCTION pg_temp.f() RETURNS void AS $$ plpy.notice("{{name}}") $$ LANGUAGE plpython3u`,
-		`CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE E'plv8' AS $$ plv8.elog(NOTICE, '{{password}}') $$`,
-	} {
-		_, err := renderStatements([]string{stmt}, v)
-		if err == nil || !strings.Contains(err.Error(), "only for SQL and PL/pgSQL") {
-			t.Errorf("%s\nrendered, error %v; want a refusal naming the language", stmt, err)
-		}
+	const perl = `$$ my $n = "{{name}}"; $$`
+	const plpgsql = `$$ BEGIN EXECUTE format('ALTER ROLE %I NOLOGIN', '{{name}}'); END $$`
+	refused := []struct{ name, stmt string }{
+		{"language after DO", `DO LANGUAGE plpython3u $$ plpy.execute("ALTER ROLE \"{{name}}\" PASSWORD '{{password}}'") $$`},
+		{"quoted language name", `DO LANGUAGE 'plperlu' 'my $n = "{{name}}";'`},
+		{"language after the body", `CREATE FUNCTION pg_temp.f() RETURNS void AS $$ plpy.notice("{{name}}") $$ LANGUAGE plpython3u`},
+		{"escape-string language name", `CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE E'plv8' AS $$ plv8.elog(NOTICE, '{{password}}') $$`},
+		{"block comment before the name", `DO LANGUAGE/**/plperlu ` + perl},
+		{"line comment before the name", "DO LANGUAGE--c\nplperlu " + perl},
+		{"two comments before a quoted name", `DO LANGUAGE/* a */ /* b */'plperlu' 'my $n = "{{name}}";'`},
+		{"nested comment hiding an allowed name", `CREATE FUNCTION pg_temp.f() RETURNS void AS $$ plpy.notice("{{name}}") $$ LANGUAGE /* /* */ plpgsql */ plpython3u`},
+		{"dollar-quoted language name", `DO LANGUAGE $l$plperlu$l$ ` + perl},
+		// Quoted and string names keep their case: 'PLPGSQL' is not plpgsql
+		// (a superuser may have made a language of that name).
+		{"upper-case quoted name is another language", `DO LANGUAGE 'PLPGSQL' $$ BEGIN PERFORM '{{name}}'; END $$`},
+		{"non-ASCII letter does not fold into plpgsql", "DO LANGUAGE plpgſql $$ BEGIN PERFORM '{{name}}'; END $$"},
+		{"quoted name in code in a string", `DO $$ BEGIN EXECUTE 'CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE ''plperlu'' AS ''my $n = "{{name}}";'''; END $$`},
+		{"name spelt with escapes in code", `DO $$ BEGIN EXECUTE E'CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE pl\x70erlu AS $f$ my $n = "{{name}}"; $f$'; END $$`},
+		{"comment before the name in code", `DO $$ BEGIN EXECUTE 'CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE/**/plperlu AS ''my $n = "{{name}}";'''; END $$`},
+		{"clause glued into an EXECUTE command", `DO $$ BEGIN EXECUTE 'CREATE FUNCTION pg_temp.f() RETURNS void' || ' LANGUAGE plperlu AS ' || quote_literal('my $n = "{{name}}";'); END $$`},
 	}
-	for _, stmt := range []string{
-		`DO LANGUAGE plpgsql $$ BEGIN EXECUTE format('ALTER ROLE %I', '{{name}}'); END $$`,
-		`DO $$ BEGIN EXECUTE 'ALTER ROLE "{{name}}" NOLOGIN'; END $$`,
-		`CREATE FUNCTION pg_temp.f() RETURNS text LANGUAGE sql AS $$ SELECT '{{name}}' $$`,
-		// Values outside the body, and a body without values, are fine.
-		`CREATE FUNCTION pg_temp.f() RETURNS void AS $$ plpy.notice("hi") $$ LANGUAGE plpython3u; COMMENT ON ROLE "{{name}}" IS 'x'`,
+	for _, tc := range refused {
+		t.Run("refused/"+tc.name, func(t *testing.T) {
+			_, err := renderStatements([]string{tc.stmt}, v)
+			if err == nil || !strings.Contains(err.Error(), "only for SQL and PL/pgSQL") {
+				t.Fatalf("%s\nrendered, error %v; want a refusal naming the language", tc.stmt, err)
+			}
+		})
+	}
+	accepted := []struct{ name, stmt string }{
+		{"plpgsql body", `DO LANGUAGE plpgsql ` + plpgsql},
+		{"DO without LANGUAGE", `DO $$ BEGIN EXECUTE 'ALTER ROLE "{{name}}" NOLOGIN'; END $$`},
+		{"sql body", `CREATE FUNCTION pg_temp.f() RETURNS text LANGUAGE sql AS $$ SELECT '{{name}}' $$`},
+		{"values outside the other-language body", `CREATE FUNCTION pg_temp.f() RETURNS void AS $$ plpy.notice("hi") $$ LANGUAGE plpython3u; COMMENT ON ROLE "{{name}}" IS 'x'`},
+		{"upper-case unquoted PLPGSQL", `DO LANGUAGE PLPGSQL ` + plpgsql},
+		{"quoted plpgsql", `DO LANGUAGE "plpgsql" ` + plpgsql},
+		{"dollar-quoted plpgsql", `DO LANGUAGE $l$plpgsql$l$ ` + plpgsql},
+		{"other language in a comment before plpgsql", `DO LANGUAGE /* plperlu */ plpgsql ` + plpgsql},
+		{"LANGUAGE in a string literal", `COMMENT ON ROLE "{{name}}" IS 'written in LANGUAGE plperlu'; DO ` + plpgsql},
+		{"LANGUAGE in a line comment", "-- not LANGUAGE plperlu\nDO " + plpgsql},
+		{"LANGUAGE in a comment in the body", `DO $$ BEGIN /* LANGUAGE plperlu */ EXECUTE format('ALTER ROLE %I NOLOGIN', '{{name}}'); END $$`},
+	}
+	for _, tc := range accepted {
+		t.Run("accepted/"+tc.name, func(t *testing.T) {
+			if _, err := renderStatements([]string{tc.stmt}, v); err != nil {
+				t.Fatalf("%s\nrefused: %v", tc.stmt, err)
+			}
+		})
+	}
+}
+
+// TestRenderRefusesPlaceholderAsLanguage: a value must not choose the
+// language a body runs in. Bare, LANGUAGE {{name}} even made the body that
+// follows plain data, so a value in it was refused nowhere.
+func TestRenderRefusesPlaceholderAsLanguage(t *testing.T) {
+	v := newTemplateValues("plperlu").withPassword(`p'w`)
+	for _, tc := range []struct{ name, stmt string }{
+		{"bare placeholder names the language", `DO LANGUAGE {{name}} $$ my $p = '{{password}}'; $$`},
+		{"quoted placeholder names the language", `DO LANGUAGE '{{name}}' $$ BEGIN NULL; END $$`},
+		{"placeholder in a quoted identifier names the language", `CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE "{{name}}" AS $$ SELECT 1 $$`},
+		{"placeholder names the language of code in a string", `DO $$ BEGIN EXECUTE 'DO LANGUAGE {{name}} $i$ BEGIN NULL; END $i$'; END $$`},
+		{"placeholder names a language after another one", `DO LANGUAGE plpython3u $$ pass $$; DO LANGUAGE {{name}} $$ BEGIN NULL; END $$`},
 	} {
-		if _, err := renderStatements([]string{stmt}, v); err != nil {
-			t.Errorf("%s\nrefused: %v", stmt, err)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := renderStatements([]string{tc.stmt}, v)
+			if err == nil || !strings.Contains(err.Error(), "a placeholder names the language") {
+				t.Fatalf("%s\nrendered, error %v; want a refusal", tc.stmt, err)
+			}
+			if strings.Contains(err.Error(), v.Password) || strings.Contains(err.Error(), v.Username) {
+				t.Fatalf("error leaks a value: %v", err)
+			}
+		})
 	}
 }
