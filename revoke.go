@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -479,4 +480,52 @@ func (st *state) databasePool(dbname string) (*pgxpool.Pool, error) {
 		return prev.(*pgxpool.Pool), nil
 	}
 	return pool, nil
+}
+
+// DeleteUser revokes a user. Without revocation_statements it runs the
+// default revocation (revoke.go), which always finishes; custom statements
+// run atomically, and a user that no longer exists counts as revoked.
+func (p *Postgres) DeleteUser(ctx context.Context, req dbplugin.DeleteUserRequest) (dbplugin.DeleteUserResponse, error) {
+	st, err := p.acquire()
+	if err != nil {
+		return dbplugin.DeleteUserResponse{}, err
+	}
+	defer st.release()
+	if req.Username == "" {
+		return dbplugin.DeleteUserResponse{}, errors.New("no username given")
+	}
+	release, err := st.revokeSlot(ctx)
+	if err != nil {
+		return dbplugin.DeleteUserResponse{}, fmt.Errorf("revoking user %q: waiting for one of the %d revocations in flight to finish: %w", req.Username, cap(st.revokeSlots), err)
+	}
+	defer release()
+	if !hasStatements(req.Statements.Commands) {
+		if err := p.defaultRevoke(ctx, st, req.Username); err != nil {
+			return dbplugin.DeleteUserResponse{}, fmt.Errorf("revoking user %q: %w", req.Username, err)
+		}
+		return dbplugin.DeleteUserResponse{}, nil
+	}
+	sql, err := renderStatements(req.Statements.Commands, newTemplateValues(req.Username))
+	if err != nil {
+		return dbplugin.DeleteUserResponse{}, fmt.Errorf("revocation_statements: %w", err)
+	}
+	if err := st.exec(ctx, st.pool, sql); err != nil {
+		if sqlState(err) == pgerrcode.UndefinedObject {
+			p.logger.Debug("revocation: user already gone", "username", req.Username)
+			return dbplugin.DeleteUserResponse{}, nil
+		}
+		return dbplugin.DeleteUserResponse{}, failed(fmt.Sprintf("revoking user %q", req.Username), err)
+	}
+	return dbplugin.DeleteUserResponse{}, nil
+}
+
+// revokeSlot waits for room among the revocations in flight (revokeSlots),
+// within ctx, and returns the function that gives it back.
+func (st *state) revokeSlot(ctx context.Context) (func(), error) {
+	select {
+	case st.revokeSlots <- struct{}{}:
+		return func() { <-st.revokeSlots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
