@@ -47,10 +47,13 @@ const (
 // config is the plugin's connection configuration, decoded once from the map
 // Vault stores. Field tags are the parameter names operators use.
 type config struct {
-	ConnectionURL          string        `mapstructure:"connection_url"`
-	Username               string        `mapstructure:"username"`
-	Password               string        `mapstructure:"password"`
-	MaxOpenConnections     int           `mapstructure:"max_open_connections"`
+	ConnectionURL      string `mapstructure:"connection_url"`
+	Username           string `mapstructure:"username"`
+	Password           string `mapstructure:"password"`
+	MaxOpenConnections int    `mapstructure:"max_open_connections"`
+	// MaxIdleConnections is accepted and checked for compatibility with the
+	// built-in, and not used: pgxpool has no idle cap of its own (idle
+	// connections stay up to the pool size and close after 30 minutes).
 	MaxIdleConnections     int           `mapstructure:"max_idle_connections"`
 	MaxConnectionLifetime  time.Duration `mapstructure:"max_connection_lifetime"`
 	UsernameTemplate       string        `mapstructure:"username_template"`
@@ -102,7 +105,7 @@ func parseConfig(raw map[string]interface{}) (*config, []string, error) {
 		return nil, nil, err
 	}
 	// Validation reads the values as given, before defaults replace the
-	// zero ones and max_idle_connections is capped at the pool size.
+	// zero ones.
 	if err := c.validate(); err != nil {
 		return nil, nil, err
 	}
@@ -198,12 +201,6 @@ func checkCount(key string, n int, negative string) error {
 func (c *config) applyDefaults(raw map[string]interface{}, given map[string]bool) {
 	if c.MaxOpenConnections == 0 {
 		c.MaxOpenConnections = defaultMaxOpenConnections
-	}
-	// pgxpool has no idle cap of its own: idle connections stay up to the
-	// pool size and close after 30 minutes unused. As in the built-in, an
-	// unset (0) value means the pool size.
-	if c.MaxIdleConnections == 0 || c.MaxIdleConnections > c.MaxOpenConnections {
-		c.MaxIdleConnections = c.MaxOpenConnections
 	}
 	if c.PasswordAuthentication == "" {
 		c.PasswordAuthentication = defaultPasswordAuth

@@ -87,7 +87,7 @@ func (c *config) setRuntimeParams(cc *pgx.ConnConfig) {
 		cc.RuntimeParams = map[string]string{}
 	}
 	if _, ok := cc.RuntimeParams["application_name"]; !ok {
-		cc.RuntimeParams["application_name"] = "vault-plugin-database-postgres"
+		cc.RuntimeParams["application_name"] = productName
 	}
 	// Statement rendering escapes literals the standard way ('' only);
 	// pin the setting in the startup packet (no extra round trip) so a

@@ -17,7 +17,7 @@ import (
 
 // labelManagedBy is the label's managed_by: the mark of roles this plugin
 // created.
-const labelManagedBy = "vault-plugin-database-postgres"
+const labelManagedBy = productName
 
 // labelTimeFormat is RFC 3339 in UTC, to the second.
 const labelTimeFormat = time.RFC3339

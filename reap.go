@@ -42,7 +42,9 @@ const reapRoleTimeout = 30 * time.Second
 // parsed in Go (parseLabel), so no comment, JSON or not, can make the query
 // fail. The connection's own user and the reassign_owned_to role ($1) are
 // never candidates.
-var orphanCandidatesSQL = loadSQL("orphan_candidates.sql").src
+var orphanCandidatesSQL = mustFill(loadSQL("orphan_candidates.sql"), map[string]string{
+	"managed_by": quoteLiteral("%" + labelManagedBy + "%"),
+})
 
 // reaper is one connection's reaper goroutine.
 type reaper struct {

@@ -113,6 +113,9 @@ var (
 // an attribute, a membership or a member that is not an admin.
 const holdingRole = "vault_revoked_owner"
 
+// holdingComment is the comment the holding role is made with.
+var holdingComment = quoteLiteral("Owns what users revoked by " + productName + " left behind. Keep it NOLOGIN, without privileges, and grant it to no one.")
+
 // errHandOverLocked: the user can no longer log in (and, with
 // terminate_sessions, has no session), but its objects are not handed over
 // yet.
@@ -205,7 +208,9 @@ func (st *state) reassignIn(ctx context.Context, dbname, username string) error 
 
 // handOver is hand_over.sql filled for username.
 func (st *state) handOver(username string) (string, error) {
-	reassign, err := reassignOwnedSQL.fill(st.revokeValues(username))
+	vals := st.revokeValues(username)
+	vals["holding_comment"] = holdingComment
+	reassign, err := reassignOwnedSQL.fill(vals)
 	if err != nil {
 		return "", err
 	}

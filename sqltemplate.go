@@ -76,6 +76,16 @@ func (t sqlTemplate) fill(vals map[string]string) (string, error) {
 	return b.String(), nil
 }
 
+// mustFill fills a file whose values are fixed when the plugin starts; a
+// mismatch is a build mistake that fails at start-up (and in every test).
+func mustFill(t sqlTemplate, vals map[string]string) string {
+	sql, err := t.fill(vals)
+	if err != nil {
+		panic(err)
+	}
+	return sql
+}
+
 // stripLineComments drops the lines that are only a -- comment. They explain
 // the files to their readers; the server would lex them again on every run
 // (a DO body is compiled each time) and log them with every revocation.

@@ -33,11 +33,11 @@ func TestSQLFilesMarkers(t *testing.T) {
 		"revoke_outcome.sql":     {"role"},
 		"reassign_elsewhere.sql": {"role", "hand_over"},
 		"hand_over.sql":          {"reassign"},
-		"reassign_owned.sql":     {"role", "target", "create_target", "allow_privileged"},
+		"reassign_owned.sql":     {"role", "target", "create_target", "allow_privileged", "holding_comment"},
 		"safe_search_path.sql":   nil,
 		"label_created.sql":      {"role", "label"},
 		"label_renewed.sql":      {"role", "expires", "managed_by"},
-		"orphan_candidates.sql":  nil,
+		"orphan_candidates.sql":  {"managed_by"},
 	}
 	names, err := fs.Glob(sqlFiles, "sql/*.sql")
 	if err != nil {

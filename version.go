@@ -7,6 +7,11 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
+// productName is the plugin's name wherever it shows: the managed_by of the
+// labels it writes (and that the reaper looks for), its application_name,
+// the comment on the holding role.
+const productName = "vault-plugin-database-postgres"
+
 // devVersion is what a build that sets no version reports. It is still a
 // valid v-prefixed semver: Vault refuses to register or run a plugin that
 // reports anything else.
@@ -42,8 +47,10 @@ func reportedVersion(linked string, bi *debug.BuildInfo) string {
 	return v
 }
 
-// PluginVersion implements logical.PluginVersioner so that Vault's catalog and
-// `vault secrets list -detailed` show the running version.
+// PluginVersion implements logical.PluginVersioner so that Vault knows the
+// running version: `vault read database/config/<name>` shows it as
+// running_plugin_version. (`vault secrets list -detailed` shows the version
+// of the database engine built into Vault, not this plugin's.)
 func (p *Postgres) PluginVersion() logical.PluginVersion {
 	return logical.PluginVersion{Version: ReportedVersion()}
 }

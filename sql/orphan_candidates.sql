@@ -5,6 +5,6 @@ SELECT r.rolname::text, d.description, pg_catalog.now(),
 FROM pg_catalog.pg_roles r
 JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass
 CROSS JOIN (SELECT rolsuper, rolcreaterole FROM pg_catalog.pg_roles WHERE rolname = current_user) me
-WHERE d.description LIKE '%managed_by%' AND d.description LIKE '%vault-plugin-database-postgres%'
+WHERE d.description LIKE '%managed_by%' AND d.description LIKE /* @managed_by */ NULL
   AND r.rolname NOT IN (current_user, session_user, $1)
 ORDER BY r.rolname

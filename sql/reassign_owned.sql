@@ -24,7 +24,7 @@ BEGIN
 		EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', target);
 		toid := pg_catalog.to_regrole(pg_catalog.quote_ident(target));
 		BEGIN
-			EXECUTE format('COMMENT ON ROLE %I IS %L', target, 'Owns what users revoked by vault-plugin-database-postgres left behind. Keep it NOLOGIN, without privileges, and grant it to no one.');
+			EXECUTE format('COMMENT ON ROLE %I IS %L', target, /* @holding_comment */ NULL);
 		EXCEPTION WHEN insufficient_privilege THEN
 			NULL;
 		END;
