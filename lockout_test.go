@@ -122,3 +122,80 @@ func TestLockoutReaperIgnoresAdvisoryKeys(t *testing.T) {
 		})
 	}
 }
+
+// holdTables opens a superuser transaction holding ACCESS SHARE on each
+// table, which the hand-over's ALTER ... OWNER waits for; commit ends it.
+func holdTables(t *testing.T, tables ...string) (commit func()) {
+	t.Helper()
+	c := connectAs(t, pg.SuperUser, pg.SuperPassword, "")
+	execOn(t, c, "BEGIN", "LOCK TABLE public."+strings.Join(tables, ", public.")+" IN ACCESS SHARE MODE")
+	return func() { execOn(t, c, "COMMIT") }
+}
+
+// lockWaiters counts the backends waiting for a lock on any of the tables
+// in public.
+func lockWaiters(t *testing.T, a *pgxpool.Pool, tables []string) int {
+	t.Helper()
+	var n int
+	err := a.QueryRow(testCtx(t), `SELECT count(DISTINCT pid) FROM pg_locks
+		WHERE NOT granted AND relation IN (SELECT to_regclass('public.' || quote_ident(x)) FROM unnest($1::text[]) x)`, tables).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// withoutHoldingRole renames the holding role away until the test ends, so
+// that the next hand-over makes it. At the end, what the new one received
+// goes back to the old one, which gets its name back. Only for tests that
+// are not parallel: every revocation of the others would make it too.
+func withoutHoldingRole(t *testing.T, a *pgxpool.Pool) {
+	t.Helper()
+	if !roleExists(t, a, holdingRole) {
+		return
+	}
+	old := holdingRole + "_" + randSuffix()
+	execSQL(t, a, fmt.Sprintf("ALTER ROLE %s RENAME TO %s", holdingRole, old))
+	t.Cleanup(func() {
+		if roleExists(t, a, holdingRole) {
+			execSQL(t, a, fmt.Sprintf("REASSIGN OWNED BY %s TO %s; DROP OWNED BY %s; DROP ROLE %s", holdingRole, old, holdingRole, holdingRole))
+		}
+		execSQL(t, a, fmt.Sprintf("ALTER ROLE %s RENAME TO %s", old, holdingRole))
+	})
+}
+
+// TestLockoutFirstHandOverHoldsUpNoOther: while the revocation that makes
+// the holding role waits for a lock on its user's table (lock_timeout 0),
+// the revocation of another user, whose objects nobody holds, finishes.
+// Not parallel (withoutHoldingRole). It passed on 0fd987e, which had no
+// holding role, and fails from e09a34e on: hand_over.sql creates the role
+// in the transaction that then waits, and the other revocation's CREATE
+// ROLE waits for that transaction to end.
+func TestLockoutFirstHandOverHoldsUpNoOther(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	withoutHoldingRole(t, a)
+	db := newDB(t, map[string]interface{}{"lock_timeout": "0s"})
+	stuck, _, table, _ := userOwningTable(t, db, "first_")
+	other, _, _, _ := userOwningTable(t, db, "first_")
+	commit := holdTables(t, table)
+	ctx := testCtx(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := db.DeleteUser(ctx, dbplugin.DeleteUserRequest{Username: stuck})
+		done <- err
+	}()
+	t.Cleanup(func() {
+		commit()
+		if err := <-done; err != nil {
+			t.Errorf("the revocation held up by the table lock, once it was released: %v", err)
+		}
+	})
+	lockWaiter(t, a, table, 0)
+	if _, err := db.DeleteUser(boundedCtx(t, 10*time.Second), dbplugin.DeleteUserRequest{Username: other}); err != nil {
+		t.Fatalf("revoking %q while the revocation of %q, which makes the holding role, waits for a lock on %s: %v", other, stuck, table, err)
+	}
+	if roleExists(t, a, other) {
+		t.Fatalf("role %q survived DeleteUser", other)
+	}
+}
