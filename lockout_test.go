@@ -199,3 +199,52 @@ func TestLockoutFirstHandOverHoldsUpNoOther(t *testing.T) {
 		t.Fatalf("role %q survived DeleteUser", other)
 	}
 }
+
+// TestLockoutStuckRevocationsLeaveAConnection: with lock_timeout 0 (waits
+// without bound) and four pooled connections, four revocations stuck behind
+// locks on their users' tables leave a connection for NewUser; once the
+// locks go, every revocation finishes. The objects go to an existing role:
+// the holding role made on first need would keep the revocations waiting
+// for each other's (TestLockoutFirstHandOverHoldsUpNoOther).
+func TestLockoutStuckRevocationsLeaveAConnection(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	keeper := plainRole(t, a, "stuckkeeper", "")
+	t.Cleanup(func() { execSQL(t, a, "DROP OWNED BY "+quoteIdent(keeper)) })
+	db := newDB(t, map[string]interface{}{"max_open_connections": 4, "lock_timeout": "0s", "reassign_owned_to": keeper})
+	var users, tables []string
+	for i := 0; i < 4; i++ {
+		user, _, table, _ := userOwningTable(t, db, "stuck_")
+		users, tables = append(users, user), append(tables, table)
+	}
+	commit := holdTables(t, tables...)
+	ctx := testCtx(t)
+	errs := make(chan error, len(users))
+	for _, user := range users {
+		go func() {
+			_, err := db.DeleteUser(ctx, dbplugin.DeleteUserRequest{Username: user})
+			errs <- err
+		}()
+	}
+	waitFor(t, func() bool { return lockWaiters(t, a, tables) >= 3 })
+	req := newUserReq(createStmt)
+	resp, err := db.NewUser(boundedCtx(t, 10*time.Second), req)
+	if err != nil {
+		stuck := lockWaiters(t, a, tables)
+		commit()
+		t.Fatalf("NewUser while %d revocations wait for locks: %v", stuck, err)
+	}
+	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+quoteIdent(resp.Username)) })
+	assertLogin(t, resp.Username, req.Password)
+	commit()
+	for range users {
+		if err := <-errs; err != nil {
+			t.Errorf("a revocation, once the locks were released: %v", err)
+		}
+	}
+	for _, user := range users {
+		if roleExists(t, a, user) {
+			t.Errorf("role %q survived its revocation", user)
+		}
+	}
+}
