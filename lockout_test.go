@@ -248,3 +248,59 @@ func TestLockoutStuckRevocationsLeaveAConnection(t *testing.T) {
 		}
 	}
 }
+
+// TestLockoutEndsTheUsersOpenRoleChange: the user's own open transaction
+// holding its pg_authid row (ALTER ROLE CURRENT_USER PASSWORD, left open)
+// does not stop the lock-out: the session is ended and the role dropped.
+func TestLockoutEndsTheUsersOpenRoleChange(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	db := newDB(t, nil)
+	user, password := loginUser(t, db)
+	c := connectAs(t, user, password, "")
+	execOn(t, c, "BEGIN", "ALTER ROLE CURRENT_USER PASSWORD 'changed-in-an-open-tx'")
+	_, err := db.DeleteUser(boundedCtx(t, stallBound), dbplugin.DeleteUserRequest{Username: user})
+	if err != nil {
+		t.Errorf("DeleteUser while the user's open transaction holds its role row: %v", err)
+		if strings.Contains(err.Error(), "logins are blocked") && pg.CanLogin(testCtx(t), user, password) == nil {
+			t.Errorf("the error says logins are blocked, yet %q still logs in", user)
+		}
+		t.FailNow()
+	}
+	if roleExists(t, a, user) {
+		t.Fatalf("role %q survived DeleteUser", user)
+	}
+	if c.Ping(testCtx(t)) == nil {
+		t.Fatal("the session with the open transaction survived the revocation")
+	}
+}
+
+// TestLockoutErrorSaysWhetherLoginsAreBlocked: when NOLOGIN cannot commit
+// (another role's open transaction holds the user's pg_authid row, which
+// the plugin must not end), the error does not claim logins are blocked,
+// the user can still log in, and the error says so. Once the row is free
+// the revocation finishes.
+func TestLockoutErrorSaysWhetherLoginsAreBlocked(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	db := newDB(t, nil)
+	user, password := loginUser(t, db)
+	holder := connectAs(t, pg.SuperUser, pg.SuperPassword, "")
+	execOn(t, holder, "BEGIN", fmt.Sprintf("ALTER ROLE %s VALID UNTIL 'infinity'", quoteIdent(user)))
+	_, err := db.DeleteUser(boundedCtx(t, stallBound), dbplugin.DeleteUserRequest{Username: user})
+	if err == nil {
+		t.Fatal("DeleteUser succeeded while a superuser's open transaction holds the user's role row")
+	}
+	t.Log(err)
+	if strings.Contains(err.Error(), "logins are blocked") {
+		t.Errorf("the error claims logins are blocked: %v", err)
+	}
+	if lerr := pg.CanLogin(testCtx(t), user, password); lerr != nil {
+		t.Fatalf("NOLOGIN could not commit, yet the user cannot log in: %v", lerr)
+	}
+	if !strings.Contains(err.Error(), "logins could not be blocked") {
+		t.Errorf("the user can still log in, and the error does not say so: %v", err)
+	}
+	execOn(t, holder, "ROLLBACK")
+	deleteGone(t, db, a, user)
+}
