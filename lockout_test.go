@@ -304,3 +304,175 @@ func TestLockoutErrorSaysWhetherLoginsAreBlocked(t *testing.T) {
 	execOn(t, holder, "ROLLBACK")
 	deleteGone(t, db, a, user)
 }
+
+// needPrepared skips unless the server allows prepared transactions
+// (internal/pgtest's local cluster does; PostgreSQL's default is 0).
+func needPrepared(t *testing.T, a *pgxpool.Pool) {
+	t.Helper()
+	var n int
+	if err := a.QueryRow(testCtx(t), "SELECT current_setting('max_prepared_transactions')::int").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		t.Skip("max_prepared_transactions is 0 on this server")
+	}
+}
+
+// prepareAs leaves a prepared transaction of the session's user, running
+// stmts in it, and rolls it back when the test ends if it is still there.
+func prepareAs(t *testing.T, c *pgx.Conn, stmts ...string) (gid string) {
+	t.Helper()
+	gid = "pgvault-test-" + randSuffix()
+	database := c.Config().Database
+	t.Cleanup(func() { _ = superRollback(database, gid) })
+	execOn(t, c, append(append([]string{"BEGIN"}, stmts...), "PREPARE TRANSACTION "+quoteLiteral(gid))...)
+	return gid
+}
+
+// superRollback rolls back a prepared transaction as the superuser, from
+// its database (ROLLBACK PREPARED refuses to act from another).
+func superRollback(database, gid string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pg.Connect(ctx, pg.SuperUser, pg.SuperPassword, database)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.Background())
+	_, err = c.Exec(ctx, "ROLLBACK PREPARED "+quoteLiteral(gid))
+	return err
+}
+
+// assertPreparedRolledBack checks gid is no longer prepared and the plugin
+// warned about it by name.
+func assertPreparedRolledBack(t *testing.T, a *pgxpool.Pool, logs *logBuffer, gid string) {
+	t.Helper()
+	var n int
+	if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_prepared_xacts WHERE gid = $1", gid).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("prepared transaction %s is still there", gid)
+	}
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "[WARN]") && strings.Contains(line, "prepared transaction") && strings.Contains(line, gid) {
+			return
+		}
+	}
+	t.Errorf("no warning names the prepared transaction %s:\n%s", gid, logs)
+}
+
+// preparedCases are prepared transactions a user can leave in the way of
+// its revocation: statements run as the user in schema, given the name of a
+// table it owns there.
+var preparedCases = []struct {
+	name  string
+	stmts func(table string) []string
+}{
+	{"a lock on its table", func(table string) []string { return []string{"INSERT INTO " + table + " VALUES (1)"} }},
+	{"its role row", func(string) []string { return []string{"ALTER ROLE CURRENT_USER PASSWORD 'changed-in-a-prepared-tx'"} }},
+}
+
+// ensureHoldingRole makes the holding role as the plugin would, if no
+// revocation has yet: a revocation that makes it while it waits for a lock
+// holds up the others (TestLockoutFirstHandOverHoldsUpNoOther), which
+// tests of something else must not depend on.
+func ensureHoldingRole(t *testing.T, a *pgxpool.Pool) {
+	t.Helper()
+	execSQL(t, a, fmt.Sprintf(`DO $$ BEGIN
+		IF to_regrole(%[1]s) IS NULL THEN
+			CREATE ROLE %[2]s NOLOGIN NOINHERIT;
+		END IF;
+	EXCEPTION WHEN duplicate_object THEN
+		NULL;
+	END $$`, quoteLiteral(holdingRole), quoteIdent(holdingRole)))
+}
+
+// loggedDBAndSchema is adm.newDBAndSchema with the plugin's log kept.
+func loggedDBAndSchema(t *testing.T, a *pgxpool.Pool, adm revokeAdmin, prefix string, extra map[string]interface{}) (*Postgres, *logBuffer, string) {
+	t.Helper()
+	schema := prefix + randSuffix()
+	execSQL(t, a, "CREATE SCHEMA "+quoteIdent(schema))
+	t.Cleanup(func() { execSQL(t, a, "DROP SCHEMA IF EXISTS "+quoteIdent(schema)+" CASCADE") })
+	if adm.user != "" {
+		adm.setup(t, a, adm.user, schema)
+		extra["username"], extra["password"] = adm.user, "limited-pw"
+	}
+	db, logs := newReaperDB(t, extra, 24*time.Hour, true)
+	return db, logs, schema
+}
+
+// TestLockoutRollsBackPreparedTransactions: a prepared transaction of the
+// user that holds a lock on its table, or its role row, is rolled back by
+// the revocation, which warns naming it and drops the role; a CREATEROLE
+// admin does so too. The CREATEROLE admin's "its role row" case fails as of
+// e09a34e: revoke_login.sql makes the admin a member of the user in the
+// transaction the prepared transaction's error aborts, so rollbackPrepared
+// cannot SET ROLE to the user.
+func TestLockoutRollsBackPreparedTransactions(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	needPrepared(t, a)
+	ensureHoldingRole(t, a)
+	for _, adm := range revokeAdmins() {
+		t.Run(adm.name, func(t *testing.T) {
+			t.Parallel()
+			db, logs, schema := loggedDBAndSchema(t, a, adm, "prep_", map[string]interface{}{"lock_timeout": "500ms"})
+			for _, pc := range preparedCases {
+				t.Run(pc.name, func(t *testing.T) {
+					user, password := loginUser(t, db, fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, quoteIdent(schema)))
+					table := quoteIdent(schema) + ".prep_" + randSuffix()
+					c := connectAs(t, user, password, "")
+					execOn(t, c, "CREATE TABLE "+table+" (id int)")
+					gid := prepareAs(t, c, pc.stmts(table)...)
+					deleteGone(t, db, a, user)
+					assertPreparedRolledBack(t, a, logs, gid)
+					var n int
+					if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM "+table).Scan(&n); err != nil || n != 0 {
+						t.Errorf("the user's table after revocation: %d rows (%v), want it kept, empty", n, err)
+					}
+				})
+			}
+		})
+	}
+}
+
+// TestLockoutNamesPreparedTransactionItCannotRollBack: a CREATEROLE admin
+// that cannot reach the user's prepared transaction (it is in a database
+// the admin may not connect to) fails with an error that names the gid and
+// the statement a superuser can run, and does not claim logins are
+// blocked; once the transaction is gone, the revocation finishes.
+func TestLockoutNamesPreparedTransactionItCannotRollBack(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	needPrepared(t, a)
+	db, _, _ := loggedDBAndSchema(t, a, revokeAdmins()[1], "prepdb_", map[string]interface{}{})
+	user, password := loginUser(t, db)
+	other := "prepdb_" + randSuffix()
+	execSQL(t, a, "CREATE DATABASE "+other)
+	t.Cleanup(func() { execSQL(t, a, "DROP DATABASE "+other+" WITH (FORCE)") })
+	execSQL(t, a, fmt.Sprintf("REVOKE CONNECT ON DATABASE %s FROM PUBLIC; GRANT CONNECT ON DATABASE %s TO %s", other, other, quoteIdent(user)))
+	gid := prepareAs(t, connectAs(t, user, password, other), "ALTER ROLE CURRENT_USER PASSWORD 'changed-in-a-prepared-tx'")
+	// A privilege the admin could not revoke would leave the role disabled
+	// rather than dropped at the end.
+	execSQL(t, a, fmt.Sprintf("REVOKE CONNECT ON DATABASE %s FROM %s", other, quoteIdent(user)))
+	_, err := db.DeleteUser(boundedCtx(t, stallBound), dbplugin.DeleteUserRequest{Username: user})
+	if err == nil {
+		t.Fatal("DeleteUser succeeded although the admin cannot reach the user's prepared transaction")
+	}
+	t.Log(err)
+	msg := err.Error()
+	if !strings.Contains(msg, quoteLiteral(gid)) || !strings.Contains(msg, "a superuser can run ROLLBACK PREPARED") {
+		t.Errorf("the error does not name gid %s and the superuser's ROLLBACK PREPARED: %v", gid, err)
+	}
+	if strings.Contains(msg, "logins are blocked") {
+		t.Errorf("the error claims logins are blocked: %v", err)
+	}
+	if lerr := pg.CanLogin(testCtx(t), user, password); lerr != nil {
+		t.Errorf("NOLOGIN could not commit, yet the user cannot log in: %v", lerr)
+	}
+	if err := superRollback(other, gid); err != nil {
+		t.Fatal(err)
+	}
+	deleteGone(t, db, a, user)
+}
