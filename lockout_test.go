@@ -12,8 +12,10 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -475,4 +477,78 @@ func TestLockoutNamesPreparedTransactionItCannotRollBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	deleteGone(t, db, a, user)
+}
+
+// richUser is a user with what the lock-out's first transaction disarms:
+// a table, a view others may read, a SECURITY DEFINER function, a group
+// and a member, and an open session.
+func richUser(t *testing.T, db *Postgres, a *pgxpool.Pool) string {
+	t.Helper()
+	user, password := loginUser(t, db, `GRANT CREATE ON SCHEMA public TO "{{name}}";`, `GRANT pg_read_all_settings TO "{{name}}";`)
+	tag := randSuffix()
+	c := connectAs(t, user, password, "")
+	execOn(t, c,
+		fmt.Sprintf("CREATE TABLE public.rich_t_%s (id int)", tag),
+		fmt.Sprintf("CREATE VIEW public.rich_v_%s AS SELECT id FROM public.rich_t_%s", tag, tag),
+		fmt.Sprintf("GRANT SELECT ON public.rich_v_%s TO PUBLIC", tag),
+		fmt.Sprintf("CREATE FUNCTION public.rich_f_%s() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1'", tag))
+	t.Cleanup(func() {
+		execSQL(t, a, fmt.Sprintf("DROP VIEW IF EXISTS public.rich_v_%s; DROP TABLE IF EXISTS public.rich_t_%s; DROP FUNCTION IF EXISTS public.rich_f_%s()", tag, tag, tag))
+	})
+	member := plainRole(t, a, "richmember", "")
+	execSQL(t, a, fmt.Sprintf("GRANT %s TO %s", quoteIdent(user), quoteIdent(member)))
+	return user
+}
+
+// deleteAtOnce runs n DeleteUsers of user at the same time and returns
+// their errors joined.
+func deleteAtOnce(ctx context.Context, db *Postgres, user string, n int) error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = db.DeleteUser(ctx, dbplugin.DeleteUserRequest{Username: user})
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// TestLockoutConcurrentRevocationsOfOneUser: no lock serialises the
+// revocations of one user any more; two at once, and ten at once for a few
+// users, all succeed and the role is gone. It passed on 0fd987e too, where
+// an advisory lock made them take turns: it guards the path without one,
+// where every step of the first transaction (NOLOGIN and the disarming of
+// memberships, members, views and SECURITY DEFINER) runs concurrently.
+func TestLockoutConcurrentRevocationsOfOneUser(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	db := newDB(t, nil)
+	for _, n := range []int{2, 10, 10, 10} {
+		user := richUser(t, db, a)
+		if err := deleteAtOnce(boundedCtx(t, stallBound), db, user, n); err != nil {
+			t.Fatalf("%d revocations of %q at once: %v", n, user, err)
+		}
+		if roleExists(t, a, user) {
+			t.Fatalf("role %q survived %d revocations at once", user, n)
+		}
+	}
+}
+
+// TestLockoutEndsClientsReconnectingWithTheRoleKey: clients that log in as
+// the user in a loop, each session taking the old role key, do not hold
+// off DeleteUser; afterwards their logins fail and no session of the role
+// remains.
+func TestLockoutEndsClientsReconnectingWithTheRoleKey(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	db := newDB(t, nil)
+	user, password := loginUser(t, db)
+	oid := roleOID(t, a, user)
+	r := startReconnectors(t, 4, user, password, fmt.Sprintf(roleKeySQL, quoteLiteral(user)))
+	waitFor(t, func() bool { return sessionsOfRole(t, a, oid) >= 2 })
+	deleteGone(t, db, a, user)
+	assertNoSessionSurvives(t, a, r, oid, user, password)
 }
