@@ -192,6 +192,11 @@ func TestLockoutFirstHandOverHoldsUpNoOther(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Errorf("the revocation held up by the table lock, once it was released: %v", err)
 		}
+		// A revocation cut short leaves the user's privileges (CREATE on
+		// public, which takes public off the plugin's search_path).
+		if _, err := db.DeleteUser(context.Background(), dbplugin.DeleteUserRequest{Username: other}); err != nil {
+			t.Errorf("revoking %q again: %v", other, err)
+		}
 	})
 	lockWaiter(t, a, table, 0)
 	if _, err := db.DeleteUser(boundedCtx(t, 10*time.Second), dbplugin.DeleteUserRequest{Username: other}); err != nil {
