@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -276,40 +277,83 @@ func reapAtOnce(t *testing.T, dbs ...*Postgres) []reapResult {
 	return results
 }
 
+// TestReaperTwoInstancesAtOnce: two reapers take no lock to keep apart, so
+// neither skips its pass or waits for the other's: while one pass waits
+// for a lock on an orphan's table, the other's runs and waits beside it.
+// Released, both finish: every orphan is gone, its table handed over once
+// with its rows, and neither pass fails or warns.
 func TestReaperTwoInstancesAtOnce(t *testing.T) {
 	needPG(t)
 	a := admin(t)
 	keeper := plainRole(t, a, "reapkeeper", "")
-	cfg := map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1s"}
+	cfg := map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1s", "lock_timeout": "20s"}
 	dbs := make([]*Postgres, 2)
 	logs := make([]*logBuffer, 2)
 	for i := range dbs {
 		dbs[i], logs[i] = newReaperDB(t, cfg, 24*time.Hour, true)
 	}
-	var orphans []string
+	var orphans, tables []string
 	for i := 0; i < 6; i++ {
-		orphans = append(orphans, orphanUser(t, dbs[i%2], time.Now().Add(-time.Hour)))
+		o := orphanUser(t, dbs[i%2], time.Now().Add(-time.Hour))
+		tbl := tableOwnedBy(t, a, "reaped3_", o)
+		execSQL(t, a, fmt.Sprintf("INSERT INTO public.%s VALUES (42)", tbl))
+		orphans, tables = append(orphans, o), append(tables, tbl)
 	}
-	results := reapAtOnce(t, dbs...)
-	for _, r := range orphans {
-		if roleExists(t, a, r) {
-			t.Fatalf("orphan %q survived; passes %+v", r, results)
-		}
-	}
+	results := reapBesideAStuckPass(t, a, dbs, tables)
 	for i, res := range results {
-		if res.failed != 0 || strings.Contains(logs[i].String(), "[WARN]") || strings.Contains(logs[i].String(), "[ERROR]") {
-			t.Fatalf("instance %d: pass %+v, log:\n%s", i, res, logs[i])
+		if res.expired != len(orphans) || res.failed != 0 || res.disabled != 0 || strings.Contains(logs[i].String(), "[WARN]") || strings.Contains(logs[i].String(), "[ERROR]") {
+			t.Errorf("instance %d: pass %+v, want all %d orphans seen and none failed; log:\n%s", i, res, len(orphans), logs[i])
 		}
 	}
-	t.Logf("passes: %+v", results)
+	for i, r := range orphans {
+		if roleExists(t, a, r) {
+			t.Errorf("orphan %q survived; passes %+v", r, results)
+		}
+		var owner string
+		var rows int
+		if err := a.QueryRow(testCtx(t), fmt.Sprintf("SELECT (SELECT tableowner FROM pg_tables WHERE tablename = $1), (SELECT count(*) FROM public.%s WHERE id = 42)", tables[i]), tables[i]).Scan(&owner, &rows); err != nil || owner != keeper || rows != 1 {
+			t.Errorf("table %s: owner %q, %d rows (%v); want %q, its one row", tables[i], owner, rows, err, keeper)
+		}
+	}
+}
+
+// reapBesideAStuckPass holds every table, runs the first plugin's pass
+// until it waits for one, then the second's until it waits too (or ends),
+// then releases the tables and returns both passes' results.
+func reapBesideAStuckPass(t *testing.T, a *pgxpool.Pool, dbs []*Postgres, tables []string) []reapResult {
+	t.Helper()
+	commit := holdTables(t, tables...)
+	ctx := testCtx(t)
+	results := make([]reapResult, len(dbs))
+	errs := make([]error, len(dbs))
+	var ended sync.WaitGroup
+	var done atomic.Int32
+	pass := func(i int) {
+		ended.Add(1)
+		go func() {
+			defer ended.Done()
+			results[i], errs[i] = reapPass(ctx, dbs[i])
+			done.Add(1)
+		}()
+	}
+	pass(0)
+	waitFor(t, func() bool { return lockWaiters(t, a, tables) >= 1 || done.Load() > 0 })
+	pass(1)
+	waitFor(t, func() bool { return lockWaiters(t, a, tables) >= 2 || done.Load() > 0 })
+	commit()
+	ended.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	return results
 }
 
 func TestReaperTwoDatabasesOfOneClusterAtOnce(t *testing.T) {
 	needPG(t)
 	a := admin(t)
 	keeper := plainRole(t, a, "reapkeeper", "")
-	// Advisory locks are per database and roles per cluster: here only
-	// the revocation's own idempotence keeps the reapers apart.
+	// Roles are per cluster: both reapers find the same orphans, and only
+	// the revocation's own idempotence keeps them apart.
 	other := "reapdb_" + randSuffix()
 	execSQL(t, a, "CREATE DATABASE "+other)
 	t.Cleanup(func() { execSQL(t, a, "DROP DATABASE "+other+" WITH (FORCE)") })

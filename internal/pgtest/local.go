@@ -210,7 +210,8 @@ func initCluster(ctx context.Context, who runAs, bin, data, password string) err
 
 // configureCluster writes the settings and pg_hba.conf of a fresh cluster:
 // loopback on port, TLS from the files in dir, speed over durability, every
-// statement logged.
+// statement logged, and prepared transactions allowed (revocation tests
+// leave some behind for the plugin to roll back).
 func configureCluster(who runAs, dir, data string, port int) error {
 	conf := fmt.Sprintf(`
 listen_addresses = '127.0.0.1'
@@ -228,6 +229,7 @@ full_page_writes = off
 log_statement = 'all'
 log_min_messages = warning
 log_line_prefix = '%%m [%%p] %%u@%%d '
+max_prepared_transactions = 10
 `, port, dir, filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key"), filepath.Join(dir, "ca.crt"))
 	if err := appendFile(filepath.Join(data, "postgresql.conf"), conf); err != nil {
 		return err

@@ -1,0 +1,559 @@
+package postgres
+
+// Nothing a user holds stalls its own lock-out: no advisory key, no open
+// transaction, no prepared transaction, no reconnecting client, and no
+// number of stuck revocations keeps the plugin from blocking logins or from
+// serving credential requests.
+//
+// Unless its comment says otherwise, each test here failed on the code
+// before revocations stopped taking advisory locks (0fd987e). Where that
+// code waited for ever, the test bounds the wait (stallBound), so that it
+// fails instead of hanging.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// stallBound is how long a request may take where the old code waited for
+// a lock without end.
+const stallBound = 20 * time.Second
+
+// The keys the old code locked: per role (pg_authid's oid as namespace) in
+// both revocation blocks, and the reaper's, taken once per pass.
+const (
+	roleKeySQL   = `SELECT pg_advisory_lock(1260, hashtext(%s))`
+	reaperKeySQL = `SELECT pg_advisory_lock(hashtextextended('vault-plugin-database-postgres/reaper', 0))`
+)
+
+// boundedCtx is the test's context, cut to d.
+func boundedCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(testCtx(t), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// execOn runs each query on c, which stays open.
+func execOn(t *testing.T, c *pgx.Conn, queries ...string) {
+	t.Helper()
+	for _, q := range queries {
+		if _, err := c.Exec(testCtx(t), q); err != nil {
+			t.Fatalf("as %q: %s: %v", c.Config().User, q, err)
+		}
+	}
+}
+
+// loginUser creates a plain user and returns its name and password.
+func loginUser(t *testing.T, db *Postgres, stmts ...string) (user, password string) {
+	t.Helper()
+	req := newUserReq(append([]string{createStmt}, stmts...)...)
+	return dbtesting.AssertNewUser(t, db, req).Username, req.Password
+}
+
+// deleteGone revokes user within stallBound and checks the role is gone.
+func deleteGone(t *testing.T, db *Postgres, a *pgxpool.Pool, user string) {
+	t.Helper()
+	if _, err := db.DeleteUser(boundedCtx(t, stallBound), dbplugin.DeleteUserRequest{Username: user}); err != nil {
+		t.Fatalf("DeleteUser(%q): %v", user, err)
+	}
+	if roleExists(t, a, user) {
+		t.Fatalf("role %q survived DeleteUser", user)
+	}
+}
+
+// TestLockoutIgnoresTheRoleKey: a login holding the advisory key the old
+// revocation waited for (session-level, for the whole test) does not stall
+// DeleteUser, whether the login is the user's own or another role's.
+func TestLockoutIgnoresTheRoleKey(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	db := newDB(t, nil)
+	for _, holder := range []string{"the user", "another login"} {
+		t.Run(holder, func(t *testing.T) {
+			t.Parallel()
+			user, password := loginUser(t, db)
+			as, asPW := user, password
+			if holder == "another login" {
+				as, asPW = loginUser(t, db)
+			}
+			execOn(t, connectAs(t, as, asPW, ""), fmt.Sprintf(roleKeySQL, quoteLiteral(user)))
+			deleteGone(t, db, a, user)
+		})
+	}
+}
+
+// TestLockoutReaperIgnoresAdvisoryKeys: a login holding the old reaper key
+// does not switch the orphan reaper off, and one holding an orphan's role
+// key does not stall a pass. Not parallel: a pass reaps every orphan of the
+// cluster.
+func TestLockoutReaperIgnoresAdvisoryKeys(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	keeper := plainRole(t, a, "reapkeeper", "")
+	db, logs := newReaperDB(t, map[string]interface{}{"reassign_owned_to": keeper, "reap_orphans_after": "1s"}, 24*time.Hour, true)
+	for _, key := range []string{"the reaper's key", "the orphan's role key"} {
+		t.Run(key, func(t *testing.T) {
+			orphan := orphanUser(t, db, time.Now().Add(-time.Hour))
+			holder, holderPW := loginUser(t, db) // a live lease
+			c := connectAs(t, holder, holderPW, "")
+			if key == "the reaper's key" {
+				execOn(t, c, reaperKeySQL)
+			} else {
+				execOn(t, c, fmt.Sprintf(roleKeySQL, quoteLiteral(orphan)))
+			}
+			res, err := reapPass(boundedCtx(t, stallBound), db)
+			if err != nil || res.reaped < 1 || res.failed != 0 {
+				t.Fatalf("pass while a login holds %s: %+v, %v; want the orphan reaped", key, res, err)
+			}
+			if roleExists(t, a, orphan) {
+				t.Fatalf("orphan %q survived a pass while a login holds %s; pass %+v", orphan, key, res)
+			}
+			if strings.Contains(logs.String(), "[WARN]") {
+				t.Fatalf("warnings:\n%s", logs)
+			}
+		})
+	}
+}
+
+// holdTables opens a superuser transaction holding ACCESS SHARE on each
+// table, which the hand-over's ALTER ... OWNER waits for; commit ends it.
+func holdTables(t *testing.T, tables ...string) (commit func()) {
+	t.Helper()
+	c := connectAs(t, pg.SuperUser, pg.SuperPassword, "")
+	execOn(t, c, "BEGIN", "LOCK TABLE public."+strings.Join(tables, ", public.")+" IN ACCESS SHARE MODE")
+	return func() { execOn(t, c, "COMMIT") }
+}
+
+// lockWaiters counts the backends waiting for a lock on any of the tables
+// in public.
+func lockWaiters(t *testing.T, a *pgxpool.Pool, tables []string) int {
+	t.Helper()
+	var n int
+	err := a.QueryRow(testCtx(t), `SELECT count(DISTINCT pid) FROM pg_locks
+		WHERE NOT granted AND relation IN (SELECT to_regclass('public.' || quote_ident(x)) FROM unnest($1::text[]) x)`, tables).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// withoutHoldingRole renames the holding role away until the test ends, so
+// that the next hand-over makes it. At the end, what the new one received
+// goes back to the old one, which gets its name back. Only for tests that
+// are not parallel: every revocation of the others would make it too.
+func withoutHoldingRole(t *testing.T, a *pgxpool.Pool) {
+	t.Helper()
+	if !roleExists(t, a, holdingRole) {
+		return
+	}
+	old := holdingRole + "_" + randSuffix()
+	execSQL(t, a, fmt.Sprintf("ALTER ROLE %s RENAME TO %s", holdingRole, old))
+	t.Cleanup(func() {
+		if roleExists(t, a, holdingRole) {
+			execSQL(t, a, fmt.Sprintf("REASSIGN OWNED BY %s TO %s; DROP OWNED BY %s; DROP ROLE %s", holdingRole, old, holdingRole, holdingRole))
+		}
+		execSQL(t, a, fmt.Sprintf("ALTER ROLE %s RENAME TO %s", old, holdingRole))
+	})
+}
+
+// TestLockoutFirstHandOverHoldsUpNoOther: while the revocation that makes
+// the holding role waits for a lock on its user's table (lock_timeout 0),
+// the revocation of another user, whose objects nobody holds, finishes.
+// Not parallel (withoutHoldingRole). It passed on 0fd987e, which had no
+// holding role, and fails from e09a34e on: hand_over.sql creates the role
+// in the transaction that then waits, and the other revocation's CREATE
+// ROLE waits for that transaction to end.
+func TestLockoutFirstHandOverHoldsUpNoOther(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	withoutHoldingRole(t, a)
+	db := newDB(t, map[string]interface{}{"lock_timeout": "0s"})
+	stuck, _, table, _ := userOwningTable(t, db, "first_")
+	other, _, _, _ := userOwningTable(t, db, "first_")
+	commit := holdTables(t, table)
+	ctx := testCtx(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := db.DeleteUser(ctx, dbplugin.DeleteUserRequest{Username: stuck})
+		done <- err
+	}()
+	t.Cleanup(func() {
+		commit()
+		if err := <-done; err != nil {
+			t.Errorf("the revocation held up by the table lock, once it was released: %v", err)
+		}
+		// A revocation cut short leaves the user's privileges (CREATE on
+		// public, which takes public off the plugin's search_path).
+		if _, err := db.DeleteUser(context.Background(), dbplugin.DeleteUserRequest{Username: other}); err != nil {
+			t.Errorf("revoking %q again: %v", other, err)
+		}
+	})
+	lockWaiter(t, a, table, 0)
+	if _, err := db.DeleteUser(boundedCtx(t, 10*time.Second), dbplugin.DeleteUserRequest{Username: other}); err != nil {
+		t.Fatalf("revoking %q while the revocation of %q, which makes the holding role, waits for a lock on %s: %v", other, stuck, table, err)
+	}
+	if roleExists(t, a, other) {
+		t.Fatalf("role %q survived DeleteUser", other)
+	}
+}
+
+// TestLockoutStuckRevocationsLeaveAConnection: with lock_timeout 0 (waits
+// without bound) and four pooled connections, four revocations stuck behind
+// locks on their users' tables leave a connection for NewUser; once the
+// locks go, every revocation finishes. The objects go to an existing role:
+// the holding role made on first need would keep the revocations waiting
+// for each other's (TestLockoutFirstHandOverHoldsUpNoOther).
+func TestLockoutStuckRevocationsLeaveAConnection(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	keeper := plainRole(t, a, "stuckkeeper", "")
+	t.Cleanup(func() { execSQL(t, a, "DROP OWNED BY "+quoteIdent(keeper)) })
+	db := newDB(t, map[string]interface{}{"max_open_connections": 4, "lock_timeout": "0s", "reassign_owned_to": keeper})
+	var users, tables []string
+	for i := 0; i < 4; i++ {
+		user, _, table, _ := userOwningTable(t, db, "stuck_")
+		users, tables = append(users, user), append(tables, table)
+	}
+	commit := holdTables(t, tables...)
+	ctx := testCtx(t)
+	errs := make(chan error, len(users))
+	for _, user := range users {
+		go func() {
+			_, err := db.DeleteUser(ctx, dbplugin.DeleteUserRequest{Username: user})
+			errs <- err
+		}()
+	}
+	waitFor(t, func() bool { return lockWaiters(t, a, tables) >= 3 })
+	req := newUserReq(createStmt)
+	resp, err := db.NewUser(boundedCtx(t, 10*time.Second), req)
+	if err != nil {
+		stuck := lockWaiters(t, a, tables)
+		commit()
+		t.Fatalf("NewUser while %d revocations wait for locks: %v", stuck, err)
+	}
+	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+quoteIdent(resp.Username)) })
+	assertLogin(t, resp.Username, req.Password)
+	commit()
+	for range users {
+		if err := <-errs; err != nil {
+			t.Errorf("a revocation, once the locks were released: %v", err)
+		}
+	}
+	for _, user := range users {
+		if roleExists(t, a, user) {
+			t.Errorf("role %q survived its revocation", user)
+		}
+	}
+}
+
+// TestLockoutEndsTheUsersOpenRoleChange: the user's own open transaction
+// holding its pg_authid row (ALTER ROLE CURRENT_USER PASSWORD, left open)
+// does not stop the lock-out: the session is ended and the role dropped.
+func TestLockoutEndsTheUsersOpenRoleChange(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	db := newDB(t, nil)
+	user, password := loginUser(t, db)
+	c := connectAs(t, user, password, "")
+	execOn(t, c, "BEGIN", "ALTER ROLE CURRENT_USER PASSWORD 'changed-in-an-open-tx'")
+	_, err := db.DeleteUser(boundedCtx(t, stallBound), dbplugin.DeleteUserRequest{Username: user})
+	if err != nil {
+		t.Errorf("DeleteUser while the user's open transaction holds its role row: %v", err)
+		if strings.Contains(err.Error(), "logins are blocked") && pg.CanLogin(testCtx(t), user, password) == nil {
+			t.Errorf("the error says logins are blocked, yet %q still logs in", user)
+		}
+		t.FailNow()
+	}
+	if roleExists(t, a, user) {
+		t.Fatalf("role %q survived DeleteUser", user)
+	}
+	if c.Ping(testCtx(t)) == nil {
+		t.Fatal("the session with the open transaction survived the revocation")
+	}
+}
+
+// TestLockoutErrorSaysWhetherLoginsAreBlocked: when NOLOGIN cannot commit
+// (another role's open transaction holds the user's pg_authid row, which
+// the plugin must not end), the error does not claim logins are blocked,
+// the user can still log in, and the error says so. Once the row is free
+// the revocation finishes.
+func TestLockoutErrorSaysWhetherLoginsAreBlocked(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	db := newDB(t, nil)
+	user, password := loginUser(t, db)
+	holder := connectAs(t, pg.SuperUser, pg.SuperPassword, "")
+	execOn(t, holder, "BEGIN", fmt.Sprintf("ALTER ROLE %s VALID UNTIL 'infinity'", quoteIdent(user)))
+	_, err := db.DeleteUser(boundedCtx(t, stallBound), dbplugin.DeleteUserRequest{Username: user})
+	if err == nil {
+		t.Fatal("DeleteUser succeeded while a superuser's open transaction holds the user's role row")
+	}
+	t.Log(err)
+	if strings.Contains(err.Error(), "logins are blocked") {
+		t.Errorf("the error claims logins are blocked: %v", err)
+	}
+	if lerr := pg.CanLogin(testCtx(t), user, password); lerr != nil {
+		t.Fatalf("NOLOGIN could not commit, yet the user cannot log in: %v", lerr)
+	}
+	if !strings.Contains(err.Error(), "logins could not be blocked") {
+		t.Errorf("the user can still log in, and the error does not say so: %v", err)
+	}
+	execOn(t, holder, "ROLLBACK")
+	deleteGone(t, db, a, user)
+}
+
+// needPrepared skips unless the server allows prepared transactions
+// (internal/pgtest's local cluster does; PostgreSQL's default is 0).
+func needPrepared(t *testing.T, a *pgxpool.Pool) {
+	t.Helper()
+	var n int
+	if err := a.QueryRow(testCtx(t), "SELECT current_setting('max_prepared_transactions')::int").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		t.Skip("max_prepared_transactions is 0 on this server")
+	}
+}
+
+// prepareAs leaves a prepared transaction of the session's user, running
+// stmts in it, and rolls it back when the test ends if it is still there.
+func prepareAs(t *testing.T, c *pgx.Conn, stmts ...string) (gid string) {
+	t.Helper()
+	gid = "pgvault-test-" + randSuffix()
+	database := c.Config().Database
+	t.Cleanup(func() { _ = superRollback(database, gid) })
+	execOn(t, c, append(append([]string{"BEGIN"}, stmts...), "PREPARE TRANSACTION "+quoteLiteral(gid))...)
+	return gid
+}
+
+// superRollback rolls back a prepared transaction as the superuser, from
+// its database (ROLLBACK PREPARED refuses to act from another).
+func superRollback(database, gid string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pg.Connect(ctx, pg.SuperUser, pg.SuperPassword, database)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.Background())
+	_, err = c.Exec(ctx, "ROLLBACK PREPARED "+quoteLiteral(gid))
+	return err
+}
+
+// assertPreparedRolledBack checks gid is no longer prepared and the plugin
+// warned about it by name.
+func assertPreparedRolledBack(t *testing.T, a *pgxpool.Pool, logs *logBuffer, gid string) {
+	t.Helper()
+	var n int
+	if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_prepared_xacts WHERE gid = $1", gid).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("prepared transaction %s is still there", gid)
+	}
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "[WARN]") && strings.Contains(line, "prepared transaction") && strings.Contains(line, gid) {
+			return
+		}
+	}
+	t.Errorf("no warning names the prepared transaction %s:\n%s", gid, logs)
+}
+
+// preparedCases are prepared transactions a user can leave in the way of
+// its revocation: statements run as the user in schema, given the name of a
+// table it owns there.
+var preparedCases = []struct {
+	name  string
+	stmts func(table string) []string
+}{
+	{"a lock on its table", func(table string) []string { return []string{"INSERT INTO " + table + " VALUES (1)"} }},
+	{"its role row", func(string) []string { return []string{"ALTER ROLE CURRENT_USER PASSWORD 'changed-in-a-prepared-tx'"} }},
+}
+
+// ensureHoldingRole makes the holding role as the plugin would, if no
+// revocation has yet: a revocation that makes it while it waits for a lock
+// holds up the others (TestLockoutFirstHandOverHoldsUpNoOther), which
+// tests of something else must not depend on.
+func ensureHoldingRole(t *testing.T, a *pgxpool.Pool) {
+	t.Helper()
+	execSQL(t, a, fmt.Sprintf(`DO $$ BEGIN
+		IF to_regrole(%[1]s) IS NULL THEN
+			CREATE ROLE %[2]s NOLOGIN NOINHERIT;
+		END IF;
+	EXCEPTION WHEN duplicate_object THEN
+		NULL;
+	END $$`, quoteLiteral(holdingRole), quoteIdent(holdingRole)))
+}
+
+// loggedDBAndSchema is adm.newDBAndSchema with the plugin's log kept.
+func loggedDBAndSchema(t *testing.T, a *pgxpool.Pool, adm revokeAdmin, prefix string, extra map[string]interface{}) (*Postgres, *logBuffer, string) {
+	t.Helper()
+	schema := prefix + randSuffix()
+	execSQL(t, a, "CREATE SCHEMA "+quoteIdent(schema))
+	t.Cleanup(func() { execSQL(t, a, "DROP SCHEMA IF EXISTS "+quoteIdent(schema)+" CASCADE") })
+	if adm.user != "" {
+		adm.setup(t, a, adm.user, schema)
+		extra["username"], extra["password"] = adm.user, "limited-pw"
+	}
+	db, logs := newReaperDB(t, extra, 24*time.Hour, true)
+	return db, logs, schema
+}
+
+// TestLockoutRollsBackPreparedTransactions: a prepared transaction of the
+// user that holds a lock on its table, or its role row, is rolled back by
+// the revocation, which warns naming it and drops the role; a CREATEROLE
+// admin does so too. The CREATEROLE admin's "its role row" case fails as of
+// e09a34e: revoke_login.sql makes the admin a member of the user in the
+// transaction the prepared transaction's error aborts, so rollbackPrepared
+// cannot SET ROLE to the user.
+func TestLockoutRollsBackPreparedTransactions(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	needPrepared(t, a)
+	ensureHoldingRole(t, a)
+	for _, adm := range revokeAdmins() {
+		t.Run(adm.name, func(t *testing.T) {
+			t.Parallel()
+			db, logs, schema := loggedDBAndSchema(t, a, adm, "prep_", map[string]interface{}{"lock_timeout": "500ms"})
+			for _, pc := range preparedCases {
+				t.Run(pc.name, func(t *testing.T) {
+					user, password := loginUser(t, db, fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, quoteIdent(schema)))
+					table := quoteIdent(schema) + ".prep_" + randSuffix()
+					c := connectAs(t, user, password, "")
+					execOn(t, c, "CREATE TABLE "+table+" (id int)")
+					gid := prepareAs(t, c, pc.stmts(table)...)
+					deleteGone(t, db, a, user)
+					assertPreparedRolledBack(t, a, logs, gid)
+					var n int
+					if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM "+table).Scan(&n); err != nil || n != 0 {
+						t.Errorf("the user's table after revocation: %d rows (%v), want it kept, empty", n, err)
+					}
+				})
+			}
+		})
+	}
+}
+
+// TestLockoutNamesPreparedTransactionItCannotRollBack: a CREATEROLE admin
+// that cannot reach the user's prepared transaction (it is in a database
+// the admin may not connect to) fails with an error that names the gid and
+// the statement a superuser can run, and does not claim logins are
+// blocked; once the transaction is gone, the revocation finishes.
+func TestLockoutNamesPreparedTransactionItCannotRollBack(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	needPrepared(t, a)
+	db, _, _ := loggedDBAndSchema(t, a, revokeAdmins()[1], "prepdb_", map[string]interface{}{})
+	user, password := loginUser(t, db)
+	other := "prepdb_" + randSuffix()
+	execSQL(t, a, "CREATE DATABASE "+other)
+	t.Cleanup(func() { execSQL(t, a, "DROP DATABASE "+other+" WITH (FORCE)") })
+	execSQL(t, a, fmt.Sprintf("REVOKE CONNECT ON DATABASE %s FROM PUBLIC; GRANT CONNECT ON DATABASE %s TO %s", other, other, quoteIdent(user)))
+	gid := prepareAs(t, connectAs(t, user, password, other), "ALTER ROLE CURRENT_USER PASSWORD 'changed-in-a-prepared-tx'")
+	// A privilege the admin could not revoke would leave the role disabled
+	// rather than dropped at the end.
+	execSQL(t, a, fmt.Sprintf("REVOKE CONNECT ON DATABASE %s FROM %s", other, quoteIdent(user)))
+	_, err := db.DeleteUser(boundedCtx(t, stallBound), dbplugin.DeleteUserRequest{Username: user})
+	if err == nil {
+		t.Fatal("DeleteUser succeeded although the admin cannot reach the user's prepared transaction")
+	}
+	t.Log(err)
+	msg := err.Error()
+	if !strings.Contains(msg, quoteLiteral(gid)) || !strings.Contains(msg, "a superuser can run ROLLBACK PREPARED") {
+		t.Errorf("the error does not name gid %s and the superuser's ROLLBACK PREPARED: %v", gid, err)
+	}
+	if strings.Contains(msg, "logins are blocked") {
+		t.Errorf("the error claims logins are blocked: %v", err)
+	}
+	if lerr := pg.CanLogin(testCtx(t), user, password); lerr != nil {
+		t.Errorf("NOLOGIN could not commit, yet the user cannot log in: %v", lerr)
+	}
+	if err := superRollback(other, gid); err != nil {
+		t.Fatal(err)
+	}
+	deleteGone(t, db, a, user)
+}
+
+// richUser is a user with what the lock-out's first transaction disarms:
+// a table, a view others may read, a SECURITY DEFINER function, a group
+// and a member, and an open session.
+func richUser(t *testing.T, db *Postgres, a *pgxpool.Pool) string {
+	t.Helper()
+	user, password := loginUser(t, db, `GRANT CREATE ON SCHEMA public TO "{{name}}";`, `GRANT pg_read_all_settings TO "{{name}}";`)
+	tag := randSuffix()
+	c := connectAs(t, user, password, "")
+	execOn(t, c,
+		fmt.Sprintf("CREATE TABLE public.rich_t_%s (id int)", tag),
+		fmt.Sprintf("CREATE VIEW public.rich_v_%s AS SELECT id FROM public.rich_t_%s", tag, tag),
+		fmt.Sprintf("GRANT SELECT ON public.rich_v_%s TO PUBLIC", tag),
+		fmt.Sprintf("CREATE FUNCTION public.rich_f_%s() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1'", tag))
+	t.Cleanup(func() {
+		execSQL(t, a, fmt.Sprintf("DROP VIEW IF EXISTS public.rich_v_%s; DROP TABLE IF EXISTS public.rich_t_%s; DROP FUNCTION IF EXISTS public.rich_f_%s()", tag, tag, tag))
+	})
+	member := plainRole(t, a, "richmember", "")
+	execSQL(t, a, fmt.Sprintf("GRANT %s TO %s", quoteIdent(user), quoteIdent(member)))
+	return user
+}
+
+// deleteAtOnce runs n DeleteUsers of user at the same time and returns
+// their errors joined.
+func deleteAtOnce(ctx context.Context, db *Postgres, user string, n int) error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = db.DeleteUser(ctx, dbplugin.DeleteUserRequest{Username: user})
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// TestLockoutConcurrentRevocationsOfOneUser: no lock serialises the
+// revocations of one user any more; two at once, and ten at once for a few
+// users, all succeed and the role is gone. It passed on 0fd987e too, where
+// an advisory lock made them take turns: it guards the path without one,
+// where every step of the first transaction (NOLOGIN and the disarming of
+// memberships, members, views and SECURITY DEFINER) runs concurrently.
+func TestLockoutConcurrentRevocationsOfOneUser(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	db := newDB(t, nil)
+	for _, n := range []int{2, 10, 10, 10} {
+		user := richUser(t, db, a)
+		if err := deleteAtOnce(boundedCtx(t, stallBound), db, user, n); err != nil {
+			t.Fatalf("%d revocations of %q at once: %v", n, user, err)
+		}
+		if roleExists(t, a, user) {
+			t.Fatalf("role %q survived %d revocations at once", user, n)
+		}
+	}
+}
+
+// TestLockoutEndsClientsReconnectingWithTheRoleKey: clients that log in as
+// the user in a loop, each session taking the old role key, do not hold
+// off DeleteUser; afterwards their logins fail and no session of the role
+// remains.
+func TestLockoutEndsClientsReconnectingWithTheRoleKey(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	db := newDB(t, nil)
+	user, password := loginUser(t, db)
+	oid := roleOID(t, a, user)
+	r := startReconnectors(t, 4, user, password, fmt.Sprintf(roleKeySQL, quoteLiteral(user)))
+	waitFor(t, func() bool { return sessionsOfRole(t, a, oid) >= 2 })
+	deleteGone(t, db, a, user)
+	assertNoSessionSurvives(t, a, r, oid, user, password)
+}
