@@ -252,12 +252,14 @@ func (st *state) revokeSQL(username string, final, contended bool) (string, erro
 	vals["transient"] = transientSQL
 	delete(vals, "allow_privileged")
 	vals["nologin"] = plainNologin
+	vals["holding_comment"] = holdingComment
 	var err0 error
 	if contended {
 		vals["nologin"], err0 = nologinContendedSQL.fill(map[string]string{"raise_prepared": raisePreparedSQL})
 	}
 	login, err1 := revokeLoginSQL.fill(vals)
 	delete(vals, "nologin")
+	delete(vals, "holding_comment")
 	vals["raise_prepared"] = raisePreparedSQL
 	delete(vals, "create_target")
 	delete(vals, "target")
@@ -451,11 +453,27 @@ func (st *state) rollbackOnePrepared(ctx context.Context, username string, tx pr
 		return err
 	}
 	if _, serr := conn.Exec(ctx, "SET ROLE "+quoteIdent(username)); serr != nil {
-		return err
+		// The membership revoke_login grants was rolled back with the
+		// transaction the prepared one held up: grant it here.
+		if _, gerr := conn.Exec(ctx, joinRoleSQL(username, st.poolCfg.ConnConfig.User)); gerr != nil {
+			return err
+		}
+		if _, serr := conn.Exec(ctx, "SET ROLE "+quoteIdent(username)); serr != nil {
+			return err
+		}
 	}
 	_, err = conn.Exec(ctx, rollback)
 	_, _ = conn.Exec(ctx, "RESET ROLE")
 	return err
+}
+
+// joinRoleSQL makes member a member of role, with the rights of role
+// (INHERIT) and the right to act as it (SET) on PostgreSQL 16+, where a
+// grant says so.
+func joinRoleSQL(role, member string) string {
+	grant := "GRANT " + quoteIdent(role) + " TO " + quoteIdent(member)
+	return "DO " + dollarQuote("BEGIN IF pg_catalog.current_setting('server_version_num')::int >= 160000 THEN EXECUTE "+
+		quoteLiteral(grant+" WITH INHERIT TRUE, SET TRUE")+"; ELSE EXECUTE "+quoteLiteral(grant)+"; END IF; END")
 }
 
 // scanTextArray reads a text[] in the text form the simple protocol

@@ -27,7 +27,7 @@ func TestSQLTemplateFill(t *testing.T) {
 // plugin, and the markers are the ones the Go that fills it supplies.
 func TestSQLFilesMarkers(t *testing.T) {
 	want := map[string][]string{
-		"revoke_login.sql":       {"role", "target", "create_target", "terminate", "nologin", "transient"},
+		"revoke_login.sql":       {"role", "target", "create_target", "terminate", "nologin", "transient", "holding_comment"},
 		"nologin_contended.sql":  {"raise_prepared"},
 		"revoke_role.sql":        {"role", "terminate", "final", "hand_over", "transient", "raise_prepared"},
 		"revoke_outcome.sql":     {"role"},

@@ -45,6 +45,20 @@ BEGIN
 			NULL;
 		END;
 	END IF;
+	-- The holding role, when the user owns something and it does not exist
+	-- yet, is made here, in this transaction that waits for nothing: made
+	-- in the hand-over, its uncommitted row would hold up every other
+	-- revocation's hand-over for as long as this one waits for a lock.
+	IF create_target AND pg_catalog.to_regrole(pg_catalog.quote_ident(target)) IS NULL
+		AND EXISTS (SELECT 1 FROM pg_catalog.pg_shdepend s WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass
+			AND s.refobjid = roid AND s.deptype = 'o') THEN
+		EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN NOINHERIT', target);
+		BEGIN
+			EXECUTE pg_catalog.format('COMMENT ON ROLE %I IS %L', target, /* @holding_comment */ NULL);
+		EXCEPTION WHEN insufficient_privilege THEN
+			NULL;
+		END;
+	END IF;
 	-- NOLOGIN: a plain statement, or, after it waited too long for the
 	-- user's row in pg_authid, nologin_contended.sql.
 	/* @nologin */ NULL;
