@@ -31,7 +31,7 @@ CREATE TYPE public.frange AS RANGE (SUBTYPE = float8, SUBTYPE_DIFF = public.rdif
 CREATE TABLE public.tr (r public.frange);
 INSERT INTO public.tr SELECT public.frange(g, g + 1) FROM pg_catalog.generate_series(1, 100) g;`)
 	_ = l.c.Close(testCtx(t))
-	revokeAndCheckDropped(t, l.db, l.user)
+	revokeDropped(t, l.db, l.a, l.user)
 	super := connectAs(t, pg.SuperUser, pg.SuperPassword, l.dbname)
 	if _, err := super.Exec(testCtx(t), "ANALYZE"); err != nil {
 		t.Fatalf("ANALYZE: %v", err)
@@ -62,8 +62,8 @@ INSERT INTO public.parent VALUES (1);
 INSERT INTO public.child VALUES (1);
 GRANT SELECT, DELETE ON public.parent TO %s;`, quoteIdent(l.acct)))
 	_ = l.c.Close(testCtx(t))
-	revokeAndCheckDropped(t, l.db, l.user)
-	ac := acctConn(t, l.acct, l.acctPassword, l.dbname)
+	revokeDropped(t, l.db, l.a, l.user)
+	ac := connectAs(t, l.acct, l.acctPassword, l.dbname)
 	_, err := ac.Exec(testCtx(t), "DELETE FROM public.parent")
 	t.Logf("DELETE by %s: %v", l.acct, err)
 	if isSuper(t, l.a, l.acct) {
@@ -120,7 +120,7 @@ END $f$;`)
 	if !roleExists(t, l.a, l.user) {
 		return
 	}
-	ac := acctConn(t, l.acct, l.acctPassword, l.dbname)
+	ac := connectAs(t, l.acct, l.acctPassword, l.dbname)
 	var got string
 	err := ac.QueryRow(testCtx(t), `SELECT public.run('SELECT s FROM public.secret')`).Scan(&got)
 	t.Logf("through the user's SECURITY DEFINER function: %q, %v", got, err)
@@ -168,7 +168,7 @@ CREATE POLICY p ON public.tc USING (public.ix(x) > 0);`)
 		}
 	}
 	_ = l.c.Close(testCtx(t))
-	revokeAndCheckDropped(t, l.db, l.user)
+	revokeDropped(t, l.db, l.a, l.user)
 	super := connectAs(t, pg.SuperUser, pg.SuperPassword, l.dbname)
 	for _, sql := range []string{"VACUUM FULL public.tc", "ANALYZE public.tc", "REINDEX TABLE public.tc",
 		"CLUSTER public.tc USING tc_d", "SELECT count(*) FROM public.tc"} {
@@ -203,7 +203,7 @@ END $f$;`, quoteIdent(l.acct)))
 		member = err == nil
 	}
 	_ = l.c.Close(testCtx(t))
-	locker := acctConn(t, l.acct, l.acctPassword, l.dbname)
+	locker := connectAs(t, l.acct, l.acctPassword, l.dbname)
 	mustExec(t, locker, "BEGIN; LOCK TABLE public.held IN ACCESS SHARE MODE")
 	for i := 0; i < 3; i++ {
 		_, err := l.db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: l.user})
@@ -212,7 +212,7 @@ END $f$;`, quoteIdent(l.acct)))
 	if !roleExists(t, l.a, l.user) {
 		return
 	}
-	ac := acctConn(t, l.acct, l.acctPassword, l.dbname)
+	ac := connectAs(t, l.acct, l.acctPassword, l.dbname)
 	var got string
 	err := ac.QueryRow(testCtx(t), `SELECT public.run('SELECT s FROM public.secret')`).Scan(&got)
 	t.Logf("through the user's SECURITY DEFINER function while revocation is blocked: %q, %v", got, err)
@@ -240,8 +240,8 @@ INSERT INTO public.parent VALUES (1);
 INSERT INTO public.child VALUES (1);
 GRANT SELECT, UPDATE ON public.parent TO %s;`, quoteIdent(l.acct)))
 	_ = l.c.Close(testCtx(t))
-	revokeAndCheckDropped(t, l.db, l.user)
-	ac := acctConn(t, l.acct, l.acctPassword, l.dbname)
+	revokeDropped(t, l.db, l.a, l.user)
+	ac := connectAs(t, l.acct, l.acctPassword, l.dbname)
 	_, err := ac.Exec(testCtx(t), "UPDATE public.parent SET id = 2")
 	t.Logf("UPDATE by %s: %v", l.acct, err)
 	if isSuper(t, l.a, l.acct) {

@@ -6,102 +6,13 @@ package postgres
 // hold. ("acct" is an ordinary role the attacker also controls.)
 
 import (
-	"context"
 	"fmt"
-	"maps"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
-
-// attackLab is what an attack starts from: a database of its own, the
-// plugin on it (extra merged into its configuration), acct, and a dynamic
-// user that may create in schema public, with an open session c.
-type attackLab struct {
-	dbname             string
-	a                  *pgxpool.Pool // superuser, on dbname
-	db                 *Postgres
-	acct, acctPassword string
-	user               string
-	c                  *pgx.Conn
-}
-
-func newAttackLab(t *testing.T, extra map[string]interface{}) *attackLab {
-	t.Helper()
-	l := &attackLab{}
-	l.dbname, l.a = isolatedDB(t)
-	cfg := map[string]interface{}{"connection_url": pg.TemplateURL(l.dbname)}
-	maps.Copy(cfg, extra)
-	l.db = newDB(t, cfg)
-	l.acct, l.acctPassword = attackerAccount(t, l.a)
-	l.user, l.c = leaseWithCreate(t, l.db, l.dbname)
-	return l
-}
-
-// leaseWithCreate is a dynamic user that may create in schema public (as
-// on PostgreSQL ≤ 14 for everyone, or granted by the role's statements, as
-// the package's own userOwningTable does), with an open session.
-func leaseWithCreate(t *testing.T, db *Postgres, dbname string) (string, *pgx.Conn) {
-	t.Helper()
-	req := newUserReq(createStmt, `GRANT CREATE ON SCHEMA public TO "{{name}}";`)
-	resp, err := db.NewUser(testCtx(t), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.Username, acctConn(t, resp.Username, req.Password, dbname)
-}
-
-// revokeAndCheckDropped revokes user through the plugin and fails unless
-// the role is gone.
-func revokeAndCheckDropped(t *testing.T, db *Postgres, user string) {
-	t.Helper()
-	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user}); err != nil {
-		t.Fatalf("DeleteUser: %v", err)
-	}
-	if roleExists(t, admin(t), user) {
-		t.Fatalf("%s was not dropped", user)
-	}
-}
-
-// acctConn logs in as user in dbname, for the rest of the test.
-func acctConn(t *testing.T, user, password, dbname string) *pgx.Conn {
-	t.Helper()
-	c, err := pg.Connect(testCtx(t), user, password, dbname)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close(context.Background()) })
-	return c
-}
-
-func mustExec(t *testing.T, c *pgx.Conn, sql string) {
-	t.Helper()
-	if _, err := c.Exec(testCtx(t), sql); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
-// plantFormat creates public.format(text, text, text), a better match than
-// pg_catalog's variadic format() for a call with three text arguments,
-// which makes acct a superuser when a superuser calls it.
-func plantFormat(t *testing.T, c *pgx.Conn, acct string) {
-	t.Helper()
-	mustExec(t, c, fmt.Sprintf(`
-CREATE FUNCTION public.format(f text, a text, b text) RETURNS text LANGUAGE plpgsql AS $f$
-BEGIN
-	%s
-	RETURN pg_catalog.format(f, a, b);
-END $f$;`, escalate(acct)))
-}
-
-// escalate is a PL/pgSQL statement that makes acct a superuser, and does
-// nothing (no error) unless a superuser runs it.
-func escalate(acct string) string {
-	return fmt.Sprintf(`BEGIN EXECUTE 'ALTER ROLE %s SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;`, quoteIdent(acct))
-}
 
 // 1. A rewrite rule on a table the user owns. Rule actions are checked with
 // the privileges of the table's owner, at every INSERT, by anyone: not "when
@@ -121,8 +32,8 @@ CREATE RULE r AS ON UPDATE TO public.outbox DO INSTEAD
 GRANT UPDATE ON public.outbox TO PUBLIC;`, quoteLiteral(l.acct)))
 	_ = l.c.Close(testCtx(t))
 
-	revokeAndCheckDropped(t, l.db, l.user)
-	ac := acctConn(t, l.acct, l.acctPassword, l.dbname)
+	revokeDropped(t, l.db, l.a, l.user)
+	ac := connectAs(t, l.acct, l.acctPassword, l.dbname)
 	_, err := ac.Exec(testCtx(t), "INSERT INTO public.inbox VALUES (1)")
 	t.Logf("INSERT by %s: err=%v", l.acct, err)
 	_, err = ac.Exec(testCtx(t), "UPDATE public.outbox SET x = 2")
@@ -196,7 +107,7 @@ func TestAttackPlantedOperatorAtReaping(t *testing.T) {
 	dbname, a := isolatedDB(t)
 	db, _ := newReaperDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname), "reap_orphans_after": "1h"}, 24*time.Hour, true)
 	acct, _ := attackerAccount(t, a)
-	_, c := leaseWithCreate(t, db, dbname)
+	_, _, c := leaseWithCreate(t, db, dbname)
 	plantOidRegclassEq(t, c, acct)
 	_ = c.Close(testCtx(t))
 
@@ -219,7 +130,7 @@ BEGIN %s RETURN pg_catalog.format(f, a); END $f$;
 CREATE TABLE public.t (x int);
 CREATE FUNCTION public.sd() RETURNS int SECURITY DEFINER LANGUAGE sql AS 'SELECT 1';`, escalate(l.acct)))
 	_ = l.c.Close(testCtx(t))
-	revokeAndCheckDropped(t, l.db, l.user)
+	revokeDropped(t, l.db, l.a, l.user)
 	if isSuper(t, l.a, l.acct) {
 		t.Errorf("revocation ran a planted operator/function as the admin")
 	}
@@ -242,7 +153,7 @@ CREATE POLICY p ON public.tt USING (pg_catalog.current_user() IS NOT NULL);
 ALTER DEFAULT PRIVILEGES GRANT ALL ON TABLES TO PUBLIC;
 SELECT lo_create(0);`, escalate(l.acct)))
 	_ = l.c.Close(testCtx(t))
-	revokeAndCheckDropped(t, l.db, l.user)
+	revokeDropped(t, l.db, l.a, l.user)
 	if isSuper(t, l.a, l.acct) {
 		t.Errorf("the hand-over fired the revoked user's code as the admin")
 	}
@@ -289,7 +200,7 @@ CREATE INDEX tix_plain ON public.tix (x, pg_catalog.abs(y));`)
 		mustExec(t, l.c, `CREATE STATISTICS public.tix_stat ON (public.ix(x)), y FROM public.tix`)
 	}
 	_ = l.c.Close(testCtx(t))
-	revokeAndCheckDropped(t, l.db, l.user)
+	revokeDropped(t, l.db, l.a, l.user)
 	super := connectAs(t, pg.SuperUser, pg.SuperPassword, l.dbname)
 	for _, sql := range []string{"ANALYZE public.tix", "REINDEX TABLE public.tix"} {
 		if _, err := super.Exec(testCtx(t), sql); err != nil {
@@ -319,8 +230,8 @@ func TestAttackMaintainRefreshAfterHandOver(t *testing.T) {
 CREATE MATERIALIZED VIEW public.mv AS SELECT 1 AS x FROM (SELECT public.esc()) s;
 GRANT MAINTAIN ON public.mv TO %s;`, quoteIdent(l.acct)))
 	_ = l.c.Close(testCtx(t))
-	revokeAndCheckDropped(t, l.db, l.user)
-	ac := acctConn(t, l.acct, l.acctPassword, l.dbname)
+	revokeDropped(t, l.db, l.a, l.user)
+	ac := connectAs(t, l.acct, l.acctPassword, l.dbname)
 	_, err := ac.Exec(testCtx(t), "REFRESH MATERIALIZED VIEW public.mv")
 	t.Logf("REFRESH by %s: %v", l.acct, err)
 	if isSuper(t, l.a, l.acct) {

@@ -19,48 +19,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// isolatedDB creates a database of its own, so that objects a test plants
-// in its public schema cannot reach other tests, and returns its name and a
-// superuser pool to it.
-func isolatedDB(t *testing.T) (string, *pgxpool.Pool) {
-	t.Helper()
-	a := admin(t)
-	name := "rv_" + randSuffix()
-	execSQL(t, a, "CREATE DATABASE "+quoteIdent(name))
-	t.Cleanup(func() {
-		_, _ = a.Exec(context.Background(), "DROP DATABASE IF EXISTS "+quoteIdent(name)+" WITH (FORCE)")
-	})
-	cfg, err := pgxpool.ParseConfig(pg.URL(pg.SuperUser, pg.SuperPassword, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := pgxpool.NewWithConfig(testCtx(t), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	return name, p
-}
-
-// attackerAccount is a login role the holder of a lease also controls (an
-// ordinary application account): the prize of an escalation.
-func attackerAccount(t *testing.T, a *pgxpool.Pool) (string, string) {
-	t.Helper()
-	user, password := "acct_"+randSuffix(), "Aa1-"+randSuffix()
-	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s", quoteIdent(user), quoteLiteral(password)))
-	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(user)) })
-	return user, password
-}
-
-func isSuper(t *testing.T, a *pgxpool.Pool, user string) bool {
-	t.Helper()
-	var super bool
-	if err := a.QueryRow(testCtx(t), "SELECT rolsuper FROM pg_roles WHERE rolname = $1", user).Scan(&super); err != nil {
-		t.Fatal(err)
-	}
-	return super
-}
-
 // TestReviewRevocationIgnoresPlantedFunctions: the revocation runs as the
 // plugin's admin (often a superuser) with the session's search_path, and its
 // PL/pgSQL calls format() and cardinality() unqualified. A dynamic user that
