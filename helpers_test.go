@@ -10,6 +10,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -378,6 +379,18 @@ func leaseWithCreate(t *testing.T, db *Postgres, dbname string) (user, password 
 	return resp.Username, req.Password, connectAs(t, resp.Username, req.Password, dbname)
 }
 
+// asAcct opens a session as acct in the lab's database.
+func (l *attackLab) asAcct(t *testing.T) *pgx.Conn {
+	t.Helper()
+	return connectAs(t, l.acct, l.acctPassword, l.dbname)
+}
+
+// asSuper opens a session as the superuser in the lab's database.
+func (l *attackLab) asSuper(t *testing.T) *pgx.Conn {
+	t.Helper()
+	return connectAs(t, pg.SuperUser, pg.SuperPassword, l.dbname)
+}
+
 // escalate is a PL/pgSQL statement that makes acct a superuser, and does
 // nothing (no error) unless a superuser runs it.
 func escalate(acct string) string {
@@ -395,4 +408,62 @@ BEGIN
 	%s
 	RETURN pg_catalog.format(f, a, b);
 END $f$;`, escalate(acct)))
+}
+
+// plantEscalation gives the lab the revoked user's payload: public.ran_as,
+// made by the superuser, which anyone may insert into; and, made by the
+// dynamic user, public.esc(), a VOLATILE function that records current_user
+// in public.ran_as and makes acct a superuser when a superuser runs it, and
+// public.ix(int), an IMMUTABLE wrapper that index, statistics, partition
+// key and CHECK expressions may call.
+func (l *attackLab) plantEscalation(t *testing.T) {
+	t.Helper()
+	execSQL(t, l.a, `CREATE TABLE public.ran_as (who text); GRANT INSERT ON public.ran_as TO PUBLIC`)
+	mustExec(t, l.c, fmt.Sprintf(`
+CREATE FUNCTION public.esc() RETURNS void VOLATILE LANGUAGE plpgsql AS $f$
+BEGIN
+	INSERT INTO public.ran_as VALUES (current_user);
+	IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+		EXECUTE 'ALTER ROLE ' || quote_ident(%s) || ' SUPERUSER';
+	END IF;
+END $f$;
+CREATE FUNCTION public.ix(x int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $f$
+BEGIN
+	PERFORM public.esc();
+	RETURN x;
+END $f$;`, quoteLiteral(l.acct)))
+}
+
+// clearRanAs forgets who ran esc() so far (the user itself, making its
+// objects).
+func (l *attackLab) clearRanAs(t *testing.T) {
+	t.Helper()
+	execSQL(t, l.a, "TRUNCATE public.ran_as")
+}
+
+// ranAs lists the roles esc() ran as since clearRanAs.
+func (l *attackLab) ranAs(t *testing.T) []string {
+	t.Helper()
+	var who []string
+	if err := l.a.QueryRow(testCtx(t), "SELECT coalesce(array_agg(DISTINCT who ORDER BY who), '{}') FROM public.ran_as").Scan(&who); err != nil {
+		t.Fatal(err)
+	}
+	return who
+}
+
+// assertRanAsHolding checks that what (the action that followed the
+// revocation) ran the revoked user's code, as the holding role and no one
+// else, and that acct did not become a superuser.
+func (l *attackLab) assertRanAsHolding(t *testing.T, what string) {
+	t.Helper()
+	who := l.ranAs(t)
+	if isSuper(t, l.a, l.acct) {
+		t.Errorf("%s ran the revoked user's code as %v: %s is now a superuser", what, who, l.acct)
+	}
+	switch {
+	case len(who) == 0:
+		t.Errorf("%s did not run the revoked user's code at all: the test proves nothing", what)
+	case !slices.Equal(who, []string{holdingRole}):
+		t.Errorf("%s ran the revoked user's code as %v, want only the holding role %s", what, who, holdingRole)
+	}
 }

@@ -68,61 +68,6 @@ END $f$;`, quoteIdent(acct))
 	}
 }
 
-// TestReviewReassignedCodeRunsAsAdmin: the default revocation hands what the
-// user owns to reassign_owned_to, by default the admin Vault connects as,
-// usually a superuser. Code the user wrote then runs with the admin's
-// rights: a SECURITY DEFINER function (EXECUTE is granted to PUBLIC by
-// default) and a view (it reads with its owner's rights) the user left
-// behind give any other account the admin's powers once the lease is
-// revoked. The same holds for trigger, index-expression and default
-// functions the admin later runs (autovacuum, ANALYZE, REINDEX as the new
-// table owner).
-func TestReviewReassignedCodeRunsAsAdmin(t *testing.T) {
-	dbname, a := isolatedDB(t)
-	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname)})
-	acct, acctPassword := attackerAccount(t, a)
-
-	req := newUserReq(createStmt, `GRANT CREATE ON SCHEMA public TO "{{name}}";`)
-	resp, err := db.NewUser(testCtx(t), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := pg.Connect(testCtx(t), resp.Username, req.Password, dbname)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plant := fmt.Sprintf(`
-CREATE FUNCTION public.later() RETURNS void SECURITY DEFINER LANGUAGE plpgsql AS $f$
-BEGIN EXECUTE 'ALTER ROLE %s SUPERUSER'; END $f$;
-CREATE VIEW public.peek AS SELECT rolname, rolpassword FROM pg_catalog.pg_authid;
-GRANT SELECT ON public.peek TO PUBLIC;`, quoteIdent(acct))
-	if _, err := c.Exec(testCtx(t), plant); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.Close(testCtx(t))
-
-	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: resp.Username}); err != nil {
-		t.Fatalf("DeleteUser: %v", err)
-	}
-
-	ac, err := pg.Connect(testCtx(t), acct, acctPassword, dbname)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ac.Close(context.Background())
-	var secret string
-	if pg.VersionNum < 150000 {
-		// Views gained security_invoker in 15: before, a view always runs
-		// with its owner's rights (README: name an unprivileged role).
-		t.Log("PostgreSQL < 15: the view check is skipped")
-	} else if err := ac.QueryRow(testCtx(t), "SELECT coalesce(rolpassword, '') FROM public.peek WHERE rolname = $1", pg.SuperUser).Scan(&secret); err == nil {
-		t.Errorf("after the revocation, %s reads the superuser's password verifier through the revoked user's view (%.14s…)", acct, secret)
-	}
-	if _, err := ac.Exec(testCtx(t), "SELECT public.later()"); err == nil && isSuper(t, a, acct) {
-		t.Errorf("after the revocation, %s became a superuser through the revoked user's SECURITY DEFINER function", acct)
-	}
-}
-
 // TestReviewQuotedLanguageName: DO takes its language as a name or a string
 // (DO LANGUAGE 'plpgsql' $$…$$, the quoted form older scripts use). After a
 // quoted language name the renderer took the body for data and pasted values

@@ -1,0 +1,440 @@
+package postgres
+
+// What a revoked dynamic user leaves behind, once handed over. A user that
+// may create objects plants code that PostgreSQL runs as an object's owner
+// (ANALYZE, REINDEX, a foreign key's cascade, a rule, a view), so after the
+// hand-over it must run as the holding role, never as the admin; and what
+// lets others act with the user's rights must go first. ("acct" is an
+// ordinary login role the attacker also controls; esc() records who runs it
+// and makes acct a superuser when a superuser does: plantEscalation.)
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+)
+
+// TestHandOverDisablesRulesOnTables: a rule's action runs with its
+// relation's owner's rights, at every INSERT, by anyone allowed to write. A
+// rule on the user's table is disabled before the table changes hands; a
+// rule on its view serves no one, since others' privileges on the user's
+// views are revoked.
+func TestHandOverDisablesRulesOnTables(t *testing.T) {
+	l := newAttackLab(t, nil)
+	mustExec(t, l.c, fmt.Sprintf(`
+CREATE TABLE public.inbox (x int);
+CREATE RULE r AS ON INSERT TO public.inbox DO ALSO
+	UPDATE pg_catalog.pg_authid SET rolsuper = true WHERE rolname = %[1]s;
+GRANT INSERT ON public.inbox TO PUBLIC;
+CREATE VIEW public.outbox AS SELECT 1 AS x;
+CREATE RULE r AS ON UPDATE TO public.outbox DO INSTEAD
+	UPDATE pg_catalog.pg_authid SET rolsuper = true WHERE rolname = %[1]s;
+GRANT UPDATE ON public.outbox TO PUBLIC;`, quoteLiteral(l.acct)))
+	_ = l.c.Close(testCtx(t))
+
+	revokeDropped(t, l.db, l.a, l.user)
+	ac := l.asAcct(t)
+	_, err := ac.Exec(testCtx(t), "INSERT INTO public.inbox VALUES (1)")
+	t.Logf("INSERT by %s: err=%v", l.acct, err)
+	_, err = ac.Exec(testCtx(t), "UPDATE public.outbox SET x = 2")
+	t.Logf("UPDATE of the view by %s: err=%v", l.acct, err)
+	if isSuper(t, l.a, l.acct) {
+		t.Errorf("after revocation, %s wrote through the revoked user's table and view, and their rules made it a superuser", l.acct)
+	}
+	var enabled string
+	if err := l.a.QueryRow(testCtx(t), `SELECT ev_enabled::text FROM pg_rewrite WHERE ev_class = 'public.inbox'::regclass AND rulename = 'r'`).Scan(&enabled); err != nil || enabled != "D" {
+		t.Errorf("the rule on the handed-over table: ev_enabled = %q (%v), want D (disabled)", enabled, err)
+	}
+}
+
+// TestHandOverFiresNoUserCode: a trigger (and an event trigger attempt) on
+// objects the user owns, a policy and a large object: REASSIGN OWNED and
+// DROP OWNED fire none of the user's code.
+func TestHandOverFiresNoUserCode(t *testing.T) {
+	l := newAttackLab(t, nil)
+	l.plantEscalation(t)
+	mustExec(t, l.c, `CREATE FUNCTION public.tf() RETURNS event_trigger LANGUAGE plpgsql AS $f$ BEGIN PERFORM public.esc(); END $f$;`)
+	if _, err := l.c.Exec(testCtx(t), `CREATE EVENT TRIGGER et ON ddl_command_start EXECUTE FUNCTION public.tf()`); err == nil {
+		t.Errorf("a dynamic user created an event trigger")
+	}
+	mustExec(t, l.c, `
+CREATE TABLE public.tt (x int);
+CREATE FUNCTION public.tg() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN PERFORM public.esc(); RETURN NULL; END $f$;
+CREATE TRIGGER tg AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON public.tt FOR EACH STATEMENT EXECUTE FUNCTION public.tg();
+CREATE POLICY p ON public.tt USING (pg_catalog.current_user() IS NOT NULL);
+SELECT lo_create(0);`)
+	_ = l.c.Close(testCtx(t))
+	l.clearRanAs(t)
+	revokeDropped(t, l.db, l.a, l.user)
+	if who := l.ranAs(t); len(who) != 0 || isSuper(t, l.a, l.acct) {
+		t.Errorf("the hand-over ran the revoked user's code (as %v)", who)
+	}
+}
+
+// TestHandOverDropsDefaultPrivileges: default privileges the user set would
+// grant on whatever the receiving role creates later; they go with the
+// user.
+func TestHandOverDropsDefaultPrivileges(t *testing.T) {
+	l := newAttackLab(t, nil)
+	mustExec(t, l.c, `CREATE TABLE public.td (x int); ALTER DEFAULT PRIVILEGES GRANT ALL ON TABLES TO PUBLIC;`)
+	_ = l.c.Close(testCtx(t))
+	revokeDropped(t, l.db, l.a, l.user)
+	var n int
+	if err := l.a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_default_acl").Scan(&n); err != nil || n != 0 {
+		t.Errorf("default privileges of the revoked user survived: %d (%v)", n, err)
+	}
+}
+
+// TestHandOverIndexExpressionsRunAsHoldingRole: index expressions and
+// predicates, and expression statistics, run as their table's owner
+// whenever the table is analyzed (autovacuum does it by itself once enough
+// rows change) or reindexed. They are kept, and run as the holding role.
+func TestHandOverIndexExpressionsRunAsHoldingRole(t *testing.T) {
+	l := newAttackLab(t, nil)
+	l.plantEscalation(t)
+	mustExec(t, l.c, `
+CREATE TABLE public.tix (x int, y int);
+INSERT INTO public.tix SELECT g, g FROM pg_catalog.generate_series(1, 10) g;
+CREATE INDEX tix_expr ON public.tix (public.ix(x));
+CREATE INDEX tix_pred ON public.tix (y) WHERE public.ix(y) > 0;
+CREATE INDEX tix_plain ON public.tix (x, pg_catalog.abs(y));
+CREATE STATISTICS public.tix_stat ON (public.ix(x)), y FROM public.tix;`)
+	_ = l.c.Close(testCtx(t))
+	revokeDropped(t, l.db, l.a, l.user)
+	super := l.asSuper(t)
+	for _, sql := range []string{"ANALYZE public.tix", "REINDEX TABLE public.tix"} {
+		l.clearRanAs(t)
+		if _, err := super.Exec(testCtx(t), sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		l.assertRanAsHolding(t, sql+" by the superuser")
+	}
+	var kept bool
+	if err := super.QueryRow(testCtx(t), `SELECT (SELECT count(*) FROM public.tix) = 10
+		AND (SELECT count(*) FROM pg_index WHERE indrelid = 'public.tix'::regclass) = 3
+		AND to_regclass('public.tix_plain') IS NOT NULL
+		AND EXISTS (SELECT FROM pg_statistic_ext WHERE stxname = 'tix_stat')`).Scan(&kept); err != nil || !kept {
+		t.Errorf("the table's rows, its three indexes or its statistics were not kept (%v)", err)
+	}
+}
+
+// TestHandOverRangeSubtypeDiffRunsAsHoldingRole: a range type's
+// subtype_diff function is an ordinary function any role may write, and
+// ANALYZE of a column of that range type calls it (range_typanalyze
+// computes the length histogram with it) as the table's owner,
+// autovacuum's ANALYZE included.
+func TestHandOverRangeSubtypeDiffRunsAsHoldingRole(t *testing.T) {
+	for _, tc := range []struct{ name, column string }{
+		{"range column", "public.frange"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l := newAttackLab(t, nil)
+			l.plantEscalation(t)
+			mustExec(t, l.c, `
+CREATE FUNCTION public.rdiff(a float8, b float8) RETURNS float8 IMMUTABLE LANGUAGE plpgsql AS $f$
+BEGIN
+	PERFORM public.esc();
+	RETURN a - b;
+END $f$;
+CREATE TYPE public.frange AS RANGE (SUBTYPE = float8, SUBTYPE_DIFF = public.rdiff);
+CREATE DOMAIN public.frange1 AS public.frange;
+CREATE DOMAIN public.frange2 AS public.frange1;
+CREATE TABLE public.tr (r `+tc.column+`);
+INSERT INTO public.tr SELECT public.frange(g, g + 1) FROM pg_catalog.generate_series(1, 100) g;`)
+			_ = l.c.Close(testCtx(t))
+			revokeDropped(t, l.db, l.a, l.user)
+			l.clearRanAs(t)
+			if _, err := l.asSuper(t).Exec(testCtx(t), "ANALYZE"); err != nil {
+				t.Fatalf("ANALYZE: %v", err)
+			}
+			l.assertRanAsHolding(t, "a database-wide ANALYZE by the superuser (what autovacuum does)")
+		})
+	}
+}
+
+// cascadeCase is code on a table that a foreign key's cascade reaches: the
+// cascade runs as the referencing table's owner, whoever changed the
+// referenced row. setup runs as the superuser, plant as the dynamic user,
+// fire as acct after the revocation; {user} and {acct} stand for their
+// quoted names.
+type cascadeCase struct{ name, setup, plant, fire string }
+
+var cascadeCases = []cascadeCase{
+	{name: "trigger fired by ON DELETE CASCADE", plant: `
+CREATE TABLE public.parent (id int PRIMARY KEY);
+CREATE TABLE public.child (id int REFERENCES public.parent ON DELETE CASCADE);
+CREATE FUNCTION public.ctg() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+	PERFORM public.esc();
+	RETURN OLD;
+END $f$;
+CREATE TRIGGER ctg BEFORE DELETE ON public.child FOR EACH ROW EXECUTE FUNCTION public.ctg();
+INSERT INTO public.parent VALUES (1);
+INSERT INTO public.child VALUES (1);
+GRANT SELECT, DELETE ON public.parent TO {acct};`, fire: "DELETE FROM public.parent"},
+	{name: "CHECK calling the user's function under ON UPDATE CASCADE", plant: `
+CREATE TABLE public.parent (id int PRIMARY KEY);
+CREATE TABLE public.child (id int REFERENCES public.parent ON UPDATE CASCADE CHECK (public.ix(id) > 0));
+INSERT INTO public.parent VALUES (1);
+INSERT INTO public.child VALUES (1);
+GRANT SELECT, UPDATE ON public.parent TO {acct};`, fire: "UPDATE public.parent SET id = 2"},
+}
+
+// TestHandOverCascadeCodeRunsAsHoldingRole: any role the user let change
+// the referenced table (acct) fires the cascade after the revocation, and
+// whatever code the referencing table runs then runs as the holding role.
+func TestHandOverCascadeCodeRunsAsHoldingRole(t *testing.T) {
+	for _, tc := range cascadeCases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l := newAttackLab(t, nil)
+			l.plantEscalation(t)
+			names := strings.NewReplacer("{user}", quoteIdent(l.user), "{acct}", quoteIdent(l.acct))
+			if tc.setup != "" {
+				execSQL(t, l.a, names.Replace(tc.setup))
+			}
+			mustExec(t, l.c, names.Replace(tc.plant))
+			_ = l.c.Close(testCtx(t))
+			revokeDropped(t, l.db, l.a, l.user)
+			l.clearRanAs(t)
+			_, err := l.asAcct(t).Exec(testCtx(t), tc.fire)
+			l.assertRanAsHolding(t, fmt.Sprintf("%s by %s after the revocation (error: %v)", tc.fire, l.acct, err))
+		})
+	}
+}
+
+// TestHandOverColumnCodeNotRunByMaintenance: code the user attaches to a
+// table's columns (CHECK constraints, DEFAULTs, stored generated columns, a
+// domain with a CHECK, a policy) is evaluated for whoever writes or reads,
+// so a superuser's VACUUM FULL, ANALYZE, REINDEX or CLUSTER runs none of it;
+// an operator class and a base type (which could bring a typanalyze or a
+// plain index's support function) need a superuser.
+func TestHandOverColumnCodeNotRunByMaintenance(t *testing.T) {
+	l := newAttackLab(t, nil)
+	l.plantEscalation(t)
+	mustExec(t, l.c, `
+CREATE DOMAIN public.d AS int CHECK (public.ix(VALUE) IS NOT NULL);
+CREATE TABLE public.tc (
+	x int CHECK (public.ix(x) > 0) DEFAULT public.ix(1),
+	g int GENERATED ALWAYS AS (public.ix(x)) STORED,
+	d public.d);
+INSERT INTO public.tc (x, d) SELECT g, g FROM pg_catalog.generate_series(1, 50) g;
+CREATE INDEX tc_d ON public.tc (d);
+CREATE INDEX tc_g ON public.tc (g);
+ALTER TABLE public.tc ENABLE ROW LEVEL SECURITY;
+CREATE POLICY p ON public.tc USING (public.ix(x) > 0);`)
+	for _, sql := range []string{
+		`CREATE OPERATOR CLASS public.oc FOR TYPE int USING btree AS OPERATOR 1 <, FUNCTION 1 btint4cmp(int, int)`,
+		`CREATE TYPE public.bt (INPUT = int4in, OUTPUT = int4out)`,
+	} {
+		if _, err := l.c.Exec(testCtx(t), sql); err == nil {
+			t.Errorf("a dynamic user may run %s", sql)
+		}
+	}
+	_ = l.c.Close(testCtx(t))
+	revokeDropped(t, l.db, l.a, l.user)
+	l.clearRanAs(t)
+	super := l.asSuper(t)
+	for _, sql := range []string{"VACUUM FULL public.tc", "ANALYZE public.tc", "REINDEX TABLE public.tc",
+		"CLUSTER public.tc USING tc_d", "SELECT count(*) FROM public.tc"} {
+		if _, err := super.Exec(testCtx(t), sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	if who := l.ranAs(t); len(who) != 0 || isSuper(t, l.a, l.acct) {
+		t.Errorf("maintenance by the superuser ran code the revoked user attached to a table's columns (as %v)", who)
+	}
+}
+
+// TestHandOverRevokesMaintain (PostgreSQL 17+): MAINTAIN, granted by the
+// user on its materialized view, would let another role refresh it after
+// the hand-over, running the view's query as its owner. It is revoked.
+func TestHandOverRevokesMaintain(t *testing.T) {
+	needPG(t)
+	if pg.VersionNum < 170000 {
+		t.Skip("MAINTAIN is PostgreSQL 17+")
+	}
+	l := newAttackLab(t, nil)
+	l.plantEscalation(t)
+	mustExec(t, l.c, fmt.Sprintf(`
+CREATE MATERIALIZED VIEW public.mv AS SELECT 1 AS x FROM (SELECT public.esc()) s;
+GRANT MAINTAIN ON public.mv TO %s;`, quoteIdent(l.acct)))
+	_ = l.c.Close(testCtx(t))
+	revokeDropped(t, l.db, l.a, l.user)
+	_, err := l.asAcct(t).Exec(testCtx(t), "REFRESH MATERIALIZED VIEW public.mv")
+	if err == nil {
+		t.Errorf("after the hand-over, %s still refreshes the revoked user's materialized view", l.acct)
+	}
+	if isSuper(t, l.a, l.acct) {
+		t.Errorf("after the hand-over, %s refreshed the revoked user's materialized view and its query made it a superuser", l.acct)
+	}
+}
+
+// TestHandOverDisarmsDefinerRoutinesAndViews: a SECURITY DEFINER function
+// (EXECUTE is granted to PUBLIC by default) runs with its owner's rights,
+// and a view reads with its owner's: once handed over, neither may give
+// another account the new owner's rights. The function becomes SECURITY
+// INVOKER, and others' privileges on the view are revoked (on every
+// version: security_invoker views are 15+ only).
+func TestHandOverDisarmsDefinerRoutinesAndViews(t *testing.T) {
+	l := newAttackLab(t, nil)
+	mustExec(t, l.c, fmt.Sprintf(`
+CREATE FUNCTION public.later() RETURNS void SECURITY DEFINER LANGUAGE plpgsql AS $f$
+BEGIN EXECUTE 'ALTER ROLE %s SUPERUSER'; END $f$;
+CREATE VIEW public.peek AS SELECT rolname, rolpassword FROM pg_catalog.pg_authid;
+GRANT SELECT ON public.peek TO PUBLIC;`, quoteIdent(l.acct)))
+	_ = l.c.Close(testCtx(t))
+	revokeDropped(t, l.db, l.a, l.user)
+
+	ac := l.asAcct(t)
+	var secret string
+	if err := ac.QueryRow(testCtx(t), "SELECT coalesce(rolpassword, '') FROM public.peek WHERE rolname = $1", pg.SuperUser).Scan(&secret); err == nil {
+		t.Errorf("after the revocation, %s reads the superuser's password verifier through the revoked user's view (%.14s…)", l.acct, secret)
+	}
+	_, err := ac.Exec(testCtx(t), "SELECT public.later()")
+	t.Logf("SELECT public.later() by %s: %v", l.acct, err)
+	if isSuper(t, l.a, l.acct) {
+		t.Errorf("after the revocation, %s became a superuser through the revoked user's SECURITY DEFINER function", l.acct)
+	}
+	var definer bool
+	if err := l.a.QueryRow(testCtx(t), "SELECT prosecdef FROM pg_proc WHERE oid = 'public.later()'::regprocedure").Scan(&definer); err != nil || definer {
+		t.Errorf("the handed-over function: prosecdef = %v (%v), want SECURITY INVOKER", definer, err)
+	}
+}
+
+// definerAccess gives the lab what the user's creation statements granted
+// it (read access to public.secret, made by the superuser), and the user's
+// way to lend it: public.run(q), a SECURITY DEFINER function that runs any
+// query as the user. Before PostgreSQL 16 a role may also grant membership
+// in itself: member says whether acct became one.
+func (l *attackLab) definerAccess(t *testing.T) (member bool) {
+	t.Helper()
+	execSQL(t, l.a, `CREATE TABLE public.secret (s text); INSERT INTO public.secret VALUES ('the data')`)
+	execSQL(t, l.a, "GRANT SELECT ON public.secret TO "+quoteIdent(l.user))
+	mustExec(t, l.c, `
+CREATE FUNCTION public.run(q text) RETURNS SETOF text SECURITY DEFINER LANGUAGE plpgsql AS $f$
+BEGIN
+	RETURN QUERY EXECUTE q;
+END $f$;`)
+	if pg.VersionNum < 160000 {
+		_, err := l.c.Exec(testCtx(t), "GRANT "+quoteIdent(l.user)+" TO "+quoteIdent(l.acct))
+		t.Logf("GRANT %s TO %s by the user itself: %v", l.user, l.acct, err)
+		return err == nil
+	}
+	return false
+}
+
+// assertNoDefinerAccess checks that acct reads public.secret neither
+// through the user's SECURITY DEFINER function nor as a member of the user.
+func (l *attackLab) assertNoDefinerAccess(t *testing.T, member bool, while string) {
+	t.Helper()
+	ac := l.asAcct(t)
+	var got string
+	err := ac.QueryRow(testCtx(t), `SELECT public.run('SELECT s FROM public.secret')`).Scan(&got)
+	t.Logf("through the user's SECURITY DEFINER function %s: %q, %v", while, got, err)
+	if err == nil {
+		t.Errorf("%s, %s reads %q through the revoked user's SECURITY DEFINER function", while, l.acct, got)
+	}
+	if !member {
+		return
+	}
+	if _, err := ac.Exec(testCtx(t), "SET ROLE "+quoteIdent(l.user)); err == nil {
+		t.Errorf("%s, %s, made a member of the user by the user itself, still acts as it", while, l.acct)
+	}
+}
+
+// TestHandOverFailureLeavesNoDefinerAccess: a revocation whose hand-over
+// fails disables the role, and nothing the hand-over would have disarmed
+// may still act as the user: its SECURITY DEFINER routines and the roles
+// that are members of it go with NOLOGIN, before anything can fail. The
+// hand-over fails here because reassign_owned_to became a superuser after
+// configuration.
+func TestHandOverFailureLeavesNoDefinerAccess(t *testing.T) {
+	keeper := "keeper-" + randSuffix()
+	a := admin(t)
+	execSQL(t, a, "CREATE ROLE "+quoteIdent(keeper)+" NOLOGIN")
+	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+quoteIdent(keeper)) })
+	l := newAttackLab(t, map[string]interface{}{"reassign_owned_to": keeper})
+	member := l.definerAccess(t)
+	_ = l.c.Close(testCtx(t))
+	execSQL(t, a, "ALTER ROLE "+quoteIdent(keeper)+" SUPERUSER")
+	_, err := l.db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: l.user})
+	t.Logf("DeleteUser: %v", err)
+	if !roleExists(t, l.a, l.user) {
+		t.Fatal("the hand-over to a superuser did not fail: the test proves nothing")
+	}
+	assertNoLogin(t, l.user, l.password)
+	l.assertNoDefinerAccess(t, member, "after a failed hand-over")
+}
+
+// holdBackHandOver has acct, whom the user let read public.held, hold a
+// lock on it: each revocation commits NOLOGIN, then its hand-over waits
+// lock_timeout and fails (Vault retries).
+func (l *attackLab) holdBackHandOver(t *testing.T) {
+	t.Helper()
+	locker := l.asAcct(t)
+	mustExec(t, locker, "BEGIN; LOCK TABLE public.held IN ACCESS SHARE MODE")
+	for i := 0; i < 2; i++ {
+		_, err := l.db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: l.user})
+		t.Logf("DeleteUser #%d: %v", i+1, err)
+		if err == nil || !strings.Contains(err.Error(), "lock_timeout") {
+			t.Fatalf("revocation behind a lock: error = %v, want one naming lock_timeout", err)
+		}
+	}
+	if !roleExists(t, l.a, l.user) {
+		t.Fatal("the hand-over was not held back: the test proves nothing")
+	}
+	assertNoLogin(t, l.user, l.password)
+}
+
+// TestHandOverHeldBackLeavesNoDefinerAccess: while a lock held by a role
+// the user let read one of its tables holds the hand-over back, the user's
+// SECURITY DEFINER functions and the members it made already serve no one.
+func TestHandOverHeldBackLeavesNoDefinerAccess(t *testing.T) {
+	l := newAttackLab(t, map[string]interface{}{"lock_timeout": "300ms"})
+	member := l.definerAccess(t)
+	mustExec(t, l.c, fmt.Sprintf(`CREATE TABLE public.held (x int); GRANT SELECT ON public.held TO %s;`, quoteIdent(l.acct)))
+	_ = l.c.Close(testCtx(t))
+	l.holdBackHandOver(t)
+	l.assertNoDefinerAccess(t, member, "while the hand-over is held back")
+}
+
+// inheritedCase is a table of the user's whose code the hand-over once
+// tried to take apart, and failed on.
+type inheritedCase struct{ name, plant string }
+
+var inheritedCases = []inheritedCase{
+	// An attached partition's expression index, older than the parent's
+	// that adopted it: DROP INDEX on it fails (2BP01).
+	{"expression index on an attached partition", `
+CREATE TABLE public.pt_1 (x int);
+CREATE INDEX pt_1_ix ON public.pt_1 (public.ix(x));
+CREATE TABLE public.pt (x int) PARTITION BY RANGE (x);
+ALTER TABLE public.pt ATTACH PARTITION public.pt_1 FOR VALUES FROM (0) TO (100);
+CREATE INDEX pt_ix ON public.pt (public.ix(x));`},
+}
+
+// TestHandOverSucceedsWithInheritedObjects: what a user's partitioned or
+// inheriting tables carry does not stop the hand-over: the role is dropped
+// and the rows are kept.
+func TestHandOverSucceedsWithInheritedObjects(t *testing.T) {
+	for _, tc := range inheritedCases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l := newAttackLab(t, nil)
+			l.plantEscalation(t)
+			mustExec(t, l.c, tc.plant+`
+INSERT INTO public.pt VALUES (1), (2), (3);`)
+			_ = l.c.Close(testCtx(t))
+			revokeDropped(t, l.db, l.a, l.user)
+			var n int
+			var owner string
+			if err := l.a.QueryRow(testCtx(t), `SELECT (SELECT count(*) FROM public.pt), pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'public.pt'::regclass`).Scan(&n, &owner); err != nil || n != 3 || owner != holdingRole {
+				t.Errorf("public.pt after the revocation: %d rows, owner %q (%v); want 3 rows, owned by %s", n, owner, err, holdingRole)
+			}
+		})
+	}
+}
