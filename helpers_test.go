@@ -397,15 +397,21 @@ func escalate(acct string) string {
 	return fmt.Sprintf(`BEGIN EXECUTE 'ALTER ROLE %s SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;`, quoteIdent(acct))
 }
 
-// plantFormat creates public.format(text, text, text), a better match than
-// pg_catalog's variadic format() for a call with three text arguments,
-// which makes acct a superuser when a superuser calls it.
+// plantFormat creates public.format(text, text) and public.format(text,
+// text, text), better matches than pg_catalog's variadic format() for a
+// call with two or three text arguments, which make acct a superuser when a
+// superuser calls them, and otherwise do format's work.
 func plantFormat(t *testing.T, c *pgx.Conn, acct string) {
 	t.Helper()
 	mustExec(t, c, fmt.Sprintf(`
+CREATE FUNCTION public.format(f text, a text) RETURNS text LANGUAGE plpgsql AS $f$
+BEGIN
+	%[1]s
+	RETURN pg_catalog.format(f, a);
+END $f$;
 CREATE FUNCTION public.format(f text, a text, b text) RETURNS text LANGUAGE plpgsql AS $f$
 BEGIN
-	%s
+	%[1]s
 	RETURN pg_catalog.format(f, a, b);
 END $f$;`, escalate(acct)))
 }

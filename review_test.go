@@ -19,55 +19,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// TestReviewRevocationIgnoresPlantedFunctions: the revocation runs as the
-// plugin's admin (often a superuser) with the session's search_path, and its
-// PL/pgSQL calls format() and cardinality() unqualified. A dynamic user that
-// may create objects in a schema on that path (public: any role on
-// PostgreSQL 14 and older; here granted by the role's statements) plants an
-// overload that matches better than pg_catalog's variadic/polymorphic one,
-// and the revocation runs it as the admin: the user's other account becomes
-// a superuser.
-func TestReviewRevocationIgnoresPlantedFunctions(t *testing.T) {
-	dbname, a := isolatedDB(t)
-	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname)})
-	acct, _ := attackerAccount(t, a)
-
-	req := newUserReq(createStmt, `GRANT CREATE ON SCHEMA public TO "{{name}}";`)
-	resp, err := db.NewUser(testCtx(t), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	user := resp.Username
-	c, err := pg.Connect(testCtx(t), user, req.Password, dbname)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Each overload does the real work, so nothing looks wrong, and tries
-	// to make acct a superuser, which succeeds only when a superuser calls.
-	plant := fmt.Sprintf(`
-CREATE FUNCTION public.format(f text, a text) RETURNS text LANGUAGE plpgsql AS $f$
-BEGIN
-	BEGIN EXECUTE 'ALTER ROLE %[1]s SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
-	RETURN pg_catalog.format(f, a);
-END $f$;
-CREATE FUNCTION public.cardinality(x int[]) RETURNS int LANGUAGE plpgsql AS $f$
-BEGIN
-	BEGIN EXECUTE 'ALTER ROLE %[1]s SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
-	RETURN pg_catalog.cardinality(x);
-END $f$;`, quoteIdent(acct))
-	if _, err := c.Exec(testCtx(t), plant); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.Close(testCtx(t))
-
-	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user}); err != nil {
-		t.Fatalf("DeleteUser: %v", err)
-	}
-	if isSuper(t, a, acct) {
-		t.Fatalf("the revocation ran a function the revoked user planted in public: %s is now a superuser", acct)
-	}
-}
-
 // TestReviewQuotedLanguageName: DO takes its language as a name or a string
 // (DO LANGUAGE 'plpgsql' $$…$$, the quoted form older scripts use). After a
 // quoted language name the renderer took the body for data and pasted values
