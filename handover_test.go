@@ -128,6 +128,9 @@ CREATE STATISTICS public.tix_stat ON (public.ix(x)), y FROM public.tix;`)
 func TestHandOverRangeSubtypeDiffRunsAsHoldingRole(t *testing.T) {
 	for _, tc := range []struct{ name, column string }{
 		{"range column", "public.frange"},
+		// ANALYZE finds the range through any depth of domains
+		// (getBaseType), where a check that looks one domain deep does not.
+		{"domain over a domain over the range", "public.frange2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -181,6 +184,41 @@ CREATE TABLE public.child (id int REFERENCES public.parent ON UPDATE CASCADE CHE
 INSERT INTO public.parent VALUES (1);
 INSERT INTO public.child VALUES (1);
 GRANT SELECT, UPDATE ON public.parent TO {acct};`, fire: "UPDATE public.parent SET id = 2"},
+	// A domain's default lives in pg_type, not in pg_attrdef with the
+	// table's; SET DEFAULT evaluates it. The referenced table is not the
+	// user's.
+	{name: "domain DEFAULT under ON DELETE SET DEFAULT from a table the user does not own", setup: `
+CREATE TABLE public.parent (id int PRIMARY KEY);
+INSERT INTO public.parent VALUES (1);
+GRANT REFERENCES ON public.parent TO {user};
+GRANT SELECT, DELETE ON public.parent TO {acct};`, plant: `
+CREATE FUNCTION public.dflt() RETURNS int VOLATILE LANGUAGE plpgsql AS $f$
+BEGIN
+	PERFORM public.esc();
+	RETURN NULL;
+END $f$;
+CREATE DOMAIN public.ref AS int DEFAULT public.dflt();
+CREATE TABLE public.child (id public.ref REFERENCES public.parent ON DELETE SET DEFAULT);
+INSERT INTO public.child VALUES (1);`, fire: "DELETE FROM public.parent"},
+	// A CHECK that calls only pg_catalog, which runs SQL text: no
+	// dependency names the user's function.
+	{name: "CHECK running SQL text through query_to_xml under ON UPDATE CASCADE", plant: `
+CREATE TABLE public.parent (id int PRIMARY KEY);
+CREATE TABLE public.child (id int REFERENCES public.parent ON UPDATE CASCADE
+	CHECK (pg_catalog.query_to_xml('SELECT public.esc()', true, true, '') IS NOT NULL));
+INSERT INTO public.parent VALUES (1);
+INSERT INTO public.child VALUES (1);
+GRANT SELECT, UPDATE ON public.parent TO {acct};`, fire: "UPDATE public.parent SET id = 2"},
+	// The cascade's UPDATE moves the row to another partition: routing it
+	// evaluates the partition key.
+	{name: "partition key expression under ON UPDATE CASCADE moving the row", plant: `
+CREATE TABLE public.parent (id int PRIMARY KEY);
+CREATE TABLE public.child (id int REFERENCES public.parent ON UPDATE CASCADE) PARTITION BY RANGE (public.ix(id));
+CREATE TABLE public.child_low PARTITION OF public.child FOR VALUES FROM (0) TO (10);
+CREATE TABLE public.child_high PARTITION OF public.child FOR VALUES FROM (10) TO (100);
+INSERT INTO public.parent VALUES (1);
+INSERT INTO public.child VALUES (1);
+GRANT SELECT, UPDATE ON public.parent TO {acct};`, fire: "UPDATE public.parent SET id = 20"},
 }
 
 // TestHandOverCascadeCodeRunsAsHoldingRole: any role the user let change
