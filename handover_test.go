@@ -10,9 +10,11 @@ package postgres
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 )
 
@@ -475,4 +477,80 @@ INSERT INTO public.pt VALUES (1), (2), (3);`)
 			}
 		})
 	}
+}
+
+// tryInitialize runs Initialize with cfg (merged into baseConfig) and a
+// connection check, and returns its error.
+func tryInitialize(t *testing.T, cfg map[string]interface{}) error {
+	t.Helper()
+	db := newPostgres(hclog.NewNullLogger())
+	defer db.Close()
+	_, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: mergeConfig(cfg), VerifyConnection: true})
+	return err
+}
+
+// TestHandOverRefusesPrivilegedTarget: reassign_owned_to naming a
+// superuser, the admin itself or a role with the admin's rights would give
+// code revoked users leave behind those rights; configuration refuses it,
+// naming allow_privileged_reassign, which accepts it.
+func TestHandOverRefusesPrivilegedTarget(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	super, member := "super-"+randSuffix(), "member-"+randSuffix()
+	cr, crPw := createroleAdmin(t, a)
+	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s SUPERUSER NOLOGIN", quoteIdent(super)))
+	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s NOLOGIN; GRANT %s TO %[1]s", quoteIdent(member), quoteIdent(cr)))
+	t.Cleanup(func() {
+		execSQL(t, a, fmt.Sprintf("DROP ROLE IF EXISTS %s, %s", quoteIdent(super), quoteIdent(member)))
+	})
+	asCR := map[string]interface{}{"username": cr, "password": crPw}
+	for _, tc := range []struct {
+		name   string
+		admin  map[string]interface{}
+		target string
+	}{
+		{"a superuser", nil, super},
+		{"the admin, a superuser", nil, pg.SuperUser},
+		{"the admin, a CREATEROLE role", asCR, cr},
+		{"a member of the admin", asCR, member},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := map[string]interface{}{"reassign_owned_to": tc.target}
+			maps.Copy(cfg, tc.admin)
+			err := tryInitialize(t, cfg)
+			if err == nil || !strings.Contains(err.Error(), "allow_privileged_reassign") {
+				t.Errorf("Initialize with reassign_owned_to = %s: error = %v, want a refusal naming allow_privileged_reassign", tc.target, err)
+			}
+			cfg["allow_privileged_reassign"] = true
+			if err := tryInitialize(t, cfg); err != nil {
+				t.Errorf("Initialize with reassign_owned_to = %s and allow_privileged_reassign=true: %v", tc.target, err)
+			}
+		})
+	}
+}
+
+// TestHandOverRefusesTargetMadePrivilegedLater: a reassign_owned_to role
+// that became a superuser after configuration gets nothing: the hand-over
+// refuses it, saying so, and the user cannot log in.
+func TestHandOverRefusesTargetMadePrivilegedLater(t *testing.T) {
+	keeper := "keeper-" + randSuffix()
+	a := admin(t)
+	execSQL(t, a, "CREATE ROLE "+quoteIdent(keeper)+" NOLOGIN")
+	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+quoteIdent(keeper)) })
+	l := newAttackLab(t, map[string]interface{}{"reassign_owned_to": keeper})
+	mustExec(t, l.c, `CREATE TABLE public.kept (x int); INSERT INTO public.kept VALUES (1)`)
+	_ = l.c.Close(testCtx(t))
+	execSQL(t, a, "ALTER ROLE "+quoteIdent(keeper)+" SUPERUSER")
+	_, err := l.db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: l.user})
+	t.Logf("DeleteUser: %v", err)
+	if said := fmt.Sprint(err) + l.logs.String(); !strings.Contains(said, "allow_privileged_reassign") {
+		t.Errorf("neither DeleteUser's error (%v) nor a warning says the target is privileged, naming allow_privileged_reassign", err)
+	}
+	var owner string
+	var n int
+	if err := l.a.QueryRow(testCtx(t), `SELECT (SELECT tableowner FROM pg_tables WHERE tablename = 'kept'), count(*) FROM public.kept`).Scan(&owner, &n); err != nil || owner == keeper || n != 1 {
+		t.Errorf("public.kept after the revocation: owner %q, %d rows (%v); want it kept and not handed to the superuser %s", owner, n, err, keeper)
+	}
+	assertNoLogin(t, l.user, l.password)
 }
