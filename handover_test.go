@@ -455,6 +455,16 @@ CREATE INDEX pt_1_ix ON public.pt_1 (public.ix(x));
 CREATE TABLE public.pt (x int) PARTITION BY RANGE (x);
 ALTER TABLE public.pt ATTACH PARTITION public.pt_1 FOR VALUES FROM (0) TO (100);
 CREATE INDEX pt_ix ON public.pt (public.ix(x));`},
+	// A CHECK a partition or a child inherits goes with its parent's:
+	// dropping each in turn, as the hand-over once did, failed on the
+	// second (42704).
+	{"CHECK on a partitioned table calling the user's function", `
+CREATE TABLE public.pt (x int CHECK (public.ix(x) > 0)) PARTITION BY RANGE (x);
+CREATE TABLE public.pt_1 PARTITION OF public.pt FOR VALUES FROM (0) TO (100);`},
+	{"inherited CHECK calling the user's function", `
+CREATE TABLE public.pt (x int CHECK (public.ix(x) > 0));
+CREATE TABLE public.pt_1 () INHERITS (public.pt);
+INSERT INTO public.pt_1 VALUES (4);`},
 }
 
 // TestHandOverSucceedsWithInheritedObjects: what a user's partitioned or
@@ -468,12 +478,16 @@ func TestHandOverSucceedsWithInheritedObjects(t *testing.T) {
 			l.plantEscalation(t)
 			mustExec(t, l.c, tc.plant+`
 INSERT INTO public.pt VALUES (1), (2), (3);`)
+			var rows int
+			if err := l.c.QueryRow(testCtx(t), "SELECT count(*) FROM public.pt").Scan(&rows); err != nil {
+				t.Fatal(err)
+			}
 			_ = l.c.Close(testCtx(t))
 			revokeDropped(t, l.db, l.a, l.user)
 			var n int
 			var owner string
-			if err := l.a.QueryRow(testCtx(t), `SELECT (SELECT count(*) FROM public.pt), pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'public.pt'::regclass`).Scan(&n, &owner); err != nil || n != 3 || owner != holdingRole {
-				t.Errorf("public.pt after the revocation: %d rows, owner %q (%v); want 3 rows, owned by %s", n, owner, err, holdingRole)
+			if err := l.a.QueryRow(testCtx(t), `SELECT (SELECT count(*) FROM public.pt), pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'public.pt'::regclass`).Scan(&n, &owner); err != nil || n != rows || owner != holdingRole {
+				t.Errorf("public.pt after the revocation: %d rows, owner %q (%v); want %d rows, owned by %s", n, owner, err, rows, holdingRole)
 			}
 		})
 	}
@@ -553,4 +567,33 @@ func TestHandOverRefusesTargetMadePrivilegedLater(t *testing.T) {
 		t.Errorf("public.kept after the revocation: owner %q, %d rows (%v); want it kept and not handed to the superuser %s", owner, n, err, keeper)
 	}
 	assertNoLogin(t, l.user, l.password)
+}
+
+// TestHandOverKeepsTriggersEnabled: the holding role has no rights to lend
+// a trigger, so the hand-over leaves the user's triggers running: a column
+// a BEFORE UPDATE trigger maintains is still maintained once the table is
+// the holding role's.
+func TestHandOverKeepsTriggersEnabled(t *testing.T) {
+	l := newAttackLab(t, nil)
+	mustExec(t, l.c, fmt.Sprintf(`
+CREATE TABLE public.doc (id int PRIMARY KEY, body text,
+	updated_at timestamptz NOT NULL DEFAULT '2000-01-01');
+CREATE FUNCTION public.touch() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+	NEW.updated_at := pg_catalog.clock_timestamp();
+	RETURN NEW;
+END $f$;
+CREATE TRIGGER touch BEFORE UPDATE ON public.doc FOR EACH ROW EXECUTE FUNCTION public.touch();
+INSERT INTO public.doc VALUES (1, 'draft');
+GRANT SELECT, UPDATE ON public.doc TO %s;`, quoteIdent(l.acct)))
+	_ = l.c.Close(testCtx(t))
+	revokeDropped(t, l.db, l.a, l.user)
+	mustExec(t, l.asAcct(t), "UPDATE public.doc SET body = 'final' WHERE id = 1")
+	var touched bool
+	var enabled string
+	err := l.a.QueryRow(testCtx(t), `SELECT d.updated_at > '2000-01-01', g.tgenabled::text
+		FROM public.doc d, pg_trigger g WHERE d.id = 1 AND g.tgrelid = 'public.doc'::regclass AND g.tgname = 'touch'`).Scan(&touched, &enabled)
+	if err != nil || !touched || enabled != "O" {
+		t.Errorf("after the revocation: updated_at maintained = %v, tgenabled = %q (%v); want the trigger enabled (O) and firing", touched, enabled, err)
+	}
 }
