@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	"github.com/jackc/pgerrcode"
 )
 
 // TestHandOverDisablesRulesOnTables: a rule's action runs with its
@@ -595,5 +596,39 @@ GRANT SELECT, UPDATE ON public.doc TO %s;`, quoteIdent(l.acct)))
 		FROM public.doc d, pg_trigger g WHERE d.id = 1 AND g.tgrelid = 'public.doc'::regclass AND g.tgname = 'touch'`).Scan(&touched, &enabled)
 	if err != nil || !touched || enabled != "O" {
 		t.Errorf("after the revocation: updated_at maintained = %v, tgenabled = %q (%v); want the trigger enabled (O) and firing", touched, enabled, err)
+	}
+}
+
+// TestHandOverHeldBackLeavesNoViewOrGroup: while a lock holds the
+// hand-over back, the user's views already serve no one else (a view reads
+// with its owner's privileges, which the user keeps until it is dropped),
+// and the user belongs to no group.
+func TestHandOverHeldBackLeavesNoViewOrGroup(t *testing.T) {
+	a := admin(t)
+	group := "grp-" + randSuffix()
+	execSQL(t, a, "CREATE ROLE "+quoteIdent(group))
+	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+quoteIdent(group)) })
+	l := newAttackLab(t, map[string]interface{}{"lock_timeout": "300ms"})
+	execSQL(t, l.a, fmt.Sprintf(`CREATE TABLE public.secret (s text); INSERT INTO public.secret VALUES ('the data');
+GRANT SELECT ON public.secret TO %[1]s; GRANT %[2]s TO %[1]s`, quoteIdent(l.user), quoteIdent(group)))
+	mustExec(t, l.c, fmt.Sprintf(`
+CREATE TABLE public.held (x int);
+CREATE VIEW public.secret_view AS SELECT s FROM public.secret;
+GRANT SELECT ON public.held, public.secret_view TO %s;`, quoteIdent(l.acct)))
+	_ = l.c.Close(testCtx(t))
+	ac := l.asAcct(t)
+	var got string
+	if err := ac.QueryRow(testCtx(t), "SELECT s FROM public.secret_view").Scan(&got); err != nil {
+		t.Fatalf("before the revocation, %s cannot read the user's view: the test proves nothing (%v)", l.acct, err)
+	}
+	oid := roleOID(t, l.a, l.user)
+	l.holdBackHandOver(t)
+	err := ac.QueryRow(testCtx(t), "SELECT s FROM public.secret_view").Scan(&got)
+	if sqlState(err) != pgerrcode.InsufficientPrivilege {
+		t.Errorf("while the hand-over is held back, %s reads the revoked user's view: %q, %v; want permission denied", l.acct, got, err)
+	}
+	var groups []string
+	if err := l.a.QueryRow(testCtx(t), `SELECT coalesce(array_agg(roleid::regrole::text), '{}') FROM pg_auth_members WHERE member = $1`, oid).Scan(&groups); err != nil || len(groups) != 0 {
+		t.Errorf("while the hand-over is held back, the user is still a member of %v (%v)", groups, err)
 	}
 }
