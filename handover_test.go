@@ -16,7 +16,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
 	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // TestHandOverDisablesRulesOnTables: a rule's action runs with its
@@ -631,4 +633,141 @@ GRANT SELECT ON public.held, public.secret_view TO %s;`, quoteIdent(l.acct)))
 	if err := l.a.QueryRow(testCtx(t), `SELECT coalesce(array_agg(roleid::regrole::text), '{}') FROM pg_auth_members WHERE member = $1`, oid).Scan(&groups); err != nil || len(groups) != 0 {
 		t.Errorf("while the hand-over is held back, the user is still a member of %v (%v)", groups, err)
 	}
+}
+
+// setAsideHoldingRole renames the holding role earlier tests made, if any,
+// so that the plugin has to make it anew; cleanup drops the new one, with
+// what it got in the lab's database, and restores the old. Only a test that
+// runs alone (not parallel) may call it: the holding role is the cluster's.
+func setAsideHoldingRole(t *testing.T, l *attackLab) {
+	t.Helper()
+	aside := holdingRole + "_" + randSuffix()
+	existed := roleExists(t, l.a, holdingRole)
+	if existed {
+		execSQL(t, l.a, fmt.Sprintf("ALTER ROLE %s RENAME TO %s", quoteIdent(holdingRole), quoteIdent(aside)))
+	}
+	t.Cleanup(func() {
+		if roleExists(t, l.a, holdingRole) {
+			execSQL(t, l.a, fmt.Sprintf("DROP OWNED BY %[1]s; DROP ROLE %[1]s", quoteIdent(holdingRole)))
+		}
+		if existed {
+			execSQL(t, l.a, fmt.Sprintf("ALTER ROLE %s RENAME TO %s", quoteIdent(aside), quoteIdent(holdingRole)))
+		}
+	})
+}
+
+// assertHoldingRoleUnprivileged checks that the holding role exists and has
+// no way to lend anyone anything: NOLOGIN, NOINHERIT, no attribute, no
+// membership, and no member but admins.
+func assertHoldingRoleUnprivileged(t *testing.T, a *pgxpool.Pool) {
+	t.Helper()
+	var attrs []string
+	var groups, others int
+	err := a.QueryRow(testCtx(t), `SELECT array_remove(ARRAY[
+			CASE WHEN rolcanlogin THEN 'LOGIN' END, CASE WHEN rolinherit THEN 'INHERIT' END,
+			CASE WHEN rolsuper THEN 'SUPERUSER' END, CASE WHEN rolcreaterole THEN 'CREATEROLE' END,
+			CASE WHEN rolcreatedb THEN 'CREATEDB' END, CASE WHEN rolreplication THEN 'REPLICATION' END,
+			CASE WHEN rolbypassrls THEN 'BYPASSRLS' END], NULL),
+		(SELECT count(*) FROM pg_auth_members m WHERE m.member = r.oid),
+		(SELECT count(*) FROM pg_auth_members m JOIN pg_roles o ON o.oid = m.member
+			WHERE m.roleid = r.oid AND NOT (o.rolsuper OR o.rolcreaterole))
+		FROM pg_roles r WHERE rolname = $1`, holdingRole).Scan(&attrs, &groups, &others)
+	if err != nil {
+		t.Fatalf("reading the holding role %s: %v", holdingRole, err)
+	}
+	if len(attrs) != 0 || groups != 0 || others != 0 {
+		t.Errorf("the holding role %s has %v, %d memberships and %d members that are not admins; want none", holdingRole, attrs, groups, others)
+	}
+}
+
+// tableOwner is the owner of public.<table> in the lab's database.
+func (l *attackLab) tableOwner(t *testing.T, table string) string {
+	t.Helper()
+	var owner string
+	if err := l.a.QueryRow(testCtx(t), "SELECT tableowner FROM pg_tables WHERE schemaname = 'public' AND tablename = $1", table).Scan(&owner); err != nil {
+		t.Fatalf("owner of public.%s: %v", table, err)
+	}
+	return owner
+}
+
+// TestHandOverCreatesHoldingRoleOnFirstNeed: the holding role is made by
+// the first revocation that has something to hand over, unprivileged, and
+// receives the user's objects. Not parallel: see setAsideHoldingRole.
+func TestHandOverCreatesHoldingRoleOnFirstNeed(t *testing.T) {
+	l := newAttackLab(t, nil)
+	setAsideHoldingRole(t, l)
+	nothing := dbtesting.AssertNewUser(t, l.db, newUserReq(createStmt)).Username
+	revokeDropped(t, l.db, l.a, nothing)
+	if roleExists(t, l.a, holdingRole) {
+		t.Errorf("revoking a user that owns nothing made the holding role %s", holdingRole)
+	}
+	mustExec(t, l.c, "CREATE TABLE public.kept (x int)")
+	_ = l.c.Close(testCtx(t))
+	revokeDropped(t, l.db, l.a, l.user)
+	assertHoldingRoleUnprivileged(t, l.a)
+	if owner := l.tableOwner(t, "kept"); owner != holdingRole {
+		t.Errorf("the revoked user's table is owned by %q, want the holding role %s", owner, holdingRole)
+	}
+}
+
+// TestHandOverRefusesTamperedHoldingRole: once the holding role can log in,
+// belongs to a group or has a member that is no admin, whatever it holds
+// would serve someone: the next revocation that hands it something is
+// refused with an error that says what to fix (Vault retries it), and the
+// user still cannot log in; once fixed, the revocation goes through. Not
+// parallel: the holding role is the cluster's.
+func TestHandOverRefusesTamperedHoldingRole(t *testing.T) {
+	l := newAttackLab(t, nil)
+	mustExec(t, l.c, "CREATE TABLE public.first (x int)")
+	_ = l.c.Close(testCtx(t))
+	revokeDropped(t, l.db, l.a, l.user)
+	if !roleExists(t, l.a, holdingRole) {
+		t.Fatalf("a revocation handed a table over and there is no holding role %s", holdingRole)
+	}
+	group := "grp-" + randSuffix()
+	execSQL(t, l.a, "CREATE ROLE "+quoteIdent(group))
+	t.Cleanup(func() { execSQL(t, l.a, "DROP ROLE IF EXISTS "+quoteIdent(group)) })
+	h := quoteIdent(holdingRole)
+	for _, tc := range []struct{ name, tamper, fix string }{
+		{"LOGIN", "ALTER ROLE " + h + " LOGIN", "ALTER ROLE " + h + " NOLOGIN"},
+		{"member of a group", "GRANT " + quoteIdent(group) + " TO " + h, "REVOKE " + quoteIdent(group) + " FROM " + h},
+		{"granted to a login that is no admin", "GRANT " + h + " TO " + quoteIdent(l.acct), "REVOKE " + h + " FROM " + quoteIdent(l.acct)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			user, password, c := leaseWithCreate(t, l.db, l.dbname)
+			mustExec(t, c, "CREATE TABLE public.t_"+randSuffix()+" (x int)")
+			_ = c.Close(testCtx(t))
+			execSQL(t, l.a, tc.tamper)
+			t.Cleanup(func() { execSQL(t, l.a, tc.fix) })
+			logged := len(l.logs.String())
+			_, err := l.db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user})
+			t.Logf("DeleteUser: %v", err)
+			if err == nil {
+				t.Errorf("the revocation handing objects to a holding role with %s reported success (Vault forgets the lease and never retries); the refusal reached only the log:\n%s", tc.name, l.logs.String()[logged:])
+			} else if !strings.Contains(err.Error(), holdingRole) || !strings.Contains(err.Error(), "NOLOGIN") {
+				t.Errorf("the refusal does not say what to fix: %v", err)
+			}
+			assertNoLogin(t, user, password)
+			if assertHoldingRoleHoldsNothingOf(t, l, user) {
+				execSQL(t, l.a, tc.fix)
+				revokeDropped(t, l.db, l.a, user)
+			}
+		})
+	}
+}
+
+// assertHoldingRoleHoldsNothingOf checks that the user's objects were not
+// handed to the holding role, and reports whether the user still has them.
+func assertHoldingRoleHoldsNothingOf(t *testing.T, l *attackLab, user string) bool {
+	t.Helper()
+	var mine, held int
+	err := l.a.QueryRow(testCtx(t), `SELECT count(*) FILTER (WHERE tableowner = $1), count(*) FILTER (WHERE tableowner = $2)
+		FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 't\_%'`, user, holdingRole).Scan(&mine, &held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mine != 1 {
+		t.Errorf("the user owns %d tables after the refused hand-over, want its 1 (the holding role holds %d)", mine, held)
+	}
+	return mine == 1
 }
