@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -111,5 +112,102 @@ func TestSearchPathPinnedForReaper(t *testing.T) {
 	t.Logf("reaper pass: %+v", res)
 	if isSuper(t, a, acct) {
 		t.Errorf("a reaper pass ran the = operator planted in public as the admin: %s is now a superuser", acct)
+	}
+}
+
+// operatorCase is one request whose statements, written by the operator,
+// call format() unqualified. run makes the request for victim, a dynamic
+// user of the lab's plugin, and returns the user it acted on; check proves
+// the statements did their work. group is a role the lab made.
+type operatorCase struct {
+	name  string
+	run   func(t *testing.T, l *attackLab, victim, group string) (string, error)
+	check func(t *testing.T, l *attackLab, user, group string)
+}
+
+var operatorCases = []operatorCase{
+	{name: "creation statements: EXECUTE format with two values",
+		run: func(t *testing.T, l *attackLab, _, group string) (string, error) {
+			req := newUserReq(createStmt, `DO $$ BEGIN EXECUTE format('GRANT %I TO %I', '`+group+`', '{{name}}'); END $$;`)
+			resp, err := l.db.NewUser(testCtx(t), req)
+			return resp.Username, err
+		},
+		check: func(t *testing.T, l *attackLab, user, group string) {
+			if !isMember(t, l, user, group) {
+				t.Errorf("the creation statements did not grant %s to %s", group, user)
+			}
+		}},
+	{name: "creation statements: SELECT format",
+		run: func(t *testing.T, l *attackLab, _, _ string) (string, error) {
+			resp, err := l.db.NewUser(testCtx(t), newUserReq(createStmt, `SELECT format('%I', '{{name}}');`))
+			return resp.Username, err
+		},
+		check: func(t *testing.T, l *attackLab, user, _ string) {
+			if !roleExists(t, l.a, user) {
+				t.Errorf("NewUser returned %s, which does not exist", user)
+			}
+		}},
+	{name: "renewal statements",
+		run: func(t *testing.T, l *attackLab, victim, _ string) (string, error) {
+			_, err := l.db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{Username: victim, Expiration: &dbplugin.ChangeExpiration{
+				NewExpiration: time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC),
+				Statements: dbplugin.Statements{Commands: []string{
+					`DO $$ BEGIN EXECUTE format('ALTER ROLE %I VALID UNTIL %L', '{{name}}', '{{expiration}}'); END $$;`}}}})
+			return victim, err
+		},
+		check: func(t *testing.T, l *attackLab, user, _ string) {
+			if got := validUntil(t, l.a, user); got.Year() != 2031 {
+				t.Errorf("the renewal statements did not run: VALID UNTIL %s", got)
+			}
+		}},
+	{name: "revocation statements",
+		run: func(t *testing.T, l *attackLab, victim, _ string) (string, error) {
+			_, err := l.db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: victim, Statements: dbplugin.Statements{
+				Commands: []string{`DO $$ BEGIN EXECUTE format('DROP ROLE %I', '{{name}}'); END $$;`}}})
+			return victim, err
+		},
+		check: func(t *testing.T, l *attackLab, user, _ string) {
+			if roleExists(t, l.a, user) {
+				t.Errorf("the revocation statements did not drop %s", user)
+			}
+		}},
+}
+
+// isMember reports whether user is a member of group.
+func isMember(t *testing.T, l *attackLab, user, group string) bool {
+	t.Helper()
+	var member bool
+	if err := l.a.QueryRow(testCtx(t), "SELECT pg_has_role($1, $2, 'MEMBER')", user, group).Scan(&member); err != nil {
+		t.Fatal(err)
+	}
+	return member
+}
+
+// TestSearchPathSafeForOperatorStatements: the operator's creation, renewal
+// and revocation statements run as the admin, and call format() unqualified;
+// a dynamic user that may create in public plants format(text, text) and
+// format(text, text, text) there. The statements' path leaves out every
+// schema others may create in, so pg_catalog's format runs, and the
+// statements still do their work.
+func TestSearchPathSafeForOperatorStatements(t *testing.T) {
+	for _, tc := range operatorCases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l := newAttackLab(t, nil)
+			plantFormat(t, l.c, l.acct)
+			_ = l.c.Close(testCtx(t))
+			group := "grp-" + randSuffix()
+			execSQL(t, l.a, "CREATE ROLE "+quoteIdent(group))
+			t.Cleanup(func() { execSQL(t, l.a, "DROP ROLE IF EXISTS "+quoteIdent(group)) })
+			victim := dbtesting.AssertNewUser(t, l.db, newUserReq(createStmt)).Username
+			user, err := tc.run(t, l, victim, group)
+			if err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			if isSuper(t, l.a, l.acct) {
+				t.Errorf("the %s ran the format() planted in public as the admin: %s is now a superuser", tc.name, l.acct)
+			}
+			tc.check(t, l, user, group)
+		})
 	}
 }
