@@ -637,21 +637,21 @@ GRANT SELECT ON public.held, public.secret_view TO %s;`, quoteIdent(l.acct)))
 
 // setAsideHoldingRole renames the holding role earlier tests made, if any,
 // so that the plugin has to make it anew; cleanup drops the new one, with
-// what it got in the lab's database, and restores the old. Only a test that
-// runs alone (not parallel) may call it: the holding role is the cluster's.
-func setAsideHoldingRole(t *testing.T, l *attackLab) {
+// what it got in a's database, and restores the old. Only a test that runs
+// alone (not parallel) may call it: the holding role is the cluster's.
+func setAsideHoldingRole(t *testing.T, a *pgxpool.Pool) {
 	t.Helper()
 	aside := holdingRole + "_" + randSuffix()
-	existed := roleExists(t, l.a, holdingRole)
+	existed := roleExists(t, a, holdingRole)
 	if existed {
-		execSQL(t, l.a, fmt.Sprintf("ALTER ROLE %s RENAME TO %s", quoteIdent(holdingRole), quoteIdent(aside)))
+		execSQL(t, a, fmt.Sprintf("ALTER ROLE %s RENAME TO %s", quoteIdent(holdingRole), quoteIdent(aside)))
 	}
 	t.Cleanup(func() {
-		if roleExists(t, l.a, holdingRole) {
-			execSQL(t, l.a, fmt.Sprintf("DROP OWNED BY %[1]s; DROP ROLE %[1]s", quoteIdent(holdingRole)))
+		if roleExists(t, a, holdingRole) {
+			execSQL(t, a, fmt.Sprintf("DROP OWNED BY %[1]s; DROP ROLE %[1]s", quoteIdent(holdingRole)))
 		}
 		if existed {
-			execSQL(t, l.a, fmt.Sprintf("ALTER ROLE %s RENAME TO %s", quoteIdent(aside), quoteIdent(holdingRole)))
+			execSQL(t, a, fmt.Sprintf("ALTER ROLE %s RENAME TO %s", quoteIdent(aside), quoteIdent(holdingRole)))
 		}
 	})
 }
@@ -695,7 +695,7 @@ func (l *attackLab) tableOwner(t *testing.T, table string) string {
 // receives the user's objects. Not parallel: see setAsideHoldingRole.
 func TestHandOverCreatesHoldingRoleOnFirstNeed(t *testing.T) {
 	l := newAttackLab(t, nil)
-	setAsideHoldingRole(t, l)
+	setAsideHoldingRole(t, l.a)
 	nothing := dbtesting.AssertNewUser(t, l.db, newUserReq(createStmt)).Username
 	revokeDropped(t, l.db, l.a, nothing)
 	if roleExists(t, l.a, holdingRole) {
@@ -770,4 +770,76 @@ func assertHoldingRoleHoldsNothingOf(t *testing.T, l *attackLab, user string) bo
 		t.Errorf("the user owns %d tables after the refused hand-over, want its 1 (the holding role holds %d)", mine, held)
 	}
 	return mine == 1
+}
+
+// ensureHoldingRole has a superuser's revocation make the holding role, if
+// no revocation has yet: the state of a cluster where any mount that
+// connects as a superuser (or another admin) revoked first.
+func ensureHoldingRole(t *testing.T, a *pgxpool.Pool) {
+	t.Helper()
+	if roleExists(t, a, holdingRole) {
+		return
+	}
+	db := newDB(t, nil)
+	user, _, _, c := userOwningTable(t, db, "first_")
+	_ = c.Close(testCtx(t))
+	revokeDropped(t, db, a, user)
+}
+
+// TestHandOverByCreateroleAdmin: an admin that is not a superuser but has
+// CREATEROLE (what managed services give), owning the schema a user made a
+// table in, hands the table to the holding role, data kept, and drops the
+// user; from PostgreSQL 16 also when createrole_self_grant made it a member
+// of the users it creates. The holding role is either made by this admin's
+// revocation, or was made earlier by another's (a superuser's). Not
+// parallel: see setAsideHoldingRole.
+func TestHandOverByCreateroleAdmin(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	for _, adm := range []struct {
+		name, alter string
+		minVersion  int
+	}{
+		{"CREATEROLE", "", 0},
+		{"createrole_self_grant set, inherit", "SET createrole_self_grant = 'set, inherit'", pg16},
+	} {
+		for _, made := range []string{"by this admin", "earlier by a superuser's revocation"} {
+			t.Run(adm.name+", holding role made "+made, func(t *testing.T) {
+				if pg.VersionNum < adm.minVersion {
+					t.Skipf("needs server_version_num %d; the server runs %d", adm.minVersion, pg.VersionNum)
+				}
+				if made == "by this admin" {
+					setAsideHoldingRole(t, a)
+				} else {
+					ensureHoldingRole(t, a)
+				}
+				createroleHandOver(t, a, adm.alter)
+			})
+		}
+	}
+}
+
+// createroleHandOver makes a CREATEROLE admin (altered by alter unless
+// ""), owning a schema, and checks that a user's table there goes to the
+// holding role when the admin revokes the user.
+func createroleHandOver(t *testing.T, a *pgxpool.Pool, alter string) {
+	t.Helper()
+	user, pw := createroleAdmin(t, a)
+	if alter != "" {
+		execSQL(t, a, fmt.Sprintf("ALTER ROLE %s %s", quoteIdent(user), alter))
+	}
+	schema := "cr_" + randSuffix()
+	execSQL(t, a, fmt.Sprintf("CREATE SCHEMA %s AUTHORIZATION %s", quoteIdent(schema), quoteIdent(user)))
+	db := newDB(t, map[string]interface{}{"username": user, "password": pw})
+	req := newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, quoteIdent(schema)))
+	created := dbtesting.AssertNewUser(t, db, req).Username
+	table := quoteIdent(schema) + ".owned"
+	execAll(t, connectAs(t, created, req.Password, ""), "CREATE TABLE "+table+" (id int)", "INSERT INTO "+table+" VALUES (7)")
+	revokeDropped(t, db, a, created)
+	var owner string
+	var v int
+	if err := a.QueryRow(testCtx(t), "SELECT (SELECT tableowner FROM pg_tables WHERE schemaname = $1 AND tablename = 'owned'), id FROM "+table, schema).Scan(&owner, &v); err != nil || owner != holdingRole || v != 7 {
+		t.Errorf("the revoked user's table: owner %q, value %d (%v); want the holding role %s, 7", owner, v, err, holdingRole)
+	}
+	assertHoldingRoleUnprivileged(t, a)
 }
