@@ -114,7 +114,8 @@ func assertNeedsAdminOption(t *testing.T, err error, user string) {
 // of every role it creates, with SET and/or INHERIT; a NOINHERIT admin gets
 // memberships without inheritance. REASSIGN OWNED needs the privileges of
 // the role (an INHERIT membership); from PostgreSQL 16 the admin can give
-// itself one (GRANT ... WITH INHERIT TRUE) and the role must be dropped.
+// itself one (GRANT ... WITH INHERIT TRUE) and the role must be dropped, its
+// table the holding role's.
 // Before 16 a NOINHERIT admin cannot, and the role must end up disabled.
 func TestCreateroleAdminMemberships(t *testing.T) {
 	needPG(t)
@@ -165,8 +166,8 @@ func TestCreateroleAdminMemberships(t *testing.T) {
 				t.Fatalf("role %q still exists", created)
 			}
 			var owner string
-			if err := a.QueryRow(testCtx(t), "SELECT tableowner FROM pg_tables WHERE schemaname = $1 AND tablename = $2", schema, tbl).Scan(&owner); err != nil || owner != user {
-				t.Fatalf("table owner = %q (%v), want the admin %q", owner, err, user)
+			if err := a.QueryRow(testCtx(t), "SELECT tableowner FROM pg_tables WHERE schemaname = $1 AND tablename = $2", schema, tbl).Scan(&owner); err != nil || owner != holdingRole {
+				t.Fatalf("table owner = %q (%v), want the holding role %s", owner, err, holdingRole)
 			}
 		})
 	}
