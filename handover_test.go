@@ -351,8 +351,8 @@ GRANT SELECT ON public.peek TO PUBLIC;`, quoteIdent(l.acct)))
 // definerAccess gives the lab what the user's creation statements granted
 // it (read access to public.secret, made by the superuser), and the user's
 // way to lend it: public.run(q), a SECURITY DEFINER function that runs any
-// query as the user. Before PostgreSQL 16 a role may also grant membership
-// in itself: member says whether acct became one.
+// query as the user. On older versions (14; 15 refuses it) a role may also
+// grant membership in itself: member says whether acct became one.
 func (l *attackLab) definerAccess(t *testing.T) (member bool) {
 	t.Helper()
 	execSQL(t, l.a, `CREATE TABLE public.secret (s text); INSERT INTO public.secret VALUES ('the data')`)
