@@ -4,10 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -227,4 +232,244 @@ func userOwningTable(t *testing.T, db *Postgres, prefix string) (user, password,
 		t.Fatal(err)
 	}
 	return user, req.Password, table, session
+}
+
+// waitFor polls cond until it holds, for up to 20 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	err := pgtest.Poll(testCtx(t), 20*time.Second, 50*time.Millisecond, func() error {
+		if !cond() {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal("condition not met within 20s")
+	}
+}
+
+// mustExec runs sql on c and fails the test on error.
+func mustExec(t *testing.T, c *pgx.Conn, sql string) {
+	t.Helper()
+	if _, err := c.Exec(testCtx(t), sql); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// revokeDropped revokes user through the plugin and checks the role is gone.
+func revokeDropped(t *testing.T, db *Postgres, a *pgxpool.Pool, user string) {
+	t.Helper()
+	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
+	if roleExists(t, a, user) {
+		t.Fatalf("role %q still exists", user)
+	}
+}
+
+// logBuffer collects a plugin's log lines for assertions.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// newLoggedDB is newDB whose warnings are also kept in a logBuffer.
+func newLoggedDB(t testing.TB, extra map[string]interface{}) (*Postgres, *logBuffer) {
+	t.Helper()
+	needPG(t)
+	logs := &logBuffer{}
+	db := newPostgres(hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: io.MultiWriter(testWriter{t}, logs)}))
+	if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: mergeConfig(extra), VerifyConnection: true}); err != nil {
+		t.Fatalf("Initialize: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db, logs
+}
+
+// isolatedDB creates a database of its own, so that objects a test plants
+// in its public schema cannot reach other tests, and returns its name and a
+// superuser pool to it.
+func isolatedDB(t *testing.T) (string, *pgxpool.Pool) {
+	t.Helper()
+	a := admin(t)
+	name := "rv_" + randSuffix()
+	execSQL(t, a, "CREATE DATABASE "+quoteIdent(name))
+	t.Cleanup(func() {
+		_, _ = a.Exec(context.Background(), "DROP DATABASE IF EXISTS "+quoteIdent(name)+" WITH (FORCE)")
+	})
+	cfg, err := pgxpool.ParseConfig(pg.URL(pg.SuperUser, pg.SuperPassword, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := pgxpool.NewWithConfig(testCtx(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return name, p
+}
+
+// attackerAccount is a login role the holder of a lease also controls (an
+// ordinary application account): the prize of an escalation.
+func attackerAccount(t *testing.T, a *pgxpool.Pool) (string, string) {
+	t.Helper()
+	user, password := "acct_"+randSuffix(), "Aa1-"+randSuffix()
+	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s", quoteIdent(user), quoteLiteral(password)))
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(user)) })
+	return user, password
+}
+
+// isSuper reports whether user is a superuser.
+func isSuper(t *testing.T, a *pgxpool.Pool, user string) bool {
+	t.Helper()
+	var super bool
+	if err := a.QueryRow(testCtx(t), "SELECT rolsuper FROM pg_roles WHERE rolname = $1", user).Scan(&super); err != nil {
+		t.Fatal(err)
+	}
+	return super
+}
+
+// attackLab is what a test of a dynamic user's reach starts from: a
+// database of its own, the plugin on it (extra merged into its
+// configuration, its warnings kept in logs), acct (an ordinary login role
+// the attacker also controls), and a dynamic user that may create in schema
+// public, with an open session c.
+type attackLab struct {
+	dbname             string
+	a                  *pgxpool.Pool // superuser, on dbname
+	db                 *Postgres
+	logs               *logBuffer
+	acct, acctPassword string
+	user, password     string
+	c                  *pgx.Conn
+}
+
+func newAttackLab(t *testing.T, extra map[string]interface{}) *attackLab {
+	t.Helper()
+	l := &attackLab{}
+	l.dbname, l.a = isolatedDB(t)
+	cfg := map[string]interface{}{"connection_url": pg.TemplateURL(l.dbname)}
+	maps.Copy(cfg, extra)
+	l.db, l.logs = newLoggedDB(t, cfg)
+	l.acct, l.acctPassword = attackerAccount(t, l.a)
+	l.user, l.password, l.c = leaseWithCreate(t, l.db, l.dbname)
+	return l
+}
+
+// leaseWithCreate is a dynamic user that may create in schema public (as
+// on PostgreSQL ≤ 14 for everyone, or granted by the role's statements, as
+// the package's own userOwningTable does), with an open session.
+func leaseWithCreate(t *testing.T, db *Postgres, dbname string) (user, password string, c *pgx.Conn) {
+	t.Helper()
+	req := newUserReq(createStmt, `GRANT CREATE ON SCHEMA public TO "{{name}}";`)
+	resp, err := db.NewUser(testCtx(t), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Username, req.Password, connectAs(t, resp.Username, req.Password, dbname)
+}
+
+// asAcct opens a session as acct in the lab's database.
+func (l *attackLab) asAcct(t *testing.T) *pgx.Conn {
+	t.Helper()
+	return connectAs(t, l.acct, l.acctPassword, l.dbname)
+}
+
+// asSuper opens a session as the superuser in the lab's database.
+func (l *attackLab) asSuper(t *testing.T) *pgx.Conn {
+	t.Helper()
+	return connectAs(t, pg.SuperUser, pg.SuperPassword, l.dbname)
+}
+
+// escalate is a PL/pgSQL statement that makes acct a superuser, and does
+// nothing (no error) unless a superuser runs it.
+func escalate(acct string) string {
+	return fmt.Sprintf(`BEGIN EXECUTE 'ALTER ROLE %s SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;`, quoteIdent(acct))
+}
+
+// plantFormat creates public.format(text, text) and public.format(text,
+// text, text), better matches than pg_catalog's variadic format() for a
+// call with two or three text arguments, which make acct a superuser when a
+// superuser calls them, and otherwise do format's work.
+func plantFormat(t *testing.T, c *pgx.Conn, acct string) {
+	t.Helper()
+	mustExec(t, c, fmt.Sprintf(`
+CREATE FUNCTION public.format(f text, a text) RETURNS text LANGUAGE plpgsql AS $f$
+BEGIN
+	%[1]s
+	RETURN pg_catalog.format(f, a);
+END $f$;
+CREATE FUNCTION public.format(f text, a text, b text) RETURNS text LANGUAGE plpgsql AS $f$
+BEGIN
+	%[1]s
+	RETURN pg_catalog.format(f, a, b);
+END $f$;`, escalate(acct)))
+}
+
+// plantEscalation gives the lab the revoked user's payload: public.ran_as,
+// made by the superuser, which anyone may insert into; and, made by the
+// dynamic user, public.esc(), a VOLATILE function that records current_user
+// in public.ran_as and makes acct a superuser when a superuser runs it, and
+// public.ix(int), an IMMUTABLE wrapper that index, statistics, partition
+// key and CHECK expressions may call.
+func (l *attackLab) plantEscalation(t *testing.T) {
+	t.Helper()
+	execSQL(t, l.a, `CREATE TABLE public.ran_as (who text); GRANT INSERT ON public.ran_as TO PUBLIC`)
+	mustExec(t, l.c, fmt.Sprintf(`
+CREATE FUNCTION public.esc() RETURNS void VOLATILE LANGUAGE plpgsql AS $f$
+BEGIN
+	INSERT INTO public.ran_as VALUES (current_user);
+	IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+		EXECUTE 'ALTER ROLE ' || quote_ident(%s) || ' SUPERUSER';
+	END IF;
+END $f$;
+CREATE FUNCTION public.ix(x int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $f$
+BEGIN
+	PERFORM public.esc();
+	RETURN x;
+END $f$;`, quoteLiteral(l.acct)))
+}
+
+// clearRanAs forgets who ran esc() so far (the user itself, making its
+// objects).
+func (l *attackLab) clearRanAs(t *testing.T) {
+	t.Helper()
+	execSQL(t, l.a, "TRUNCATE public.ran_as")
+}
+
+// ranAs lists the roles esc() ran as since clearRanAs.
+func (l *attackLab) ranAs(t *testing.T) []string {
+	t.Helper()
+	var who []string
+	if err := l.a.QueryRow(testCtx(t), "SELECT coalesce(array_agg(DISTINCT who ORDER BY who), '{}') FROM public.ran_as").Scan(&who); err != nil {
+		t.Fatal(err)
+	}
+	return who
+}
+
+// assertRanAsHolding checks that what (the action that followed the
+// revocation) ran the revoked user's code, as the holding role and no one
+// else, and that acct did not become a superuser.
+func (l *attackLab) assertRanAsHolding(t *testing.T, what string) {
+	t.Helper()
+	who := l.ranAs(t)
+	if isSuper(t, l.a, l.acct) {
+		t.Errorf("%s ran the revoked user's code as %v: %s is now a superuser", what, who, l.acct)
+	}
+	switch {
+	case len(who) == 0:
+		t.Errorf("%s did not run the revoked user's code at all: the test proves nothing", what)
+	case !slices.Equal(who, []string{holdingRole}):
+		t.Errorf("%s ran the revoked user's code as %v, want only the holding role %s", what, who, holdingRole)
+	}
 }

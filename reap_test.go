@@ -19,24 +19,6 @@ import (
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
 )
 
-// logBuffer collects a plugin's log lines for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // newReaperDB is newDB with the reaper's interval set to every (24h: only
 // the passes a test runs itself) and the log kept at info level.
 func newReaperDB(t *testing.T, extra map[string]interface{}, every time.Duration, verify bool) (*Postgres, *logBuffer) {

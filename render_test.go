@@ -1,12 +1,14 @@
 package postgres
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
 )
 
@@ -363,5 +365,131 @@ func TestRenderRefusesPlaceholderAsLanguage(t *testing.T) {
 				t.Fatalf("error leaks a value: %v", err)
 			}
 		})
+	}
+}
+
+// TestRenderQuotedLanguageNameBodyAsCode: DO takes its language as a name or
+// a string (DO LANGUAGE 'plpgsql' $$…$$, the quoted form older scripts use).
+// The body after a quoted language name is code, like the body after a bare
+// one: a value in it is escaped for PL/pgSQL, not pasted verbatim.
+func TestRenderQuotedLanguageNameBodyAsCode(t *testing.T) {
+	v := newTemplateValues(`n"'`).withPassword(`p'`)
+	for _, tc := range []struct{ in, want string }{
+		{`DO LANGUAGE 'plpgsql' $$ BEGIN PERFORM '{{password}}', {{name}}; END $$`, `DO LANGUAGE 'plpgsql' $$ BEGIN PERFORM 'p''', "n""'"; END $$`},
+		{`DO LANGUAGE E'plpgsql' 'BEGIN PERFORM ''{{password}}''; END'`, `DO LANGUAGE E'plpgsql' 'BEGIN PERFORM ''p''''''; END'`},
+	} {
+		got, err := renderSQL(tc.in, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != tc.want {
+			t.Errorf("\n got %s\nwant %s", got, tc.want)
+		}
+	}
+
+	needPG(t)
+	a := admin(t)
+	pwn := "pwn_" + randSuffix()
+	user := "ql-" + randSuffix()
+	password := fmt.Sprintf(`x'); CREATE TABLE %s(); END; --`, pwn)
+	sql, err := renderStatements([]string{
+		`CREATE ROLE "{{name}}";`,
+		`DO LANGUAGE 'plpgsql' $$ BEGIN EXECUTE format('COMMENT ON ROLE %I IS %L', '{{name}}', '{{password}}'); END $$;`,
+	}, newTemplateValues(user).withPassword(password))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(user))
+		_, _ = a.Exec(context.Background(), "DROP TABLE IF EXISTS "+quoteIdent(pwn))
+	})
+	assertCommentIsPassword(t, a, sql, pwn, user, password)
+}
+
+// assertCommentIsPassword runs rendered SQL that comments on user with
+// password, and checks that the password stayed a value: no table pwn was
+// made by it, and the comment holds it exactly.
+func assertCommentIsPassword(t *testing.T, a *pgxpool.Pool, sql, pwn, user, password string) {
+	t.Helper()
+	err := execAtomic(testCtx(t), a, sql)
+	var n int
+	if qerr := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_class WHERE relname = $1", pwn).Scan(&n); qerr != nil || n != 0 {
+		t.Fatalf("a password ran its own SQL (table %s exists)\n%s", pwn, sql)
+	}
+	if err != nil {
+		t.Fatalf("rendered SQL failed: %v\n%s", err, sql)
+	}
+	if comment, _ := roleComment(t, a, user); comment != password {
+		t.Fatalf("comment = %q, want the password\n%s", comment, sql)
+	}
+}
+
+// TestRenderRefusesConformingStringsOffInRequest: PostgreSQL lexes a query
+// string whole before running it, but code in strings (DO bodies, EXECUTE
+// strings) is lexed when it runs, with the settings of that moment. A
+// statement that turns standard_conforming_strings off would make the
+// backslash of a value in a '…' string in later code an escape the renderer
+// did not double: such a request is refused, saying why, or its values stay
+// inert.
+func TestRenderRefusesConformingStringsOffInRequest(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	pwn := "pwn_" + randSuffix()
+	user := "sc-" + randSuffix()
+	password := fmt.Sprintf(`\'); CREATE TABLE %s(); END; --`, pwn)
+	t.Cleanup(func() {
+		_, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(user))
+		_, _ = a.Exec(context.Background(), "DROP TABLE IF EXISTS "+quoteIdent(pwn))
+	})
+	for _, off := range []string{
+		`SET standard_conforming_strings = off;`,
+		`SET LOCAL Standard_Conforming_Strings TO 'off';`,
+		`SELECT set_config('standard_conforming_strings', 'off', true);`,
+	} {
+		sql, err := renderStatements([]string{
+			`CREATE ROLE "{{name}}";`,
+			off,
+			`DO $$ BEGIN EXECUTE format('COMMENT ON ROLE %I IS %L', '{{name}}', '{{password}}'); END $$;`,
+		}, newTemplateValues(user).withPassword(password))
+		if err != nil {
+			if !strings.Contains(err.Error(), "standard_conforming_strings") {
+				t.Errorf("%s: error does not say why: %v", off, err)
+			}
+			continue
+		}
+		_ = execAtomic(testCtx(t), a, sql)
+		var n int
+		if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_class WHERE relname = $1", pwn).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("after %s a password ran its own SQL (table %s exists)\n%s", off, pwn, sql)
+		}
+	}
+}
+
+// TestRenderEscapesExecuteFormatStrings: the first argument of EXECUTE
+// format(…) and a parenthesized EXECUTE (…) string are code like a bare
+// EXECUTE string: a value there is escaped for every level, so a quote in a
+// password (password_authentication=password) or a static username cannot
+// end the literal the value stands in when the command runs, and a % in it
+// is doubled for format.
+func TestRenderEscapesExecuteFormatStrings(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	pwn := "pwn_" + randSuffix()
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP TABLE IF EXISTS "+quoteIdent(pwn)) })
+	for _, tc := range []struct{ stmt, password string }{
+		{`DO $$ BEGIN EXECUTE format('COMMENT ON ROLE %I IS ''{{password}}''', '{{name}}'); END $$;`, fmt.Sprintf(`x'; CREATE TABLE %s(); --`, pwn)},
+		{`DO $$ BEGIN EXECUTE ('COMMENT ON ROLE "{{name}}" IS ''{{password}}'''); END $$;`, fmt.Sprintf(`x'; CREATE TABLE %s(); --`, pwn)},
+		// format() reads a % in the value as a directive: a password
+		// with %% was stored as another one than reported.
+		{`DO $$ BEGIN EXECUTE format('COMMENT ON ROLE %I IS ''{{password}}''', '{{name}}'); END $$;`, `50%%-off`},
+	} {
+		stmt, password := tc.stmt, tc.password
+		user := "ef-" + randSuffix()
+		t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(user)) })
+		sql, err := renderStatements([]string{`CREATE ROLE "{{name}}";`, stmt}, newTemplateValues(user).withPassword(password))
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertCommentIsPassword(t, a, sql, pwn, user, password)
 	}
 }

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -13,8 +12,6 @@ import (
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
 )
 
 // revokeAdmin is an admin configuration the revocation tests run under.
@@ -35,6 +32,7 @@ func revokeAdmins() []revokeAdmin {
 			// What managed services give: CREATEROLE, not superuser, owning
 			// the application schema.
 			execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD 'limited-pw'`, quoteIdent(user)))
+			shareHoldingRole(t, a, user)
 			execSQL(t, a, fmt.Sprintf(`GRANT CREATE ON DATABASE postgres TO %s WITH GRANT OPTION`, quoteIdent(user)))
 			execSQL(t, a, fmt.Sprintf(`ALTER SCHEMA %s OWNER TO %s`, quoteIdent(schema), quoteIdent(user)))
 		}},
@@ -131,15 +129,6 @@ func execAll(t *testing.T, c *pgx.Conn, queries ...string) {
 		}
 	}
 	c.Close(context.Background())
-}
-
-// revokeDropped revokes user through the plugin and checks the role is gone.
-func revokeDropped(t *testing.T, db *Postgres, a *pgxpool.Pool, user string) {
-	t.Helper()
-	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
-	if roleExists(t, a, user) {
-		t.Fatalf("role %q still exists", user)
-	}
 }
 
 func (rc revokeCase) ownedObjects(t *testing.T) {
@@ -392,18 +381,5 @@ func TestReassignOwnedTo(t *testing.T) {
 	var owner string
 	if err := a.QueryRow(testCtx(t), "SELECT tableowner FROM pg_tables WHERE tablename = $1", tbl).Scan(&owner); err != nil || owner != keeper {
 		t.Fatalf("owner = %q (%v), want %q", owner, err, keeper)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	err := pgtest.Poll(testCtx(t), 20*time.Second, 50*time.Millisecond, func() error {
-		if !cond() {
-			return errors.New("not yet")
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal("condition not met within 20s")
 	}
 }

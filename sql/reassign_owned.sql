@@ -1,7 +1,10 @@
 -- DO body, run only when the user owns something in the connected database
 -- (hand_over.sql): hand it to the receiving role, after taking away what still
 -- lets others act through it (revoke.go). Out of the revocation's own blocks,
--- so that the server compiles it only then.
+-- so that the server compiles it only then. A receiving role it must not or
+-- cannot use fails the revocation with SQLSTATE PV001 (revoke_role.sql
+-- re-raises it rather than disable the user): the error says what to fix, and
+-- Vault retries once it is.
 DECLARE
 	r text := /* @role */ NULL;
 	target text := /* @target */ NULL;
@@ -36,23 +39,30 @@ BEGIN
 	SELECT * INTO t FROM pg_catalog.pg_roles o WHERE o.oid = toid;
 	IF NOT /* @allow_privileged */ NULL AND (t.rolsuper OR target IN (current_user, session_user)
 		OR pg_catalog.pg_has_role(toid, h_me, 'USAGE')) THEN
-		RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+		RAISE EXCEPTION USING ERRCODE = 'PV001',
 			MESSAGE = format('refusing to hand the user''s objects to %I: it is a superuser or has the rights of %I, so code the user wrote would run with them; name an unprivileged NOLOGIN role in reassign_owned_to, or set allow_privileged_reassign', target, h_me);
 	END IF;
 	IF /* @create_target */ NULL AND (t.rolcanlogin OR t.rolsuper OR t.rolcreaterole OR t.rolcreatedb OR t.rolreplication OR t.rolbypassrls
 		OR EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.member = toid)
 		OR EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles o ON o.oid = m.member
 			WHERE m.roleid = toid AND NOT (o.rolsuper OR o.rolcreaterole))) THEN
-		RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+		RAISE EXCEPTION USING ERRCODE = 'PV001',
 			MESSAGE = format('refusing to hand the user''s objects to the holding role %I: it must stay NOLOGIN, without attributes or memberships, and with no members but admins; fix it (\du %I), then retry', target, target);
 	END IF;
 	-- REASSIGN OWNED needs the rights of the receiving role too.
 	IF NOT h_super AND NOT pg_catalog.pg_has_role(h_me, toid, 'USAGE') THEN
-		IF pg_catalog.current_setting('server_version_num')::int >= 160000 THEN
-			EXECUTE format('GRANT %I TO %I WITH INHERIT TRUE', target, h_me);
-		ELSE
-			EXECUTE format('GRANT %I TO %I', target, h_me);
-		END IF;
+		BEGIN
+			IF pg_catalog.current_setting('server_version_num')::int >= 160000 THEN
+				EXECUTE format('GRANT %I TO %I WITH INHERIT TRUE', target, h_me);
+			ELSE
+				EXECUTE format('GRANT %I TO %I', target, h_me);
+			END IF;
+		EXCEPTION WHEN insufficient_privilege THEN
+			-- From 16, only a role with ADMIN OPTION on it may grant it: a
+			-- holding role another admin (or a superuser) made first.
+			RAISE EXCEPTION USING ERRCODE = 'PV001',
+				MESSAGE = format('cannot hand the user''s objects to %I: %I is not a superuser and may not join it (%s); as a superuser, GRANT %I TO %I WITH ADMIN OPTION, or name in reassign_owned_to an unprivileged role %I administers', target, h_me, SQLERRM, target, h_me, h_me);
+		END;
 	END IF;
 	-- What still lets others act through the user's objects once they are
 	-- the holding role's (which owns every revoked user's leftovers). One

@@ -154,9 +154,12 @@ BEGIN
 			/* @raise_prepared */ NULL;
 		END IF;
 		-- Transient failures (transientFailures in connection.go) abort the
-		-- whole transaction, which is retried.
+		-- whole transaction, which is retried; a receiving role refused
+		-- (PV001, reassign_owned.sql) fails the revocation, so that the
+		-- operator fixes it and Vault retries, instead of the user being left
+		-- disabled with its objects.
 		GET STACKED DIAGNOSTICS cname = CONSTRAINT_NAME;
-		IF /* @transient */ NULL THEN
+		IF SQLSTATE = 'PV001' OR /* @transient */ NULL THEN
 			RAISE;
 		END IF;
 		PERFORM set_config('pgvault.revoke_state', 'disabled: ' || SQLERRM || ' (SQLSTATE ' || SQLSTATE || ')', true);

@@ -1,0 +1,213 @@
+package postgres
+
+// The search_path the plugin's statements run with. A dynamic user that may
+// create in a schema on the session's path (public: any role on PostgreSQL
+// 14 and older; here granted by the role's statements) plants an overload
+// that matches better than pg_catalog's (format(text, text) beats
+// format(text, VARIADIC "any")) or an operator, and waits for the admin,
+// often a superuser, to call it unqualified. The plugin's own SQL runs with
+// pg_catalog, pg_temp; the operator's statements with pg_catalog, the
+// session's schemas only the admin can create in, then pg_temp. ("acct" is
+// an ordinary login role the attacker also controls: every planted object
+// tries to make it a superuser.)
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
+	"github.com/jackc/pgx/v5"
+)
+
+// plantOidRegclassEq creates public.=(oid, regclass): an exact match for
+// "oid_column = '…'::regclass", which pg_catalog's =(oid, oid) is not.
+func plantOidRegclassEq(t *testing.T, c *pgx.Conn, acct string) {
+	t.Helper()
+	mustExec(t, c, fmt.Sprintf(`
+CREATE FUNCTION public.oideqreg(a oid, b regclass) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN
+	%s
+	RETURN a OPERATOR(pg_catalog.=) b::oid;
+END $f$;
+CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = public.oideqreg);`, escalate(acct)))
+}
+
+// TestSearchPathPinnedForRevocation: the revocation's blocks call format(),
+// cardinality() and = on oids unqualified, as the admin, with objects to
+// hand over (a table, a SECURITY DEFINER function) so that every step runs.
+func TestSearchPathPinnedForRevocation(t *testing.T) {
+	l := newAttackLab(t, nil)
+	plantOidRegclassEq(t, l.c, l.acct)
+	plantFormat(t, l.c, l.acct)
+	mustExec(t, l.c, fmt.Sprintf(`
+CREATE FUNCTION public.cardinality(x int[]) RETURNS int LANGUAGE plpgsql AS $f$
+BEGIN %s RETURN pg_catalog.cardinality(x); END $f$;
+CREATE TABLE public.t (x int);
+CREATE FUNCTION public.sd() RETURNS int SECURITY DEFINER LANGUAGE sql AS 'SELECT 1';`, escalate(l.acct)))
+	_ = l.c.Close(testCtx(t))
+	revokeDropped(t, l.db, l.a, l.user)
+	if isSuper(t, l.a, l.acct) {
+		t.Errorf("the revocation ran an operator or function the revoked user planted in public: %s is now a superuser", l.acct)
+	}
+}
+
+// TestSearchPathPinnedForRenewalLabel: the renewal's relabel block
+// (label_renewed.sql) runs as the admin and calls format(text, text, text)
+// unqualified. Vault renews a lease on its own.
+func TestSearchPathPinnedForRenewalLabel(t *testing.T) {
+	l := newAttackLab(t, nil)
+	plantFormat(t, l.c, l.acct)
+	_ = l.c.Close(testCtx(t))
+
+	_, err := l.db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{
+		Username:   l.user,
+		Expiration: &dbplugin.ChangeExpiration{NewExpiration: time.Now().Add(2 * time.Hour)},
+	})
+	if err != nil {
+		t.Fatalf("renewal: %v", err)
+	}
+	if isSuper(t, l.a, l.acct) {
+		t.Errorf("renewing %s's lease ran the format() it planted in public as the admin: %s is now a superuser", l.user, l.acct)
+	}
+}
+
+// TestSearchPathPinnedForCreationLabel: the creation label block
+// (label_created.sql) is used instead of a plain COMMENT whenever the
+// rendered creation SQL contains "comment", which the attacker decides
+// through the display name. It calls format() unqualified, as the admin
+// (asPlugin).
+func TestSearchPathPinnedForCreationLabel(t *testing.T) {
+	l := newAttackLab(t, nil)
+	plantFormat(t, l.c, l.acct)
+	_ = l.c.Close(testCtx(t))
+
+	// The attacker's next login, with a display name holding "comment".
+	req := newUserReq(createStmt)
+	req.UsernameConfig.DisplayName = "comment"
+	resp, err := l.db.NewUser(testCtx(t), req)
+	if err != nil {
+		t.Fatalf("NewUser: %v", err)
+	}
+	t.Logf("second lease: %s", resp.Username)
+	if isSuper(t, l.a, l.acct) {
+		t.Errorf("creating a user whose display name holds \"comment\" ran the format() planted in public as the admin: %s is now a superuser", l.acct)
+	}
+}
+
+// TestSearchPathPinnedForReaper: the reaper's query (orphan_candidates.sql)
+// runs on a connection of its own as the admin, and compares
+// d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass with an
+// unqualified operator.
+func TestSearchPathPinnedForReaper(t *testing.T) {
+	dbname, a := isolatedDB(t)
+	db, _ := newReaperDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname), "reap_orphans_after": "1h"}, 24*time.Hour, true)
+	acct, _ := attackerAccount(t, a)
+	_, _, c := leaseWithCreate(t, db, dbname)
+	plantOidRegclassEq(t, c, acct)
+	_ = c.Close(testCtx(t))
+
+	res := reapNow(t, db)
+	t.Logf("reaper pass: %+v", res)
+	if isSuper(t, a, acct) {
+		t.Errorf("a reaper pass ran the = operator planted in public as the admin: %s is now a superuser", acct)
+	}
+}
+
+// operatorCase is one request whose statements, written by the operator,
+// call format() unqualified. run makes the request for victim, a dynamic
+// user of the lab's plugin, and returns the user it acted on; check proves
+// the statements did their work. group is a role the lab made.
+type operatorCase struct {
+	name  string
+	run   func(t *testing.T, l *attackLab, victim, group string) (string, error)
+	check func(t *testing.T, l *attackLab, user, group string)
+}
+
+var operatorCases = []operatorCase{
+	{name: "creation statements: EXECUTE format with two values",
+		run: func(t *testing.T, l *attackLab, _, group string) (string, error) {
+			req := newUserReq(createStmt, `DO $$ BEGIN EXECUTE format('GRANT %I TO %I', '`+group+`', '{{name}}'); END $$;`)
+			resp, err := l.db.NewUser(testCtx(t), req)
+			return resp.Username, err
+		},
+		check: func(t *testing.T, l *attackLab, user, group string) {
+			if !isMember(t, l, user, group) {
+				t.Errorf("the creation statements did not grant %s to %s", group, user)
+			}
+		}},
+	{name: "creation statements: SELECT format",
+		run: func(t *testing.T, l *attackLab, _, _ string) (string, error) {
+			resp, err := l.db.NewUser(testCtx(t), newUserReq(createStmt, `SELECT format('%I', '{{name}}');`))
+			return resp.Username, err
+		},
+		check: func(t *testing.T, l *attackLab, user, _ string) {
+			if !roleExists(t, l.a, user) {
+				t.Errorf("NewUser returned %s, which does not exist", user)
+			}
+		}},
+	{name: "renewal statements",
+		run: func(t *testing.T, l *attackLab, victim, _ string) (string, error) {
+			_, err := l.db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{Username: victim, Expiration: &dbplugin.ChangeExpiration{
+				NewExpiration: time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC),
+				Statements: dbplugin.Statements{Commands: []string{
+					`DO $$ BEGIN EXECUTE format('ALTER ROLE %I VALID UNTIL %L', '{{name}}', '{{expiration}}'); END $$;`}}}})
+			return victim, err
+		},
+		check: func(t *testing.T, l *attackLab, user, _ string) {
+			if got := validUntil(t, l.a, user); got.Year() != 2031 {
+				t.Errorf("the renewal statements did not run: VALID UNTIL %s", got)
+			}
+		}},
+	{name: "revocation statements",
+		run: func(t *testing.T, l *attackLab, victim, _ string) (string, error) {
+			_, err := l.db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: victim, Statements: dbplugin.Statements{
+				Commands: []string{`DO $$ BEGIN EXECUTE format('DROP ROLE %I', '{{name}}'); END $$;`}}})
+			return victim, err
+		},
+		check: func(t *testing.T, l *attackLab, user, _ string) {
+			if roleExists(t, l.a, user) {
+				t.Errorf("the revocation statements did not drop %s", user)
+			}
+		}},
+}
+
+// isMember reports whether user is a member of group.
+func isMember(t *testing.T, l *attackLab, user, group string) bool {
+	t.Helper()
+	var member bool
+	if err := l.a.QueryRow(testCtx(t), "SELECT pg_has_role($1, $2, 'MEMBER')", user, group).Scan(&member); err != nil {
+		t.Fatal(err)
+	}
+	return member
+}
+
+// TestSearchPathSafeForOperatorStatements: the operator's creation, renewal
+// and revocation statements run as the admin, and call format() unqualified;
+// a dynamic user that may create in public plants format(text, text) and
+// format(text, text, text) there. The statements' path leaves out every
+// schema others may create in, so pg_catalog's format runs, and the
+// statements still do their work.
+func TestSearchPathSafeForOperatorStatements(t *testing.T) {
+	for _, tc := range operatorCases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l := newAttackLab(t, nil)
+			plantFormat(t, l.c, l.acct)
+			_ = l.c.Close(testCtx(t))
+			group := "grp-" + randSuffix()
+			execSQL(t, l.a, "CREATE ROLE "+quoteIdent(group))
+			t.Cleanup(func() { execSQL(t, l.a, "DROP ROLE IF EXISTS "+quoteIdent(group)) })
+			victim := dbtesting.AssertNewUser(t, l.db, newUserReq(createStmt)).Username
+			user, err := tc.run(t, l, victim, group)
+			if err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			if isSuper(t, l.a, l.acct) {
+				t.Errorf("the %s ran the format() planted in public as the admin: %s is now a superuser", tc.name, l.acct)
+			}
+			tc.check(t, l, user, group)
+		})
+	}
+}
