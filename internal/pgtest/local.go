@@ -113,7 +113,32 @@ func startLocal(ctx context.Context) (*Server, error) {
 	if err := cl.run(ctx, s, bin); err != nil {
 		return fail(err)
 	}
+	if err := s.hardenPublic(ctx); err != nil {
+		_ = s.Stop()
+		return nil, err
+	}
 	return s, nil
+}
+
+// hardenPublic takes CREATE on schema public from PUBLIC in postgres and
+// template1 (so in every database a test makes), as PostgreSQL advises since
+// CVE-2018-1058 and does by default from 15: the plugin runs a role's
+// statements with a search_path that leaves out schemas others may create
+// in, and the tests' statements name tables in public unqualified, as an
+// operator who followed that advice may.
+func (s *Server) hardenPublic(ctx context.Context) error {
+	for _, db := range []string{"postgres", "template1"} {
+		c, err := s.Connect(ctx, s.SuperUser, s.SuperPassword, db)
+		if err != nil {
+			return err
+		}
+		_, err = c.Exec(ctx, "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+		_ = c.Close(ctx)
+		if err != nil {
+			return fmt.Errorf("revoking CREATE on schema public from PUBLIC in %s: %w", db, err)
+		}
+	}
+	return nil
 }
 
 // cluster is a local cluster being made: the OS user it runs as and its
