@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // The orphan reaper revokes roles this plugin created whose lease Vault has
@@ -43,7 +45,7 @@ const reapRoleTimeout = 30 * time.Second
 // fail. The connection's own user and the reassign_owned_to role ($1) are
 // never candidates.
 var orphanCandidatesSQL = mustFill(loadSQL("orphan_candidates.sql"), map[string]string{
-	"managed_by": quoteLiteral("%" + labelManagedBy + "%"),
+	"managed_by": render.QuoteLiteral("%" + labelManagedBy + "%"),
 })
 
 // reaper is one connection's reaper goroutine.

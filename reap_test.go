@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // newReaperDB is newDB with the reaper's interval set to every (24h: only
@@ -71,7 +72,7 @@ func orphanUser(t *testing.T, db *Postgres, exp time.Time, stmts ...string) stri
 	req := newUserReq(append([]string{createStmt}, stmts...)...)
 	req.Expiration = exp
 	name := dbtesting.AssertNewUser(t, db, req).Username
-	t.Cleanup(func() { execSQL(t, admin(t), "DROP ROLE IF EXISTS "+quoteIdent(name)) })
+	t.Cleanup(func() { execSQL(t, admin(t), "DROP ROLE IF EXISTS "+render.QuoteIdent(name)) })
 	return name
 }
 
@@ -79,11 +80,11 @@ func orphanUser(t *testing.T, db *Postgres, exp time.Time, stmts ...string) stri
 func plainRole(t *testing.T, a *pgxpool.Pool, prefix, comment string) string {
 	t.Helper()
 	name := prefix + "-" + randSuffix()
-	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s VALID UNTIL '2000-01-01'", quoteIdent(name)))
+	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s VALID UNTIL '2000-01-01'", render.QuoteIdent(name)))
 	if comment != "" {
-		execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS %s", quoteIdent(name), quoteLiteral(comment)))
+		execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS %s", render.QuoteIdent(name), render.QuoteLiteral(comment)))
 	}
-	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+quoteIdent(name)) })
+	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+render.QuoteIdent(name)) })
 	return name
 }
 
@@ -117,8 +118,8 @@ func keptRoles(t *testing.T, db *Postgres, a *pgxpool.Pool, keeper string, now t
 // labelStale gives an existing role staleLabel until the test ends.
 func labelStale(t *testing.T, a *pgxpool.Pool, role string) {
 	t.Helper()
-	execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS %s", quoteIdent(role), quoteLiteral(staleLabel)))
-	t.Cleanup(func() { execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS NULL", quoteIdent(role))) })
+	execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS %s", render.QuoteIdent(role), render.QuoteLiteral(staleLabel)))
+	t.Cleanup(func() { execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS NULL", render.QuoteIdent(role))) })
 }
 
 // tableOwnedBy creates public.<prefix><random> (id int) owned by owner and
@@ -126,7 +127,7 @@ func labelStale(t *testing.T, a *pgxpool.Pool, role string) {
 func tableOwnedBy(t *testing.T, a *pgxpool.Pool, prefix, owner string) string {
 	t.Helper()
 	tbl := prefix + randSuffix()
-	execSQL(t, a, fmt.Sprintf("CREATE TABLE public.%s (id int); ALTER TABLE public.%s OWNER TO %s", tbl, tbl, quoteIdent(owner)))
+	execSQL(t, a, fmt.Sprintf("CREATE TABLE public.%s (id int); ALTER TABLE public.%s OWNER TO %s", tbl, tbl, render.QuoteIdent(owner)))
 	t.Cleanup(func() { execSQL(t, a, "DROP TABLE IF EXISTS public."+tbl) })
 	return tbl
 }
@@ -208,8 +209,8 @@ func TestReaperSparesItsUserAndReassignTarget(t *testing.T) {
 	adm, pw := "reapadm-"+randSuffix(), "Adm-"+randSuffix()
 	tgt := plainRole(t, a, "reaptgt", staleLabel)
 	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s; GRANT %s TO %s; COMMENT ON ROLE %s IS %s",
-		quoteIdent(adm), quoteLiteral(pw), quoteIdent(tgt), quoteIdent(adm), quoteIdent(adm), quoteLiteral(staleLabel)))
-	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+quoteIdent(adm)) })
+		render.QuoteIdent(adm), render.QuoteLiteral(pw), render.QuoteIdent(tgt), render.QuoteIdent(adm), render.QuoteIdent(adm), render.QuoteLiteral(staleLabel)))
+	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+render.QuoteIdent(adm)) })
 	db, _ := newReaperDB(t, map[string]interface{}{"username": adm, "password": pw, "reassign_owned_to": tgt, "reap_orphans_after": "1s"}, 24*time.Hour, true)
 	// A CREATEROLE admin labels its users and reaps them.
 	orphan := orphanUser(t, db, time.Now().Add(-time.Hour))
