@@ -29,6 +29,14 @@ import (
 // maxReapInterval caps the time between two passes.
 const maxReapInterval = 5 * time.Minute
 
+// reapInterval is the time between two passes of p's reaper when
+// reap_orphans_after is after. It is a variable so that the tests can
+// choose it per plugin (reap_test.go sets it once, at init, before any
+// reaper runs); p is there for them.
+var reapInterval = func(p *Postgres, after time.Duration) time.Duration {
+	return min(after, maxReapInterval)
+}
+
 // reapPassTimeout bounds one pass; a pass cut short resumes at the next.
 const reapPassTimeout = 5 * time.Minute
 
@@ -62,10 +70,7 @@ func (p *Postgres) startReaper(st *state) *reaper {
 	if after <= 0 {
 		return nil
 	}
-	every := min(after, maxReapInterval)
-	if p.reapEvery > 0 {
-		every = p.reapEvery
-	}
+	every := reapInterval(p, after)
 	// Not a request: the reaper lives as long as the state, and stop
 	// cancels it.
 	ctx, cancel := context.WithCancel(context.Background())

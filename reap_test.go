@@ -20,6 +20,29 @@ import (
 	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
+// reapEvery holds the reaper interval a test chose for its plugin
+// (setReapEvery); plugins without one get the production interval.
+var reapEvery sync.Map // *Postgres → time.Duration
+
+// init makes reapInterval read reapEvery. It runs before any test, so no
+// reaper reads the variable while it changes.
+func init() {
+	production := reapInterval
+	reapInterval = func(p *Postgres, after time.Duration) time.Duration {
+		if every, ok := reapEvery.Load(p); ok {
+			return every.(time.Duration)
+		}
+		return production(p, after)
+	}
+}
+
+// setReapEvery sets db's reaper interval for the rest of the test. Call it
+// before Initialize starts the reaper.
+func setReapEvery(t *testing.T, db *Postgres, every time.Duration) {
+	reapEvery.Store(db, every)
+	t.Cleanup(func() { reapEvery.Delete(db) })
+}
+
 // newReaperDB is newDB with the reaper's interval set to every (24h: only
 // the passes a test runs itself) and the log kept at info level.
 func newReaperDB(t *testing.T, extra map[string]interface{}, every time.Duration, verify bool) (*Postgres, *logBuffer) {
@@ -28,7 +51,7 @@ func newReaperDB(t *testing.T, extra map[string]interface{}, every time.Duration
 	cfg := mergeConfig(extra)
 	logs := &logBuffer{}
 	db := newPostgres(hclog.New(&hclog.LoggerOptions{Level: hclog.Info, Output: logs}))
-	db.reapEvery = every
+	setReapEvery(t, db, every)
 	if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: verify}); err != nil {
 		t.Fatalf("Initialize: %v", err)
 	}
@@ -467,7 +490,7 @@ func TestReaperCloseLeavesNoGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
 	logs := &logBuffer{}
 	db := newPostgres(hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: logs}))
-	db.reapEvery = 5 * time.Millisecond
+	setReapEvery(t, db, 5*time.Millisecond)
 	cfg := mergeConfig(map[string]interface{}{"reap_orphans_after": "1h"})
 	dbtesting.AssertInitialize(t, db, dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true})
 	waitFor(t, func() bool { return strings.Count(logs.String(), "pass done") >= 3 })
