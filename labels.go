@@ -86,7 +86,7 @@ const asPlugin = "SET LOCAL SESSION AUTHORIZATION DEFAULT; SET LOCAL ROLE NONE; 
 // labelStatement is the SQL that labels a role NewUser creates, to append to
 // the rendered creation statements; "" when labelling is off. When the
 // statements provably create the role named {{name}} and leave it as it is
-// (createsName), a plain COMMENT labels it: the DO block that checks first
+// (render.CreatesName), a plain COMMENT labels it: the DO block that checks first
 // costs the server a compilation on every credential. Nothing in such
 // statements changes the session's role, so the COMMENT runs as the role
 // that created the new one, which may always comment on it. Any other
