@@ -17,6 +17,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // certCreationExample is the creation statement the README recommends; the
@@ -34,8 +36,8 @@ func (p *Postgres) newCertUser(ctx context.Context, st *state, req dbplugin.NewU
 	if err != nil {
 		return dbplugin.NewUserResponse{}, fmt.Errorf("client certificate: %w", err)
 	}
-	vals := newTemplateValues(username).withExpiration(req.Expiration)
-	sql, err := renderStatements(req.Statements.Commands, vals)
+	vals := render.NewValues(username).WithExpiration(req.Expiration)
+	sql, err := render.Render(req.Statements.Commands, vals)
 	if err != nil {
 		if strings.Contains(err.Error(), "{{password}}") {
 			return dbplugin.NewUserResponse{}, fmt.Errorf("creation_statements: %w: a client_certificate user logs in with its certificate and has no password; remove PASSWORD '{{password}}' (e.g. %s)", err, certCreationExample)
@@ -198,4 +200,8 @@ func parseDNValue(dn string, i int) (string, int, error) {
 		}
 	}
 	return string(b[:keep]), len(dn), nil
+}
+
+func isHex(c byte) bool {
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // certCreateStmt is the README's creation statement for certificate users.
@@ -465,7 +466,7 @@ func TestClientCertificateUserCreateroleAdmin(t *testing.T) {
 		if !refused(err, `ADMIN option on role "`+pgtest.CertGroup+`"`) {
 			t.Fatalf("NewUser without ADMIN OPTION on the group: got %v, want the server's permission error naming it", err)
 		}
-		execSQL(t, a, `GRANT `+pgtest.CertGroup+` TO `+quoteIdent(crUser)+` WITH ADMIN OPTION`)
+		execSQL(t, a, `GRANT `+pgtest.CertGroup+` TO `+render.QuoteIdent(crUser)+` WITH ADMIN OPTION`)
 	}
 	resp, err := db.NewUser(testCtx(t), certUserReq(subjectOf(name), certCreateStmt))
 	if err != nil {

@@ -21,6 +21,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // poolConfig turns the configuration into a pgxpool configuration. The root
@@ -337,12 +339,12 @@ var transientSQL = transientCondition()
 func transientCondition() string {
 	parts := make([]string, 0, len(transientFailures))
 	for _, f := range transientFailures {
-		c := "SQLSTATE = " + quoteLiteral(f.code)
+		c := "SQLSTATE = " + render.QuoteLiteral(f.code)
 		if f.messageHas != "" {
-			c += " AND pg_catalog.strpos(SQLERRM, " + quoteLiteral(f.messageHas) + ") > 0"
+			c += " AND pg_catalog.strpos(SQLERRM, " + render.QuoteLiteral(f.messageHas) + ") > 0"
 		}
 		if f.constraintPrefix != "" {
-			c += " AND pg_catalog.starts_with(cname, " + quoteLiteral(f.constraintPrefix) + ")"
+			c += " AND pg_catalog.starts_with(cname, " + render.QuoteLiteral(f.constraintPrefix) + ")"
 		}
 		parts = append(parts, "("+c+")")
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // NewUser creates a user from the role's creation statements, all in one
@@ -46,8 +48,8 @@ func (p *Postgres) NewUser(ctx context.Context, req dbplugin.NewUserRequest) (db
 	if err != nil {
 		return dbplugin.NewUserResponse{}, fmt.Errorf("creating user %q: %w", username, err)
 	}
-	vals := newTemplateValues(username).withPassword(verifier).withExpiration(req.Expiration)
-	sql, err := renderStatements(req.Statements.Commands, vals)
+	vals := render.NewValues(username).WithPassword(verifier).WithExpiration(req.Expiration)
+	sql, err := render.Render(req.Statements.Commands, vals)
 	if err != nil {
 		return dbplugin.NewUserResponse{}, fmt.Errorf("creation_statements: %w", err)
 	}
@@ -61,7 +63,7 @@ func (p *Postgres) NewUser(ctx context.Context, req dbplugin.NewUserRequest) (db
 // createLabelled runs the rendered creation statements with the label
 // appended (labels.go), and the rollback statements after a failure. The
 // error names the user and hides secrets, the password and its verifier.
-func (p *Postgres) createLabelled(ctx context.Context, st *state, req dbplugin.NewUserRequest, username, sql string, vals templateValues, secrets ...string) error {
+func (p *Postgres) createLabelled(ctx context.Context, st *state, req dbplugin.NewUserRequest, username, sql string, vals render.Values, secrets ...string) error {
 	label, err := st.labelStatement(username, req)
 	if err != nil {
 		return err
@@ -108,11 +110,11 @@ func (p *Postgres) create(ctx context.Context, st *state, username, sql string) 
 // rollback statements only matter for side effects outside the database's
 // transaction (dblink, NOTIFY consumers, external tables), and a role that
 // no longer exists is not an error.
-func (p *Postgres) rollback(ctx context.Context, st *state, stmts []string, vals templateValues) {
+func (p *Postgres) rollback(ctx context.Context, st *state, stmts []string, vals render.Values) {
 	if !hasStatements(stmts) {
 		return
 	}
-	sql, err := renderStatements(stmts, vals)
+	sql, err := render.Render(stmts, vals)
 	if err == nil {
 		err = st.exec(ctx, st.pool, sql)
 	}

@@ -8,6 +8,8 @@ import (
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // pg16 is server_version_num of PostgreSQL 16, which narrowed CREATEROLE: an
@@ -20,7 +22,7 @@ const pg16 = 160000
 func createroleAdmin(t *testing.T, a *pgxpool.Pool) (string, string) {
 	t.Helper()
 	user, pw := "cradmin-"+randSuffix(), "Cr-"+randSuffix()
-	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s`, quoteIdent(user), quoteLiteral(pw)))
+	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s`, render.QuoteIdent(user), render.QuoteLiteral(pw)))
 	shareHoldingRole(t, a, user)
 	return user, pw
 }
@@ -33,7 +35,7 @@ func createroleAdmin(t *testing.T, a *pgxpool.Pool) (string, string) {
 func shareHoldingRole(t *testing.T, a *pgxpool.Pool, admin string) {
 	t.Helper()
 	ensureHoldingRole(t, a)
-	execSQL(t, a, fmt.Sprintf("GRANT %s TO %s WITH ADMIN OPTION", quoteIdent(holdingRole), quoteIdent(admin)))
+	execSQL(t, a, fmt.Sprintf("GRANT %s TO %s WITH ADMIN OPTION", render.QuoteIdent(holdingRole), render.QuoteIdent(admin)))
 }
 
 // createdByAnother creates a login role as creator, a CREATEROLE role that
@@ -42,10 +44,10 @@ func shareHoldingRole(t *testing.T, a *pgxpool.Pool, admin string) {
 func createdByAnother(t *testing.T, a *pgxpool.Pool) (user, password, creator string) {
 	t.Helper()
 	creator = "creator-" + randSuffix()
-	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s CREATEROLE`, quoteIdent(creator)))
+	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s CREATEROLE`, render.QuoteIdent(creator)))
 	user, password = "other-"+randSuffix(), "Other-"+randSuffix()
 	execSQL(t, a, fmt.Sprintf(`SET ROLE %s; CREATE ROLE %s LOGIN PASSWORD %s; RESET ROLE`,
-		quoteIdent(creator), quoteIdent(user), quoteLiteral(password)))
+		render.QuoteIdent(creator), render.QuoteIdent(user), render.QuoteLiteral(password)))
 	return user, password, creator
 }
 
@@ -79,7 +81,7 @@ func TestRolesCreatedByAnotherRole(t *testing.T) {
 				}
 				assertNeedsAdminOption(t, attempt(), user)
 				assertLogin(t, user, pw)
-				execSQL(t, a, fmt.Sprintf(`GRANT %s TO %s WITH ADMIN OPTION`, quoteIdent(user), quoteIdent(adm.user)))
+				execSQL(t, a, fmt.Sprintf(`GRANT %s TO %s WITH ADMIN OPTION`, render.QuoteIdent(user), render.QuoteIdent(adm.user)))
 			}
 
 			t.Run("rotate password", func(t *testing.T) {
@@ -149,11 +151,11 @@ func TestCreateroleAdminMemberships(t *testing.T) {
 			}
 			t.Parallel()
 			user, pw := createroleAdmin(t, a)
-			execSQL(t, a, fmt.Sprintf(`ALTER ROLE %s %s`, quoteIdent(user), tc.alter))
+			execSQL(t, a, fmt.Sprintf(`ALTER ROLE %s %s`, render.QuoteIdent(user), tc.alter))
 			schema := "members_" + randSuffix()
-			execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s AUTHORIZATION %s`, quoteIdent(schema), quoteIdent(user)))
+			execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s AUTHORIZATION %s`, render.QuoteIdent(schema), render.QuoteIdent(user)))
 			db := newDB(t, map[string]interface{}{"username": user, "password": pw})
-			req := newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, quoteIdent(schema)))
+			req := newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, render.QuoteIdent(schema)))
 			created := dbtesting.AssertNewUser(t, db, req).Username
 			assertLogin(t, created, req.Password)
 			if tc.selfGrant {
@@ -164,7 +166,7 @@ func TestCreateroleAdminMemberships(t *testing.T) {
 			}
 			c := connectAs(t, created, req.Password, "")
 			tbl := "owned_" + randSuffix()
-			if _, err := c.Exec(testCtx(t), fmt.Sprintf("CREATE TABLE %s.%s (id int)", quoteIdent(schema), tbl)); err != nil {
+			if _, err := c.Exec(testCtx(t), fmt.Sprintf("CREATE TABLE %s.%s (id int)", render.QuoteIdent(schema), tbl)); err != nil {
 				t.Fatal(err)
 			}
 			c.Close(testCtx(t))

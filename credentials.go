@@ -22,10 +22,6 @@ import (
 // plugin_name does not change the shape of generated names.
 const defaultUsernameTemplate = `{{ printf "v-%s-%s-%s-%s" (.DisplayName | truncate 8) (.RoleName | truncate 8) (random 20) (unix_time) | truncate 63 }}`
 
-// expirationFormat is how {{expiration}} is rendered, as the built-in does: a
-// timestamp with zone that PostgreSQL parses in VALID UNTIL.
-const expirationFormat = "2006-01-02 15:04:05-0700"
-
 // maxIdentifierLength is PostgreSQL's NAMEDATALEN-1; longer names are silently
 // truncated by the server, which would make the returned username wrong.
 const maxIdentifierLength = 63

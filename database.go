@@ -5,7 +5,7 @@
 // The dbplugin methods live in a file each with what they alone use:
 // Initialize and Type here, NewUser in create.go, UpdateUser in update.go,
 // DeleteUser in revoke.go; the state they share in state.go. Each validates,
-// renders (render.go), executes and maps the error (errors.go). The long SQL
+// renders (internal/sqlrender), executes and maps the error (errors.go). The long SQL
 // they run lives in sql/*.sql, embedded and filled by sqltemplate.go.
 // DEVELOPERS.md maps the rest.
 package postgres

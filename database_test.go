@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // configWith is a config function: baseConfig with the keys of set.
@@ -470,8 +471,8 @@ func TestBackslashWithNonStandardStrings(t *testing.T) {
 	needPG(t)
 	a := admin(t)
 	root := "scsoff-" + randSuffix()
-	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD 'scs-pw'`, quoteIdent(root)))
-	execSQL(t, a, fmt.Sprintf(`ALTER ROLE %s SET standard_conforming_strings = off`, quoteIdent(root)))
+	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD 'scs-pw'`, render.QuoteIdent(root)))
+	execSQL(t, a, fmt.Sprintf(`ALTER ROLE %s SET standard_conforming_strings = off`, render.QuoteIdent(root)))
 	db := newDB(t, map[string]interface{}{"username": root, "password": "scs-pw", "password_authentication": "password"})
 	req := newUserReq(createStmt)
 	req.Password = `back\slash\b-` + randSuffix()
@@ -525,7 +526,7 @@ func TestUpdateUser(t *testing.T) {
 	t.Run("self-managed password", func(t *testing.T) {
 		t.Parallel()
 		user, pw := "selfmanaged-"+randSuffix(), "Self-"+randSuffix()
-		execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN PASSWORD %s`, quoteIdent(user), quoteLiteral(pw)))
+		execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN PASSWORD %s`, render.QuoteIdent(user), render.QuoteLiteral(pw)))
 		newPw := "Self2-" + randSuffix()
 		dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user, SelfManagedPassword: pw, Password: &dbplugin.ChangePassword{NewPassword: newPw}})
 		assertLogin(t, user, newPw)
@@ -561,7 +562,7 @@ func TestRootRotation(t *testing.T) {
 	needPG(t)
 	a := admin(t)
 	root, pw := "rootrot-"+randSuffix(), `R@/#{}%?&'`+randSuffix()
-	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s`, quoteIdent(root), quoteLiteral(pw)))
+	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s`, render.QuoteIdent(root), render.QuoteLiteral(pw)))
 	db := newDB(t, map[string]interface{}{"username": root, "password": pw})
 	newPw := `N3w@/#{}%?&'` + randSuffix()
 	dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: root, Password: &dbplugin.ChangePassword{NewPassword: newPw}})
@@ -722,7 +723,7 @@ func TestNewSanitizesRootPassword(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A statement that echoes the root password back in its error.
-	req := newUserReq(fmt.Sprintf(`DO $$ BEGIN RAISE EXCEPTION '%%', %s; END $$;`, quoteLiteral(pg.SuperPassword)))
+	req := newUserReq(fmt.Sprintf(`DO $$ BEGIN RAISE EXCEPTION '%%', %s; END $$;`, render.QuoteLiteral(pg.SuperPassword)))
 	_, err = db.NewUser(testCtx(t), req)
 	if err == nil || strings.Contains(err.Error(), pg.SuperPassword) || !strings.Contains(err.Error(), "[password]") {
 		t.Fatalf("error not sanitized: %v", err)

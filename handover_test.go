@@ -19,6 +19,8 @@ import (
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // TestHandOverDisablesRulesOnTables: a rule's action runs with its
@@ -36,7 +38,7 @@ GRANT INSERT ON public.inbox TO PUBLIC;
 CREATE VIEW public.outbox AS SELECT 1 AS x;
 CREATE RULE r AS ON UPDATE TO public.outbox DO INSTEAD
 	UPDATE pg_catalog.pg_authid SET rolsuper = true WHERE rolname = %[1]s;
-GRANT UPDATE ON public.outbox TO PUBLIC;`, quoteLiteral(l.acct)))
+GRANT UPDATE ON public.outbox TO PUBLIC;`, render.QuoteLiteral(l.acct)))
 	_ = l.c.Close(testCtx(t))
 
 	revokeDropped(t, l.db, l.a, l.user)
@@ -235,7 +237,7 @@ func TestHandOverCascadeCodeRunsAsHoldingRole(t *testing.T) {
 			t.Parallel()
 			l := newAttackLab(t, nil)
 			l.plantEscalation(t)
-			names := strings.NewReplacer("{user}", quoteIdent(l.user), "{acct}", quoteIdent(l.acct))
+			names := strings.NewReplacer("{user}", render.QuoteIdent(l.user), "{acct}", render.QuoteIdent(l.acct))
 			if tc.setup != "" {
 				execSQL(t, l.a, names.Replace(tc.setup))
 			}
@@ -304,7 +306,7 @@ func TestHandOverRevokesMaintain(t *testing.T) {
 	l.plantEscalation(t)
 	mustExec(t, l.c, fmt.Sprintf(`
 CREATE MATERIALIZED VIEW public.mv AS SELECT 1 AS x FROM (SELECT public.esc()) s;
-GRANT MAINTAIN ON public.mv TO %s;`, quoteIdent(l.acct)))
+GRANT MAINTAIN ON public.mv TO %s;`, render.QuoteIdent(l.acct)))
 	_ = l.c.Close(testCtx(t))
 	revokeDropped(t, l.db, l.a, l.user)
 	_, err := l.asAcct(t).Exec(testCtx(t), "REFRESH MATERIALIZED VIEW public.mv")
@@ -328,7 +330,7 @@ func TestHandOverDisarmsDefinerRoutinesAndViews(t *testing.T) {
 CREATE FUNCTION public.later() RETURNS void SECURITY DEFINER LANGUAGE plpgsql AS $f$
 BEGIN EXECUTE 'ALTER ROLE %s SUPERUSER'; END $f$;
 CREATE VIEW public.peek AS SELECT rolname, rolpassword FROM pg_catalog.pg_authid;
-GRANT SELECT ON public.peek TO PUBLIC;`, quoteIdent(l.acct)))
+GRANT SELECT ON public.peek TO PUBLIC;`, render.QuoteIdent(l.acct)))
 	_ = l.c.Close(testCtx(t))
 	revokeDropped(t, l.db, l.a, l.user)
 
@@ -356,14 +358,14 @@ GRANT SELECT ON public.peek TO PUBLIC;`, quoteIdent(l.acct)))
 func (l *attackLab) definerAccess(t *testing.T) (member bool) {
 	t.Helper()
 	execSQL(t, l.a, `CREATE TABLE public.secret (s text); INSERT INTO public.secret VALUES ('the data')`)
-	execSQL(t, l.a, "GRANT SELECT ON public.secret TO "+quoteIdent(l.user))
+	execSQL(t, l.a, "GRANT SELECT ON public.secret TO "+render.QuoteIdent(l.user))
 	mustExec(t, l.c, `
 CREATE FUNCTION public.run(q text) RETURNS SETOF text SECURITY DEFINER LANGUAGE plpgsql AS $f$
 BEGIN
 	RETURN QUERY EXECUTE q;
 END $f$;`)
 	if pg.VersionNum < 160000 {
-		_, err := l.c.Exec(testCtx(t), "GRANT "+quoteIdent(l.user)+" TO "+quoteIdent(l.acct))
+		_, err := l.c.Exec(testCtx(t), "GRANT "+render.QuoteIdent(l.user)+" TO "+render.QuoteIdent(l.acct))
 		t.Logf("GRANT %s TO %s by the user itself: %v", l.user, l.acct, err)
 		return err == nil
 	}
@@ -384,7 +386,7 @@ func (l *attackLab) assertNoDefinerAccess(t *testing.T, member bool, while strin
 	if !member {
 		return
 	}
-	if _, err := ac.Exec(testCtx(t), "SET ROLE "+quoteIdent(l.user)); err == nil {
+	if _, err := ac.Exec(testCtx(t), "SET ROLE "+render.QuoteIdent(l.user)); err == nil {
 		t.Errorf("%s, %s, made a member of the user by the user itself, still acts as it", while, l.acct)
 	}
 }
@@ -398,12 +400,12 @@ func (l *attackLab) assertNoDefinerAccess(t *testing.T, member bool, while strin
 func TestHandOverFailureLeavesNoDefinerAccess(t *testing.T) {
 	keeper := "keeper-" + randSuffix()
 	a := admin(t)
-	execSQL(t, a, "CREATE ROLE "+quoteIdent(keeper)+" NOLOGIN")
-	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+quoteIdent(keeper)) })
+	execSQL(t, a, "CREATE ROLE "+render.QuoteIdent(keeper)+" NOLOGIN")
+	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+render.QuoteIdent(keeper)) })
 	l := newAttackLab(t, map[string]interface{}{"reassign_owned_to": keeper})
 	member := l.definerAccess(t)
 	_ = l.c.Close(testCtx(t))
-	execSQL(t, a, "ALTER ROLE "+quoteIdent(keeper)+" SUPERUSER")
+	execSQL(t, a, "ALTER ROLE "+render.QuoteIdent(keeper)+" SUPERUSER")
 	_, err := l.db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: l.user})
 	t.Logf("DeleteUser: %v", err)
 	if !roleExists(t, l.a, l.user) {
@@ -439,7 +441,7 @@ func (l *attackLab) holdBackHandOver(t *testing.T) {
 func TestHandOverHeldBackLeavesNoDefinerAccess(t *testing.T) {
 	l := newAttackLab(t, map[string]interface{}{"lock_timeout": "300ms"})
 	member := l.definerAccess(t)
-	mustExec(t, l.c, fmt.Sprintf(`CREATE TABLE public.held (x int); GRANT SELECT ON public.held TO %s;`, quoteIdent(l.acct)))
+	mustExec(t, l.c, fmt.Sprintf(`CREATE TABLE public.held (x int); GRANT SELECT ON public.held TO %s;`, render.QuoteIdent(l.acct)))
 	_ = l.c.Close(testCtx(t))
 	l.holdBackHandOver(t)
 	l.assertNoDefinerAccess(t, member, "while the hand-over is held back")
@@ -515,10 +517,10 @@ func TestHandOverRefusesPrivilegedTarget(t *testing.T) {
 	a := admin(t)
 	super, member := "super-"+randSuffix(), "member-"+randSuffix()
 	cr, crPw := createroleAdmin(t, a)
-	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s SUPERUSER NOLOGIN", quoteIdent(super)))
-	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s NOLOGIN; GRANT %s TO %[1]s", quoteIdent(member), quoteIdent(cr)))
+	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s SUPERUSER NOLOGIN", render.QuoteIdent(super)))
+	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s NOLOGIN; GRANT %s TO %[1]s", render.QuoteIdent(member), render.QuoteIdent(cr)))
 	t.Cleanup(func() {
-		execSQL(t, a, fmt.Sprintf("DROP ROLE IF EXISTS %s, %s", quoteIdent(super), quoteIdent(member)))
+		execSQL(t, a, fmt.Sprintf("DROP ROLE IF EXISTS %s, %s", render.QuoteIdent(super), render.QuoteIdent(member)))
 	})
 	asCR := map[string]interface{}{"username": cr, "password": crPw}
 	for _, tc := range []struct {
@@ -553,12 +555,12 @@ func TestHandOverRefusesPrivilegedTarget(t *testing.T) {
 func TestHandOverRefusesTargetMadePrivilegedLater(t *testing.T) {
 	keeper := "keeper-" + randSuffix()
 	a := admin(t)
-	execSQL(t, a, "CREATE ROLE "+quoteIdent(keeper)+" NOLOGIN")
-	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+quoteIdent(keeper)) })
+	execSQL(t, a, "CREATE ROLE "+render.QuoteIdent(keeper)+" NOLOGIN")
+	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+render.QuoteIdent(keeper)) })
 	l := newAttackLab(t, map[string]interface{}{"reassign_owned_to": keeper})
 	mustExec(t, l.c, `CREATE TABLE public.kept (x int); INSERT INTO public.kept VALUES (1)`)
 	_ = l.c.Close(testCtx(t))
-	execSQL(t, a, "ALTER ROLE "+quoteIdent(keeper)+" SUPERUSER")
+	execSQL(t, a, "ALTER ROLE "+render.QuoteIdent(keeper)+" SUPERUSER")
 	_, err := l.db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: l.user})
 	t.Logf("DeleteUser: %v", err)
 	if said := fmt.Sprint(err) + l.logs.String(); !strings.Contains(said, "allow_privileged_reassign") {
@@ -588,7 +590,7 @@ BEGIN
 END $f$;
 CREATE TRIGGER touch BEFORE UPDATE ON public.doc FOR EACH ROW EXECUTE FUNCTION public.touch();
 INSERT INTO public.doc VALUES (1, 'draft');
-GRANT SELECT, UPDATE ON public.doc TO %s;`, quoteIdent(l.acct)))
+GRANT SELECT, UPDATE ON public.doc TO %s;`, render.QuoteIdent(l.acct)))
 	_ = l.c.Close(testCtx(t))
 	revokeDropped(t, l.db, l.a, l.user)
 	mustExec(t, l.asAcct(t), "UPDATE public.doc SET body = 'final' WHERE id = 1")
@@ -608,15 +610,15 @@ GRANT SELECT, UPDATE ON public.doc TO %s;`, quoteIdent(l.acct)))
 func TestHandOverHeldBackLeavesNoViewOrGroup(t *testing.T) {
 	a := admin(t)
 	group := "grp-" + randSuffix()
-	execSQL(t, a, "CREATE ROLE "+quoteIdent(group))
-	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+quoteIdent(group)) })
+	execSQL(t, a, "CREATE ROLE "+render.QuoteIdent(group))
+	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+render.QuoteIdent(group)) })
 	l := newAttackLab(t, map[string]interface{}{"lock_timeout": "300ms"})
 	execSQL(t, l.a, fmt.Sprintf(`CREATE TABLE public.secret (s text); INSERT INTO public.secret VALUES ('the data');
-GRANT SELECT ON public.secret TO %[1]s; GRANT %[2]s TO %[1]s`, quoteIdent(l.user), quoteIdent(group)))
+GRANT SELECT ON public.secret TO %[1]s; GRANT %[2]s TO %[1]s`, render.QuoteIdent(l.user), render.QuoteIdent(group)))
 	mustExec(t, l.c, fmt.Sprintf(`
 CREATE TABLE public.held (x int);
 CREATE VIEW public.secret_view AS SELECT s FROM public.secret;
-GRANT SELECT ON public.held, public.secret_view TO %s;`, quoteIdent(l.acct)))
+GRANT SELECT ON public.held, public.secret_view TO %s;`, render.QuoteIdent(l.acct)))
 	_ = l.c.Close(testCtx(t))
 	ac := l.asAcct(t)
 	var got string
@@ -644,14 +646,14 @@ func setAsideHoldingRole(t *testing.T, a *pgxpool.Pool) {
 	aside := holdingRole + "_" + randSuffix()
 	existed := roleExists(t, a, holdingRole)
 	if existed {
-		execSQL(t, a, fmt.Sprintf("ALTER ROLE %s RENAME TO %s", quoteIdent(holdingRole), quoteIdent(aside)))
+		execSQL(t, a, fmt.Sprintf("ALTER ROLE %s RENAME TO %s", render.QuoteIdent(holdingRole), render.QuoteIdent(aside)))
 	}
 	t.Cleanup(func() {
 		if roleExists(t, a, holdingRole) {
-			execSQL(t, a, fmt.Sprintf("DROP OWNED BY %[1]s; DROP ROLE %[1]s", quoteIdent(holdingRole)))
+			execSQL(t, a, fmt.Sprintf("DROP OWNED BY %[1]s; DROP ROLE %[1]s", render.QuoteIdent(holdingRole)))
 		}
 		if existed {
-			execSQL(t, a, fmt.Sprintf("ALTER ROLE %s RENAME TO %s", quoteIdent(aside), quoteIdent(holdingRole)))
+			execSQL(t, a, fmt.Sprintf("ALTER ROLE %s RENAME TO %s", render.QuoteIdent(aside), render.QuoteIdent(holdingRole)))
 		}
 	})
 }
@@ -725,13 +727,13 @@ func TestHandOverRefusesTamperedHoldingRole(t *testing.T) {
 		t.Fatalf("a revocation handed a table over and there is no holding role %s", holdingRole)
 	}
 	group := "grp-" + randSuffix()
-	execSQL(t, l.a, "CREATE ROLE "+quoteIdent(group))
-	t.Cleanup(func() { execSQL(t, l.a, "DROP ROLE IF EXISTS "+quoteIdent(group)) })
-	h := quoteIdent(holdingRole)
+	execSQL(t, l.a, "CREATE ROLE "+render.QuoteIdent(group))
+	t.Cleanup(func() { execSQL(t, l.a, "DROP ROLE IF EXISTS "+render.QuoteIdent(group)) })
+	h := render.QuoteIdent(holdingRole)
 	for _, tc := range []struct{ name, tamper, fix string }{
 		{"LOGIN", "ALTER ROLE " + h + " LOGIN", "ALTER ROLE " + h + " NOLOGIN"},
-		{"member of a group", "GRANT " + quoteIdent(group) + " TO " + h, "REVOKE " + quoteIdent(group) + " FROM " + h},
-		{"granted to a login that is no admin", "GRANT " + h + " TO " + quoteIdent(l.acct), "REVOKE " + h + " FROM " + quoteIdent(l.acct)},
+		{"member of a group", "GRANT " + render.QuoteIdent(group) + " TO " + h, "REVOKE " + render.QuoteIdent(group) + " FROM " + h},
+		{"granted to a login that is no admin", "GRANT " + h + " TO " + render.QuoteIdent(l.acct), "REVOKE " + h + " FROM " + render.QuoteIdent(l.acct)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			user, password, c := leaseWithCreate(t, l.db, l.dbname)
@@ -809,19 +811,19 @@ func TestHandOverByCreateroleAdmin(t *testing.T) {
 func createroleHandOver(t *testing.T, a *pgxpool.Pool, alter string, makesHoldingRole bool) {
 	t.Helper()
 	user, pw := "cradmin-"+randSuffix(), "Cr-"+randSuffix()
-	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s`, quoteIdent(user), quoteLiteral(pw)))
+	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s`, render.QuoteIdent(user), render.QuoteLiteral(pw)))
 	if !makesHoldingRole {
 		shareHoldingRole(t, a, user)
 	}
 	if alter != "" {
-		execSQL(t, a, fmt.Sprintf("ALTER ROLE %s %s", quoteIdent(user), alter))
+		execSQL(t, a, fmt.Sprintf("ALTER ROLE %s %s", render.QuoteIdent(user), alter))
 	}
 	schema := "cr_" + randSuffix()
-	execSQL(t, a, fmt.Sprintf("CREATE SCHEMA %s AUTHORIZATION %s", quoteIdent(schema), quoteIdent(user)))
+	execSQL(t, a, fmt.Sprintf("CREATE SCHEMA %s AUTHORIZATION %s", render.QuoteIdent(schema), render.QuoteIdent(user)))
 	db := newDB(t, map[string]interface{}{"username": user, "password": pw})
-	req := newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, quoteIdent(schema)))
+	req := newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, render.QuoteIdent(schema)))
 	created := dbtesting.AssertNewUser(t, db, req).Username
-	table := quoteIdent(schema) + ".owned"
+	table := render.QuoteIdent(schema) + ".owned"
 	execAll(t, connectAs(t, created, req.Password, ""), "CREATE TABLE "+table+" (id int)", "INSERT INTO "+table+" VALUES (7)")
 	revokeDropped(t, db, a, created)
 	var owner string
@@ -845,13 +847,13 @@ func TestHandOverRefusesHoldingRoleTheAdminCannotJoin(t *testing.T) {
 	a := admin(t)
 	ensureHoldingRole(t, a)
 	user, pw := "cradmin-"+randSuffix(), "Cr-"+randSuffix()
-	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s`, quoteIdent(user), quoteLiteral(pw)))
+	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s`, render.QuoteIdent(user), render.QuoteLiteral(pw)))
 	schema := "cr_" + randSuffix()
-	execSQL(t, a, fmt.Sprintf("CREATE SCHEMA %s AUTHORIZATION %s", quoteIdent(schema), quoteIdent(user)))
+	execSQL(t, a, fmt.Sprintf("CREATE SCHEMA %s AUTHORIZATION %s", render.QuoteIdent(schema), render.QuoteIdent(user)))
 	db := newDB(t, map[string]interface{}{"username": user, "password": pw})
-	req := newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, quoteIdent(schema)))
+	req := newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, render.QuoteIdent(schema)))
 	created := dbtesting.AssertNewUser(t, db, req).Username
-	execAll(t, connectAs(t, created, req.Password, ""), "CREATE TABLE "+quoteIdent(schema)+".owned (id int)")
+	execAll(t, connectAs(t, created, req.Password, ""), "CREATE TABLE "+render.QuoteIdent(schema)+".owned (id int)")
 
 	_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: created})
 	if err == nil || !strings.Contains(err.Error(), "WITH ADMIN OPTION") || !strings.Contains(err.Error(), "PV001") {

@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 	"github.com/pgvault/vault-plugin-database-postgres/internal/vaulttest"
 )
 
@@ -303,9 +304,9 @@ func isolatedDB(t *testing.T) (string, *pgxpool.Pool) {
 	t.Helper()
 	a := admin(t)
 	name := "rv_" + randSuffix()
-	execSQL(t, a, "CREATE DATABASE "+quoteIdent(name))
+	execSQL(t, a, "CREATE DATABASE "+render.QuoteIdent(name))
 	t.Cleanup(func() {
-		_, _ = a.Exec(context.Background(), "DROP DATABASE IF EXISTS "+quoteIdent(name)+" WITH (FORCE)")
+		_, _ = a.Exec(context.Background(), "DROP DATABASE IF EXISTS "+render.QuoteIdent(name)+" WITH (FORCE)")
 	})
 	cfg, err := pgxpool.ParseConfig(pg.URL(pg.SuperUser, pg.SuperPassword, name))
 	if err != nil {
@@ -324,8 +325,8 @@ func isolatedDB(t *testing.T) (string, *pgxpool.Pool) {
 func attackerAccount(t *testing.T, a *pgxpool.Pool) (string, string) {
 	t.Helper()
 	user, password := "acct_"+randSuffix(), "Aa1-"+randSuffix()
-	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s", quoteIdent(user), quoteLiteral(password)))
-	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(user)) })
+	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s", render.QuoteIdent(user), render.QuoteLiteral(password)))
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(user)) })
 	return user, password
 }
 
@@ -394,7 +395,7 @@ func (l *attackLab) asSuper(t *testing.T) *pgx.Conn {
 // escalate is a PL/pgSQL statement that makes acct a superuser, and does
 // nothing (no error) unless a superuser runs it.
 func escalate(acct string) string {
-	return fmt.Sprintf(`BEGIN EXECUTE 'ALTER ROLE %s SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;`, quoteIdent(acct))
+	return fmt.Sprintf(`BEGIN EXECUTE 'ALTER ROLE %s SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;`, render.QuoteIdent(acct))
 }
 
 // plantFormat creates public.format(text, text) and public.format(text,
@@ -437,7 +438,7 @@ CREATE FUNCTION public.ix(x int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $f$
 BEGIN
 	PERFORM public.esc();
 	RETURN x;
-END $f$;`, quoteLiteral(l.acct)))
+END $f$;`, render.QuoteLiteral(l.acct)))
 }
 
 // clearRanAs forgets who ran esc() so far (the user itself, making its

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // Roles the plugin creates carry a label: a JSON comment (COMMENT ON ROLE)
@@ -84,7 +86,7 @@ const asPlugin = "SET LOCAL SESSION AUTHORIZATION DEFAULT; SET LOCAL ROLE NONE; 
 // labelStatement is the SQL that labels a role NewUser creates, to append to
 // the rendered creation statements; "" when labelling is off. When the
 // statements provably create the role named {{name}} and leave it as it is
-// (createsName), a plain COMMENT labels it: the DO block that checks first
+// (render.CreatesName), a plain COMMENT labels it: the DO block that checks first
 // costs the server a compilation on every credential. Nothing in such
 // statements changes the session's role, so the COMMENT runs as the role
 // that created the new one, which may always comment on it. Any other
@@ -96,11 +98,11 @@ func (st *state) labelStatement(username string, req dbplugin.NewUserRequest) (s
 	if !st.cfg.LabelRoles {
 		return "", nil
 	}
-	label := quoteLiteral(newLabel(req.UsernameConfig, time.Now(), req.Expiration))
-	if createsName(req.Statements.Commands) {
-		return "COMMENT ON ROLE " + quoteIdent(username) + " IS " + label + ";\n", nil
+	label := render.QuoteLiteral(newLabel(req.UsernameConfig, time.Now(), req.Expiration))
+	if render.CreatesName(req.Statements.Commands) {
+		return "COMMENT ON ROLE " + render.QuoteIdent(username) + " IS " + label + ";\n", nil
 	}
-	return asPluginDo(labelCreatedSQL, map[string]string{"role": quoteLiteral(username), "label": label})
+	return asPluginDo(labelCreatedSQL, map[string]string{"role": render.QuoteLiteral(username), "label": label})
 }
 
 // relabelStatement is the SQL that moves a labelled role's "expires" on
@@ -114,9 +116,9 @@ func relabelStatement(req dbplugin.UpdateUserRequest) (string, error) {
 		return "", nil
 	}
 	return asPluginDo(labelRenewedSQL, map[string]string{
-		"role":       quoteLiteral(req.Username),
-		"expires":    quoteLiteral(labelTime(req.Expiration.NewExpiration)),
-		"managed_by": quoteLiteral(labelManagedBy),
+		"role":       render.QuoteLiteral(req.Username),
+		"expires":    render.QuoteLiteral(labelTime(req.Expiration.NewExpiration)),
+		"managed_by": render.QuoteLiteral(labelManagedBy),
 	})
 }
 
@@ -126,7 +128,7 @@ func asPluginDo(t sqlTemplate, vals map[string]string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return asPlugin + "DO " + dollarQuote(body) + ";\n", nil
+	return asPlugin + "DO " + render.DollarQuote(body) + ";\n", nil
 }
 
 // parseLabel returns the expiry of a comment that is this plugin's label, and

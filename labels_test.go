@@ -10,6 +10,8 @@ import (
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // readLabel reads a role's label through the README's DBA query (the
@@ -101,7 +103,7 @@ func TestLabelSameTransaction(t *testing.T) {
 		// query message, which PostgreSQL logs as one entry and runs as
 		// one implicit transaction.
 		entry := logEntry(log, `CREATE ROLE "`+user+`"`)
-		if !strings.Contains(entry, "statement: ") || !strings.Contains(entry, "COMMENT ON ROLE "+quoteIdent(user)) || strings.Contains(entry, "COMMIT") {
+		if !strings.Contains(entry, "statement: ") || !strings.Contains(entry, "COMMENT ON ROLE "+render.QuoteIdent(user)) || strings.Contains(entry, "COMMIT") {
 			t.Fatalf("the creation and the label were not one query:\n%s", entry)
 		}
 	})
@@ -129,16 +131,16 @@ func TestLabelSameTransaction(t *testing.T) {
 		// The label is the plugin's to write, whatever role the creation
 		// statements leave the session in.
 		nopriv := "lblnopriv-" + randSuffix()
-		execSQL(t, a, fmt.Sprintf("CREATE ROLE %s NOLOGIN", quoteIdent(nopriv)))
-		t.Cleanup(func() { execSQL(t, a, fmt.Sprintf("DROP ROLE %s", quoteIdent(nopriv))) })
+		execSQL(t, a, fmt.Sprintf("CREATE ROLE %s NOLOGIN", render.QuoteIdent(nopriv)))
+		t.Cleanup(func() { execSQL(t, a, fmt.Sprintf("DROP ROLE %s", render.QuoteIdent(nopriv))) })
 		for _, set := range []string{"SET ROLE %s;", "SET SESSION AUTHORIZATION %s;", "SET LOCAL ROLE %s;"} {
-			user := dbtesting.AssertNewUser(t, db, newUserReq(createStmt, fmt.Sprintf(set, quoteIdent(nopriv)))).Username
+			user := dbtesting.AssertNewUser(t, db, newUserReq(createStmt, fmt.Sprintf(set, render.QuoteIdent(nopriv)))).Username
 			if l := readLabel(t, a, user); l["managed_by"] != labelManagedBy {
 				t.Fatalf("%s: label = %v", set, l)
 			}
 			dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user, Expiration: &dbplugin.ChangeExpiration{
 				NewExpiration: time.Now().Add(30 * time.Hour),
-				Statements:    dbplugin.Statements{Commands: []string{`ALTER ROLE "{{name}}" VALID UNTIL '{{expiration}}';` + fmt.Sprintf(set, quoteIdent(nopriv))}},
+				Statements:    dbplugin.Statements{Commands: []string{`ALTER ROLE "{{name}}" VALID UNTIL '{{expiration}}';` + fmt.Sprintf(set, render.QuoteIdent(nopriv))}},
 			}})
 		}
 	})
@@ -211,7 +213,7 @@ func TestLabelRenewal(t *testing.T) {
 		t.Parallel()
 		user := dbtesting.AssertNewUser(t, db, newUserReq(createStmt)).Username
 		c, _ := roleComment(t, a, user)
-		execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS %s", quoteIdent(user), quoteLiteral(`{"team": {"expires": "x"}, `+strings.TrimPrefix(c, "{"))))
+		execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS %s", render.QuoteIdent(user), render.QuoteLiteral(`{"team": {"expires": "x"}, `+strings.TrimPrefix(c, "{"))))
 		exp := time.Now().Add(7 * time.Hour).Truncate(time.Second)
 		renew(t, db, a, user, exp)
 		var expires, by, team string
@@ -247,8 +249,8 @@ func TestLabelRenewalKeepsForeignComments(t *testing.T) {
 	a := admin(t)
 	for _, c := range []string{"plain words", `{"managed_by":"someone-else","expires":"2000-01-01T00:00:00Z"}`, `{"managed_by":"vault-plugin-database-postgres", broken`, `["managed_by"]`} {
 		user := "lblforeign-" + randSuffix()
-		execSQL(t, a, fmt.Sprintf("CREATE ROLE %s; COMMENT ON ROLE %s IS %s", quoteIdent(user), quoteIdent(user), quoteLiteral(c)))
-		t.Cleanup(func() { execSQL(t, a, "DROP ROLE "+quoteIdent(user)) })
+		execSQL(t, a, fmt.Sprintf("CREATE ROLE %s; COMMENT ON ROLE %s IS %s", render.QuoteIdent(user), render.QuoteIdent(user), render.QuoteLiteral(c)))
+		t.Cleanup(func() { execSQL(t, a, "DROP ROLE "+render.QuoteIdent(user)) })
 		renew(t, db, a, user, time.Now().Add(3*time.Hour).Truncate(time.Second))
 		if got, _ := roleComment(t, a, user); got != c {
 			t.Fatalf("comment %q became %q", c, got)
@@ -277,11 +279,13 @@ func TestStaticAndRootNotLabelled(t *testing.T) {
 	a := admin(t)
 	root, rootPw := "lblroot-"+randSuffix(), "Root-"+randSuffix()
 	static := "lblstatic-" + randSuffix()
-	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s", quoteIdent(root), quoteLiteral(rootPw)))
+	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s", render.QuoteIdent(root), render.QuoteLiteral(rootPw)))
 	// ADMIN OPTION: from PostgreSQL 16, CREATEROLE alone does not let root
 	// change a role it did not create.
-	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN; GRANT %s TO %s WITH ADMIN OPTION", quoteIdent(static), quoteIdent(static), quoteIdent(root)))
-	t.Cleanup(func() { execSQL(t, a, fmt.Sprintf("DROP ROLE %s; DROP ROLE %s", quoteIdent(static), quoteIdent(root))) })
+	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN; GRANT %s TO %s WITH ADMIN OPTION", render.QuoteIdent(static), render.QuoteIdent(static), render.QuoteIdent(root)))
+	t.Cleanup(func() {
+		execSQL(t, a, fmt.Sprintf("DROP ROLE %s; DROP ROLE %s", render.QuoteIdent(static), render.QuoteIdent(root)))
+	})
 	db := newDB(t, map[string]interface{}{"username": root, "password": rootPw})
 	dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: static, Password: &dbplugin.ChangePassword{NewPassword: "Static-" + randSuffix()}})
 	dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: static,
@@ -349,11 +353,11 @@ func TestLabelStatementsThatDoNotCreateName(t *testing.T) {
 	db := newDB(t, nil)
 	a := admin(t)
 	existing, other, renamed := "lblexisting-"+randSuffix(), "lblother-"+randSuffix(), "lblrenamed-"+randSuffix()
-	execSQL(t, a, "CREATE ROLE "+quoteIdent(existing))
+	execSQL(t, a, "CREATE ROLE "+render.QuoteIdent(existing))
 	t.Cleanup(func() {
-		execSQL(t, a, "DROP OWNED BY "+quoteIdent(existing)) // the grant
+		execSQL(t, a, "DROP OWNED BY "+render.QuoteIdent(existing)) // the grant
 		for _, r := range []string{existing, other, renamed, "my_role"} {
-			execSQL(t, a, "DROP ROLE IF EXISTS "+quoteIdent(r))
+			execSQL(t, a, "DROP ROLE IF EXISTS "+render.QuoteIdent(r))
 		}
 	})
 	cases := []struct {
@@ -363,10 +367,10 @@ func TestLabelStatementsThatDoNotCreateName(t *testing.T) {
 		bystander string // a role the statements touched, which must stay unlabelled
 	}{
 		{"GH-6098", []string{`DO $$ BEGIN IF NOT EXISTS (SELECT * FROM pg_catalog.pg_roles WHERE rolname='my_role') THEN CREATE ROLE my_role; END IF; END $$`}, false, "my_role"},
-		{"grant to an existing role", []string{"GRANT USAGE ON SCHEMA public TO " + quoteIdent(existing) + ";"}, false, existing},
-		{"a differently named role", []string{"CREATE ROLE " + quoteIdent(other) + ";"}, false, other},
+		{"grant to an existing role", []string{"GRANT USAGE ON SCHEMA public TO " + render.QuoteIdent(existing) + ";"}, false, existing},
+		{"a differently named role", []string{"CREATE ROLE " + render.QuoteIdent(other) + ";"}, false, other},
 		{"created, then dropped", []string{createStmt, `DROP ROLE "{{name}}";`}, false, ""},
-		{"created, then renamed", []string{createStmt, `ALTER ROLE "{{name}}" RENAME TO ` + quoteIdent(renamed) + ";"}, false, renamed},
+		{"created, then renamed", []string{createStmt, `ALTER ROLE "{{name}}" RENAME TO ` + render.QuoteIdent(renamed) + ";"}, false, renamed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -414,64 +418,13 @@ func TestLabelThatCannotBeWritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e := logEntry(log, "WARNING:  role "+quoteIdent(user)); !strings.Contains(e, "not labelled") {
+	if e := logEntry(log, "WARNING:  role "+render.QuoteIdent(user)); !strings.Contains(e, "not labelled") {
 		t.Fatalf("no warning in the server log that %q was not labelled", user)
 	}
 }
 
-// TestCreatesName: the plain COMMENT is chosen only when the statements, as
-// written, create the role named {{name}}, leave it in place and stay the
-// role that created it; anything else takes the block that looks first.
-func TestCreatesName(t *testing.T) {
-	for _, tc := range createsNameCases {
-		if got := createsName(tc.stmts); got != tc.want {
-			t.Errorf("createsName(%q) = %v, want %v", tc.stmts, got, tc.want)
-		}
-	}
-}
-
+// createPlain is a creation statement that labels with a plain COMMENT.
 const createPlain = `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`
-
-var createsNameCases = []struct {
-	stmts []string
-	want  bool
-}{
-	{[]string{createPlain}, true},
-	{[]string{createPlain, `GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{{name}}";`}, true},
-	{[]string{`create user {{ username }} password '{{password}}'; alter user "{{name}}" set search_path = app`}, true},
-	{[]string{`CREATE GROUP "{{name}}"`, `GRANT "{{name}}" TO app`}, true},
-	{[]string{createPlain + ` -- DROP ROLE "{{name}}";`}, true},
-	{[]string{`CREATE ROLE "{{name}}" LOGIN PASSWORD 'x; DROP ROLE "{{name}}"'`}, true},
-	{[]string{`CREATE ROLE "{{name}}" /* ; DROP ROLE "{{name}}" */ LOGIN`}, true},
-	{[]string{createPlain, `REVOKE ALL ON SCHEMA public FROM "{{name}}";`}, true},
-	{[]string{createPlain, `ALTER ROLE "{{name}}" CONNECTION LIMIT 3; ALTER ROLE "{{name}}" IN DATABASE app SET work_mem = '8MB'`}, true},
-
-	{[]string{`DO $$ BEGIN IF NOT EXISTS (SELECT * FROM pg_catalog.pg_roles WHERE rolname='my_role') THEN CREATE ROLE my_role; END IF; END $$`}, false},
-	{[]string{`GRANT app TO "{{name}}"`}, false},
-	{[]string{`CREATE ROLE other`}, false},
-	{[]string{`CREATE ROLE "{{name}}x"`}, false},
-	{[]string{`CREATE ROLE "v-{{name}}"`}, false},
-	{[]string{`CREATE ROLE U&"{{name}}"`}, false},
-	{[]string{`CREATE USER MAPPING FOR "{{name}}" SERVER s`}, false},
-	{[]string{createPlain, `DROP ROLE "{{name}}";`}, false},
-	{[]string{createPlain, `ALTER ROLE "{{name}}" RENAME TO x`}, false},
-	{[]string{createPlain, `ALTER ROLE CURRENT_USER NOCREATEROLE`}, false},
-	{[]string{createPlain, `ALTER GROUP "{{name}}" DROP USER admin`}, false},
-	{[]string{createPlain, `REVOKE "{{name}}" FROM CURRENT_USER`}, false},
-	{[]string{createPlain, `REVOKE ADMIN OPTION FOR "{{name}}" FROM admin`}, false},
-	{[]string{`SET ROLE creator; ` + createPlain}, false},
-	{[]string{createPlain, `SET ROLE other`}, false},
-	{[]string{createPlain, `SET transaction_read_only = on`}, false},
-	{[]string{createPlain, `COMMENT ON ROLE "{{name}}" IS 'payments'`}, false},
-	{[]string{createPlain, `SELECT drop_it('{{name}}')`}, false},
-	{[]string{createPlain, `DO $$ BEGIN EXECUTE 'DROP ROLE ' || quote_ident('{{name}}'); END $$`}, false},
-	{[]string{createPlain, `COMMIT; BEGIN`}, false},
-	{[]string{`/* CREATE ROLE "{{name}}"; */ SELECT 1`}, false},
-	{[]string{`SELECT 'CREATE ROLE "{{name}}"'`}, false},
-	{[]string{`SELECT $x$; CREATE ROLE "{{name}}"; $x$`}, false},
-	{[]string{`CREATE ROLE "{{name}}"; 'unterminated`}, false},
-	{nil, false},
-}
 
 // TestLabelPathIgnoresDisplayName: the path is chosen from the statements
 // as written: no display name moves a creation onto the plain COMMENT, or

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // appConfig returns plugin configuration overrides that tag every connection
@@ -195,7 +196,7 @@ func TestCloseDuringRequest(t *testing.T) {
 	if err := <-closed; err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(r.resp.Username)) })
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(r.resp.Username)) })
 	assertLogin(t, r.resp.Username, req.Password)
 	waitSessions(t, a, app, 0)
 }
@@ -208,20 +209,20 @@ func TestDatabasePoolAfterClose(t *testing.T) {
 	a := admin(t)
 	app := "lc-dbpool-" + randSuffix()
 	dbname := "lc_other_" + randSuffix()
-	execSQL(t, a, "CREATE DATABASE "+quoteIdent(dbname))
+	execSQL(t, a, "CREATE DATABASE "+render.QuoteIdent(dbname))
 	t.Cleanup(func() {
-		_, _ = a.Exec(context.Background(), "DROP DATABASE IF EXISTS "+quoteIdent(dbname)+" WITH (FORCE)")
+		_, _ = a.Exec(context.Background(), "DROP DATABASE IF EXISTS "+render.QuoteIdent(dbname)+" WITH (FORCE)")
 	})
 	db := newDB(t, appConfig(app))
 	req := newUserReq(createStmt)
 	resp := dbtesting.AssertNewUser(t, db, req)
-	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(resp.Username)) })
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(resp.Username)) })
 	other, err := pg.Connect(testCtx(t), pg.SuperUser, pg.SuperPassword, dbname)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close(context.Background())
-	if _, err := other.Exec(testCtx(t), "CREATE TABLE kept (id int); ALTER TABLE kept OWNER TO "+quoteIdent(resp.Username)); err != nil {
+	if _, err := other.Exec(testCtx(t), "CREATE TABLE kept (id int); ALTER TABLE kept OWNER TO "+render.QuoteIdent(resp.Username)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -232,7 +233,7 @@ func TestDatabasePoolAfterClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(context.Background())
-	if _, err := tx.Exec(testCtx(t), "ALTER ROLE "+quoteIdent(resp.Username)+" CONNECTION LIMIT 7"); err != nil {
+	if _, err := tx.Exec(testCtx(t), "ALTER ROLE "+render.QuoteIdent(resp.Username)+" CONNECTION LIMIT 7"); err != nil {
 		t.Fatal(err)
 	}
 	res := make(chan error, 1)
@@ -267,13 +268,13 @@ func TestDatabasePoolAfterClose(t *testing.T) {
 // each a list of statements, with other a role to switch to.
 func sessionDirt(other string) map[string][]string {
 	return map[string][]string{
-		"set role":                        {"SET ROLE " + quoteIdent(other) + ";"},
-		"set session authorization":       {"SET SESSION AUTHORIZATION " + quoteIdent(other) + ";"},
+		"set role":                        {"SET ROLE " + render.QuoteIdent(other) + ";"},
+		"set session authorization":       {"SET SESSION AUTHORIZATION " + render.QuoteIdent(other) + ";"},
 		"standard_conforming_strings off": {"SET standard_conforming_strings = off;"},
 		"search_path":                     {"SET search_path = lc_nowhere;"},
-		"all at once": {"SET ROLE " + quoteIdent(other) + ";", "SET standard_conforming_strings = off;",
+		"all at once": {"SET ROLE " + render.QuoteIdent(other) + ";", "SET standard_conforming_strings = off;",
 			"SET search_path = lc_nowhere;", "SET password_encryption = md5;"},
-		"local set role in DO": {"DO $$ BEGIN PERFORM set_config('role', " + quoteLiteral(other) + ", false); END $$;"},
+		"local set role in DO": {"DO $$ BEGIN PERFORM set_config('role', " + render.QuoteLiteral(other) + ", false); END $$;"},
 	}
 }
 
@@ -327,8 +328,8 @@ func TestSessionReset(t *testing.T) {
 	needPG(t)
 	a := admin(t)
 	other := "lc-other-" + randSuffix()
-	execSQL(t, a, "CREATE ROLE "+quoteIdent(other))
-	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(other)) })
+	execSQL(t, a, "CREATE ROLE "+render.QuoteIdent(other))
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(other)) })
 	probe := newSessionProbe(t, a)
 	// Operator statements see the session's default path without the
 	// schemas others may create in (safe_search_path.sql).
@@ -340,12 +341,12 @@ func TestSessionReset(t *testing.T) {
 			// that the quoting rules matter.
 			db := newDB(t, map[string]interface{}{"max_open_connections": 1, "password_authentication": "password"})
 			dirty := dbtesting.AssertNewUser(t, db, newUserReq(append([]string{createStmt, probe.record}, dirt...)...))
-			t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(dirty.Username)) })
+			t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(dirty.Username)) })
 
 			req := newUserReq(createStmt, probe.record)
 			req.Password = `Aa1\'b\\c` + randSuffix()
 			resp := dbtesting.AssertNewUser(t, db, req)
-			t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(resp.Username)) })
+			t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(resp.Username)) })
 			assertLogin(t, resp.Username, req.Password)
 
 			_, _, _, _, dirtyPID := probe.read(t, a, dirty.Username)
@@ -514,8 +515,8 @@ func TestRotationLostReply(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			root, pw := "lc-root-"+randSuffix(), `R@/#{}%?&'`+randSuffix()
-			execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s`, quoteIdent(root), quoteLiteral(pw)))
-			t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(root)) })
+			execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s`, render.QuoteIdent(root), render.QuoteLiteral(pw)))
+			t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(root)) })
 			proxy := newCutProxy(t, net.JoinHostPort(pg.Host, strconv.Itoa(pg.Port)))
 			through := *pg
 			through.Port = proxy.port()

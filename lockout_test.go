@@ -23,6 +23,8 @@ import (
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // stallBound is how long a request may take where the old code waited for
@@ -86,7 +88,7 @@ func TestLockoutIgnoresTheRoleKey(t *testing.T) {
 			if holder == "another login" {
 				as, asPW = loginUser(t, db)
 			}
-			execOn(t, connectAs(t, as, asPW, ""), fmt.Sprintf(roleKeySQL, quoteLiteral(user)))
+			execOn(t, connectAs(t, as, asPW, ""), fmt.Sprintf(roleKeySQL, render.QuoteLiteral(user)))
 			deleteGone(t, db, a, user)
 		})
 	}
@@ -109,7 +111,7 @@ func TestLockoutReaperIgnoresAdvisoryKeys(t *testing.T) {
 			if key == "the reaper's key" {
 				execOn(t, c, reaperKeySQL)
 			} else {
-				execOn(t, c, fmt.Sprintf(roleKeySQL, quoteLiteral(orphan)))
+				execOn(t, c, fmt.Sprintf(roleKeySQL, render.QuoteLiteral(orphan)))
 			}
 			res, err := reapPass(boundedCtx(t, stallBound), db)
 			if err != nil || res.reaped < 1 || res.failed != 0 {
@@ -217,7 +219,7 @@ func TestLockoutStuckRevocationsLeaveAConnection(t *testing.T) {
 	needPG(t)
 	a := admin(t)
 	keeper := plainRole(t, a, "stuckkeeper", "")
-	t.Cleanup(func() { execSQL(t, a, "DROP OWNED BY "+quoteIdent(keeper)) })
+	t.Cleanup(func() { execSQL(t, a, "DROP OWNED BY "+render.QuoteIdent(keeper)) })
 	db := newDB(t, map[string]interface{}{"max_open_connections": 4, "lock_timeout": "0s", "reassign_owned_to": keeper})
 	var users, tables []string
 	for i := 0; i < 4; i++ {
@@ -241,7 +243,7 @@ func TestLockoutStuckRevocationsLeaveAConnection(t *testing.T) {
 		commit()
 		t.Fatalf("NewUser while %d revocations wait for locks: %v", stuck, err)
 	}
-	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+quoteIdent(resp.Username)) })
+	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+render.QuoteIdent(resp.Username)) })
 	assertLogin(t, resp.Username, req.Password)
 	commit()
 	for range users {
@@ -293,7 +295,7 @@ func TestLockoutErrorSaysWhetherLoginsAreBlocked(t *testing.T) {
 	db := newDB(t, nil)
 	user, password := loginUser(t, db)
 	holder := connectAs(t, pg.SuperUser, pg.SuperPassword, "")
-	execOn(t, holder, "BEGIN", fmt.Sprintf("ALTER ROLE %s VALID UNTIL 'infinity'", quoteIdent(user)))
+	execOn(t, holder, "BEGIN", fmt.Sprintf("ALTER ROLE %s VALID UNTIL 'infinity'", render.QuoteIdent(user)))
 	_, err := db.DeleteUser(boundedCtx(t, stallBound), dbplugin.DeleteUserRequest{Username: user})
 	if err == nil {
 		t.Fatal("DeleteUser succeeded while a superuser's open transaction holds the user's role row")
@@ -332,7 +334,7 @@ func prepareAs(t *testing.T, c *pgx.Conn, stmts ...string) (gid string) {
 	gid = "pgvault-test-" + randSuffix()
 	database := c.Config().Database
 	t.Cleanup(func() { _ = superRollback(database, gid) })
-	execOn(t, c, append(append([]string{"BEGIN"}, stmts...), "PREPARE TRANSACTION "+quoteLiteral(gid))...)
+	execOn(t, c, append(append([]string{"BEGIN"}, stmts...), "PREPARE TRANSACTION "+render.QuoteLiteral(gid))...)
 	return gid
 }
 
@@ -346,7 +348,7 @@ func superRollback(database, gid string) error {
 		return err
 	}
 	defer c.Close(context.Background())
-	_, err = c.Exec(ctx, "ROLLBACK PREPARED "+quoteLiteral(gid))
+	_, err = c.Exec(ctx, "ROLLBACK PREPARED "+render.QuoteLiteral(gid))
 	return err
 }
 
@@ -392,15 +394,15 @@ func ensureHoldingRole(t *testing.T, a *pgxpool.Pool) {
 		END IF;
 	EXCEPTION WHEN duplicate_object THEN
 		NULL;
-	END $$`, quoteLiteral(holdingRole), quoteIdent(holdingRole)))
+	END $$`, render.QuoteLiteral(holdingRole), render.QuoteIdent(holdingRole)))
 }
 
 // loggedDBAndSchema is adm.newDBAndSchema with the plugin's log kept.
 func loggedDBAndSchema(t *testing.T, a *pgxpool.Pool, adm revokeAdmin, prefix string, extra map[string]interface{}) (*Postgres, *logBuffer, string) {
 	t.Helper()
 	schema := prefix + randSuffix()
-	execSQL(t, a, "CREATE SCHEMA "+quoteIdent(schema))
-	t.Cleanup(func() { execSQL(t, a, "DROP SCHEMA IF EXISTS "+quoteIdent(schema)+" CASCADE") })
+	execSQL(t, a, "CREATE SCHEMA "+render.QuoteIdent(schema))
+	t.Cleanup(func() { execSQL(t, a, "DROP SCHEMA IF EXISTS "+render.QuoteIdent(schema)+" CASCADE") })
 	if adm.user != "" {
 		adm.setup(t, a, adm.user, schema)
 		extra["username"], extra["password"] = adm.user, "limited-pw"
@@ -427,8 +429,8 @@ func TestLockoutRollsBackPreparedTransactions(t *testing.T) {
 			db, logs, schema := loggedDBAndSchema(t, a, adm, "prep_", map[string]interface{}{"lock_timeout": "500ms"})
 			for _, pc := range preparedCases {
 				t.Run(pc.name, func(t *testing.T) {
-					user, password := loginUser(t, db, fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, quoteIdent(schema)))
-					table := quoteIdent(schema) + ".prep_" + randSuffix()
+					user, password := loginUser(t, db, fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, render.QuoteIdent(schema)))
+					table := render.QuoteIdent(schema) + ".prep_" + randSuffix()
 					c := connectAs(t, user, password, "")
 					execOn(t, c, "CREATE TABLE "+table+" (id int)")
 					gid := prepareAs(t, c, pc.stmts(table)...)
@@ -458,18 +460,18 @@ func TestLockoutNamesPreparedTransactionItCannotRollBack(t *testing.T) {
 	other := "prepdb_" + randSuffix()
 	execSQL(t, a, "CREATE DATABASE "+other)
 	t.Cleanup(func() { execSQL(t, a, "DROP DATABASE "+other+" WITH (FORCE)") })
-	execSQL(t, a, fmt.Sprintf("REVOKE CONNECT ON DATABASE %s FROM PUBLIC; GRANT CONNECT ON DATABASE %s TO %s", other, other, quoteIdent(user)))
+	execSQL(t, a, fmt.Sprintf("REVOKE CONNECT ON DATABASE %s FROM PUBLIC; GRANT CONNECT ON DATABASE %s TO %s", other, other, render.QuoteIdent(user)))
 	gid := prepareAs(t, connectAs(t, user, password, other), "ALTER ROLE CURRENT_USER PASSWORD 'changed-in-a-prepared-tx'")
 	// A privilege the admin could not revoke would leave the role disabled
 	// rather than dropped at the end.
-	execSQL(t, a, fmt.Sprintf("REVOKE CONNECT ON DATABASE %s FROM %s", other, quoteIdent(user)))
+	execSQL(t, a, fmt.Sprintf("REVOKE CONNECT ON DATABASE %s FROM %s", other, render.QuoteIdent(user)))
 	_, err := db.DeleteUser(boundedCtx(t, stallBound), dbplugin.DeleteUserRequest{Username: user})
 	if err == nil {
 		t.Fatal("DeleteUser succeeded although the admin cannot reach the user's prepared transaction")
 	}
 	t.Log(err)
 	msg := err.Error()
-	if !strings.Contains(msg, quoteLiteral(gid)) || !strings.Contains(msg, "a superuser can run ROLLBACK PREPARED") {
+	if !strings.Contains(msg, render.QuoteLiteral(gid)) || !strings.Contains(msg, "a superuser can run ROLLBACK PREPARED") {
 		t.Errorf("the error does not name gid %s and the superuser's ROLLBACK PREPARED: %v", gid, err)
 	}
 	if strings.Contains(msg, "logins are blocked") {
@@ -501,7 +503,7 @@ func richUser(t *testing.T, db *Postgres, a *pgxpool.Pool) string {
 		execSQL(t, a, fmt.Sprintf("DROP VIEW IF EXISTS public.rich_v_%s; DROP TABLE IF EXISTS public.rich_t_%s; DROP FUNCTION IF EXISTS public.rich_f_%s()", tag, tag, tag))
 	})
 	member := plainRole(t, a, "richmember", "")
-	execSQL(t, a, fmt.Sprintf("GRANT %s TO %s", quoteIdent(user), quoteIdent(member)))
+	execSQL(t, a, fmt.Sprintf("GRANT %s TO %s", render.QuoteIdent(user), render.QuoteIdent(member)))
 	return user
 }
 
@@ -552,7 +554,7 @@ func TestLockoutEndsClientsReconnectingWithTheRoleKey(t *testing.T) {
 	db := newDB(t, nil)
 	user, password := loginUser(t, db)
 	oid := roleOID(t, a, user)
-	r := startReconnectors(t, 4, user, password, fmt.Sprintf(roleKeySQL, quoteLiteral(user)))
+	r := startReconnectors(t, 4, user, password, fmt.Sprintf(roleKeySQL, render.QuoteLiteral(user)))
 	waitFor(t, func() bool { return sessionsOfRole(t, a, oid) >= 2 })
 	deleteGone(t, db, a, user)
 	assertNoSessionSurvives(t, a, r, oid, user, password)

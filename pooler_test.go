@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // poolModes are the PgBouncer pool modes the plugin must work behind.
@@ -182,7 +183,7 @@ func TestPoolerExpiredUser(t *testing.T) {
 		db := newPooledDB(t, b, nil)
 		req := newUserReq(createStmt)
 		user := dbtesting.AssertNewUser(t, db, req).Username
-		t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(user)) })
+		t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(user)) })
 		assertLoginBoth(t, b, user, req.Password)
 		dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user,
 			Expiration: &dbplugin.ChangeExpiration{NewExpiration: time.Now().Add(-time.Minute)}})
@@ -260,8 +261,8 @@ func TestPoolerStaticRotation(t *testing.T) {
 	eachPoolMode(t, func(t *testing.T, b *pgtest.Pooler) {
 		db := newPooledDB(t, b, nil)
 		user, pw := "pooled-static-"+randSuffix(), "Static-"+randSuffix()
-		execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s", quoteIdent(user), quoteLiteral(pw)))
-		t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(user)) })
+		execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s", render.QuoteIdent(user), render.QuoteLiteral(pw)))
+		t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(user)) })
 		// A pooled server connection as the user, opened with the old
 		// password, must not let the old password back in.
 		assertLoginBoth(t, b, user, pw)
@@ -281,8 +282,8 @@ func TestPoolerRootRotation(t *testing.T) {
 	a := admin(t)
 	eachPoolMode(t, func(t *testing.T, b *pgtest.Pooler) {
 		root, pw := "pooled-root-"+randSuffix(), `R@/#{}%?&'`+randSuffix()
-		execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s", quoteIdent(root), quoteLiteral(pw)))
-		t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(root)) })
+		execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s", render.QuoteIdent(root), render.QuoteLiteral(pw)))
+		t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(root)) })
 		db := newPooledDB(t, b, map[string]interface{}{"username": root, "password": pw})
 		newPw := `N3w@/#{}%?&'` + randSuffix()
 		dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: root, Password: &dbplugin.ChangePassword{NewPassword: newPw}})
@@ -408,7 +409,7 @@ func TestPoolerReaper(t *testing.T) {
 		dirt []string
 	}{
 		{"clean session", nil},
-		{"session left with SET ROLE", []string{"SET ROLE " + quoteIdent(other) + ";"}},
+		{"session left with SET ROLE", []string{"SET ROLE " + render.QuoteIdent(other) + ";"}},
 	}
 	for _, mode := range poolModes {
 		t.Run(mode, func(t *testing.T) {
@@ -457,8 +458,8 @@ func assertNoSessionLockLeft(t *testing.T, a *pgxpool.Pool) {
 func TestPoolerSessionStateDoesNotLeak(t *testing.T) {
 	a := admin(t)
 	other := "pooled-other-" + randSuffix()
-	execSQL(t, a, "CREATE ROLE "+quoteIdent(other))
-	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(other)) })
+	execSQL(t, a, "CREATE ROLE "+render.QuoteIdent(other))
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(other)) })
 	probe := newSessionProbe(t, a)
 	eachPoolMode(t, func(t *testing.T, b *pgtest.Pooler) {
 		// Not parallel: one request at a time keeps PgBouncer at one
@@ -468,7 +469,7 @@ func TestPoolerSessionStateDoesNotLeak(t *testing.T) {
 				one := map[string]interface{}{"max_open_connections": 1}
 				db := newPooledDB(t, b, one)
 				dirty := dbtesting.AssertNewUser(t, db, newUserReq(append([]string{createStmt, probe.record}, dirt...)...))
-				t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(dirty.Username)) })
+				t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(dirty.Username)) })
 				_, _, _, _, dirtyPID := probe.read(t, a, dirty.Username)
 				next := map[string]*Postgres{"the same plugin": db}
 				if b.PoolMode == "transaction" {
@@ -495,7 +496,7 @@ func assertCleanSession(t *testing.T, a *pgxpool.Pool, b *pgtest.Pooler, db *Pos
 	if err != nil {
 		t.Fatalf("%s: NewUser after the dirty request: %v", who, err)
 	}
-	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+quoteIdent(resp.Username)) })
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(resp.Username)) })
 	cu, su, scs, sp, pid := probe.read(t, a, resp.Username)
 	if pid != dirtyPID {
 		t.Fatalf("%s: the request ran on another server session (pid %d, not %d): the test proves nothing", who, pid, dirtyPID)

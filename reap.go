@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // The orphan reaper revokes roles this plugin created whose lease Vault has
@@ -27,6 +29,14 @@ import (
 // maxReapInterval caps the time between two passes.
 const maxReapInterval = 5 * time.Minute
 
+// reapInterval is the time between two passes of p's reaper when
+// reap_orphans_after is after. It is a variable so that the tests can
+// choose it per plugin (reap_test.go sets it once, at init, before any
+// reaper runs); p is there for them.
+var reapInterval = func(p *Postgres, after time.Duration) time.Duration {
+	return min(after, maxReapInterval)
+}
+
 // reapPassTimeout bounds one pass; a pass cut short resumes at the next.
 const reapPassTimeout = 5 * time.Minute
 
@@ -43,7 +53,7 @@ const reapRoleTimeout = 30 * time.Second
 // fail. The connection's own user and the reassign_owned_to role ($1) are
 // never candidates.
 var orphanCandidatesSQL = mustFill(loadSQL("orphan_candidates.sql"), map[string]string{
-	"managed_by": quoteLiteral("%" + labelManagedBy + "%"),
+	"managed_by": render.QuoteLiteral("%" + labelManagedBy + "%"),
 })
 
 // reaper is one connection's reaper goroutine.
@@ -60,10 +70,7 @@ func (p *Postgres) startReaper(st *state) *reaper {
 	if after <= 0 {
 		return nil
 	}
-	every := min(after, maxReapInterval)
-	if p.reapEvery > 0 {
-		every = p.reapEvery
-	}
+	every := reapInterval(p, after)
 	// Not a request: the reaper lives as long as the state, and stop
 	// cancels it.
 	ctx, cancel := context.WithCancel(context.Background())

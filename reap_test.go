@@ -17,7 +17,31 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
+
+// reapEvery holds the reaper interval a test chose for its plugin
+// (setReapEvery); plugins without one get the production interval.
+var reapEvery sync.Map // *Postgres → time.Duration
+
+// init makes reapInterval read reapEvery. It runs before any test, so no
+// reaper reads the variable while it changes.
+func init() {
+	production := reapInterval
+	reapInterval = func(p *Postgres, after time.Duration) time.Duration {
+		if every, ok := reapEvery.Load(p); ok {
+			return every.(time.Duration)
+		}
+		return production(p, after)
+	}
+}
+
+// setReapEvery sets db's reaper interval for the rest of the test. Call it
+// before Initialize starts the reaper.
+func setReapEvery(t *testing.T, db *Postgres, every time.Duration) {
+	reapEvery.Store(db, every)
+	t.Cleanup(func() { reapEvery.Delete(db) })
+}
 
 // newReaperDB is newDB with the reaper's interval set to every (24h: only
 // the passes a test runs itself) and the log kept at info level.
@@ -27,7 +51,7 @@ func newReaperDB(t *testing.T, extra map[string]interface{}, every time.Duration
 	cfg := mergeConfig(extra)
 	logs := &logBuffer{}
 	db := newPostgres(hclog.New(&hclog.LoggerOptions{Level: hclog.Info, Output: logs}))
-	db.reapEvery = every
+	setReapEvery(t, db, every)
 	if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: verify}); err != nil {
 		t.Fatalf("Initialize: %v", err)
 	}
@@ -71,7 +95,7 @@ func orphanUser(t *testing.T, db *Postgres, exp time.Time, stmts ...string) stri
 	req := newUserReq(append([]string{createStmt}, stmts...)...)
 	req.Expiration = exp
 	name := dbtesting.AssertNewUser(t, db, req).Username
-	t.Cleanup(func() { execSQL(t, admin(t), "DROP ROLE IF EXISTS "+quoteIdent(name)) })
+	t.Cleanup(func() { execSQL(t, admin(t), "DROP ROLE IF EXISTS "+render.QuoteIdent(name)) })
 	return name
 }
 
@@ -79,11 +103,11 @@ func orphanUser(t *testing.T, db *Postgres, exp time.Time, stmts ...string) stri
 func plainRole(t *testing.T, a *pgxpool.Pool, prefix, comment string) string {
 	t.Helper()
 	name := prefix + "-" + randSuffix()
-	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s VALID UNTIL '2000-01-01'", quoteIdent(name)))
+	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s VALID UNTIL '2000-01-01'", render.QuoteIdent(name)))
 	if comment != "" {
-		execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS %s", quoteIdent(name), quoteLiteral(comment)))
+		execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS %s", render.QuoteIdent(name), render.QuoteLiteral(comment)))
 	}
-	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+quoteIdent(name)) })
+	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+render.QuoteIdent(name)) })
 	return name
 }
 
@@ -117,8 +141,8 @@ func keptRoles(t *testing.T, db *Postgres, a *pgxpool.Pool, keeper string, now t
 // labelStale gives an existing role staleLabel until the test ends.
 func labelStale(t *testing.T, a *pgxpool.Pool, role string) {
 	t.Helper()
-	execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS %s", quoteIdent(role), quoteLiteral(staleLabel)))
-	t.Cleanup(func() { execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS NULL", quoteIdent(role))) })
+	execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS %s", render.QuoteIdent(role), render.QuoteLiteral(staleLabel)))
+	t.Cleanup(func() { execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS NULL", render.QuoteIdent(role))) })
 }
 
 // tableOwnedBy creates public.<prefix><random> (id int) owned by owner and
@@ -126,7 +150,7 @@ func labelStale(t *testing.T, a *pgxpool.Pool, role string) {
 func tableOwnedBy(t *testing.T, a *pgxpool.Pool, prefix, owner string) string {
 	t.Helper()
 	tbl := prefix + randSuffix()
-	execSQL(t, a, fmt.Sprintf("CREATE TABLE public.%s (id int); ALTER TABLE public.%s OWNER TO %s", tbl, tbl, quoteIdent(owner)))
+	execSQL(t, a, fmt.Sprintf("CREATE TABLE public.%s (id int); ALTER TABLE public.%s OWNER TO %s", tbl, tbl, render.QuoteIdent(owner)))
 	t.Cleanup(func() { execSQL(t, a, "DROP TABLE IF EXISTS public."+tbl) })
 	return tbl
 }
@@ -208,8 +232,8 @@ func TestReaperSparesItsUserAndReassignTarget(t *testing.T) {
 	adm, pw := "reapadm-"+randSuffix(), "Adm-"+randSuffix()
 	tgt := plainRole(t, a, "reaptgt", staleLabel)
 	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s; GRANT %s TO %s; COMMENT ON ROLE %s IS %s",
-		quoteIdent(adm), quoteLiteral(pw), quoteIdent(tgt), quoteIdent(adm), quoteIdent(adm), quoteLiteral(staleLabel)))
-	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+quoteIdent(adm)) })
+		render.QuoteIdent(adm), render.QuoteLiteral(pw), render.QuoteIdent(tgt), render.QuoteIdent(adm), render.QuoteIdent(adm), render.QuoteLiteral(staleLabel)))
+	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+render.QuoteIdent(adm)) })
 	db, _ := newReaperDB(t, map[string]interface{}{"username": adm, "password": pw, "reassign_owned_to": tgt, "reap_orphans_after": "1s"}, 24*time.Hour, true)
 	// A CREATEROLE admin labels its users and reaps them.
 	orphan := orphanUser(t, db, time.Now().Add(-time.Hour))
@@ -466,7 +490,7 @@ func TestReaperCloseLeavesNoGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
 	logs := &logBuffer{}
 	db := newPostgres(hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: logs}))
-	db.reapEvery = 5 * time.Millisecond
+	setReapEvery(t, db, 5*time.Millisecond)
 	cfg := mergeConfig(map[string]interface{}{"reap_orphans_after": "1h"})
 	dbtesting.AssertInitialize(t, db, dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true})
 	waitFor(t, func() bool { return strings.Count(logs.String(), "pass done") >= 3 })

@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // fuzzContexts set a role's comment to the password through every quoting
@@ -55,8 +56,8 @@ func FuzzRenderedValuesStayInTheirQuotes(f *testing.F) {
 		if len(name) > maxIdentifierLength || !utf8.ValidString(name) || !utf8.ValidString(password) || strings.ContainsRune(name+password, 0) {
 			t.Skip("not a value PostgreSQL can store")
 		}
-		vals := newTemplateValues(name).withPassword(password)
-		create, err := renderSQL(`CREATE ROLE "{{name}}" NOLOGIN;`, vals)
+		vals := render.NewValues(name).WithPassword(password)
+		create, err := render.Render([]string{`CREATE ROLE "{{name}}" NOLOGIN;`}, vals)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -64,9 +65,9 @@ func FuzzRenderedValuesStayInTheirQuotes(f *testing.F) {
 		if err := execAtomic(testCtx(t), a, create); err != nil {
 			t.Fatalf("creating role %q: %v", name, err)
 		}
-		t.Cleanup(func() { _, _ = a.Exec(testCtx(t), "DROP ROLE IF EXISTS "+quoteIdent(name)) })
+		t.Cleanup(func() { _, _ = a.Exec(testCtx(t), "DROP ROLE IF EXISTS "+render.QuoteIdent(name)) })
 		for i, stmt := range fuzzContexts {
-			sql, err := renderSQL(stmt, vals)
+			sql, err := render.Render([]string{stmt}, vals)
 			if err != nil {
 				// Only a dollar-quoted string cannot hold every value.
 				if !strings.Contains(err.Error(), "dollar-quoted") || !strings.Contains(name+password, "$") {
@@ -84,7 +85,7 @@ func FuzzRenderedValuesStayInTheirQuotes(f *testing.F) {
 			if comment != password {
 				t.Fatalf("context %d: comment = %q, want %q\n%s", i, comment, password, sql)
 			}
-			if _, err := a.Exec(testCtx(t), "COMMENT ON ROLE "+quoteIdent(name)+" IS NULL"); err != nil {
+			if _, err := a.Exec(testCtx(t), "COMMENT ON ROLE "+render.QuoteIdent(name)+" IS NULL"); err != nil {
 				t.Fatal(err)
 			}
 		}

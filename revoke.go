@@ -14,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // The default revocation of one user in the connected database is one
@@ -114,7 +116,7 @@ var (
 const holdingRole = "vault_revoked_owner"
 
 // holdingComment is the comment the holding role is made with.
-var holdingComment = quoteLiteral("Owns what users revoked by " + productName + " left behind. Keep it NOLOGIN, without privileges, and grant it to no one.")
+var holdingComment = render.QuoteLiteral("Owns what users revoked by " + productName + " left behind. Keep it NOLOGIN, without privileges, and grant it to no one.")
 
 // errHandOverLocked: the user can no longer log in (and, with
 // terminate_sessions, has no session), but its objects are not handed over
@@ -196,11 +198,11 @@ func (st *state) reassignIn(ctx context.Context, dbname, username string) error 
 	if err != nil {
 		return err
 	}
-	body, err = reassignElsewhereSQL.fill(map[string]string{"role": quoteLiteral(username), "hand_over": body})
+	body, err = reassignElsewhereSQL.fill(map[string]string{"role": render.QuoteLiteral(username), "hand_over": body})
 	if err != nil {
 		return err
 	}
-	if err := execAtomic(ctx, pool, st.revokeTx+"DO "+dollarQuote(body)); err != nil {
+	if err := execAtomic(ctx, pool, st.revokeTx+"DO "+render.DollarQuote(body)); err != nil {
 		return failed("", err)
 	}
 	return nil
@@ -214,7 +216,7 @@ func (st *state) handOver(username string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	sql, err := handOverSQL.fill(map[string]string{"reassign": quoteLiteral("DO " + dollarQuote(reassign))})
+	sql, err := handOverSQL.fill(map[string]string{"reassign": render.QuoteLiteral("DO " + render.DollarQuote(reassign))})
 	return strings.TrimRight(sql, "\n"), err
 }
 
@@ -222,8 +224,8 @@ func (st *state) handOver(username string) (string, error) {
 func (st *state) revokeValues(username string) map[string]string {
 	target := st.cfg.reassignTarget()
 	return map[string]string{
-		"role":             quoteLiteral(username),
-		"target":           quoteLiteral(target),
+		"role":             render.QuoteLiteral(username),
+		"target":           render.QuoteLiteral(target),
 		"create_target":    strconv.FormatBool(target == holdingRole),
 		"allow_privileged": strconv.FormatBool(st.cfg.AllowPrivilegedReassign),
 	}
@@ -271,18 +273,8 @@ func (st *state) revokeSQL(username string, final, contended bool) (string, erro
 	if err := errors.Join(err0, err1, err2, err3, err4); err != nil {
 		return "", err
 	}
-	return "BEGIN;\n" + st.revokeTx + "DO " + dollarQuote(login) + ";\nCOMMIT;\n" +
-		st.revokeTx + "DO " + dollarQuote(role) + ";\n" + report, nil
-}
-
-// dollarQuote wraps body in a dollar-quote tag that does not occur in it,
-// so no body can end the quote early: $pgvault$, else $pgvault_1$, ...
-func dollarQuote(body string) string {
-	tag := "$pgvault$"
-	for n := 1; strings.Index(body+tag, tag) < len(body); n++ {
-		tag = "$pgvault_" + strconv.Itoa(n) + "$"
-	}
-	return tag + body + tag
+	return "BEGIN;\n" + st.revokeTx + "DO " + render.DollarQuote(login) + ";\nCOMMIT;\n" +
+		st.revokeTx + "DO " + render.DollarQuote(role) + ";\n" + report, nil
 }
 
 // revokeOnce runs one local revocation pass and reads its outcome and the
@@ -425,7 +417,7 @@ func (st *state) rollbackPrepared(ctx context.Context, username string, txs []pr
 		err := st.rollbackOnePrepared(ctx, username, tx)
 		if err != nil && sqlState(err) != pgerrcode.UndefinedObject {
 			return fmt.Errorf("the user has a prepared transaction (gid %s, database %q) that holds a lock its revocation needs, and rolling it back failed: %w; a superuser can run ROLLBACK PREPARED %s",
-				quoteLiteral(tx.gid), tx.database, failed("", err), quoteLiteral(tx.gid))
+				render.QuoteLiteral(tx.gid), tx.database, failed("", err), render.QuoteLiteral(tx.gid))
 		}
 		st.logger.Warn("revocation: rolled back a prepared transaction of the user that held locks its revocation needs", "username", username, "gid", tx.gid, "database", tx.database)
 	}
@@ -447,18 +439,18 @@ func (st *state) rollbackOnePrepared(ctx context.Context, username string, tx pr
 	defer conn.Release()
 	// Each alone: ROLLBACK PREPARED refuses to run inside a transaction,
 	// which several statements in one query string would be.
-	rollback := "ROLLBACK PREPARED " + quoteLiteral(tx.gid)
+	rollback := "ROLLBACK PREPARED " + render.QuoteLiteral(tx.gid)
 	_, err = conn.Exec(ctx, rollback)
 	if sqlState(err) != pgerrcode.InsufficientPrivilege {
 		return err
 	}
-	if _, serr := conn.Exec(ctx, "SET ROLE "+quoteIdent(username)); serr != nil {
+	if _, serr := conn.Exec(ctx, "SET ROLE "+render.QuoteIdent(username)); serr != nil {
 		// The membership revoke_login grants was rolled back with the
 		// transaction the prepared one held up: grant it here.
 		if _, gerr := conn.Exec(ctx, joinRoleSQL(username, st.poolCfg.ConnConfig.User)); gerr != nil {
 			return err
 		}
-		if _, serr := conn.Exec(ctx, "SET ROLE "+quoteIdent(username)); serr != nil {
+		if _, serr := conn.Exec(ctx, "SET ROLE "+render.QuoteIdent(username)); serr != nil {
 			return err
 		}
 	}
@@ -471,9 +463,9 @@ func (st *state) rollbackOnePrepared(ctx context.Context, username string, tx pr
 // (INHERIT) and the right to act as it (SET) on PostgreSQL 16+, where a
 // grant says so.
 func joinRoleSQL(role, member string) string {
-	grant := "GRANT " + quoteIdent(role) + " TO " + quoteIdent(member)
-	return "DO " + dollarQuote("BEGIN IF pg_catalog.current_setting('server_version_num')::int >= 160000 THEN EXECUTE "+
-		quoteLiteral(grant+" WITH INHERIT TRUE, SET TRUE")+"; ELSE EXECUTE "+quoteLiteral(grant)+"; END IF; END")
+	grant := "GRANT " + render.QuoteIdent(role) + " TO " + render.QuoteIdent(member)
+	return "DO " + render.DollarQuote("BEGIN IF pg_catalog.current_setting('server_version_num')::int >= 160000 THEN EXECUTE "+
+		render.QuoteLiteral(grant+" WITH INHERIT TRUE, SET TRUE")+"; ELSE EXECUTE "+render.QuoteLiteral(grant)+"; END IF; END")
 }
 
 // scanTextArray reads a text[] in the text form the simple protocol
@@ -528,7 +520,7 @@ func (p *Postgres) DeleteUser(ctx context.Context, req dbplugin.DeleteUserReques
 		}
 		return dbplugin.DeleteUserResponse{}, nil
 	}
-	sql, err := renderStatements(req.Statements.Commands, newTemplateValues(req.Username))
+	sql, err := render.Render(req.Statements.Commands, render.NewValues(req.Username))
 	if err != nil {
 		return dbplugin.DeleteUserResponse{}, fmt.Errorf("revocation_statements: %w", err)
 	}

@@ -14,6 +14,8 @@ import (
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // reconnectors are clients that log in as a user in a loop: each opens a
@@ -149,7 +151,7 @@ func TestRevocationEndsSessionsOfDisabledRole(t *testing.T) {
 	db, schema := adm.newDBAndSchema(t, a, "disabled_")
 	third := newThirdRole(t, a, schema)
 	for i := 0; i < 3; i++ {
-		req := newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE ON SCHEMA %s TO "{{name}}";`, quoteIdent(schema)))
+		req := newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE ON SCHEMA %s TO "{{name}}";`, render.QuoteIdent(schema)))
 		user := dbtesting.AssertNewUser(t, db, req).Username
 		third.grantTo(t, a, user)
 		oid := roleOID(t, a, user)
@@ -232,7 +234,7 @@ func TestRevocationOfAdminMember(t *testing.T) {
 	user := dbtesting.AssertNewUser(t, db, req).Username
 	// The superuser grants it: from PostgreSQL 16 the admin itself may not
 	// hand out membership in itself.
-	if _, err := a.Exec(testCtx(t), fmt.Sprintf(`GRANT %s TO %s`, quoteIdent(adm.user), quoteIdent(user))); err != nil {
+	if _, err := a.Exec(testCtx(t), fmt.Sprintf(`GRANT %s TO %s`, render.QuoteIdent(adm.user), render.QuoteIdent(user))); err != nil {
 		if sqlState(err) == "0LP01" {
 			// From 16 the admin holds ADMIN OPTION on the roles it
 			// creates, which is a membership: PostgreSQL refuses the loop.
@@ -257,8 +259,8 @@ func TestRevocationRefusesReassignTarget(t *testing.T) {
 	needPG(t)
 	a := admin(t)
 	keeper := "keeper-self-" + randSuffix()
-	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN PASSWORD 'keeper-pw'`, quoteIdent(keeper)))
-	execSQL(t, a, fmt.Sprintf(`GRANT CREATE ON SCHEMA public TO %s`, quoteIdent(keeper)))
+	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN PASSWORD 'keeper-pw'`, render.QuoteIdent(keeper)))
+	execSQL(t, a, fmt.Sprintf(`GRANT CREATE ON SCHEMA public TO %s`, render.QuoteIdent(keeper)))
 	tbl := "keeper_data_" + randSuffix()
 	c := connectAs(t, keeper, "keeper-pw", "")
 	if _, err := c.Exec(testCtx(t), fmt.Sprintf(`CREATE TABLE public.%s (id int); INSERT INTO public.%[1]s VALUES (5)`, tbl)); err != nil {
@@ -287,7 +289,7 @@ func TestConcurrentRevocationsOfOneUser(t *testing.T) {
 			t.Parallel()
 			db, _ := adm.newDBAndSchema(t, a, "conc_")
 			if adm.user != "" {
-				execSQL(t, a, fmt.Sprintf(`GRANT CREATE ON SCHEMA public TO %s WITH GRANT OPTION`, quoteIdent(adm.user)))
+				execSQL(t, a, fmt.Sprintf(`GRANT CREATE ON SCHEMA public TO %s WITH GRANT OPTION`, render.QuoteIdent(adm.user)))
 			}
 			concurrentRevocations(t, a, db)
 		})
@@ -335,29 +337,8 @@ func TestRevocationOfAnyName(t *testing.T) {
 	} {
 		name := name
 		t.Run(name, func(t *testing.T) {
-			execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN PASSWORD 'any-name-pw'`, quoteIdent(name)))
+			execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN PASSWORD 'any-name-pw'`, render.QuoteIdent(name)))
 			revokeDropped(t, db, a, name)
 		})
-	}
-}
-
-func TestDollarQuote(t *testing.T) {
-	for _, body := range []string{
-		"", "x", "$pgvault$", "a$pgvault$b$pgvault_1$c", "ends $pgvault", "ends $", "$pgvault_1", "$$",
-	} {
-		q := dollarQuote(body)
-		end := strings.Index(q[1:], "$") + 2
-		tag := q[:end]
-		if !strings.HasPrefix(tag, "$pgvault") || !strings.HasSuffix(q, tag) {
-			t.Fatalf("dollarQuote(%q) = %q: not wrapped in one tag", body, q)
-		}
-		// PostgreSQL ends the string at the first closing tag after the
-		// opening one: it must be the last one.
-		if i := strings.Index(q[len(tag):], tag); i != len(body) {
-			t.Fatalf("dollarQuote(%q) = %q: the body closes the quote early", body, q)
-		}
-		if q[len(tag):len(q)-len(tag)] != body {
-			t.Fatalf("dollarQuote(%q) = %q: body changed", body, q)
-		}
 	}
 }

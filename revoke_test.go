@@ -12,6 +12,8 @@ import (
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // revokeAdmin is an admin configuration the revocation tests run under.
@@ -31,10 +33,10 @@ func revokeAdmins() []revokeAdmin {
 		{name: "createrole admin", user: "limited-" + randSuffix(), setup: func(t *testing.T, a *pgxpool.Pool, user, schema string) {
 			// What managed services give: CREATEROLE, not superuser, owning
 			// the application schema.
-			execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD 'limited-pw'`, quoteIdent(user)))
+			execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD 'limited-pw'`, render.QuoteIdent(user)))
 			shareHoldingRole(t, a, user)
-			execSQL(t, a, fmt.Sprintf(`GRANT CREATE ON DATABASE postgres TO %s WITH GRANT OPTION`, quoteIdent(user)))
-			execSQL(t, a, fmt.Sprintf(`ALTER SCHEMA %s OWNER TO %s`, quoteIdent(schema), quoteIdent(user)))
+			execSQL(t, a, fmt.Sprintf(`GRANT CREATE ON DATABASE postgres TO %s WITH GRANT OPTION`, render.QuoteIdent(user)))
+			execSQL(t, a, fmt.Sprintf(`ALTER SCHEMA %s OWNER TO %s`, render.QuoteIdent(schema), render.QuoteIdent(user)))
 		}},
 	}
 }
@@ -45,7 +47,7 @@ func revokeAdmins() []revokeAdmin {
 func (adm revokeAdmin) newDBAndSchema(t *testing.T, a *pgxpool.Pool, prefix string) (*Postgres, string) {
 	t.Helper()
 	schema := prefix + randSuffix()
-	execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s`, quoteIdent(schema)))
+	execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s`, render.QuoteIdent(schema)))
 	extra := map[string]interface{}{}
 	if adm.user != "" {
 		adm.setup(t, a, adm.user, schema)
@@ -61,20 +63,20 @@ type thirdRole struct{ name, schema string }
 func newThirdRole(t *testing.T, a *pgxpool.Pool, schema string) thirdRole {
 	t.Helper()
 	r := thirdRole{name: "grantor-" + randSuffix(), schema: schema}
-	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s`, quoteIdent(r.name)))
+	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s`, render.QuoteIdent(r.name)))
 	execSQL(t, a, fmt.Sprintf(`CREATE TABLE %s (id int)`, r.table()))
-	execSQL(t, a, fmt.Sprintf(`ALTER TABLE %s OWNER TO %s`, r.table(), quoteIdent(r.name)))
-	execSQL(t, a, fmt.Sprintf(`GRANT USAGE ON SCHEMA %s TO %s`, quoteIdent(schema), quoteIdent(r.name)))
+	execSQL(t, a, fmt.Sprintf(`ALTER TABLE %s OWNER TO %s`, r.table(), render.QuoteIdent(r.name)))
+	execSQL(t, a, fmt.Sprintf(`GRANT USAGE ON SCHEMA %s TO %s`, render.QuoteIdent(schema), render.QuoteIdent(r.name)))
 	return r
 }
 
 // table is the third role's table, qualified and quoted.
-func (r thirdRole) table() string { return quoteIdent(r.schema) + ".third_t" }
+func (r thirdRole) table() string { return render.QuoteIdent(r.schema) + ".third_t" }
 
 // grantTo has the third role grant SELECT on its table to user.
 func (r thirdRole) grantTo(t *testing.T, a *pgxpool.Pool, user string) {
 	t.Helper()
-	execSQL(t, a, fmt.Sprintf(`SET ROLE %s; GRANT SELECT ON %s TO %s; RESET ROLE`, quoteIdent(r.name), r.table(), quoteIdent(user)))
+	execSQL(t, a, fmt.Sprintf(`SET ROLE %s; GRANT SELECT ON %s TO %s; RESET ROLE`, render.QuoteIdent(r.name), r.table(), render.QuoteIdent(user)))
 }
 
 // ownedObjects is what a dynamic user creates in the test: a schema, and in
@@ -105,10 +107,10 @@ func TestDefaultRevocation(t *testing.T) {
 			db, schema := adm.newDBAndSchema(t, a, "rev_")
 			// A sequence nobody in the test owns or may touch: the built-in's
 			// REVOKE ... ON ALL SEQUENCES fails on it for a CREATEROLE admin.
-			execSQL(t, a, fmt.Sprintf(`CREATE SEQUENCE %s.foreign_seq`, quoteIdent(schema)))
+			execSQL(t, a, fmt.Sprintf(`CREATE SEQUENCE %s.foreign_seq`, render.QuoteIdent(schema)))
 			rc := revokeCase{adm: adm, a: a, db: db, schema: schema, owner: holdingRole,
 				creation: []string{createStmt,
-					fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, quoteIdent(schema)),
+					fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, render.QuoteIdent(schema)),
 					`GRANT CREATE ON DATABASE postgres TO "{{name}}";`}}
 			t.Run("owns table, sequence, function and schema", rc.ownedObjects)
 			t.Run("open session running a long query", rc.longQuery)
@@ -134,7 +136,7 @@ func execAll(t *testing.T, c *pgx.Conn, queries ...string) {
 func (rc revokeCase) ownedObjects(t *testing.T) {
 	req := newUserReq(rc.creation...)
 	user := dbtesting.AssertNewUser(t, rc.db, req).Username
-	tag, schema := randSuffix(), quoteIdent(rc.schema)
+	tag, schema := randSuffix(), render.QuoteIdent(rc.schema)
 	execAll(t, connectAs(t, user, req.Password, ""),
 		fmt.Sprintf(`CREATE TABLE %s.owned_t_%s (id int)`, schema, tag),
 		fmt.Sprintf(`INSERT INTO %s.owned_t_%s VALUES (42)`, schema, tag),
@@ -198,16 +200,16 @@ func (rc revokeCase) longQuery(t *testing.T) {
 func (rc revokeCase) otherDatabase(t *testing.T, prefix string) string {
 	t.Helper()
 	dbname := prefix + randSuffix()
-	execSQL(t, rc.a, fmt.Sprintf(`CREATE DATABASE %s`, quoteIdent(dbname)))
+	execSQL(t, rc.a, fmt.Sprintf(`CREATE DATABASE %s`, render.QuoteIdent(dbname)))
 	if rc.adm.user != "" {
-		execSQL(t, rc.a, fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO %s WITH GRANT OPTION`, quoteIdent(dbname), quoteIdent(rc.adm.user)))
+		execSQL(t, rc.a, fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO %s WITH GRANT OPTION`, render.QuoteIdent(dbname), render.QuoteIdent(rc.adm.user)))
 	}
 	return dbname
 }
 
 func (rc revokeCase) secondDatabase(t *testing.T) {
 	dbname := rc.otherDatabase(t, "rev2_")
-	stmts := append(append([]string{}, rc.creation...), fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO "{{name}}";`, quoteIdent(dbname)))
+	stmts := append(append([]string{}, rc.creation...), fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO "{{name}}";`, render.QuoteIdent(dbname)))
 	req := newUserReq(stmts...)
 	user := dbtesting.AssertNewUser(t, rc.db, req).Username
 	execAll(t, connectAs(t, user, req.Password, dbname), `CREATE SCHEMA elsewhere`, `CREATE TABLE elsewhere.t (id int)`, `INSERT INTO elsewhere.t VALUES (7)`)
@@ -226,17 +228,17 @@ func (rc revokeCase) secondDatabase(t *testing.T) {
 func (rc revokeCase) closedDatabase(t *testing.T) {
 	dbname := rc.otherDatabase(t, "revclosed_")
 	group := "grp-" + randSuffix()
-	execSQL(t, rc.a, fmt.Sprintf(`CREATE ROLE %s`, quoteIdent(group)))
+	execSQL(t, rc.a, fmt.Sprintf(`CREATE ROLE %s`, render.QuoteIdent(group)))
 	if rc.adm.user != "" {
-		execSQL(t, rc.a, fmt.Sprintf(`GRANT %s TO %s WITH ADMIN OPTION`, quoteIdent(group), quoteIdent(rc.adm.user)))
+		execSQL(t, rc.a, fmt.Sprintf(`GRANT %s TO %s WITH ADMIN OPTION`, render.QuoteIdent(group), render.QuoteIdent(rc.adm.user)))
 	}
 	stmts := append(append([]string{}, rc.creation...),
-		fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO "{{name}}";`, quoteIdent(dbname)),
-		fmt.Sprintf(`GRANT %s TO "{{name}}";`, quoteIdent(group)))
+		fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO "{{name}}";`, render.QuoteIdent(dbname)),
+		fmt.Sprintf(`GRANT %s TO "{{name}}";`, render.QuoteIdent(group)))
 	req := newUserReq(stmts...)
 	user := dbtesting.AssertNewUser(t, rc.db, req).Username
 	execAll(t, connectAs(t, user, req.Password, dbname), `CREATE SCHEMA mine; CREATE TABLE mine.kept (id int)`)
-	execSQL(t, rc.a, fmt.Sprintf(`ALTER DATABASE %s ALLOW_CONNECTIONS false`, quoteIdent(dbname)))
+	execSQL(t, rc.a, fmt.Sprintf(`ALTER DATABASE %s ALLOW_CONNECTIONS false`, render.QuoteIdent(dbname)))
 	// Revocation cannot reach that database: it must still finish,
 	// leaving the role unable to log in and in no group.
 	dbtesting.AssertDeleteUser(t, rc.db, dbplugin.DeleteUserRequest{Username: user})
@@ -265,7 +267,7 @@ func (rc revokeCase) thirdRoleGrants(t *testing.T) {
 func (rc revokeCase) alreadyDropped(t *testing.T) {
 	req := newUserReq(createStmt)
 	user := dbtesting.AssertNewUser(t, rc.db, req).Username
-	execSQL(t, rc.a, fmt.Sprintf(`DROP ROLE %s`, quoteIdent(user)))
+	execSQL(t, rc.a, fmt.Sprintf(`DROP ROLE %s`, render.QuoteIdent(user)))
 	dbtesting.AssertDeleteUser(t, rc.db, dbplugin.DeleteUserRequest{Username: user})
 	dbtesting.AssertDeleteUser(t, rc.db, dbplugin.DeleteUserRequest{Username: user, Statements: dbplugin.Statements{
 		Commands: []string{`REVOKE ALL ON SCHEMA public FROM "{{name}}"; DROP ROLE "{{name}}";`}}})
@@ -317,7 +319,7 @@ func TestRevocationGuards(t *testing.T) {
 	a := admin(t)
 	t.Run("the connection's own user", func(t *testing.T) {
 		root := "selfrevoke-" + randSuffix()
-		execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD 'self-pw'`, quoteIdent(root)))
+		execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD 'self-pw'`, render.QuoteIdent(root)))
 		db := newDB(t, map[string]interface{}{"username": root, "password": "self-pw"})
 		_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: root})
 		if err == nil || !strings.Contains(err.Error(), "refusing to revoke the user Vault connects as") {
@@ -337,11 +339,11 @@ func TestRevocationGuards(t *testing.T) {
 	})
 	t.Run("reassign_owned_to dropped later", func(t *testing.T) {
 		keeper := "gone-keeper-" + randSuffix()
-		execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s`, quoteIdent(keeper)))
+		execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s`, render.QuoteIdent(keeper)))
 		db := newDB(t, map[string]interface{}{"reassign_owned_to": keeper})
 		req := newUserReq(createStmt)
 		user := dbtesting.AssertNewUser(t, db, req).Username
-		execSQL(t, a, fmt.Sprintf(`DROP ROLE %s`, quoteIdent(keeper)))
+		execSQL(t, a, fmt.Sprintf(`DROP ROLE %s`, render.QuoteIdent(keeper)))
 		_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user})
 		if err == nil || !strings.Contains(err.Error(), "reassign_owned_to") {
 			t.Fatalf("error = %v", err)
@@ -373,7 +375,7 @@ func TestReassignOwnedTo(t *testing.T) {
 	needPG(t)
 	a := admin(t)
 	keeper := "keeper-" + randSuffix()
-	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s`, quoteIdent(keeper)))
+	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s`, render.QuoteIdent(keeper)))
 	db := newDB(t, map[string]interface{}{"reassign_owned_to": keeper})
 	user, _, tbl, c := userOwningTable(t, db, "kept_")
 	c.Close(context.Background())

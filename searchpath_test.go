@@ -19,6 +19,8 @@ import (
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
 	"github.com/jackc/pgx/v5"
+
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // plantOidRegclassEq creates public.=(oid, regclass): an exact match for
@@ -197,8 +199,8 @@ func TestSearchPathSafeForOperatorStatements(t *testing.T) {
 			plantFormat(t, l.c, l.acct)
 			_ = l.c.Close(testCtx(t))
 			group := "grp-" + randSuffix()
-			execSQL(t, l.a, "CREATE ROLE "+quoteIdent(group))
-			t.Cleanup(func() { execSQL(t, l.a, "DROP ROLE IF EXISTS "+quoteIdent(group)) })
+			execSQL(t, l.a, "CREATE ROLE "+render.QuoteIdent(group))
+			t.Cleanup(func() { execSQL(t, l.a, "DROP ROLE IF EXISTS "+render.QuoteIdent(group)) })
 			victim := dbtesting.AssertNewUser(t, l.db, newUserReq(createStmt)).Username
 			user, err := tc.run(t, l, victim, group)
 			if err != nil {

@@ -11,7 +11,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
@@ -27,8 +26,6 @@ import (
 type Postgres struct {
 	state  atomic.Pointer[state]
 	logger hclog.Logger
-	// reapEvery, when set, replaces the orphan reaper's interval (tests).
-	reapEvery time.Duration
 }
 
 // state is everything a request needs, immutable once published.

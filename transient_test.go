@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // TestTransientConditionAgreesWithGo raises each kind of failure in the
@@ -33,8 +35,8 @@ func TestTransientConditionAgreesWithGo(t *testing.T) {
 		{"2BP01", "role cannot be dropped", "", false},
 	}
 	for _, c := range cases {
-		raise := "RAISE EXCEPTION USING ERRCODE = " + quoteLiteral(c.code) +
-			", MESSAGE = " + quoteLiteral(c.message) + ", CONSTRAINT = " + quoteLiteral(c.constraint) + ";"
+		raise := "RAISE EXCEPTION USING ERRCODE = " + render.QuoteLiteral(c.code) +
+			", MESSAGE = " + render.QuoteLiteral(c.message) + ", CONSTRAINT = " + render.QuoteLiteral(c.constraint) + ";"
 		_, raised := pool.Exec(ctx, "DO $$ BEGIN "+raise+" END $$")
 		var pgErr *pgconn.PgError
 		if !errors.As(raised, &pgErr) || pgErr.Code != c.code || pgErr.ConstraintName != c.constraint {

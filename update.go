@@ -12,6 +12,8 @@ import (
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // Default statements, used when a role or Vault sends none.
@@ -57,8 +59,8 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 
 // updateSQL renders the password and expiration statements of an update,
 // the relabel of a renewal, and a check that the role exists first.
-func (st *state) updateSQL(ctx context.Context, req dbplugin.UpdateUserRequest) (string, templateValues, error) {
-	vals := newTemplateValues(req.Username)
+func (st *state) updateSQL(ctx context.Context, req dbplugin.UpdateUserRequest) (string, render.Values, error) {
+	vals := render.NewValues(req.Username)
 	var stmts []string
 	if req.Password != nil {
 		if req.Password.NewPassword == "" {
@@ -68,14 +70,14 @@ func (st *state) updateSQL(ctx context.Context, req dbplugin.UpdateUserRequest) 
 		if err != nil {
 			return "", vals, fmt.Errorf("updating user %q: %w", req.Username, err)
 		}
-		vals = vals.withPassword(verifier)
+		vals = vals.WithPassword(verifier)
 		stmts = append(stmts, orDefault(req.Password.Statements.Commands, defaultChangePassword)...)
 	}
 	if req.Expiration != nil {
-		vals = vals.withExpiration(req.Expiration.NewExpiration)
+		vals = vals.WithExpiration(req.Expiration.NewExpiration)
 		stmts = append(stmts, orDefault(req.Expiration.Statements.Commands, defaultChangeExpiration)...)
 	}
-	sql, err := renderStatements(stmts, vals)
+	sql, err := render.Render(stmts, vals)
 	if err != nil {
 		return "", vals, fmt.Errorf("rotation statements: %w", err)
 	}
@@ -85,7 +87,7 @@ func (st *state) updateSQL(ctx context.Context, req dbplugin.UpdateUserRequest) 
 	}
 	// A role missing at the start makes ALTER ROLE fail with 42704; the check
 	// gives that a clear message without an extra round trip.
-	check := "DO " + dollarQuote(fmt.Sprintf(" BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s) THEN RAISE EXCEPTION USING ERRCODE = 'undefined_object', MESSAGE = 'role does not exist'; END IF; END ", quoteLiteral(req.Username))) + ";\n"
+	check := "DO " + render.DollarQuote(fmt.Sprintf(" BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s) THEN RAISE EXCEPTION USING ERRCODE = 'undefined_object', MESSAGE = 'role does not exist'; END IF; END ", render.QuoteLiteral(req.Username))) + ";\n"
 	return check + sql + label, vals, nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 	"github.com/pgvault/vault-plugin-database-postgres/internal/vaulttest"
 )
 
@@ -325,7 +326,7 @@ func TestRotateRoot(t *testing.T) {
 	a := superPool(t)
 	rootPw := `Root@/#{}%?&'pw`
 	root := fmt.Sprintf("vault-admin-%d", time.Now().UnixNano())
-	_, err := a.Exec(ctxT(t), fmt.Sprintf(`CREATE ROLE %q LOGIN CREATEROLE PASSWORD '%s'`, root, strings.ReplaceAll(rootPw, "'", "''")))
+	_, err := a.Exec(ctxT(t), fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s`, render.QuoteIdent(root), render.QuoteLiteral(rootPw)))
 	must(t, err)
 	must(t, vaulttest.Configure(c, "database", "admin", plugin, rootConfig(root, rootPw)))
 	write(t, c, "database/roles/viaadmin", map[string]interface{}{

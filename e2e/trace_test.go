@@ -14,8 +14,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // TestNoSecretsAtTraceLevel runs every operation through Vault with Vault
@@ -88,8 +89,8 @@ func (tr *traceRun) createRoles(root, rootPw, static string) {
 	must(t, err)
 	for _, sql := range []string{
 		"SET log_statement = 'none'",
-		fmt.Sprintf("CREATE ROLE %s LOGIN SUPERUSER PASSWORD '%s'", pgx.Identifier{root}.Sanitize(), strings.ReplaceAll(rootPw, "'", "''")),
-		fmt.Sprintf("CREATE ROLE %s LOGIN", pgx.Identifier{static}.Sanitize()),
+		fmt.Sprintf("CREATE ROLE %s LOGIN SUPERUSER PASSWORD %s", render.QuoteIdent(root), render.QuoteLiteral(rootPw)),
+		fmt.Sprintf("CREATE ROLE %s LOGIN", render.QuoteIdent(static)),
 	} {
 		if _, err := setup.Exec(tr.ctx, sql); err != nil {
 			t.Fatalf("setting up roles: %v", err)
@@ -99,7 +100,7 @@ func (tr *traceRun) createRoles(root, rootPw, static string) {
 	// Registered before Vault starts, so it runs after Vault has stopped.
 	t.Cleanup(func() {
 		for _, r := range []string{static, root} {
-			_, _ = tr.a.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{r}.Sanitize())
+			_, _ = tr.a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(r))
 		}
 	})
 }

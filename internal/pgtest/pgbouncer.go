@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // ErrNoPgBouncer says no pgbouncer binary was found; tests skip on it.
@@ -139,7 +139,7 @@ func createBouncerAuth(ctx context.Context, s *Server) (user, password string, e
 	}
 	defer c.Close(context.Background())
 	user, password = "pgbouncer_auth_"+randomHex(), randomPassword()
-	sql := fmt.Sprintf(bouncerAuthSQL, pgx.Identifier{user}.Sanitize(), "'"+strings.ReplaceAll(password, "'", "''")+"'")
+	sql := fmt.Sprintf(bouncerAuthSQL, render.QuoteIdent(user), render.QuoteLiteral(password))
 	if _, err := c.Exec(ctx, sql); err != nil {
 		return "", "", err
 	}
@@ -156,7 +156,7 @@ func dropBouncerAuth(s *Server, user string) error {
 		return err
 	}
 	defer c.Close(context.Background())
-	id := pgx.Identifier{user}.Sanitize()
+	id := render.QuoteIdent(user)
 	_, err = c.Exec(ctx, "DROP OWNED BY "+id+"; DROP ROLE "+id)
 	return err
 }

@@ -6,11 +6,11 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	postgres "github.com/pgvault/vault-plugin-database-postgres"
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // creationStatements are what every role in the benchmark runs: the
@@ -23,20 +23,9 @@ var creationStatements = []string{
 // rawCreate is creationStatements as raw SQL, with the password in the
 // clear as the built-in sends it (the server hashes it).
 func rawCreate(name, pw string, exp time.Time) string {
-	id := pgx.Identifier{name}.Sanitize()
+	id := render.QuoteIdent(name)
 	return fmt.Sprintf("CREATE ROLE %s WITH LOGIN PASSWORD %s VALID UNTIL %s; GRANT readers TO %s;",
-		id, literal(pw), literal(exp.Format("2006-01-02 15:04:05-0700")), id)
-}
-
-func literal(s string) string {
-	out := []byte{'\''}
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\'' {
-			out = append(out, '\'')
-		}
-		out = append(out, s[i])
-	}
-	return string(append(out, '\''))
+		id, render.QuoteLiteral(pw), render.QuoteLiteral(exp.Format("2006-01-02 15:04:05-0700")), id)
 }
 
 // ops is one way of doing the three operations of part 1.
@@ -92,10 +81,10 @@ func pluginOps(ctx context.Context, pg *pgtest.Server, mode string, poolSize int
 // drop it. The plugin's default revocation does this and more (waits for
 // the sessions to be gone, guards, reports), so this is a floor.
 func rawRevoke(name string) string {
-	id := pgx.Identifier{name}.Sanitize()
+	id := render.QuoteIdent(name)
 	return fmt.Sprintf("BEGIN; ALTER ROLE %[1]s NOLOGIN; COMMIT; "+
 		"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %[2]s; "+
-		"REASSIGN OWNED BY %[1]s TO CURRENT_USER; DROP OWNED BY %[1]s; DROP ROLE %[1]s;", id, literal(name))
+		"REASSIGN OWNED BY %[1]s TO CURRENT_USER; DROP OWNED BY %[1]s; DROP ROLE %[1]s;", id, render.QuoteLiteral(name))
 }
 
 // rawOps runs the same SQL on a pgx pool of the same size.
@@ -117,7 +106,7 @@ func rawOps(ctx context.Context, url string, poolSize int) (*ops, error) {
 			return name, err
 		},
 		update: func(ctx context.Context, user string) error {
-			_, err := pool.Exec(ctx, fmt.Sprintf("ALTER ROLE %s WITH PASSWORD %s;", pgx.Identifier{user}.Sanitize(), literal(password())))
+			_, err := pool.Exec(ctx, fmt.Sprintf("ALTER ROLE %s WITH PASSWORD %s;", render.QuoteIdent(user), render.QuoteLiteral(password())))
 			return err
 		},
 		delete: func(ctx context.Context, user string) error {

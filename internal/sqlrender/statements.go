@@ -1,9 +1,9 @@
-package postgres
+package sqlrender
 
 // Creation statements read as the operator wrote them, before any value is
 // rendered: whether they provably create the role named {{name}} and leave
-// it in place (createsName), which lets labels.go write the label with a
-// plain COMMENT instead of a block that looks first. Rendering escapes every
+// it in place (CreatesName), which lets the plugin write the role's label
+// with a plain COMMENT instead of a block that looks first. Rendering escapes every
 // value for its context, so the statements' structure is the template's:
 // no display name or other value can change what this reads.
 
@@ -23,13 +23,13 @@ type sqlToken struct {
 	text string
 }
 
-// createsName reports whether the statements create the role named {{name}}
+// CreatesName reports whether the statements create the role named {{name}}
 // and nothing in them can remove it, rename it, set its comment, or change
 // the role the session runs as. Then a COMMENT after them succeeds: it runs
 // as the role that created the role, which may always comment on it. Only
 // a few kinds of statement qualify; anything else (DO, SELECT, SET, DROP,
 // COMMENT, a role's membership revoked) needs the block that checks first.
-func createsName(stmts []string) bool {
+func CreatesName(stmts []string) bool {
 	created := false
 	for _, s := range stmts {
 		toks, ok := scanTokens(s)
@@ -108,7 +108,7 @@ func splitTokens(toks []sqlToken) [][]sqlToken {
 }
 
 // scanTokens reads sql into tokens, skipping whitespace and comments, by the
-// rules render.go's lexer follows; ok is false for text it cannot follow to
+// rules the renderer's lexer follows; ok is false for text it cannot follow to
 // the end (an unterminated string, identifier or comment).
 func scanTokens(sql string) (toks []sqlToken, ok bool) {
 	for i := 0; ; {

@@ -1,9 +1,8 @@
-package postgres
-
-// Statement rendering: a small lexer that follows PostgreSQL's own scanner
-// (src/backend/parser/scan.l) closely enough to know, for every {{placeholder}},
-// which quoting context it stands in, and escapes the value for exactly that
-// context. One function per context, in the style of pgx's internal/sanitize.
+// Package sqlrender renders the plugin's SQL statements: a small lexer that
+// follows PostgreSQL's own scanner (src/backend/parser/scan.l) closely
+// enough to know, for every {{placeholder}}, which quoting context it stands
+// in, and escapes the value for exactly that context. One function per
+// context, in the style of pgx's internal/sanitize.
 //
 // Contexts:
 //   - bare SQL: a name becomes a quoted identifier, any other value a literal;
@@ -21,6 +20,11 @@ package postgres
 //
 // A value can never end a dollar-quoted string early: the rendered body is
 // checked for its closing tag, and a value that would form it is refused.
+//
+// It is pure (no database, nothing else from the plugin): the plugin renders
+// every statement it runs with Render, and quotes the names and values it
+// writes into its own SQL with QuoteIdent, QuoteLiteral and DollarQuote.
+package sqlrender
 
 import (
 	"errors"
@@ -33,32 +37,43 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// templateValues are the values a statement can refer to.
-type templateValues struct {
+// expirationFormat is how {{expiration}} is rendered, as the built-in does: a
+// timestamp with zone that PostgreSQL parses in VALID UNTIL.
+const expirationFormat = "2006-01-02 15:04:05-0700"
+
+// Values are the values a statement can refer to: {{name}} (or
+// {{username}}) always, {{password}} and {{expiration}} once set with
+// WithPassword and WithExpiration; a statement naming one that is not set
+// is refused.
+type Values struct {
 	Username   string
 	Password   string // already in the form to send (verifier or plaintext)
-	Expiration string
+	Expiration string // formatted by WithExpiration
 	hasPass    bool
 	hasExp     bool
 }
 
-func newTemplateValues(username string) templateValues {
-	return templateValues{Username: username}
+// NewValues returns the values of a statement about username.
+func NewValues(username string) Values {
+	return Values{Username: username}
 }
 
-func (v templateValues) withPassword(p string) templateValues {
+// WithPassword returns v with {{password}} set to p, which is sent as given.
+func (v Values) WithPassword(p string) Values {
 	v.Password, v.hasPass = p, true
 	return v
 }
 
-func (v templateValues) withExpiration(t time.Time) templateValues {
+// WithExpiration returns v with {{expiration}} set to t, written as a
+// timestamp with zone.
+func (v Values) WithExpiration(t time.Time) Values {
 	v.Expiration, v.hasExp = t.Format(expirationFormat), true
 	return v
 }
 
 // lookup returns the value for a placeholder name and whether it is a
 // username (quoted as an identifier when it stands bare in the SQL).
-func (v templateValues) lookup(name string) (val string, ident bool, err error) {
+func (v Values) lookup(name string) (val string, ident bool, err error) {
 	val, ident, err = v.value(name)
 	if err == nil && strings.IndexByte(val, 0) >= 0 {
 		// The query message is NUL-terminated: a NUL would cut the SQL.
@@ -67,7 +82,7 @@ func (v templateValues) lookup(name string) (val string, ident bool, err error) 
 	return val, ident, err
 }
 
-func (v templateValues) value(name string) (val string, ident bool, err error) {
+func (v Values) value(name string) (val string, ident bool, err error) {
 	switch name {
 	case "name", "username":
 		return v.Username, true, nil
@@ -85,12 +100,12 @@ func (v templateValues) value(name string) (val string, ident bool, err error) {
 	return "", false, fmt.Errorf("unknown placeholder {{%s}} (use {{name}}, {{username}}, {{password}} or {{expiration}})", name)
 }
 
-// renderStatements renders every statement and joins them into one SQL text
+// Render renders every statement and joins them into one SQL text
 // that is sent in a single simple-protocol Exec: PostgreSQL runs it as one
 // implicit transaction, so the request is atomic and costs one round trip.
 // Statements are never split: DO blocks, function bodies and semicolons in
 // literals reach the server exactly as written.
-func renderStatements(stmts []string, v templateValues) (string, error) {
+func Render(stmts []string, v Values) (string, error) {
 	var b strings.Builder
 	var mentions, hasCode bool
 	for i, s := range stmts {
@@ -127,14 +142,14 @@ func changesConformingStrings(sql string) bool {
 }
 
 // renderSQL substitutes the {{placeholders}} of one piece of SQL.
-func renderSQL(sql string, v templateValues) (string, error) {
+func renderSQL(sql string, v Values) (string, error) {
 	out, _, err := renderTop(sql, v)
 	return out, err
 }
 
 // renderTop renders one piece of SQL and reports whether it holds code in
 // a string.
-func renderTop(sql string, v templateValues) (string, bool, error) {
+func renderTop(sql string, v Values) (string, bool, error) {
 	l := &lexer{src: sql, vals: v}
 	out, err := l.render()
 	// The piece of SQL is the unit: a value in code anywhere in it and
@@ -159,7 +174,7 @@ type lexer struct {
 	pos   int // next byte to read
 	start int // src[start:pos] is read but not yet written to out
 	out   strings.Builder
-	vals  templateValues
+	vals  Values
 	depth int
 	// prev and last are the two previous words (upper-cased keywords or
 	// identifiers; "" after any other token): they tell whether a string
@@ -221,7 +236,7 @@ type stateFn func(*lexer) stateFn
 
 // renderCode renders the code in a string at this point, one level deeper,
 // and takes in the languages it names.
-func (l *lexer) renderCode(sql string, v templateValues) (string, error) {
+func (l *lexer) renderCode(sql string, v Values) (string, error) {
 	if l.depth+1 > maxNesting {
 		return "", fmt.Errorf("code is nested in strings more than %d levels deep", maxNesting)
 	}
@@ -350,7 +365,7 @@ func (l *lexer) codeFollows() bool {
 // innerValues are the values for the code in the string at this point: in
 // the format of EXECUTE format(…) a % in a value is doubled, so format()
 // gives back the value rather than reading a directive.
-func (l *lexer) innerValues() templateValues {
+func (l *lexer) innerValues() Values {
 	v := l.vals
 	if l.codeArg == argFormat {
 		v.Username = strings.ReplaceAll(v.Username, "%", "%%")
@@ -477,9 +492,9 @@ func barePlaceholderState(l *lexer) stateFn {
 		return l.fail(err)
 	}
 	if ident {
-		val = quoteIdent(val)
+		val = QuoteIdent(val)
 	} else {
-		val = quoteLiteral(val)
+		val = QuoteLiteral(val)
 	}
 	l.replace(l.pos, l.pos+n, val)
 	l.other()
@@ -970,8 +985,10 @@ func isSpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'
 }
 
-// quoteLiteral quotes s as a standard-conforming SQL string literal.
-func quoteLiteral(s string) string {
+// QuoteLiteral quotes s as an SQL string literal. A value holding a
+// backslash is written E'…', so its meaning does not depend on
+// standard_conforming_strings.
+func QuoteLiteral(s string) string {
 	if strings.Contains(s, `\`) {
 		// E'' makes the meaning independent of standard_conforming_strings.
 		return `E'` + strings.ReplaceAll(strings.ReplaceAll(s, `\`, `\\`), `'`, `''`) + `'`
@@ -979,5 +996,15 @@ func quoteLiteral(s string) string {
 	return `'` + strings.ReplaceAll(s, `'`, `''`) + `'`
 }
 
-// quoteIdent quotes a role or database name for SQL text.
-func quoteIdent(s string) string { return pgx.Identifier{s}.Sanitize() }
+// QuoteIdent quotes a role, database or other name as an SQL identifier.
+func QuoteIdent(s string) string { return pgx.Identifier{s}.Sanitize() }
+
+// DollarQuote wraps body in a dollar-quote tag that does not occur in it,
+// so no body can end the quote early: $pgvault$, else $pgvault_1$, ...
+func DollarQuote(body string) string {
+	tag := "$pgvault$"
+	for n := 1; strings.Index(body+tag, tag) < len(body); n++ {
+		tag = "$pgvault_" + strconv.Itoa(n) + "$"
+	}
+	return tag + body + tag
+}

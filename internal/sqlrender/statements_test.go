@@ -1,0 +1,57 @@
+package sqlrender
+
+import "testing"
+
+// TestCreatesName: the plain COMMENT is chosen only when the statements, as
+// written, create the role named {{name}}, leave it in place and stay the
+// role that created it; anything else takes the block that looks first.
+func TestCreatesName(t *testing.T) {
+	for _, tc := range createsNameCases {
+		if got := CreatesName(tc.stmts); got != tc.want {
+			t.Errorf("CreatesName(%q) = %v, want %v", tc.stmts, got, tc.want)
+		}
+	}
+}
+
+const createPlain = `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`
+
+var createsNameCases = []struct {
+	stmts []string
+	want  bool
+}{
+	{[]string{createPlain}, true},
+	{[]string{createPlain, `GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{{name}}";`}, true},
+	{[]string{`create user {{ username }} password '{{password}}'; alter user "{{name}}" set search_path = app`}, true},
+	{[]string{`CREATE GROUP "{{name}}"`, `GRANT "{{name}}" TO app`}, true},
+	{[]string{createPlain + ` -- DROP ROLE "{{name}}";`}, true},
+	{[]string{`CREATE ROLE "{{name}}" LOGIN PASSWORD 'x; DROP ROLE "{{name}}"'`}, true},
+	{[]string{`CREATE ROLE "{{name}}" /* ; DROP ROLE "{{name}}" */ LOGIN`}, true},
+	{[]string{createPlain, `REVOKE ALL ON SCHEMA public FROM "{{name}}";`}, true},
+	{[]string{createPlain, `ALTER ROLE "{{name}}" CONNECTION LIMIT 3; ALTER ROLE "{{name}}" IN DATABASE app SET work_mem = '8MB'`}, true},
+
+	{[]string{`DO $$ BEGIN IF NOT EXISTS (SELECT * FROM pg_catalog.pg_roles WHERE rolname='my_role') THEN CREATE ROLE my_role; END IF; END $$`}, false},
+	{[]string{`GRANT app TO "{{name}}"`}, false},
+	{[]string{`CREATE ROLE other`}, false},
+	{[]string{`CREATE ROLE "{{name}}x"`}, false},
+	{[]string{`CREATE ROLE "v-{{name}}"`}, false},
+	{[]string{`CREATE ROLE U&"{{name}}"`}, false},
+	{[]string{`CREATE USER MAPPING FOR "{{name}}" SERVER s`}, false},
+	{[]string{createPlain, `DROP ROLE "{{name}}";`}, false},
+	{[]string{createPlain, `ALTER ROLE "{{name}}" RENAME TO x`}, false},
+	{[]string{createPlain, `ALTER ROLE CURRENT_USER NOCREATEROLE`}, false},
+	{[]string{createPlain, `ALTER GROUP "{{name}}" DROP USER admin`}, false},
+	{[]string{createPlain, `REVOKE "{{name}}" FROM CURRENT_USER`}, false},
+	{[]string{createPlain, `REVOKE ADMIN OPTION FOR "{{name}}" FROM admin`}, false},
+	{[]string{`SET ROLE creator; ` + createPlain}, false},
+	{[]string{createPlain, `SET ROLE other`}, false},
+	{[]string{createPlain, `SET transaction_read_only = on`}, false},
+	{[]string{createPlain, `COMMENT ON ROLE "{{name}}" IS 'payments'`}, false},
+	{[]string{createPlain, `SELECT drop_it('{{name}}')`}, false},
+	{[]string{createPlain, `DO $$ BEGIN EXECUTE 'DROP ROLE ' || quote_ident('{{name}}'); END $$`}, false},
+	{[]string{createPlain, `COMMIT; BEGIN`}, false},
+	{[]string{`/* CREATE ROLE "{{name}}"; */ SELECT 1`}, false},
+	{[]string{`SELECT 'CREATE ROLE "{{name}}"'`}, false},
+	{[]string{`SELECT $x$; CREATE ROLE "{{name}}"; $x$`}, false},
+	{[]string{`CREATE ROLE "{{name}}"; 'unterminated`}, false},
+	{nil, false},
+}
