@@ -415,7 +415,10 @@ func preparedTxOf(err error) ([]preparedTx, bool) {
 func (st *state) rollbackPrepared(ctx context.Context, username string, txs []preparedTx) error {
 	for _, tx := range txs {
 		err := st.rollbackOnePrepared(ctx, username, tx)
-		if err != nil && sqlState(err) != pgerrcode.UndefinedObject {
+		if errors.Is(err, errPreparedGone) || sqlState(err) == pgerrcode.UndefinedObject {
+			continue // it ended meanwhile
+		}
+		if err != nil {
 			return fmt.Errorf("the user has a prepared transaction (gid %s, database %q) that holds a lock its revocation needs, and rolling it back failed: %w; a superuser can run ROLLBACK PREPARED %s",
 				render.QuoteLiteral(tx.gid), tx.database, failed("", err), render.QuoteLiteral(tx.gid))
 		}
@@ -423,6 +426,10 @@ func (st *state) rollbackPrepared(ctx context.Context, username string, txs []pr
 	}
 	return nil
 }
+
+// errPreparedGone: the prepared transaction is no longer there as the
+// user's (ended meanwhile), so there is nothing to roll back.
+var errPreparedGone = errors.New("no such prepared transaction of the user")
 
 func (st *state) rollbackOnePrepared(ctx context.Context, username string, tx preparedTx) error {
 	pool := st.pool
@@ -437,6 +444,16 @@ func (st *state) rollbackOnePrepared(ctx context.Context, username string, tx pr
 		return err
 	}
 	defer conn.Release()
+	// Only the user's own: the list came in an error's text, and nothing
+	// else may be rolled back on its word.
+	var mine bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts WHERE gid = $1 AND owner = $2 AND database = pg_catalog.current_database())",
+		tx.gid, username).Scan(&mine); err != nil {
+		return err
+	}
+	if !mine {
+		return errPreparedGone
+	}
 	// Each alone: ROLLBACK PREPARED refuses to run inside a transaction,
 	// which several statements in one query string would be.
 	rollback := "ROLLBACK PREPARED " + render.QuoteLiteral(tx.gid)
