@@ -241,7 +241,7 @@ func TestDatabasePoolAfterClose(t *testing.T) {
 		_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: resp.Username})
 		res <- err
 	}()
-	waitBlocked(t, a, resp.Username)
+	waitBlocked(t, a, app)
 	closed := closeAsync(t, db)
 	if err := tx.Rollback(testCtx(t)); err != nil {
 		t.Fatal(err)

@@ -233,8 +233,13 @@ func TestReaperSparesItsUserAndReassignTarget(t *testing.T) {
 	tgt := plainRole(t, a, "reaptgt", staleLabel)
 	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s; GRANT %s TO %s; COMMENT ON ROLE %s IS %s",
 		render.QuoteIdent(adm), render.QuoteLiteral(pw), render.QuoteIdent(tgt), render.QuoteIdent(adm), render.QuoteIdent(adm), render.QuoteLiteral(staleLabel)))
-	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+render.QuoteIdent(adm)) })
 	db, _ := newReaperDB(t, map[string]interface{}{"username": adm, "password": pw, "reassign_owned_to": tgt, "reap_orphans_after": "1s"}, 24*time.Hour, true)
+	// After the plugin's sessions end: they own its revocation functions.
+	t.Cleanup(func() {
+		_ = db.Close()
+		execSQL(t, a, "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = $1", adm)
+		execSQL(t, a, "DROP ROLE IF EXISTS "+render.QuoteIdent(adm))
+	})
 	// A CREATEROLE admin labels its users and reaps them.
 	orphan := orphanUser(t, db, time.Now().Add(-time.Hour))
 	if l := readLabel(t, a, orphan); l["managed_by"] != labelManagedBy {

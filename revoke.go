@@ -210,14 +210,23 @@ func (st *state) reassignIn(ctx context.Context, dbname, username string) error 
 
 // handOver is hand_over.sql filled for username.
 func (st *state) handOver(username string) (string, error) {
+	reassign, err := st.reassignDo(username)
+	if err != nil {
+		return "", err
+	}
+	sql, err := handOverSQL.fill(map[string]string{"reassign": render.QuoteLiteral(reassign)})
+	return strings.TrimRight(sql, "\n"), err
+}
+
+// reassignDo is the DO statement of reassign_owned.sql for username.
+func (st *state) reassignDo(username string) (string, error) {
 	vals := st.revokeValues(username)
 	vals["holding_comment"] = holdingComment
 	reassign, err := reassignOwnedSQL.fill(vals)
 	if err != nil {
 		return "", err
 	}
-	sql, err := handOverSQL.fill(map[string]string{"reassign": render.QuoteLiteral("DO " + render.DollarQuote(reassign))})
-	return strings.TrimRight(sql, "\n"), err
+	return "DO " + render.DollarQuote(reassign), nil
 }
 
 // revokeValues are the markers' values shared by the revocation blocks.
@@ -287,7 +296,11 @@ func (st *state) revokeOnce(ctx context.Context, username string, final bool) (r
 	var lockedOut bool // NOLOGIN committed before the failure
 	contended := false
 	run := func() error {
-		sql, err := st.revokeSQL(username, final, contended)
+		build := st.revokeFnSQL
+		if st.noTempFunctions.Load() {
+			build = st.revokeSQL
+		}
+		sql, err := build(username, final, contended)
 		if err != nil {
 			return err
 		}
@@ -301,7 +314,10 @@ func (st *state) revokeOnce(ctx context.Context, username string, final bool) (r
 	// Revocation is idempotent: after a lost connection (a restarted
 	// server, a killed backend) it simply runs again on a fresh one.
 	for attempt := 0; err != nil && attempt < connRetries && ctx.Err() == nil; attempt++ {
-		if prepared, ok := preparedTxOf(err); ok {
+		if tempRefused(err) && !lockedOut && !st.noTempFunctions.Load() {
+			st.noTempFunctions.Store(true)
+			st.logger.Warn("revocation: the connection's user may not create temporary functions in this database; revocations run as DO blocks, which costs the server more")
+		} else if prepared, ok := preparedTxOf(err); ok {
 			if perr := st.rollbackPrepared(ctx, username, prepared); perr != nil {
 				return revokePass{}, perr
 			}
@@ -313,8 +329,12 @@ func (st *state) revokeOnce(ctx context.Context, username string, final bool) (r
 		err = run()
 	}
 	if err != nil {
-		// Someone else dropped the role between our check and our use.
-		if sqlState(err) == pgerrcode.UndefinedObject {
+		// Someone else dropped the role between our check and our use: a
+		// concurrent revocation (nothing serialises them), or a DBA. The
+		// statement that noticed may say so with 42704, or as an invalid
+		// value (22023, SET ROLE to it): whatever it said, a role that is
+		// gone is revoked.
+		if ctx.Err() == nil {
 			if exists, cerr := st.roleExists(ctx, username); cerr == nil && !exists {
 				return revokePass{outcome: outcomeGone}, nil
 			}
@@ -347,7 +367,7 @@ func (st *state) runRevoke(ctx context.Context, sql string) (pass revokePass, lo
 	}
 	defer conn.Release()
 	pc := conn.Conn().PgConn()
-	results, err := pc.Exec(ctx, sessionReset+sql).ReadAll()
+	results, err := pc.Exec(ctx, revokeReset+sql).ReadAll()
 	if err != nil {
 		if pc.TxStatus() == 'E' {
 			// End the aborted transaction so the connection can go back

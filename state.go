@@ -43,6 +43,9 @@ type state struct {
 	// (config.txSettings), revokeTx each of a revocation's.
 	txSettings, revokeTx string
 	logger               hclog.Logger
+	// noTempFunctions: the admin may not create the revocation's temporary
+	// functions here (revokefn.go), so revocations run as DO blocks.
+	noTempFunctions atomic.Bool
 	// revokeSlots bounds the revocations in flight to one connection less
 	// than the pool holds, so revocations waiting for locks can never take
 	// every connection from credential requests.

@@ -1,0 +1,116 @@
+package postgres
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
+)
+
+// The revocation's two blocks (revoke_login.sql, revoke_role.sql) run as
+// temporary functions of the plugin's own server session, made on the first
+// revocation a session runs: a DO block is compiled, and each of its
+// statements planned, on every run, which was most of a revocation's server
+// time; a function's compiled form and plans are kept by the session. They
+// live in pg_temp, which only that session can write, under a name that
+// carries a hash of their text, so a session never runs another version's.
+// A revocation's session reset (revokeReset) keeps them; every other
+// request's (sessionReset) drops them with the rest of pg_temp. Where the
+// admin may not create temporary objects, revocation runs the blocks as DO
+// statements instead (state.noTempFunctions).
+
+// revokeFn is one block as a temporary function.
+type revokeFn struct {
+	name   string // in pg_temp
+	sig    string // argument types, for to_regprocedure
+	create string // the CREATE FUNCTION statement
+}
+
+// newRevokeFn makes the function named prefix plus the hash of its text,
+// with params ("p_role text, …") and body (a PL/pgSQL block).
+func newRevokeFn(prefix, params, body string) revokeFn {
+	sum := sha256.Sum256([]byte(params + "\x00" + body))
+	name := prefix + "_" + hex.EncodeToString(sum[:6])
+	var sig []string
+	for _, p := range strings.Split(params, ",") {
+		f := strings.Fields(p)
+		sig = append(sig, f[len(f)-1])
+	}
+	return revokeFn{
+		name:   name,
+		sig:    strings.Join(sig, ","),
+		create: "CREATE FUNCTION pg_temp." + name + "(" + params + ") RETURNS void LANGUAGE plpgsql AS " + render.DollarQuote(body),
+	}
+}
+
+// call is the SQL that makes the function if this session has not yet, and
+// calls it with args (SQL literals).
+func (f revokeFn) call(args ...string) string {
+	ensure := "BEGIN IF pg_catalog.to_regprocedure(" + render.QuoteLiteral("pg_temp."+f.name+"("+f.sig+")") +
+		") IS NULL THEN EXECUTE " + render.QuoteLiteral(f.create) + "; END IF; END"
+	return "DO " + render.DollarQuote(ensure) + ";\nSELECT pg_temp." + f.name + "(" + strings.Join(args, ", ") + ");\n"
+}
+
+// revokeReset is sessionReset without DISCARD TEMP, for revocations: their
+// SQL names nothing a temporary object could stand in for (search_path is
+// pinned with pg_temp last, and every name they use is in pg_catalog), and it
+// keeps the session's revocation functions.
+const revokeReset = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL;\n"
+
+// The functions' parameters, in place of the markers' literals.
+const (
+	loginParams = "p_role text, p_target text, p_create_target boolean, p_terminate boolean"
+	roleParams  = "p_role text, p_terminate boolean, p_final boolean, p_reassign text"
+)
+
+var (
+	loginFn          = newRevokeFn("pgvault_revoke_login", loginParams, loginBody(plainNologin))
+	loginContendedFn = newRevokeFn("pgvault_revoke_login", loginParams, loginBody(mustFill(nologinContendedSQL, map[string]string{"raise_prepared": raisePreparedSQL})))
+	roleFn           = newRevokeFn("pgvault_revoke_role", roleParams, mustFill(revokeRoleSQL, map[string]string{
+		"role": "p_role", "terminate": "p_terminate", "final": "p_final", "transient": transientSQL,
+		"raise_prepared": raisePreparedSQL, "hand_over": strings.TrimRight(mustFill(handOverSQL, map[string]string{"reassign": "p_reassign"}), "\n"),
+	}))
+)
+
+func loginBody(nologin string) string {
+	return mustFill(revokeLoginSQL, map[string]string{
+		"role": "p_role", "target": "p_target", "create_target": "p_create_target", "terminate": "p_terminate",
+		"transient": transientSQL, "nologin": nologin, "holding_comment": holdingComment,
+	})
+}
+
+// revokeFnSQL is revokeSQL's query string with the blocks as functions.
+func (st *state) revokeFnSQL(username string, final, contended bool) (string, error) {
+	reassign, err := st.reassignDo(username)
+	if err != nil {
+		return "", err
+	}
+	report, err := revokeOutcomeSQL.fill(map[string]string{"role": render.QuoteLiteral(username)})
+	if err != nil {
+		return "", err
+	}
+	target := st.cfg.reassignTarget()
+	login := loginFn
+	if contended {
+		login = loginContendedFn
+	}
+	return "BEGIN;\n" + st.revokeTx +
+		login.call(render.QuoteLiteral(username), render.QuoteLiteral(target), boolSQL(target == holdingRole), boolSQL(st.cfg.TerminateSessions)) +
+		"COMMIT;\n" + st.revokeTx +
+		roleFn.call(render.QuoteLiteral(username), boolSQL(st.cfg.TerminateSessions), boolSQL(final), render.QuoteLiteral(reassign)) +
+		report, nil
+}
+
+func boolSQL(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}
+
+// tempRefused reports the server refusing the admin temporary objects
+// (REVOKE TEMPORARY ON DATABASE … FROM PUBLIC).
+func tempRefused(err error) bool {
+	return sqlState(err) == "42501" && strings.Contains(describe(err), "temporary")
+}
