@@ -295,12 +295,15 @@ func (st *state) revokeOnce(ctx context.Context, username string, final bool) (r
 	var pass revokePass
 	var lockedOut bool // NOLOGIN committed before the failure
 	contended := false
+	ensure := false // make the session's revocation functions first
 	run := func() error {
-		build := st.revokeFnSQL
+		var sql string
+		var err error
 		if st.noTempFunctions.Load() {
-			build = st.revokeSQL
+			sql, err = st.revokeSQL(username, final, contended)
+		} else {
+			sql, err = st.revokeFnSQL(username, final, contended, ensure)
 		}
-		sql, err := build(username, final, contended)
 		if err != nil {
 			return err
 		}
@@ -314,7 +317,9 @@ func (st *state) revokeOnce(ctx context.Context, username string, final bool) (r
 	// Revocation is idempotent: after a lost connection (a restarted
 	// server, a killed backend) it simply runs again on a fresh one.
 	for attempt := 0; err != nil && attempt < connRetries && ctx.Err() == nil; attempt++ {
-		if tempRefused(err) && !lockedOut && !st.noTempFunctions.Load() {
+		if fnMissing(err) && !ensure {
+			ensure = true
+		} else if tempRefused(err) && !lockedOut && !st.noTempFunctions.Load() {
 			st.noTempFunctions.Store(true)
 			st.logger.Warn("revocation: the connection's user may not create temporary functions in this database; revocations run as DO blocks, which costs the server more")
 		} else if prepared, ok := preparedTxOf(err); ok {

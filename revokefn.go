@@ -44,12 +44,31 @@ func newRevokeFn(prefix, params, body string) revokeFn {
 	}
 }
 
-// call is the SQL that makes the function if this session has not yet, and
-// calls it with args (SQL literals).
+// call is the SQL that calls the function with args (SQL literals).
 func (f revokeFn) call(args ...string) string {
-	ensure := "BEGIN IF pg_catalog.to_regprocedure(" + render.QuoteLiteral("pg_temp."+f.name+"("+f.sig+")") +
-		") IS NULL THEN EXECUTE " + render.QuoteLiteral(f.create) + "; END IF; END"
-	return "DO " + render.DollarQuote(ensure) + ";\nSELECT pg_temp." + f.name + "(" + strings.Join(args, ", ") + ");\n"
+	return "SELECT pg_temp." + f.name + "(" + strings.Join(args, ", ") + ");\n"
+}
+
+// ensureFns is the SQL that makes the functions this session lacks. It is
+// sent only after a call found one missing (fnMissing): the session's first
+// revocation, or its first after another request's reset.
+func ensureFns(fns ...revokeFn) string {
+	var b strings.Builder
+	b.WriteString("BEGIN ")
+	for _, f := range fns {
+		b.WriteString("IF pg_catalog.to_regprocedure(" + render.QuoteLiteral("pg_temp."+f.name+"("+f.sig+")") +
+			") IS NULL THEN EXECUTE " + render.QuoteLiteral(f.create) + "; END IF; ")
+	}
+	b.WriteString("END")
+	return "DO " + render.DollarQuote(b.String()) + ";\n"
+}
+
+// fnMissing reports a call to one of the revocation functions that this
+// session does not have, or made before it had a temporary schema at all.
+func fnMissing(err error) bool {
+	msg := describe(err)
+	return (sqlState(err) == "42883" && strings.Contains(msg, "pgvault_revoke_")) ||
+		(sqlState(err) == "3F000" && strings.Contains(msg, "pg_temp"))
 }
 
 // revokeReset is sessionReset without DISCARD TEMP, for revocations: their
@@ -80,8 +99,9 @@ func loginBody(nologin string) string {
 	})
 }
 
-// revokeFnSQL is revokeSQL's query string with the blocks as functions.
-func (st *state) revokeFnSQL(username string, final, contended bool) (string, error) {
+// revokeFnSQL is revokeSQL's query string with the blocks as functions;
+// with ensure, the first transaction makes those the session lacks.
+func (st *state) revokeFnSQL(username string, final, contended, ensure bool) (string, error) {
 	reassign, err := st.reassignDo(username)
 	if err != nil {
 		return "", err
@@ -95,7 +115,11 @@ func (st *state) revokeFnSQL(username string, final, contended bool) (string, er
 	if contended {
 		login = loginContendedFn
 	}
-	return "BEGIN;\n" + st.revokeTx +
+	made := ""
+	if ensure {
+		made = ensureFns(login, roleFn)
+	}
+	return "BEGIN;\n" + st.revokeTx + made +
 		login.call(render.QuoteLiteral(username), render.QuoteLiteral(target), boolSQL(target == holdingRole), boolSQL(st.cfg.TerminateSessions)) +
 		"COMMIT;\n" + st.revokeTx +
 		roleFn.call(render.QuoteLiteral(username), boolSQL(st.cfg.TerminateSessions), boolSQL(final), render.QuoteLiteral(reassign)) +
