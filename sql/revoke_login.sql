@@ -63,17 +63,37 @@ BEGIN
 	-- user's row in pg_authid, nologin_contended.sql.
 	/* @nologin */ NULL;
 	-- In this transaction too, what lets others act with the user's rights,
-	-- none of which waits for a table lock: its group memberships (most
-	-- users have one or two), then, rarely, roles that are members of it
-	-- (other than the admin), its SECURITY DEFINER routines (made SECURITY
-	-- INVOKER), and every privilege others hold on its views (a view reads
-	-- with its owner's privileges). One cheap check through indexes keeps
-	-- the query that finds the rare ones, a string run only then, from
-	-- being compiled on every revocation. A failure here is not fatal:
-	-- revoke_role.sql and the hand-over try again, and a role left disabled
-	-- says so; a concurrent catalog update retries the pass.
-	FOR obj IN SELECT pg_catalog.format('REVOKE %s FROM %I', m.roleid::regrole, r)
-		FROM pg_catalog.pg_auth_members m WHERE m.member = roid LOOP
+	-- none of which waits for a table lock: its group memberships, roles
+	-- that are members of it (other than the admin), its SECURITY DEFINER
+	-- routines (made SECURITY INVOKER), and every privilege others hold on
+	-- its views (a view reads with its owner's privileges). One query, whose
+	-- plan the session's function keeps (revokefn.go). A failure here is
+	-- not fatal: revoke_role.sql and the hand-over try again, and a role left
+	-- disabled says so; a concurrent catalog update retries the pass.
+	FOR obj IN
+		WITH mine AS (
+			SELECT s.classid, s.objid FROM pg_catalog.pg_shdepend s
+			WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = roid AND s.deptype = 'o'
+			  AND s.dbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+		)
+		SELECT pg_catalog.format('REVOKE %s FROM %I', m.roleid::regrole, r)
+			FROM pg_catalog.pg_auth_members m WHERE m.member = roid
+		UNION ALL
+		SELECT pg_catalog.format('REVOKE %I FROM %s', r, m.member::regrole)
+			|| CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 160000
+				THEN pg_catalog.format(' GRANTED BY %s', m.grantor::regrole) ELSE '' END
+			FROM pg_catalog.pg_auth_members m
+			WHERE m.roleid = roid AND m.member NOT IN (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname IN (current_user, session_user))
+		UNION ALL
+		SELECT pg_catalog.format('ALTER ROUTINE %s SECURITY INVOKER', p.oid::regprocedure)
+			FROM mine JOIN pg_catalog.pg_proc p ON p.oid = mine.objid
+			WHERE mine.classid = 'pg_catalog.pg_proc'::regclass AND p.prosecdef
+		UNION ALL
+		SELECT DISTINCT pg_catalog.format('REVOKE ALL ON %s FROM %s', c.oid::regclass,
+				CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END)
+			FROM mine JOIN pg_catalog.pg_class c ON c.oid = mine.objid, pg_catalog.aclexplode(c.relacl) a
+			WHERE mine.classid = 'pg_catalog.pg_class'::regclass AND c.relkind = 'v' AND a.grantee <> roid
+	LOOP
 		BEGIN
 			EXECUTE obj;
 		EXCEPTION WHEN OTHERS THEN
@@ -83,38 +103,4 @@ BEGIN
 			END IF;
 		END;
 	END LOOP;
-	IF EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.roleid = roid)
-		OR EXISTS (SELECT 1 FROM pg_catalog.pg_shdepend s WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass
-			AND s.refobjid = roid AND s.deptype = 'o' AND s.classid IN ('pg_catalog.pg_proc'::regclass, 'pg_catalog.pg_class'::regclass)) THEN
-		FOR obj IN EXECUTE $early$
-			WITH mine AS (
-				SELECT s.classid, s.objid FROM pg_catalog.pg_shdepend s
-				WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = $1 AND s.deptype = 'o'
-				  AND s.dbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
-			)
-			SELECT pg_catalog.format('REVOKE %I FROM %s', $2, m.member::regrole)
-				|| CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 160000
-					THEN pg_catalog.format(' GRANTED BY %s', m.grantor::regrole) ELSE '' END
-				FROM pg_catalog.pg_auth_members m
-				WHERE m.roleid = $1 AND m.member NOT IN (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname IN (current_user, session_user))
-			UNION ALL
-			SELECT pg_catalog.format('ALTER ROUTINE %s SECURITY INVOKER', p.oid::regprocedure)
-				FROM mine JOIN pg_catalog.pg_proc p ON p.oid = mine.objid
-				WHERE mine.classid = 'pg_catalog.pg_proc'::regclass AND p.prosecdef
-			UNION ALL
-			SELECT DISTINCT pg_catalog.format('REVOKE ALL ON %s FROM %s', c.oid::regclass,
-					CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END)
-				FROM mine JOIN pg_catalog.pg_class c ON c.oid = mine.objid, pg_catalog.aclexplode(c.relacl) a
-				WHERE mine.classid = 'pg_catalog.pg_class'::regclass AND c.relkind = 'v' AND a.grantee <> $1
-		$early$ USING roid, r LOOP
-			BEGIN
-				EXECUTE obj;
-			EXCEPTION WHEN OTHERS THEN
-				GET STACKED DIAGNOSTICS cname = CONSTRAINT_NAME;
-				IF SQLSTATE <> '55P03' AND (/* @transient */ NULL) THEN
-					RAISE;
-				END IF;
-			END;
-		END LOOP;
-	END IF;
 END
