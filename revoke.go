@@ -255,37 +255,6 @@ func revokeTxSettings(lockTimeout time.Duration) string {
 	return "SET LOCAL search_path = " + pinnedPath + ";\n" + lockTimeoutSQL(lockTimeout)
 }
 
-// revokeSQL is the query string of one local revocation pass (see
-// revokeLoginSQL).
-func (st *state) revokeSQL(username string, final, contended bool) (string, error) {
-	vals := st.revokeValues(username)
-	vals["terminate"] = strconv.FormatBool(st.cfg.TerminateSessions)
-	vals["transient"] = transientSQL
-	delete(vals, "allow_privileged")
-	vals["nologin"] = plainNologin
-	vals["holding_comment"] = holdingComment
-	var err0 error
-	if contended {
-		vals["nologin"], err0 = nologinContendedSQL.fill(map[string]string{"raise_prepared": raisePreparedSQL})
-	}
-	login, err1 := revokeLoginSQL.fill(vals)
-	delete(vals, "nologin")
-	delete(vals, "holding_comment")
-	vals["raise_prepared"] = raisePreparedSQL
-	delete(vals, "create_target")
-	delete(vals, "target")
-	vals["final"] = strconv.FormatBool(final)
-	hand, err2 := st.handOver(username)
-	vals["hand_over"] = hand
-	role, err3 := revokeRoleSQL.fill(vals)
-	report, err4 := revokeOutcomeSQL.fill(map[string]string{"role": vals["role"]})
-	if err := errors.Join(err0, err1, err2, err3, err4); err != nil {
-		return "", err
-	}
-	return "BEGIN;\n" + st.revokeTx + "DO " + render.DollarQuote(login) + ";\nCOMMIT;\n" +
-		st.revokeTx + "DO " + render.DollarQuote(role) + ";\n" + report, nil
-}
-
 // revokeOnce runs one local revocation pass and reads its outcome and the
 // other databases that still hold the user's objects. A NOLOGIN that waited
 // too long for the user's role row runs again in its contended form;
@@ -297,13 +266,7 @@ func (st *state) revokeOnce(ctx context.Context, username string, final bool) (r
 	contended := false
 	ensure := false // make the session's revocation functions first
 	run := func() error {
-		var sql string
-		var err error
-		if st.noTempFunctions.Load() {
-			sql, err = st.revokeSQL(username, final, contended)
-		} else {
-			sql, err = st.revokeFnSQL(username, final, contended, ensure)
-		}
+		sql, err := st.revokeSQL(username, final, contended, ensure)
 		if err != nil {
 			return err
 		}

@@ -22,9 +22,11 @@ import (
 
 // revokeFn is one block as a temporary function.
 type revokeFn struct {
-	name   string // in pg_temp
-	sig    string // argument types, for to_regprocedure
-	create string // the CREATE FUNCTION statement
+	name   string   // in pg_temp
+	sig    string   // argument types, for to_regprocedure
+	params []string // "p_role text", …
+	body   string   // the PL/pgSQL block
+	create string   // the CREATE FUNCTION statement
 }
 
 // newRevokeFn makes the function named prefix plus the hash of its text,
@@ -32,14 +34,17 @@ type revokeFn struct {
 func newRevokeFn(prefix, params, body string) revokeFn {
 	sum := sha256.Sum256([]byte(params + "\x00" + body))
 	name := prefix + "_" + hex.EncodeToString(sum[:6])
-	var sig []string
+	var sig, list []string
 	for _, p := range strings.Split(params, ",") {
 		f := strings.Fields(p)
 		sig = append(sig, f[len(f)-1])
+		list = append(list, strings.Join(f, " "))
 	}
 	return revokeFn{
 		name:   name,
 		sig:    strings.Join(sig, ","),
+		params: list,
+		body:   body,
 		create: "CREATE FUNCTION pg_temp." + name + "(" + params + ") RETURNS void LANGUAGE plpgsql AS " + render.DollarQuote(body),
 	}
 }
@@ -47,6 +52,18 @@ func newRevokeFn(prefix, params, body string) revokeFn {
 // call is the SQL that calls the function with args (SQL literals).
 func (f revokeFn) call(args ...string) string {
 	return "SELECT pg_temp." + f.name + "(" + strings.Join(args, ", ") + ");\n"
+}
+
+// inline is the same block as a DO statement, its parameters declared with
+// args for values: what runs where the function cannot be made.
+func (f revokeFn) inline(args ...string) string {
+	var b strings.Builder
+	b.WriteString("DECLARE\n")
+	for i, p := range f.params {
+		b.WriteString("\t" + p + " := " + args[i] + ";\n")
+	}
+	b.WriteString("BEGIN\n" + strings.TrimRight(f.body, "\n") + ";\nEND")
+	return "DO " + render.DollarQuote(b.String()) + ";\n"
 }
 
 // ensureFns is the SQL that makes the functions this session lacks. It is
@@ -99,9 +116,11 @@ func loginBody(nologin string) string {
 	})
 }
 
-// revokeFnSQL is revokeSQL's query string with the blocks as functions;
-// with ensure, the first transaction makes those the session lacks.
-func (st *state) revokeFnSQL(username string, final, contended, ensure bool) (string, error) {
+// revokeSQL is the query string of one local revocation pass (see
+// revokeLoginSQL): the blocks as calls of the session's functions, with
+// ensure after making those it lacks, or as DO statements where it may not
+// (noTempFunctions).
+func (st *state) revokeSQL(username string, final, contended, ensure bool) (string, error) {
 	reassign, err := st.reassignDo(username)
 	if err != nil {
 		return "", err
@@ -115,14 +134,16 @@ func (st *state) revokeFnSQL(username string, final, contended, ensure bool) (st
 	if contended {
 		login = loginContendedFn
 	}
-	made := ""
-	if ensure {
+	invoke, made := revokeFn.call, ""
+	if st.noTempFunctions.Load() {
+		invoke = revokeFn.inline
+	} else if ensure {
 		made = ensureFns(login, roleFn)
 	}
 	return "BEGIN;\n" + st.revokeTx + made +
-		login.call(render.QuoteLiteral(username), render.QuoteLiteral(target), boolSQL(target == holdingRole), boolSQL(st.cfg.TerminateSessions)) +
+		invoke(login, render.QuoteLiteral(username), render.QuoteLiteral(target), boolSQL(target == holdingRole), boolSQL(st.cfg.TerminateSessions)) +
 		"COMMIT;\n" + st.revokeTx +
-		roleFn.call(render.QuoteLiteral(username), boolSQL(st.cfg.TerminateSessions), boolSQL(final), render.QuoteLiteral(reassign)) +
+		invoke(roleFn, render.QuoteLiteral(username), boolSQL(st.cfg.TerminateSessions), boolSQL(final), render.QuoteLiteral(reassign)) +
 		report, nil
 }
 
