@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -278,52 +277,6 @@ func TestRevocationRefusesReassignTarget(t *testing.T) {
 		t.Fatalf("the reassign_owned_to role's table: owner %q, value %d, err %v", owner, v, err)
 	}
 	assertLogin(t, keeper, "keeper-pw")
-}
-
-func TestConcurrentRevocationsOfOneUser(t *testing.T) {
-	needPG(t)
-	a := admin(t)
-	for _, adm := range revokeAdmins() {
-		adm := adm
-		t.Run(adm.name, func(t *testing.T) {
-			t.Parallel()
-			db, _ := adm.newDBAndSchema(t, a, "conc_")
-			if adm.user != "" {
-				execSQL(t, a, fmt.Sprintf(`GRANT CREATE ON SCHEMA public TO %s WITH GRANT OPTION`, render.QuoteIdent(adm.user)))
-			}
-			concurrentRevocations(t, a, db)
-		})
-	}
-}
-
-func concurrentRevocations(t *testing.T, a *pgxpool.Pool, db *Postgres) {
-	for round := 0; round < 10; round++ {
-		user, _, _, _ := userOwningTable(t, db, "conc_")
-		var wg sync.WaitGroup
-		errs := make(chan error, 8)
-		for i := 0; i < 8; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user})
-				errs <- err
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		var failed []error
-		for err := range errs {
-			if err != nil {
-				failed = append(failed, err)
-			}
-		}
-		if len(failed) > 0 {
-			t.Fatalf("%d of 8 concurrent revocations failed: %v", len(failed), errors.Join(failed...))
-		}
-		if roleExists(t, a, user) {
-			t.Fatalf("role %q still exists", user)
-		}
-	}
 }
 
 func TestRevocationOfAnyName(t *testing.T) {
