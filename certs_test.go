@@ -320,11 +320,6 @@ func assertCertRenewal(t *testing.T, db *Postgres, a *pgxpool.Pool, name string)
 	}
 }
 
-// refused reports whether err is a refusal whose text contains why.
-func refused(err error, why string) bool {
-	return err != nil && strings.Contains(err.Error(), why)
-}
-
 func TestClientCertificateUserErrors(t *testing.T) {
 	certSetup(t)
 	t.Parallel()

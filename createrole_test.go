@@ -12,32 +12,6 @@ import (
 	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
-// pg16 is server_version_num of PostgreSQL 16, which narrowed CREATEROLE: an
-// admin that is not a superuser may alter, drop and grant only roles it
-// holds ADMIN OPTION on, which it gets on the roles it creates itself.
-const pg16 = 160000
-
-// createroleAdmin makes a CREATEROLE admin (what managed services give) and
-// returns its name and password.
-func createroleAdmin(t *testing.T, a *pgxpool.Pool) (string, string) {
-	t.Helper()
-	user, pw := "cradmin-"+randSuffix(), "Cr-"+randSuffix()
-	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s`, render.QuoteIdent(user), render.QuoteLiteral(pw)))
-	shareHoldingRole(t, a, user)
-	return user, pw
-}
-
-// shareHoldingRole makes the holding role if no revocation has yet, and
-// lets admin, a CREATEROLE role, grant it to itself: what docs/revocation.md
-// tells an operator to do as a superuser when several admins share a
-// cluster (from PostgreSQL 16 only a role with ADMIN OPTION on a role may
-// grant it, and the role that made it first holds that).
-func shareHoldingRole(t *testing.T, a *pgxpool.Pool, admin string) {
-	t.Helper()
-	ensureHoldingRole(t, a)
-	execSQL(t, a, fmt.Sprintf("GRANT %s TO %s WITH ADMIN OPTION", render.QuoteIdent(holdingRole), render.QuoteIdent(admin)))
-}
-
 // createdByAnother creates a login role as creator, a CREATEROLE role that
 // is neither the superuser nor the plugin's admin: a static role, or a
 // lease left by an earlier admin.

@@ -437,7 +437,8 @@ func TestSCRAMIterationsFromServer(t *testing.T) {
 	t.Run("first read on a session that SET it", func(t *testing.T) {
 		// Without verify_connection the value is read on first use, on a
 		// pooled connection a previous request left with another value.
-		db := newPostgres(hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: testWriter{t}}))
+		logger, _ := testLogger(t, hclog.Warn)
+		db := newPostgres(logger)
 		t.Cleanup(func() { _ = db.Close() })
 		cfg := mergeConfig(mergeMaps(iterAdmin, map[string]interface{}{"max_open_connections": 1}))
 		if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg}); err != nil {
@@ -655,8 +656,8 @@ func TestContextBoundsCalls(t *testing.T) {
 
 func TestUnknownKeysAreLogged(t *testing.T) {
 	needPG(t)
-	var buf strings.Builder
-	db := newPostgres(hclog.New(&hclog.LoggerOptions{Output: &syncWriter{w: &buf}, Level: hclog.Info}))
+	logger, buf := testLogger(t, hclog.Info)
+	db := newPostgres(logger)
 	defer db.Close()
 	cfg := baseConfig()
 	cfg["shiny_new_key"] = "x"
@@ -668,17 +669,6 @@ func TestUnknownKeysAreLogged(t *testing.T) {
 	if strings.Contains(out, pg.SuperPassword) {
 		t.Fatalf("the log holds the root password:\n%s", out)
 	}
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  *strings.Builder
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
 
 // TestCloseLeavesNoGoroutines checks that Close stops everything the plugin

@@ -13,8 +13,6 @@ import (
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
 )
 
 // faultProxy stands between the plugin and the server and breaks the path on
@@ -301,20 +299,4 @@ func TestRevocationBackendKilledBetweenTransactions(t *testing.T) {
 	if err := a.QueryRow(testCtx(t), fmt.Sprintf("SELECT (SELECT tableowner FROM pg_tables WHERE tablename = $1), (SELECT count(*) FROM public.%s)", tbl), tbl).Scan(&owner, &n); err != nil || n != 1 || owner != holdingRole {
 		t.Fatalf("table after revocation: owner %q rows %d (%v)", owner, n, err)
 	}
-}
-
-// lockWaiter waits until a backend other than pid not waits for a lock on
-// public.table, and returns its pid.
-func lockWaiter(t *testing.T, a *pgxpool.Pool, table string, not int) int {
-	t.Helper()
-	var pid int
-	err := pgtest.Poll(testCtx(t), 20*time.Second, 20*time.Millisecond, func() error {
-		return a.QueryRow(testCtx(t), `SELECT pid FROM pg_locks
-			WHERE NOT granted AND relation = to_regclass('public.' || quote_ident($1)) AND pid <> $2
-			LIMIT 1`, table, not).Scan(&pid)
-	})
-	if err != nil {
-		t.Fatalf("no revocation waits for the lock on %s: %v", table, err)
-	}
-	return pid
 }

@@ -30,7 +30,7 @@ import (
 // views are revoked.
 func TestHandOverDisablesRulesOnTables(t *testing.T) {
 	l := newAttackLab(t, nil)
-	mustExec(t, l.c, fmt.Sprintf(`
+	execSQL(t, l.c, fmt.Sprintf(`
 CREATE TABLE public.inbox (x int);
 CREATE RULE r AS ON INSERT TO public.inbox DO ALSO
 	UPDATE pg_catalog.pg_authid SET rolsuper = true WHERE rolname = %[1]s;
@@ -62,11 +62,11 @@ GRANT UPDATE ON public.outbox TO PUBLIC;`, render.QuoteLiteral(l.acct)))
 func TestHandOverFiresNoUserCode(t *testing.T) {
 	l := newAttackLab(t, nil)
 	l.plantEscalation(t)
-	mustExec(t, l.c, `CREATE FUNCTION public.tf() RETURNS event_trigger LANGUAGE plpgsql AS $f$ BEGIN PERFORM public.esc(); END $f$;`)
+	execSQL(t, l.c, `CREATE FUNCTION public.tf() RETURNS event_trigger LANGUAGE plpgsql AS $f$ BEGIN PERFORM public.esc(); END $f$;`)
 	if _, err := l.c.Exec(testCtx(t), `CREATE EVENT TRIGGER et ON ddl_command_start EXECUTE FUNCTION public.tf()`); err == nil {
 		t.Errorf("a dynamic user created an event trigger")
 	}
-	mustExec(t, l.c, `
+	execSQL(t, l.c, `
 CREATE TABLE public.tt (x int);
 CREATE FUNCTION public.tg() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN PERFORM public.esc(); RETURN NULL; END $f$;
 CREATE TRIGGER tg AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON public.tt FOR EACH STATEMENT EXECUTE FUNCTION public.tg();
@@ -85,7 +85,7 @@ SELECT lo_create(0);`)
 // user.
 func TestHandOverDropsDefaultPrivileges(t *testing.T) {
 	l := newAttackLab(t, nil)
-	mustExec(t, l.c, `CREATE TABLE public.td (x int); ALTER DEFAULT PRIVILEGES GRANT ALL ON TABLES TO PUBLIC;`)
+	execSQL(t, l.c, `CREATE TABLE public.td (x int); ALTER DEFAULT PRIVILEGES GRANT ALL ON TABLES TO PUBLIC;`)
 	_ = l.c.Close(testCtx(t))
 	revokeDropped(t, l.db, l.a, l.user)
 	var n int
@@ -101,7 +101,7 @@ func TestHandOverDropsDefaultPrivileges(t *testing.T) {
 func TestHandOverIndexExpressionsRunAsHoldingRole(t *testing.T) {
 	l := newAttackLab(t, nil)
 	l.plantEscalation(t)
-	mustExec(t, l.c, `
+	execSQL(t, l.c, `
 CREATE TABLE public.tix (x int, y int);
 INSERT INTO public.tix SELECT g, g FROM pg_catalog.generate_series(1, 10) g;
 CREATE INDEX tix_expr ON public.tix (public.ix(x));
@@ -143,7 +143,7 @@ func TestHandOverRangeSubtypeDiffRunsAsHoldingRole(t *testing.T) {
 			t.Parallel()
 			l := newAttackLab(t, nil)
 			l.plantEscalation(t)
-			mustExec(t, l.c, `
+			execSQL(t, l.c, `
 CREATE FUNCTION public.rdiff(a float8, b float8) RETURNS float8 IMMUTABLE LANGUAGE plpgsql AS $f$
 BEGIN
 	PERFORM public.esc();
@@ -241,7 +241,7 @@ func TestHandOverCascadeCodeRunsAsHoldingRole(t *testing.T) {
 			if tc.setup != "" {
 				execSQL(t, l.a, names.Replace(tc.setup))
 			}
-			mustExec(t, l.c, names.Replace(tc.plant))
+			execSQL(t, l.c, names.Replace(tc.plant))
 			_ = l.c.Close(testCtx(t))
 			revokeDropped(t, l.db, l.a, l.user)
 			l.clearRanAs(t)
@@ -260,7 +260,7 @@ func TestHandOverCascadeCodeRunsAsHoldingRole(t *testing.T) {
 func TestHandOverColumnCodeNotRunByMaintenance(t *testing.T) {
 	l := newAttackLab(t, nil)
 	l.plantEscalation(t)
-	mustExec(t, l.c, `
+	execSQL(t, l.c, `
 CREATE DOMAIN public.d AS int CHECK (public.ix(VALUE) IS NOT NULL);
 CREATE TABLE public.tc (
 	x int CHECK (public.ix(x) > 0) DEFAULT public.ix(1),
@@ -304,7 +304,7 @@ func TestHandOverRevokesMaintain(t *testing.T) {
 	}
 	l := newAttackLab(t, nil)
 	l.plantEscalation(t)
-	mustExec(t, l.c, fmt.Sprintf(`
+	execSQL(t, l.c, fmt.Sprintf(`
 CREATE MATERIALIZED VIEW public.mv AS SELECT 1 AS x FROM (SELECT public.esc()) s;
 GRANT MAINTAIN ON public.mv TO %s;`, render.QuoteIdent(l.acct)))
 	_ = l.c.Close(testCtx(t))
@@ -326,7 +326,7 @@ GRANT MAINTAIN ON public.mv TO %s;`, render.QuoteIdent(l.acct)))
 // version: security_invoker views are 15+ only).
 func TestHandOverDisarmsDefinerRoutinesAndViews(t *testing.T) {
 	l := newAttackLab(t, nil)
-	mustExec(t, l.c, fmt.Sprintf(`
+	execSQL(t, l.c, fmt.Sprintf(`
 CREATE FUNCTION public.later() RETURNS void SECURITY DEFINER LANGUAGE plpgsql AS $f$
 BEGIN EXECUTE 'ALTER ROLE %s SUPERUSER'; END $f$;
 CREATE VIEW public.peek AS SELECT rolname, rolpassword FROM pg_catalog.pg_authid;
@@ -359,7 +359,7 @@ func (l *attackLab) definerAccess(t *testing.T) (member bool) {
 	t.Helper()
 	execSQL(t, l.a, `CREATE TABLE public.secret (s text); INSERT INTO public.secret VALUES ('the data')`)
 	execSQL(t, l.a, "GRANT SELECT ON public.secret TO "+render.QuoteIdent(l.user))
-	mustExec(t, l.c, `
+	execSQL(t, l.c, `
 CREATE FUNCTION public.run(q text) RETURNS SETOF text SECURITY DEFINER LANGUAGE plpgsql AS $f$
 BEGIN
 	RETURN QUERY EXECUTE q;
@@ -421,7 +421,7 @@ func TestHandOverFailureLeavesNoDefinerAccess(t *testing.T) {
 func (l *attackLab) holdBackHandOver(t *testing.T) {
 	t.Helper()
 	locker := l.asAcct(t)
-	mustExec(t, locker, "BEGIN; LOCK TABLE public.held IN ACCESS SHARE MODE")
+	execSQL(t, locker, "BEGIN; LOCK TABLE public.held IN ACCESS SHARE MODE")
 	for i := 0; i < 2; i++ {
 		_, err := l.db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: l.user})
 		t.Logf("DeleteUser #%d: %v", i+1, err)
@@ -441,7 +441,7 @@ func (l *attackLab) holdBackHandOver(t *testing.T) {
 func TestHandOverHeldBackLeavesNoDefinerAccess(t *testing.T) {
 	l := newAttackLab(t, map[string]interface{}{"lock_timeout": "300ms"})
 	member := l.definerAccess(t)
-	mustExec(t, l.c, fmt.Sprintf(`CREATE TABLE public.held (x int); GRANT SELECT ON public.held TO %s;`, render.QuoteIdent(l.acct)))
+	execSQL(t, l.c, fmt.Sprintf(`CREATE TABLE public.held (x int); GRANT SELECT ON public.held TO %s;`, render.QuoteIdent(l.acct)))
 	_ = l.c.Close(testCtx(t))
 	l.holdBackHandOver(t)
 	l.assertNoDefinerAccess(t, member, "while the hand-over is held back")
@@ -481,7 +481,7 @@ func TestHandOverSucceedsWithInheritedObjects(t *testing.T) {
 			t.Parallel()
 			l := newAttackLab(t, nil)
 			l.plantEscalation(t)
-			mustExec(t, l.c, tc.plant+`
+			execSQL(t, l.c, tc.plant+`
 INSERT INTO public.pt VALUES (1), (2), (3);`)
 			var rows int
 			if err := l.c.QueryRow(testCtx(t), "SELECT count(*) FROM public.pt").Scan(&rows); err != nil {
@@ -558,7 +558,7 @@ func TestHandOverRefusesTargetMadePrivilegedLater(t *testing.T) {
 	execSQL(t, a, "CREATE ROLE "+render.QuoteIdent(keeper)+" NOLOGIN")
 	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+render.QuoteIdent(keeper)) })
 	l := newAttackLab(t, map[string]interface{}{"reassign_owned_to": keeper})
-	mustExec(t, l.c, `CREATE TABLE public.kept (x int); INSERT INTO public.kept VALUES (1)`)
+	execSQL(t, l.c, `CREATE TABLE public.kept (x int); INSERT INTO public.kept VALUES (1)`)
 	_ = l.c.Close(testCtx(t))
 	execSQL(t, a, "ALTER ROLE "+render.QuoteIdent(keeper)+" SUPERUSER")
 	_, err := l.db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: l.user})
@@ -580,7 +580,7 @@ func TestHandOverRefusesTargetMadePrivilegedLater(t *testing.T) {
 // the holding role's.
 func TestHandOverKeepsTriggersEnabled(t *testing.T) {
 	l := newAttackLab(t, nil)
-	mustExec(t, l.c, fmt.Sprintf(`
+	execSQL(t, l.c, fmt.Sprintf(`
 CREATE TABLE public.doc (id int PRIMARY KEY, body text,
 	updated_at timestamptz NOT NULL DEFAULT '2000-01-01');
 CREATE FUNCTION public.touch() RETURNS trigger LANGUAGE plpgsql AS $f$
@@ -593,7 +593,7 @@ INSERT INTO public.doc VALUES (1, 'draft');
 GRANT SELECT, UPDATE ON public.doc TO %s;`, render.QuoteIdent(l.acct)))
 	_ = l.c.Close(testCtx(t))
 	revokeDropped(t, l.db, l.a, l.user)
-	mustExec(t, l.asAcct(t), "UPDATE public.doc SET body = 'final' WHERE id = 1")
+	execSQL(t, l.asAcct(t), "UPDATE public.doc SET body = 'final' WHERE id = 1")
 	var touched bool
 	var enabled string
 	err := l.a.QueryRow(testCtx(t), `SELECT d.updated_at > '2000-01-01', g.tgenabled::text
@@ -615,7 +615,7 @@ func TestHandOverHeldBackLeavesNoViewOrGroup(t *testing.T) {
 	l := newAttackLab(t, map[string]interface{}{"lock_timeout": "300ms"})
 	execSQL(t, l.a, fmt.Sprintf(`CREATE TABLE public.secret (s text); INSERT INTO public.secret VALUES ('the data');
 GRANT SELECT ON public.secret TO %[1]s; GRANT %[2]s TO %[1]s`, render.QuoteIdent(l.user), render.QuoteIdent(group)))
-	mustExec(t, l.c, fmt.Sprintf(`
+	execSQL(t, l.c, fmt.Sprintf(`
 CREATE TABLE public.held (x int);
 CREATE VIEW public.secret_view AS SELECT s FROM public.secret;
 GRANT SELECT ON public.held, public.secret_view TO %s;`, render.QuoteIdent(l.acct)))
@@ -703,7 +703,7 @@ func TestHandOverCreatesHoldingRoleOnFirstNeed(t *testing.T) {
 	if roleExists(t, l.a, holdingRole) {
 		t.Errorf("revoking a user that owns nothing made the holding role %s", holdingRole)
 	}
-	mustExec(t, l.c, "CREATE TABLE public.kept (x int)")
+	execSQL(t, l.c, "CREATE TABLE public.kept (x int)")
 	_ = l.c.Close(testCtx(t))
 	revokeDropped(t, l.db, l.a, l.user)
 	assertHoldingRoleUnprivileged(t, l.a)
@@ -720,7 +720,7 @@ func TestHandOverCreatesHoldingRoleOnFirstNeed(t *testing.T) {
 // parallel: the holding role is the cluster's.
 func TestHandOverRefusesTamperedHoldingRole(t *testing.T) {
 	l := newAttackLab(t, nil)
-	mustExec(t, l.c, "CREATE TABLE public.first (x int)")
+	execSQL(t, l.c, "CREATE TABLE public.first (x int)")
 	_ = l.c.Close(testCtx(t))
 	revokeDropped(t, l.db, l.a, l.user)
 	if !roleExists(t, l.a, holdingRole) {
@@ -737,7 +737,7 @@ func TestHandOverRefusesTamperedHoldingRole(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			user, password, c := leaseWithCreate(t, l.db, l.dbname)
-			mustExec(t, c, "CREATE TABLE public.t_"+randSuffix()+" (x int)")
+			execSQL(t, c, "CREATE TABLE public.t_"+randSuffix()+" (x int)")
 			_ = c.Close(testCtx(t))
 			execSQL(t, l.a, tc.tamper)
 			t.Cleanup(func() { execSQL(t, l.a, tc.fix) })
@@ -824,7 +824,10 @@ func createroleHandOver(t *testing.T, a *pgxpool.Pool, alter string, makesHoldin
 	req := newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, render.QuoteIdent(schema)))
 	created := dbtesting.AssertNewUser(t, db, req).Username
 	table := render.QuoteIdent(schema) + ".owned"
-	execAll(t, connectAs(t, created, req.Password, ""), "CREATE TABLE "+table+" (id int)", "INSERT INTO "+table+" VALUES (7)")
+	execSQL(t, connectAs(t, created, req.Password, ""), strings.Join([]string{
+		"CREATE TABLE " + table + " (id int)",
+		"INSERT INTO " + table + " VALUES (7)",
+	}, "; "))
 	revokeDropped(t, db, a, created)
 	var owner string
 	var v int
@@ -853,7 +856,7 @@ func TestHandOverRefusesHoldingRoleTheAdminCannotJoin(t *testing.T) {
 	db := newDB(t, map[string]interface{}{"username": user, "password": pw})
 	req := newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, render.QuoteIdent(schema)))
 	created := dbtesting.AssertNewUser(t, db, req).Username
-	execAll(t, connectAs(t, created, req.Password, ""), "CREATE TABLE "+render.QuoteIdent(schema)+".owned (id int)")
+	execSQL(t, connectAs(t, created, req.Password, ""), "CREATE TABLE "+render.QuoteIdent(schema)+".owned (id int)")
 
 	_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: created})
 	if err == nil || !strings.Contains(err.Error(), "WITH ADMIN OPTION") || !strings.Contains(err.Error(), "PV001") {

@@ -4,15 +4,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +27,8 @@ import (
 	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 	"github.com/pgvault/vault-plugin-database-postgres/internal/vaulttest"
 )
+
+// --- The server, the plugin and the test's plumbing ---
 
 // pg is the server every test in this package uses.
 var pg *pgtest.Server
@@ -85,21 +88,59 @@ func mergeConfig(extra map[string]interface{}) map[string]interface{} {
 // newDB returns an initialized plugin; extra overrides baseConfig keys.
 func newDB(t testing.TB, extra map[string]interface{}) *Postgres {
 	t.Helper()
-	needPG(t)
-	cfg := mergeConfig(extra)
-	db := newPostgres(hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: testWriter{t}}))
-	if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true}); err != nil {
-		t.Fatalf("Initialize: %v", err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db, _ := newLoggedDB(t, extra)
 	return db
 }
 
-type testWriter struct{ t testing.TB }
+// newLoggedDB is newDB with its warnings kept in a logBuffer.
+func newLoggedDB(t testing.TB, extra map[string]interface{}) (*Postgres, *logBuffer) {
+	t.Helper()
+	needPG(t)
+	logger, logs := testLogger(t, hclog.Warn)
+	db := newPostgres(logger)
+	if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: mergeConfig(extra), VerifyConnection: true}); err != nil {
+		t.Fatalf("Initialize: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db, logs
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
+// logBuffer collects a plugin's log lines for assertions.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// testLogger is the one log sink of the tests: a logger at level whose
+// lines are kept in the returned buffer, and shown in the test's output
+// when the test fails.
+func testLogger(t testing.TB, level hclog.Level) (hclog.Logger, *logBuffer) {
+	logs := &logBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() && logs.String() != "" {
+			t.Logf("plugin log:\n%s", logs)
+		}
+	})
+	return hclog.New(&hclog.LoggerOptions{Level: level, Output: logs}), logs
+}
+
+// appConfig returns plugin configuration overrides that tag every connection
+// of one plugin instance with a unique application_name, so a test can count
+// that instance's sessions in pg_stat_activity.
+func appConfig(app string) map[string]interface{} {
+	return map[string]interface{}{"connection_url": pg.TemplateURL("") + "&application_name=" + app}
 }
 
 // admin returns a superuser pool for checks from outside the plugin.
@@ -119,6 +160,79 @@ func randSuffix() string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// execSQL runs sql (several statements at once when it has no args) on q
+// (connection.go's execer: the superuser's pool, or a session)
+// and fails the test on error. On a pool (parallel tests GRANT on shared
+// objects) "tuple concurrently updated" and the other transient failures
+// are retried, as the plugin does; a session's statement runs once, since
+// it may be inside a transaction the test holds open.
+func execSQL(t testing.TB, q execer, sql string, args ...any) {
+	t.Helper()
+	run := func() error {
+		_, err := q.Exec(testCtx(t), sql, args...)
+		return err
+	}
+	var err error
+	if _, pooled := q.(*pgxpool.Pool); pooled {
+		err = withRetry(testCtx(t), run)
+	} else {
+		err = run()
+	}
+	if c, ok := q.(*pgx.Conn); ok && err != nil {
+		t.Fatalf("as %q: %s: %v", c.Config().User, sql, err)
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// stallBound is how long a request may take where the old code waited for
+// a lock without end.
+const stallBound = 20 * time.Second
+
+// boundedCtx is the test's context, cut to d.
+func boundedCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(testCtx(t), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// waitFor polls cond until it holds, for up to 20 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	err := pgtest.Poll(testCtx(t), 20*time.Second, 50*time.Millisecond, func() error {
+		if !cond() {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal("condition not met within 20s")
+	}
+}
+
+// refused reports whether err is a refusal whose text contains why.
+func refused(err error, why string) bool {
+	return err != nil && strings.Contains(err.Error(), why)
+}
+
+// unrelatedCert returns a fresh CA that the test server does not trust,
+// and a client certificate with its key issued by it (all PEM).
+func unrelatedCert(t testing.TB) (caPEM, certPEM, keyPEM string) {
+	t.Helper()
+	ca, err := pgtest.NewCA("other CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err = ca.Issue("client", "ec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca.PEM, certPEM, keyPEM
+}
+
+// --- Catalog and server checks from outside the plugin ---
 
 // roleExists reports whether the cluster has the role, read through a.
 func roleExists(t testing.TB, a *pgxpool.Pool, name string) bool {
@@ -151,37 +265,117 @@ func validUntil(t testing.TB, a *pgxpool.Pool, name string) time.Time {
 	return until
 }
 
-// execSQL runs sql as the superuser and fails the test on error.
-func execSQL(t testing.TB, a *pgxpool.Pool, sql string, args ...any) {
+func roleOID(t *testing.T, a *pgxpool.Pool, user string) uint32 {
 	t.Helper()
-	// Parallel tests GRANT on shared objects: retry "tuple concurrently
-	// updated" and other transient failures, as the plugin does.
-	err := withRetry(testCtx(t), func() error {
-		_, err := a.Exec(testCtx(t), sql, args...)
-		return err
+	var oid uint32
+	if err := a.QueryRow(testCtx(t), `SELECT oid FROM pg_roles WHERE rolname = $1`, user).Scan(&oid); err != nil {
+		t.Fatalf("oid of %q: %v", user, err)
+	}
+	return oid
+}
+
+// readLabel reads a role's label through the README's DBA query (the
+// ::jsonb cast) and decodes it.
+func readLabel(t testing.TB, a *pgxpool.Pool, name string) map[string]string {
+	t.Helper()
+	var raw []byte
+	if err := a.QueryRow(testCtx(t), "SELECT shobj_description(oid, 'pg_authid')::jsonb FROM pg_roles WHERE rolname = $1", name).Scan(&raw); err != nil {
+		t.Fatalf("reading the label of %q with ::jsonb: %v", name, err)
+	}
+	var m map[string]string
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatalf("label of %q is not an object of strings: %v (%s)", name, err, raw)
+	}
+	return m
+}
+
+// isSuper reports whether user is a superuser.
+func isSuper(t *testing.T, a *pgxpool.Pool, user string) bool {
+	t.Helper()
+	var super bool
+	if err := a.QueryRow(testCtx(t), "SELECT rolsuper FROM pg_roles WHERE rolname = $1", user).Scan(&super); err != nil {
+		t.Fatal(err)
+	}
+	return super
+}
+
+// sessionsOf counts the server sessions tagged with application_name app.
+func sessionsOf(t testing.TB, a *pgxpool.Pool, app string) int {
+	t.Helper()
+	var n int
+	if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// sessionsOf counts the sessions of a role by its oid: the sessions of a
+// dropped role have no name.
+func sessionsOfRole(t *testing.T, a *pgxpool.Pool, oid uint32) int {
+	t.Helper()
+	var n int
+	if err := a.QueryRow(testCtx(t), `SELECT count(*) FROM pg_stat_activity WHERE usesysid = $1`, oid).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// safePathOf is the search_path the plugin's transaction settings give a
+// fresh session of a.
+func safePathOf(t testing.TB, a *pgxpool.Pool) string {
+	t.Helper()
+	var path string
+	err := pgx.BeginFunc(testCtx(t), a, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(testCtx(t), safeSearchPathSQL); err != nil {
+			return err
+		}
+		return tx.QueryRow(testCtx(t), "SHOW search_path").Scan(&path)
 	})
 	if err != nil {
-		t.Fatalf("%s: %v", sql, err)
+		t.Fatal(err)
 	}
+	return path
 }
 
-// assertLogin proves the password works and a wrong one does not.
-func assertLogin(t testing.TB, user, password string) {
+// holdTables opens a superuser transaction holding ACCESS SHARE on each
+// table, which the hand-over's ALTER ... OWNER waits for; commit ends it.
+func holdTables(t *testing.T, tables ...string) (commit func()) {
 	t.Helper()
-	if err := pg.CanLogin(testCtx(t), user, password); err != nil {
-		t.Fatalf("login as %q with the returned password failed: %v", user, err)
-	}
-	if err := pg.CanLogin(testCtx(t), user, password+"x"); err == nil {
-		t.Fatalf("login as %q with a wrong password succeeded", user)
-	}
+	c := connectAs(t, pg.SuperUser, pg.SuperPassword, "")
+	execSQL(t, c, "BEGIN; LOCK TABLE public."+strings.Join(tables, ", public.")+" IN ACCESS SHARE MODE")
+	return func() { execSQL(t, c, "COMMIT") }
 }
 
-func assertNoLogin(t testing.TB, user, password string) {
+// lockWaiters counts the backends waiting for a lock on any of the tables
+// in public.
+func lockWaiters(t *testing.T, a *pgxpool.Pool, tables []string) int {
 	t.Helper()
-	if err := pg.CanLogin(testCtx(t), user, password); err == nil {
-		t.Fatalf("login as %q still works", user)
+	var n int
+	err := a.QueryRow(testCtx(t), `SELECT count(DISTINCT pid) FROM pg_locks
+		WHERE NOT granted AND relation IN (SELECT to_regclass('public.' || quote_ident(x)) FROM unnest($1::text[]) x)`, tables).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return n
 }
+
+// lockWaiter waits until a backend other than pid not waits for a lock on
+// public.table, and returns its pid.
+func lockWaiter(t *testing.T, a *pgxpool.Pool, table string, not int) int {
+	t.Helper()
+	var pid int
+	err := pgtest.Poll(testCtx(t), 20*time.Second, 20*time.Millisecond, func() error {
+		return a.QueryRow(testCtx(t), `SELECT pid FROM pg_locks
+			WHERE NOT granted AND relation = to_regclass('public.' || quote_ident($1)) AND pid <> $2
+			LIMIT 1`, table, not).Scan(&pid)
+	})
+	if err != nil {
+		t.Fatalf("no revocation waits for the lock on %s: %v", table, err)
+	}
+	return pid
+}
+
+// --- Users, logins and sessions ---
 
 func newUserReq(stmts ...string) dbplugin.NewUserRequest {
 	return dbplugin.NewUserRequest{
@@ -206,19 +400,22 @@ func connectAs(t testing.TB, user, password, database string) *pgx.Conn {
 	return c
 }
 
-// unrelatedCert returns a fresh CA that the test server does not trust,
-// and a client certificate with its key issued by it (all PEM).
-func unrelatedCert(t testing.TB) (caPEM, certPEM, keyPEM string) {
+// assertLogin proves the password works and a wrong one does not.
+func assertLogin(t testing.TB, user, password string) {
 	t.Helper()
-	ca, err := pgtest.NewCA("other CA")
-	if err != nil {
-		t.Fatal(err)
+	if err := pg.CanLogin(testCtx(t), user, password); err != nil {
+		t.Fatalf("login as %q with the returned password failed: %v", user, err)
 	}
-	certPEM, keyPEM, err = ca.Issue("client", "ec")
-	if err != nil {
-		t.Fatal(err)
+	if err := pg.CanLogin(testCtx(t), user, password+"x"); err == nil {
+		t.Fatalf("login as %q with a wrong password succeeded", user)
 	}
-	return ca.PEM, certPEM, keyPEM
+}
+
+func assertNoLogin(t testing.TB, user, password string) {
+	t.Helper()
+	if err := pg.CanLogin(testCtx(t), user, password); err == nil {
+		t.Fatalf("login as %q still works", user)
+	}
 }
 
 // userOwningTable creates a user that may create in schema public and, in a
@@ -235,67 +432,345 @@ func userOwningTable(t *testing.T, db *Postgres, prefix string) (user, password,
 	return user, req.Password, table, session
 }
 
-// waitFor polls cond until it holds, for up to 20 s.
-func waitFor(t *testing.T, cond func() bool) {
+// leaseWithCreate is a dynamic user that may create in schema public (as
+// on PostgreSQL ≤ 14 for everyone, or granted by the role's statements, as
+// the package's own userOwningTable does), with an open session.
+func leaseWithCreate(t *testing.T, db *Postgres, dbname string) (user, password string, c *pgx.Conn) {
 	t.Helper()
-	err := pgtest.Poll(testCtx(t), 20*time.Second, 50*time.Millisecond, func() error {
-		if !cond() {
-			return errors.New("not yet")
-		}
-		return nil
-	})
+	req := newUserReq(createStmt, `GRANT CREATE ON SCHEMA public TO "{{name}}";`)
+	resp, err := db.NewUser(testCtx(t), req)
 	if err != nil {
-		t.Fatal("condition not met within 20s")
+		t.Fatal(err)
+	}
+	return resp.Username, req.Password, connectAs(t, resp.Username, req.Password, dbname)
+}
+
+// plainRole creates a role outside the plugin, with comment unless "".
+func plainRole(t *testing.T, a *pgxpool.Pool, prefix, comment string) string {
+	t.Helper()
+	name := prefix + "-" + randSuffix()
+	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s VALID UNTIL '2000-01-01'", render.QuoteIdent(name)))
+	if comment != "" {
+		execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS %s", render.QuoteIdent(name), render.QuoteLiteral(comment)))
+	}
+	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+render.QuoteIdent(name)) })
+	return name
+}
+
+// renew renews user through db and checks rolvaliduntil.
+func renew(t *testing.T, db *Postgres, a *pgxpool.Pool, user string, exp time.Time) {
+	t.Helper()
+	dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user, Expiration: &dbplugin.ChangeExpiration{NewExpiration: exp}})
+	if until := validUntil(t, a, user); !until.Equal(exp) {
+		t.Fatalf("rolvaliduntil = %s, want %s", until, exp)
 	}
 }
 
-// mustExec runs sql on c and fails the test on error.
-func mustExec(t *testing.T, c *pgx.Conn, sql string) {
+// orphanUser creates a labelled user whose lease ended at exp.
+func orphanUser(t *testing.T, db *Postgres, exp time.Time, stmts ...string) string {
 	t.Helper()
-	if _, err := c.Exec(testCtx(t), sql); err != nil {
-		t.Fatalf("%s: %v", sql, err)
+	req := newUserReq(append([]string{createStmt}, stmts...)...)
+	req.Expiration = exp
+	name := dbtesting.AssertNewUser(t, db, req).Username
+	t.Cleanup(func() { execSQL(t, admin(t), "DROP ROLE IF EXISTS "+render.QuoteIdent(name)) })
+	return name
+}
+
+// assertLoginOn proves the password works on s and a wrong one does not.
+func assertLoginOn(t testing.TB, s *pgtest.Server, user, password string) {
+	t.Helper()
+	if err := s.CanLogin(testCtx(t), user, password); err != nil {
+		t.Fatalf("login as %q on %s:%d failed: %v", user, s.Host, s.Port, err)
+	}
+	if err := s.CanLogin(testCtx(t), user, password+"x"); err == nil {
+		t.Fatalf("login as %q on %s:%d with a wrong password succeeded", user, s.Host, s.Port)
 	}
 }
 
-// revokeDropped revokes user through the plugin and checks the role is gone.
-func revokeDropped(t *testing.T, db *Postgres, a *pgxpool.Pool, user string) {
+// cycleOn proves the plugin works on s: create, renew, rotate, revoke.
+func cycleOn(t *testing.T, db *Postgres, s *pgtest.Server, a *pgxpool.Pool) {
 	t.Helper()
+	req := newUserReq(createStmt)
+	user := dbtesting.AssertNewUser(t, db, req).Username
+	assertLoginOn(t, s, user, req.Password)
+	exp := time.Now().Add(2 * time.Hour).Truncate(time.Second)
+	dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user,
+		Expiration: &dbplugin.ChangeExpiration{NewExpiration: exp}})
+	if until := validUntil(t, a, user); !until.Equal(exp) {
+		t.Fatalf("renewal: rolvaliduntil = %s, want %s", until, exp)
+	}
+	rotateAndRevokeOn(t, db, s, a, user)
+}
+
+// rotateAndRevokeOn proves rotation and revocation of user on s.
+func rotateAndRevokeOn(t *testing.T, db *Postgres, s *pgtest.Server, a *pgxpool.Pool, user string) {
+	t.Helper()
+	newPw := "Rot-" + randSuffix()
+	dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user,
+		Password: &dbplugin.ChangePassword{NewPassword: newPw}})
+	assertLoginOn(t, s, user, newPw)
 	dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: user})
 	if roleExists(t, a, user) {
-		t.Fatalf("role %q still exists", user)
+		t.Fatalf("role %q survived revocation on %s:%d", user, s.Host, s.Port)
 	}
 }
 
-// logBuffer collects a plugin's log lines for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
+// sessionDirt is what creation statements may leave on a session, by name:
+// each a list of statements, with other a role to switch to.
+func sessionDirt(other string) map[string][]string {
+	return map[string][]string{
+		"set role":                        {"SET ROLE " + render.QuoteIdent(other) + ";"},
+		"set session authorization":       {"SET SESSION AUTHORIZATION " + render.QuoteIdent(other) + ";"},
+		"standard_conforming_strings off": {"SET standard_conforming_strings = off;"},
+		"search_path":                     {"SET search_path = lc_nowhere;"},
+		"all at once": {"SET ROLE " + render.QuoteIdent(other) + ";", "SET standard_conforming_strings = off;",
+			"SET search_path = lc_nowhere;", "SET password_encryption = md5;"},
+		"local set role in DO": {"DO $$ BEGIN PERFORM set_config('role', " + render.QuoteLiteral(other) + ", false); END $$;"},
+	}
 }
 
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+// sessionProbe is a table that a creation statement, record, fills with
+// what its session looks like: the role's name, current_user, session_user,
+// standard_conforming_strings, search_path and the backend's pid.
+type sessionProbe struct{ table, record string }
 
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// newLoggedDB is newDB whose warnings are also kept in a logBuffer.
-func newLoggedDB(t testing.TB, extra map[string]interface{}) (*Postgres, *logBuffer) {
+func newSessionProbe(t *testing.T, a *pgxpool.Pool) sessionProbe {
 	t.Helper()
-	needPG(t)
-	logs := &logBuffer{}
-	db := newPostgres(hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: io.MultiWriter(testWriter{t}, logs)}))
-	if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: mergeConfig(extra), VerifyConnection: true}); err != nil {
-		t.Fatalf("Initialize: %v", err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	return db, logs
+	p := sessionProbe{table: "lc_probe_" + randSuffix()}
+	execSQL(t, a, "CREATE TABLE public."+p.table+" (name text, cu text, su text, scs text, sp text, pid int)")
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP TABLE IF EXISTS public."+p.table) })
+	// Unqualified on purpose: it resolves only with the default search_path.
+	p.record = "INSERT INTO " + p.table + " SELECT '{{name}}', current_user, session_user, current_setting('standard_conforming_strings'), current_setting('search_path'), pg_backend_pid();"
+	return p
 }
+
+// read returns what record saw when it ran for the role name.
+func (p sessionProbe) read(t *testing.T, a *pgxpool.Pool, name string) (cu, su, scs, sp string, pid int) {
+	t.Helper()
+	if err := a.QueryRow(testCtx(t), "SELECT cu, su, scs, sp, pid FROM public."+p.table+" WHERE name = $1", name).Scan(&cu, &su, &scs, &sp, &pid); err != nil {
+		t.Fatal(err)
+	}
+	return cu, su, scs, sp, pid
+}
+
+// --- Revocation: admins, third roles, reconnecting clients, the holding role ---
+
+// revokeDropped revokes user through the plugin and checks the role is
+// gone. DeleteUser is bounded by stallBound, so a revocation that waits on
+// something the user holds fails the test instead of hanging it.
+func revokeDropped(t *testing.T, db *Postgres, a *pgxpool.Pool, user string) {
+	t.Helper()
+	if _, err := db.DeleteUser(boundedCtx(t, stallBound), dbplugin.DeleteUserRequest{Username: user}); err != nil {
+		t.Fatalf("DeleteUser(%q): %v", user, err)
+	}
+	if roleExists(t, a, user) {
+		t.Fatalf("role %q survived DeleteUser", user)
+	}
+}
+
+// assertRevoked checks the role is gone, or, where PostgreSQL would not let
+// it be dropped, that it can no longer log in and belongs to no group.
+func assertRevoked(t *testing.T, a *pgxpool.Pool, user, password string) {
+	t.Helper()
+	assertNoLogin(t, user, password)
+	var canLogin bool
+	var groups int
+	err := a.QueryRow(testCtx(t), `SELECT rolcanlogin, (SELECT count(*) FROM pg_auth_members m WHERE m.member = r.oid) FROM pg_roles r WHERE rolname = $1`, user).Scan(&canLogin, &groups)
+	if err != nil {
+		if strings.Contains(err.Error(), "no rows") {
+			return // dropped
+		}
+		t.Fatal(err)
+	}
+	if canLogin || groups != 0 {
+		t.Fatalf("role %q kept: rolcanlogin=%v, memberships=%d", user, canLogin, groups)
+	}
+}
+
+// revokeAdmin is an admin configuration the revocation tests run under.
+type revokeAdmin struct {
+	name string
+	user string // "" for the superuser
+	// thirdRoleDrops says whether a role holding privileges granted by a
+	// third role can be dropped: a superuser's DROP OWNED revokes them, a
+	// CREATEROLE admin's cannot, so the role is disabled instead.
+	thirdRoleDrops bool
+	setup          func(t *testing.T, a *pgxpool.Pool, user, schema string)
+}
+
+func revokeAdmins() []revokeAdmin {
+	return []revokeAdmin{
+		{name: "superuser", thirdRoleDrops: true},
+		{name: "createrole admin", user: "limited-" + randSuffix(), setup: func(t *testing.T, a *pgxpool.Pool, user, schema string) {
+			// What managed services give: CREATEROLE, not superuser, owning
+			// the application schema.
+			execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD 'limited-pw'`, render.QuoteIdent(user)))
+			shareHoldingRole(t, a, user)
+			execSQL(t, a, fmt.Sprintf(`GRANT CREATE ON DATABASE postgres TO %s WITH GRANT OPTION`, render.QuoteIdent(user)))
+			execSQL(t, a, fmt.Sprintf(`ALTER SCHEMA %s OWNER TO %s`, render.QuoteIdent(schema), render.QuoteIdent(user)))
+		}},
+	}
+}
+
+// newDBAndSchema creates a schema named prefix plus a random suffix and
+// returns the plugin connected as adm: for the CREATEROLE admin, set up
+// first to own the schema; for the superuser, as is.
+func (adm revokeAdmin) newDBAndSchema(t *testing.T, a *pgxpool.Pool, prefix string) (*Postgres, string) {
+	t.Helper()
+	schema := prefix + randSuffix()
+	execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s`, render.QuoteIdent(schema)))
+	extra := map[string]interface{}{}
+	if adm.user != "" {
+		adm.setup(t, a, adm.user, schema)
+		extra["username"], extra["password"] = adm.user, "limited-pw"
+	}
+	return newDB(t, extra), schema
+}
+
+// thirdRole is a role, neither the admin nor a dynamic user, that owns the
+// table third_t in schema and grants on it.
+type thirdRole struct{ name, schema string }
+
+func newThirdRole(t *testing.T, a *pgxpool.Pool, schema string) thirdRole {
+	t.Helper()
+	r := thirdRole{name: "grantor-" + randSuffix(), schema: schema}
+	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s`, render.QuoteIdent(r.name)))
+	execSQL(t, a, fmt.Sprintf(`CREATE TABLE %s (id int)`, r.table()))
+	execSQL(t, a, fmt.Sprintf(`ALTER TABLE %s OWNER TO %s`, r.table(), render.QuoteIdent(r.name)))
+	execSQL(t, a, fmt.Sprintf(`GRANT USAGE ON SCHEMA %s TO %s`, render.QuoteIdent(schema), render.QuoteIdent(r.name)))
+	return r
+}
+
+// table is the third role's table, qualified and quoted.
+func (r thirdRole) table() string { return render.QuoteIdent(r.schema) + ".third_t" }
+
+// grantTo has the third role grant SELECT on its table to user.
+func (r thirdRole) grantTo(t *testing.T, a *pgxpool.Pool, user string) {
+	t.Helper()
+	execSQL(t, a, fmt.Sprintf(`SET ROLE %s; GRANT SELECT ON %s TO %s; RESET ROLE`, render.QuoteIdent(r.name), r.table(), render.QuoteIdent(user)))
+}
+
+// reconnectors are clients that log in as a user in a loop: each opens a
+// session, runs query on it until the session is killed, and reconnects, as
+// a connection pool does.
+type reconnectors struct {
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	attempts atomic.Int64
+}
+
+func startReconnectors(t *testing.T, n int, user, password, query string) *reconnectors {
+	t.Helper()
+	r := &reconnectors{stop: make(chan struct{})}
+	for i := 0; i < n; i++ {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			for {
+				select {
+				case <-r.stop:
+					return
+				default:
+				}
+				r.attempts.Add(1)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				c, err := pg.Connect(ctx, user, password, "")
+				cancel()
+				if err != nil {
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				for {
+					if _, err := c.Exec(context.Background(), query); err != nil {
+						break
+					}
+					select {
+					case <-r.stop:
+						_ = c.Close(context.Background())
+						return
+					case <-time.After(5 * time.Millisecond):
+					}
+				}
+				_ = c.Close(context.Background())
+			}
+		}()
+	}
+	t.Cleanup(r.close)
+	return r
+}
+
+func (r *reconnectors) close() {
+	select {
+	case <-r.stop:
+	default:
+		close(r.stop)
+	}
+	r.wg.Wait()
+}
+
+// waitAttempts waits until the clients made n more login attempts.
+func (r *reconnectors) waitAttempts(t *testing.T, n int64) {
+	t.Helper()
+	from := r.attempts.Load()
+	waitFor(t, func() bool { return r.attempts.Load() >= from+n })
+}
+
+// assertNoSessionSurvives checks, while the clients keep reconnecting, that
+// no session of the revoked role is left and none can start.
+func assertNoSessionSurvives(t *testing.T, a *pgxpool.Pool, r *reconnectors, oid uint32, user, password string) {
+	t.Helper()
+	if n := sessionsOfRole(t, a, oid); n != 0 {
+		t.Fatalf("%d session(s) of %q alive after DeleteUser returned success", n, user)
+	}
+	r.waitAttempts(t, 20)
+	if n := sessionsOfRole(t, a, oid); n != 0 {
+		t.Fatalf("%d session(s) of %q started after DeleteUser returned success", n, user)
+	}
+	assertNoLogin(t, user, password)
+}
+
+// ensureHoldingRole makes the holding role as the plugin would, if no
+// revocation has yet: a revocation that makes it while it waits for a lock
+// holds up the others (TestLockoutFirstHandOverHoldsUpNoOther), which
+// tests of something else must not depend on.
+func ensureHoldingRole(t *testing.T, a *pgxpool.Pool) {
+	t.Helper()
+	execSQL(t, a, fmt.Sprintf(`DO $$ BEGIN
+		IF to_regrole(%[1]s) IS NULL THEN
+			CREATE ROLE %[2]s NOLOGIN NOINHERIT;
+		END IF;
+	EXCEPTION WHEN duplicate_object THEN
+		NULL;
+	END $$`, render.QuoteLiteral(holdingRole), render.QuoteIdent(holdingRole)))
+}
+
+// pg16 is server_version_num of PostgreSQL 16, which narrowed CREATEROLE: an
+// admin that is not a superuser may alter, drop and grant only roles it
+// holds ADMIN OPTION on, which it gets on the roles it creates itself.
+const pg16 = 160000
+
+// createroleAdmin makes a CREATEROLE admin (what managed services give) and
+// returns its name and password.
+func createroleAdmin(t *testing.T, a *pgxpool.Pool) (string, string) {
+	t.Helper()
+	user, pw := "cradmin-"+randSuffix(), "Cr-"+randSuffix()
+	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s`, render.QuoteIdent(user), render.QuoteLiteral(pw)))
+	shareHoldingRole(t, a, user)
+	return user, pw
+}
+
+// shareHoldingRole makes the holding role if no revocation has yet, and
+// lets admin, a CREATEROLE role, grant it to itself: what docs/revocation.md
+// tells an operator to do as a superuser when several admins share a
+// cluster (from PostgreSQL 16 only a role with ADMIN OPTION on a role may
+// grant it, and the role that made it first holds that).
+func shareHoldingRole(t *testing.T, a *pgxpool.Pool, admin string) {
+	t.Helper()
+	ensureHoldingRole(t, a)
+	execSQL(t, a, fmt.Sprintf("GRANT %s TO %s WITH ADMIN OPTION", render.QuoteIdent(holdingRole), render.QuoteIdent(admin)))
+}
+
+// --- Attacks: an isolated database, an attacker, code that records whom it ran as ---
 
 // isolatedDB creates a database of its own, so that objects a test plants
 // in its public schema cannot reach other tests, and returns its name and a
@@ -330,16 +805,6 @@ func attackerAccount(t *testing.T, a *pgxpool.Pool) (string, string) {
 	return user, password
 }
 
-// isSuper reports whether user is a superuser.
-func isSuper(t *testing.T, a *pgxpool.Pool, user string) bool {
-	t.Helper()
-	var super bool
-	if err := a.QueryRow(testCtx(t), "SELECT rolsuper FROM pg_roles WHERE rolname = $1", user).Scan(&super); err != nil {
-		t.Fatal(err)
-	}
-	return super
-}
-
 // attackLab is what a test of a dynamic user's reach starts from: a
 // database of its own, the plugin on it (extra merged into its
 // configuration, its warnings kept in logs), acct (an ordinary login role
@@ -367,19 +832,6 @@ func newAttackLab(t *testing.T, extra map[string]interface{}) *attackLab {
 	return l
 }
 
-// leaseWithCreate is a dynamic user that may create in schema public (as
-// on PostgreSQL ≤ 14 for everyone, or granted by the role's statements, as
-// the package's own userOwningTable does), with an open session.
-func leaseWithCreate(t *testing.T, db *Postgres, dbname string) (user, password string, c *pgx.Conn) {
-	t.Helper()
-	req := newUserReq(createStmt, `GRANT CREATE ON SCHEMA public TO "{{name}}";`)
-	resp, err := db.NewUser(testCtx(t), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.Username, req.Password, connectAs(t, resp.Username, req.Password, dbname)
-}
-
 // asAcct opens a session as acct in the lab's database.
 func (l *attackLab) asAcct(t *testing.T) *pgx.Conn {
 	t.Helper()
@@ -404,7 +856,7 @@ func escalate(acct string) string {
 // superuser calls them, and otherwise do format's work.
 func plantFormat(t *testing.T, c *pgx.Conn, acct string) {
 	t.Helper()
-	mustExec(t, c, fmt.Sprintf(`
+	execSQL(t, c, fmt.Sprintf(`
 CREATE FUNCTION public.format(f text, a text) RETURNS text LANGUAGE plpgsql AS $f$
 BEGIN
 	%[1]s
@@ -426,7 +878,7 @@ END $f$;`, escalate(acct)))
 func (l *attackLab) plantEscalation(t *testing.T) {
 	t.Helper()
 	execSQL(t, l.a, `CREATE TABLE public.ran_as (who text); GRANT INSERT ON public.ran_as TO PUBLIC`)
-	mustExec(t, l.c, fmt.Sprintf(`
+	execSQL(t, l.c, fmt.Sprintf(`
 CREATE FUNCTION public.esc() RETURNS void VOLATILE LANGUAGE plpgsql AS $f$
 BEGIN
 	INSERT INTO public.ran_as VALUES (current_user);
@@ -473,4 +925,54 @@ func (l *attackLab) assertRanAsHolding(t *testing.T, what string) {
 	case !slices.Equal(who, []string{holdingRole}):
 		t.Errorf("%s ran the revoked user's code as %v, want only the holding role %s", what, who, holdingRole)
 	}
+}
+
+// --- The reaper ---
+
+// newReaperDB is newDB with the reaper's interval set to every (24h: only
+// the passes a test runs itself) and the log kept at info level.
+func newReaperDB(t *testing.T, extra map[string]interface{}, every time.Duration, verify bool) (*Postgres, *logBuffer) {
+	t.Helper()
+	needPG(t)
+	cfg := mergeConfig(extra)
+	logger, logs := testLogger(t, hclog.Info)
+	db := newPostgres(logger)
+	setReapEvery(t, db, every)
+	if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: verify}); err != nil {
+		t.Fatalf("Initialize: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db, logs
+}
+
+// setReapEvery sets db's reaper interval for the rest of the test. Call it
+// before Initialize starts the reaper.
+func setReapEvery(t *testing.T, db *Postgres, every time.Duration) {
+	reapEvery.Store(db, every)
+	t.Cleanup(func() { reapEvery.Delete(db) })
+}
+
+// reapPass is one reaper pass; it returns its error instead of failing the
+// test, so that it can run in a goroutine.
+func reapPass(ctx context.Context, db *Postgres) (reapResult, error) {
+	st, err := db.acquire()
+	if err != nil {
+		return reapResult{}, err
+	}
+	defer st.release()
+	res, err := db.reapOnce(ctx, st)
+	if err != nil {
+		return res, fmt.Errorf("reaper pass: %w", err)
+	}
+	return res, nil
+}
+
+// reapNow runs one pass as the background loop would.
+func reapNow(t *testing.T, db *Postgres) reapResult {
+	t.Helper()
+	res, err := reapPass(testCtx(t), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
 }

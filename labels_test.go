@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -9,25 +8,9 @@ import (
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
-
-// readLabel reads a role's label through the README's DBA query (the
-// ::jsonb cast) and decodes it.
-func readLabel(t testing.TB, a *pgxpool.Pool, name string) map[string]string {
-	t.Helper()
-	var raw []byte
-	if err := a.QueryRow(testCtx(t), "SELECT shobj_description(oid, 'pg_authid')::jsonb FROM pg_roles WHERE rolname = $1", name).Scan(&raw); err != nil {
-		t.Fatalf("reading the label of %q with ::jsonb: %v", name, err)
-	}
-	var m map[string]string
-	if err := json.Unmarshal(raw, &m); err != nil {
-		t.Fatalf("label of %q is not an object of strings: %v (%s)", name, err, raw)
-	}
-	return m
-}
 
 func TestLabelContent(t *testing.T) {
 	db := newDB(t, map[string]interface{}{"username_template": `{{ printf "lbl-%s" (random 12) }}`})
@@ -176,15 +159,6 @@ func TestLabelKeepsCreationComment(t *testing.T) {
 	dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user, Expiration: &dbplugin.ChangeExpiration{NewExpiration: time.Now().Add(5 * time.Hour)}})
 	if c, _ := roleComment(t, a, user); c != "payments app, ask #dba" {
 		t.Fatalf("comment after renewal = %q, want the creation statements' own", c)
-	}
-}
-
-// renew renews user through db and checks rolvaliduntil.
-func renew(t *testing.T, db *Postgres, a *pgxpool.Pool, user string, exp time.Time) {
-	t.Helper()
-	dbtesting.AssertUpdateUser(t, db, dbplugin.UpdateUserRequest{Username: user, Expiration: &dbplugin.ChangeExpiration{NewExpiration: exp}})
-	if until := validUntil(t, a, user); !until.Equal(exp) {
-		t.Fatalf("rolvaliduntil = %s, want %s", until, exp)
 	}
 }
 

@@ -14,29 +14,11 @@ import (
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
 	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
-
-// appConfig returns plugin configuration overrides that tag every connection
-// of one plugin instance with a unique application_name, so a test can count
-// that instance's sessions in pg_stat_activity.
-func appConfig(app string) map[string]interface{} {
-	return map[string]interface{}{"connection_url": pg.TemplateURL("") + "&application_name=" + app}
-}
-
-// sessionsOf counts the server sessions tagged with application_name app.
-func sessionsOf(t testing.TB, a *pgxpool.Pool, app string) int {
-	t.Helper()
-	var n int
-	if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
 
 // waitSessions waits until at most max sessions of app remain; closed
 // connections take a moment to leave pg_stat_activity.
@@ -262,61 +244,6 @@ func TestDatabasePoolAfterClose(t *testing.T) {
 	// The revocation reached the other database through a pool opened after
 	// Close; that pool is closed too.
 	waitSessions(t, a, app, 0)
-}
-
-// sessionDirt is what creation statements may leave on a session, by name:
-// each a list of statements, with other a role to switch to.
-func sessionDirt(other string) map[string][]string {
-	return map[string][]string{
-		"set role":                        {"SET ROLE " + render.QuoteIdent(other) + ";"},
-		"set session authorization":       {"SET SESSION AUTHORIZATION " + render.QuoteIdent(other) + ";"},
-		"standard_conforming_strings off": {"SET standard_conforming_strings = off;"},
-		"search_path":                     {"SET search_path = lc_nowhere;"},
-		"all at once": {"SET ROLE " + render.QuoteIdent(other) + ";", "SET standard_conforming_strings = off;",
-			"SET search_path = lc_nowhere;", "SET password_encryption = md5;"},
-		"local set role in DO": {"DO $$ BEGIN PERFORM set_config('role', " + render.QuoteLiteral(other) + ", false); END $$;"},
-	}
-}
-
-// sessionProbe is a table that a creation statement, record, fills with
-// what its session looks like: the role's name, current_user, session_user,
-// standard_conforming_strings, search_path and the backend's pid.
-type sessionProbe struct{ table, record string }
-
-func newSessionProbe(t *testing.T, a *pgxpool.Pool) sessionProbe {
-	t.Helper()
-	p := sessionProbe{table: "lc_probe_" + randSuffix()}
-	execSQL(t, a, "CREATE TABLE public."+p.table+" (name text, cu text, su text, scs text, sp text, pid int)")
-	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP TABLE IF EXISTS public."+p.table) })
-	// Unqualified on purpose: it resolves only with the default search_path.
-	p.record = "INSERT INTO " + p.table + " SELECT '{{name}}', current_user, session_user, current_setting('standard_conforming_strings'), current_setting('search_path'), pg_backend_pid();"
-	return p
-}
-
-// read returns what record saw when it ran for the role name.
-func (p sessionProbe) read(t *testing.T, a *pgxpool.Pool, name string) (cu, su, scs, sp string, pid int) {
-	t.Helper()
-	if err := a.QueryRow(testCtx(t), "SELECT cu, su, scs, sp, pid FROM public."+p.table+" WHERE name = $1", name).Scan(&cu, &su, &scs, &sp, &pid); err != nil {
-		t.Fatal(err)
-	}
-	return cu, su, scs, sp, pid
-}
-
-// safePathOf is the search_path the plugin's transaction settings give a
-// fresh session of a.
-func safePathOf(t testing.TB, a *pgxpool.Pool) string {
-	t.Helper()
-	var path string
-	err := pgx.BeginFunc(testCtx(t), a, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(testCtx(t), safeSearchPathSQL); err != nil {
-			return err
-		}
-		return tx.QueryRow(testCtx(t), "SHOW search_path").Scan(&path)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // TestSessionReset leaves a pooled session dirty (another role or session

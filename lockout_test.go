@@ -27,10 +27,6 @@ import (
 	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
-// stallBound is how long a request may take where the old code waited for
-// a lock without end.
-const stallBound = 20 * time.Second
-
 // The keys the old code locked: per role (pg_authid's oid as namespace) in
 // both revocation blocks, and the reaper's, taken once per pass.
 const (
@@ -38,39 +34,11 @@ const (
 	reaperKeySQL = `SELECT pg_advisory_lock(hashtextextended('vault-plugin-database-postgres/reaper', 0))`
 )
 
-// boundedCtx is the test's context, cut to d.
-func boundedCtx(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(testCtx(t), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// execOn runs each query on c, which stays open.
-func execOn(t *testing.T, c *pgx.Conn, queries ...string) {
-	t.Helper()
-	for _, q := range queries {
-		if _, err := c.Exec(testCtx(t), q); err != nil {
-			t.Fatalf("as %q: %s: %v", c.Config().User, q, err)
-		}
-	}
-}
-
 // loginUser creates a plain user and returns its name and password.
 func loginUser(t *testing.T, db *Postgres, stmts ...string) (user, password string) {
 	t.Helper()
 	req := newUserReq(append([]string{createStmt}, stmts...)...)
 	return dbtesting.AssertNewUser(t, db, req).Username, req.Password
-}
-
-// deleteGone revokes user within stallBound and checks the role is gone.
-func deleteGone(t *testing.T, db *Postgres, a *pgxpool.Pool, user string) {
-	t.Helper()
-	if _, err := db.DeleteUser(boundedCtx(t, stallBound), dbplugin.DeleteUserRequest{Username: user}); err != nil {
-		t.Fatalf("DeleteUser(%q): %v", user, err)
-	}
-	if roleExists(t, a, user) {
-		t.Fatalf("role %q survived DeleteUser", user)
-	}
 }
 
 // TestLockoutIgnoresTheRoleKey: a login holding the advisory key the old
@@ -88,8 +56,8 @@ func TestLockoutIgnoresTheRoleKey(t *testing.T) {
 			if holder == "another login" {
 				as, asPW = loginUser(t, db)
 			}
-			execOn(t, connectAs(t, as, asPW, ""), fmt.Sprintf(roleKeySQL, render.QuoteLiteral(user)))
-			deleteGone(t, db, a, user)
+			execSQL(t, connectAs(t, as, asPW, ""), fmt.Sprintf(roleKeySQL, render.QuoteLiteral(user)))
+			revokeDropped(t, db, a, user)
 		})
 	}
 }
@@ -109,9 +77,9 @@ func TestLockoutReaperIgnoresAdvisoryKeys(t *testing.T) {
 			holder, holderPW := loginUser(t, db) // a live lease
 			c := connectAs(t, holder, holderPW, "")
 			if key == "the reaper's key" {
-				execOn(t, c, reaperKeySQL)
+				execSQL(t, c, reaperKeySQL)
 			} else {
-				execOn(t, c, fmt.Sprintf(roleKeySQL, render.QuoteLiteral(orphan)))
+				execSQL(t, c, fmt.Sprintf(roleKeySQL, render.QuoteLiteral(orphan)))
 			}
 			res, err := reapPass(boundedCtx(t, stallBound), db)
 			if err != nil || res.reaped < 1 || res.failed != 0 {
@@ -125,28 +93,6 @@ func TestLockoutReaperIgnoresAdvisoryKeys(t *testing.T) {
 			}
 		})
 	}
-}
-
-// holdTables opens a superuser transaction holding ACCESS SHARE on each
-// table, which the hand-over's ALTER ... OWNER waits for; commit ends it.
-func holdTables(t *testing.T, tables ...string) (commit func()) {
-	t.Helper()
-	c := connectAs(t, pg.SuperUser, pg.SuperPassword, "")
-	execOn(t, c, "BEGIN", "LOCK TABLE public."+strings.Join(tables, ", public.")+" IN ACCESS SHARE MODE")
-	return func() { execOn(t, c, "COMMIT") }
-}
-
-// lockWaiters counts the backends waiting for a lock on any of the tables
-// in public.
-func lockWaiters(t *testing.T, a *pgxpool.Pool, tables []string) int {
-	t.Helper()
-	var n int
-	err := a.QueryRow(testCtx(t), `SELECT count(DISTINCT pid) FROM pg_locks
-		WHERE NOT granted AND relation IN (SELECT to_regclass('public.' || quote_ident(x)) FROM unnest($1::text[]) x)`, tables).Scan(&n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 // withoutHoldingRole renames the holding role away until the test ends, so
@@ -267,7 +213,7 @@ func TestLockoutEndsTheUsersOpenRoleChange(t *testing.T) {
 	db := newDB(t, nil)
 	user, password := loginUser(t, db)
 	c := connectAs(t, user, password, "")
-	execOn(t, c, "BEGIN", "ALTER ROLE CURRENT_USER PASSWORD 'changed-in-an-open-tx'")
+	execSQL(t, c, "BEGIN; ALTER ROLE CURRENT_USER PASSWORD 'changed-in-an-open-tx'")
 	_, err := db.DeleteUser(boundedCtx(t, stallBound), dbplugin.DeleteUserRequest{Username: user})
 	if err != nil {
 		t.Errorf("DeleteUser while the user's open transaction holds its role row: %v", err)
@@ -295,7 +241,7 @@ func TestLockoutErrorSaysWhetherLoginsAreBlocked(t *testing.T) {
 	db := newDB(t, nil)
 	user, password := loginUser(t, db)
 	holder := connectAs(t, pg.SuperUser, pg.SuperPassword, "")
-	execOn(t, holder, "BEGIN", fmt.Sprintf("ALTER ROLE %s VALID UNTIL 'infinity'", render.QuoteIdent(user)))
+	execSQL(t, holder, fmt.Sprintf("BEGIN; ALTER ROLE %s VALID UNTIL 'infinity'", render.QuoteIdent(user)))
 	_, err := db.DeleteUser(boundedCtx(t, stallBound), dbplugin.DeleteUserRequest{Username: user})
 	if err == nil {
 		t.Fatal("DeleteUser succeeded while a superuser's open transaction holds the user's role row")
@@ -310,8 +256,8 @@ func TestLockoutErrorSaysWhetherLoginsAreBlocked(t *testing.T) {
 	if !strings.Contains(err.Error(), "logins could not be blocked") {
 		t.Errorf("the user can still log in, and the error does not say so: %v", err)
 	}
-	execOn(t, holder, "ROLLBACK")
-	deleteGone(t, db, a, user)
+	execSQL(t, holder, "ROLLBACK")
+	revokeDropped(t, db, a, user)
 }
 
 // needPrepared skips unless the server allows prepared transactions
@@ -334,7 +280,7 @@ func prepareAs(t *testing.T, c *pgx.Conn, stmts ...string) (gid string) {
 	gid = "pgvault-test-" + randSuffix()
 	database := c.Config().Database
 	t.Cleanup(func() { _ = superRollback(database, gid) })
-	execOn(t, c, append(append([]string{"BEGIN"}, stmts...), "PREPARE TRANSACTION "+render.QuoteLiteral(gid))...)
+	execSQL(t, c, strings.Join(append(append([]string{"BEGIN"}, stmts...), "PREPARE TRANSACTION "+render.QuoteLiteral(gid)), "; "))
 	return gid
 }
 
@@ -382,21 +328,6 @@ var preparedCases = []struct {
 	{"its role row", func(string) []string { return []string{"ALTER ROLE CURRENT_USER PASSWORD 'changed-in-a-prepared-tx'"} }},
 }
 
-// ensureHoldingRole makes the holding role as the plugin would, if no
-// revocation has yet: a revocation that makes it while it waits for a lock
-// holds up the others (TestLockoutFirstHandOverHoldsUpNoOther), which
-// tests of something else must not depend on.
-func ensureHoldingRole(t *testing.T, a *pgxpool.Pool) {
-	t.Helper()
-	execSQL(t, a, fmt.Sprintf(`DO $$ BEGIN
-		IF to_regrole(%[1]s) IS NULL THEN
-			CREATE ROLE %[2]s NOLOGIN NOINHERIT;
-		END IF;
-	EXCEPTION WHEN duplicate_object THEN
-		NULL;
-	END $$`, render.QuoteLiteral(holdingRole), render.QuoteIdent(holdingRole)))
-}
-
 // loggedDBAndSchema is adm.newDBAndSchema with the plugin's log kept.
 func loggedDBAndSchema(t *testing.T, a *pgxpool.Pool, adm revokeAdmin, prefix string, extra map[string]interface{}) (*Postgres, *logBuffer, string) {
 	t.Helper()
@@ -432,9 +363,9 @@ func TestLockoutRollsBackPreparedTransactions(t *testing.T) {
 					user, password := loginUser(t, db, fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, render.QuoteIdent(schema)))
 					table := render.QuoteIdent(schema) + ".prep_" + randSuffix()
 					c := connectAs(t, user, password, "")
-					execOn(t, c, "CREATE TABLE "+table+" (id int)")
+					execSQL(t, c, "CREATE TABLE "+table+" (id int)")
 					gid := prepareAs(t, c, pc.stmts(table)...)
-					deleteGone(t, db, a, user)
+					revokeDropped(t, db, a, user)
 					assertPreparedRolledBack(t, a, logs, gid)
 					var n int
 					if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM "+table).Scan(&n); err != nil || n != 0 {
@@ -483,7 +414,7 @@ func TestLockoutNamesPreparedTransactionItCannotRollBack(t *testing.T) {
 	if err := superRollback(other, gid); err != nil {
 		t.Fatal(err)
 	}
-	deleteGone(t, db, a, user)
+	revokeDropped(t, db, a, user)
 }
 
 // richUser is a user with what the lock-out's first transaction disarms:
@@ -499,11 +430,10 @@ func richUser(t *testing.T, db *Postgres, a *pgxpool.Pool, grants bool) string {
 	user, password := loginUser(t, db, stmts...)
 	tag := randSuffix()
 	c := connectAs(t, user, password, "")
-	execOn(t, c,
-		fmt.Sprintf("CREATE TABLE public.rich_t_%s (id int)", tag),
-		fmt.Sprintf("CREATE VIEW public.rich_v_%s AS SELECT id FROM public.rich_t_%s", tag, tag),
-		fmt.Sprintf("GRANT SELECT ON public.rich_v_%s TO PUBLIC", tag),
-		fmt.Sprintf("CREATE FUNCTION public.rich_f_%s() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1'", tag))
+	execSQL(t, c, fmt.Sprintf(`CREATE TABLE public.rich_t_%[1]s (id int);
+		CREATE VIEW public.rich_v_%[1]s AS SELECT id FROM public.rich_t_%[1]s;
+		GRANT SELECT ON public.rich_v_%[1]s TO PUBLIC;
+		CREATE FUNCTION public.rich_f_%[1]s() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1'`, tag))
 	t.Cleanup(func() {
 		execSQL(t, a, fmt.Sprintf("DROP VIEW IF EXISTS public.rich_v_%s; DROP TABLE IF EXISTS public.rich_t_%s; DROP FUNCTION IF EXISTS public.rich_f_%s()", tag, tag, tag))
 	})
@@ -545,7 +475,12 @@ func TestConcurrentRevocationsOfOneUser(t *testing.T) {
 			t.Parallel()
 			db, _ := adm.newDBAndSchema(t, a, "conc_")
 			if adm.user != "" {
-				execSQL(t, a, fmt.Sprintf(`GRANT CREATE ON SCHEMA public TO %s WITH GRANT OPTION`, render.QuoteIdent(adm.user)))
+				// Taken back at the end: while any other role may create in
+				// public, the plugin leaves public out of its search_path,
+				// which later tests' unqualified names rely on.
+				grant := "CREATE ON SCHEMA public TO " + render.QuoteIdent(adm.user)
+				execSQL(t, a, "GRANT "+grant+" WITH GRANT OPTION")
+				t.Cleanup(func() { execSQL(t, a, "REVOKE "+strings.Replace(grant, " TO ", " FROM ", 1)+" CASCADE") })
 			}
 			for _, n := range []int{2, 8, 10, 10} {
 				user := richUser(t, db, a, adm.user == "")
@@ -572,6 +507,6 @@ func TestLockoutEndsClientsReconnectingWithTheRoleKey(t *testing.T) {
 	oid := roleOID(t, a, user)
 	r := startReconnectors(t, 4, user, password, fmt.Sprintf(roleKeySQL, render.QuoteLiteral(user)))
 	waitFor(t, func() bool { return sessionsOfRole(t, a, oid) >= 2 })
-	deleteGone(t, db, a, user)
+	revokeDropped(t, db, a, user)
 	assertNoSessionSurvives(t, a, r, oid, user, password)
 }

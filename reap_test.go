@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"runtime"
@@ -34,81 +33,6 @@ func init() {
 		}
 		return production(p, after)
 	}
-}
-
-// setReapEvery sets db's reaper interval for the rest of the test. Call it
-// before Initialize starts the reaper.
-func setReapEvery(t *testing.T, db *Postgres, every time.Duration) {
-	reapEvery.Store(db, every)
-	t.Cleanup(func() { reapEvery.Delete(db) })
-}
-
-// newReaperDB is newDB with the reaper's interval set to every (24h: only
-// the passes a test runs itself) and the log kept at info level.
-func newReaperDB(t *testing.T, extra map[string]interface{}, every time.Duration, verify bool) (*Postgres, *logBuffer) {
-	t.Helper()
-	needPG(t)
-	cfg := mergeConfig(extra)
-	logs := &logBuffer{}
-	db := newPostgres(hclog.New(&hclog.LoggerOptions{Level: hclog.Info, Output: logs}))
-	setReapEvery(t, db, every)
-	if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: verify}); err != nil {
-		t.Fatalf("Initialize: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = db.Close()
-		if t.Failed() {
-			t.Logf("plugin log:\n%s", logs)
-		}
-	})
-	return db, logs
-}
-
-// reapNow runs one pass as the background loop would.
-func reapNow(t *testing.T, db *Postgres) reapResult {
-	t.Helper()
-	res, err := reapPass(testCtx(t), db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res
-}
-
-// reapPass is one reaper pass; it returns its error instead of failing the
-// test, so that it can run in a goroutine.
-func reapPass(ctx context.Context, db *Postgres) (reapResult, error) {
-	st, err := db.acquire()
-	if err != nil {
-		return reapResult{}, err
-	}
-	defer st.release()
-	res, err := db.reapOnce(ctx, st)
-	if err != nil {
-		return res, fmt.Errorf("reaper pass: %w", err)
-	}
-	return res, nil
-}
-
-// orphanUser creates a labelled user whose lease ended at exp.
-func orphanUser(t *testing.T, db *Postgres, exp time.Time, stmts ...string) string {
-	t.Helper()
-	req := newUserReq(append([]string{createStmt}, stmts...)...)
-	req.Expiration = exp
-	name := dbtesting.AssertNewUser(t, db, req).Username
-	t.Cleanup(func() { execSQL(t, admin(t), "DROP ROLE IF EXISTS "+render.QuoteIdent(name)) })
-	return name
-}
-
-// plainRole creates a role outside the plugin, with comment unless "".
-func plainRole(t *testing.T, a *pgxpool.Pool, prefix, comment string) string {
-	t.Helper()
-	name := prefix + "-" + randSuffix()
-	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s VALID UNTIL '2000-01-01'", render.QuoteIdent(name)))
-	if comment != "" {
-		execSQL(t, a, fmt.Sprintf("COMMENT ON ROLE %s IS %s", render.QuoteIdent(name), render.QuoteLiteral(comment)))
-	}
-	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+render.QuoteIdent(name)) })
-	return name
 }
 
 // The reaper tests are not parallel: roles are cluster-wide, so a pass would
@@ -493,8 +417,8 @@ func TestReaperConfig(t *testing.T) {
 func TestReaperCloseLeavesNoGoroutines(t *testing.T) {
 	needPG(t)
 	before := runtime.NumGoroutine()
-	logs := &logBuffer{}
-	db := newPostgres(hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: logs}))
+	logger, logs := testLogger(t, hclog.Debug)
+	db := newPostgres(logger)
 	setReapEvery(t, db, 5*time.Millisecond)
 	cfg := mergeConfig(map[string]interface{}{"reap_orphans_after": "1h"})
 	dbtesting.AssertInitialize(t, db, dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true})

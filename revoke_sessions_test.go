@@ -4,117 +4,15 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
-
-// reconnectors are clients that log in as a user in a loop: each opens a
-// session, runs query on it until the session is killed, and reconnects, as
-// a connection pool does.
-type reconnectors struct {
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	attempts atomic.Int64
-}
-
-func startReconnectors(t *testing.T, n int, user, password, query string) *reconnectors {
-	t.Helper()
-	r := &reconnectors{stop: make(chan struct{})}
-	for i := 0; i < n; i++ {
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			for {
-				select {
-				case <-r.stop:
-					return
-				default:
-				}
-				r.attempts.Add(1)
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				c, err := pg.Connect(ctx, user, password, "")
-				cancel()
-				if err != nil {
-					time.Sleep(time.Millisecond)
-					continue
-				}
-				for {
-					if _, err := c.Exec(context.Background(), query); err != nil {
-						break
-					}
-					select {
-					case <-r.stop:
-						_ = c.Close(context.Background())
-						return
-					case <-time.After(5 * time.Millisecond):
-					}
-				}
-				_ = c.Close(context.Background())
-			}
-		}()
-	}
-	t.Cleanup(r.close)
-	return r
-}
-
-func (r *reconnectors) close() {
-	select {
-	case <-r.stop:
-	default:
-		close(r.stop)
-	}
-	r.wg.Wait()
-}
-
-// waitAttempts waits until the clients made n more login attempts.
-func (r *reconnectors) waitAttempts(t *testing.T, n int64) {
-	t.Helper()
-	from := r.attempts.Load()
-	waitFor(t, func() bool { return r.attempts.Load() >= from+n })
-}
-
-func roleOID(t *testing.T, a *pgxpool.Pool, user string) uint32 {
-	t.Helper()
-	var oid uint32
-	if err := a.QueryRow(testCtx(t), `SELECT oid FROM pg_roles WHERE rolname = $1`, user).Scan(&oid); err != nil {
-		t.Fatalf("oid of %q: %v", user, err)
-	}
-	return oid
-}
-
-// sessionsOf counts the sessions of a role by its oid: the sessions of a
-// dropped role have no name.
-func sessionsOfRole(t *testing.T, a *pgxpool.Pool, oid uint32) int {
-	t.Helper()
-	var n int
-	if err := a.QueryRow(testCtx(t), `SELECT count(*) FROM pg_stat_activity WHERE usesysid = $1`, oid).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// assertNoSessionSurvives checks, while the clients keep reconnecting, that
-// no session of the revoked role is left and none can start.
-func assertNoSessionSurvives(t *testing.T, a *pgxpool.Pool, r *reconnectors, oid uint32, user, password string) {
-	t.Helper()
-	if n := sessionsOfRole(t, a, oid); n != 0 {
-		t.Fatalf("%d session(s) of %q alive after DeleteUser returned success", n, user)
-	}
-	r.waitAttempts(t, 20)
-	if n := sessionsOfRole(t, a, oid); n != 0 {
-		t.Fatalf("%d session(s) of %q started after DeleteUser returned success", n, user)
-	}
-	assertNoLogin(t, user, password)
-}
 
 func TestRevocationEndsReconnectingClients(t *testing.T) {
 	needPG(t)

@@ -10,74 +10,10 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
-
-// revokeAdmin is an admin configuration the revocation tests run under.
-type revokeAdmin struct {
-	name string
-	user string // "" for the superuser
-	// thirdRoleDrops says whether a role holding privileges granted by a
-	// third role can be dropped: a superuser's DROP OWNED revokes them, a
-	// CREATEROLE admin's cannot, so the role is disabled instead.
-	thirdRoleDrops bool
-	setup          func(t *testing.T, a *pgxpool.Pool, user, schema string)
-}
-
-func revokeAdmins() []revokeAdmin {
-	return []revokeAdmin{
-		{name: "superuser", thirdRoleDrops: true},
-		{name: "createrole admin", user: "limited-" + randSuffix(), setup: func(t *testing.T, a *pgxpool.Pool, user, schema string) {
-			// What managed services give: CREATEROLE, not superuser, owning
-			// the application schema.
-			execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD 'limited-pw'`, render.QuoteIdent(user)))
-			shareHoldingRole(t, a, user)
-			execSQL(t, a, fmt.Sprintf(`GRANT CREATE ON DATABASE postgres TO %s WITH GRANT OPTION`, render.QuoteIdent(user)))
-			execSQL(t, a, fmt.Sprintf(`ALTER SCHEMA %s OWNER TO %s`, render.QuoteIdent(schema), render.QuoteIdent(user)))
-		}},
-	}
-}
-
-// newDBAndSchema creates a schema named prefix plus a random suffix and
-// returns the plugin connected as adm: for the CREATEROLE admin, set up
-// first to own the schema; for the superuser, as is.
-func (adm revokeAdmin) newDBAndSchema(t *testing.T, a *pgxpool.Pool, prefix string) (*Postgres, string) {
-	t.Helper()
-	schema := prefix + randSuffix()
-	execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s`, render.QuoteIdent(schema)))
-	extra := map[string]interface{}{}
-	if adm.user != "" {
-		adm.setup(t, a, adm.user, schema)
-		extra["username"], extra["password"] = adm.user, "limited-pw"
-	}
-	return newDB(t, extra), schema
-}
-
-// thirdRole is a role, neither the admin nor a dynamic user, that owns the
-// table third_t in schema and grants on it.
-type thirdRole struct{ name, schema string }
-
-func newThirdRole(t *testing.T, a *pgxpool.Pool, schema string) thirdRole {
-	t.Helper()
-	r := thirdRole{name: "grantor-" + randSuffix(), schema: schema}
-	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s`, render.QuoteIdent(r.name)))
-	execSQL(t, a, fmt.Sprintf(`CREATE TABLE %s (id int)`, r.table()))
-	execSQL(t, a, fmt.Sprintf(`ALTER TABLE %s OWNER TO %s`, r.table(), render.QuoteIdent(r.name)))
-	execSQL(t, a, fmt.Sprintf(`GRANT USAGE ON SCHEMA %s TO %s`, render.QuoteIdent(schema), render.QuoteIdent(r.name)))
-	return r
-}
-
-// table is the third role's table, qualified and quoted.
-func (r thirdRole) table() string { return render.QuoteIdent(r.schema) + ".third_t" }
-
-// grantTo has the third role grant SELECT on its table to user.
-func (r thirdRole) grantTo(t *testing.T, a *pgxpool.Pool, user string) {
-	t.Helper()
-	execSQL(t, a, fmt.Sprintf(`SET ROLE %s; GRANT SELECT ON %s TO %s; RESET ROLE`, render.QuoteIdent(r.name), r.table(), render.QuoteIdent(user)))
-}
 
 // ownedObjects is what a dynamic user creates in the test: a schema, and in
 // the shared schema a table, a sequence and a function.
@@ -122,27 +58,17 @@ func TestDefaultRevocation(t *testing.T) {
 	}
 }
 
-// execAll runs each query on c and then closes it.
-func execAll(t *testing.T, c *pgx.Conn, queries ...string) {
-	t.Helper()
-	for _, q := range queries {
-		if _, err := c.Exec(testCtx(t), q); err != nil {
-			t.Fatalf("as %q: %s: %v", c.Config().User, q, err)
-		}
-	}
-	c.Close(context.Background())
-}
-
 func (rc revokeCase) ownedObjects(t *testing.T) {
 	req := newUserReq(rc.creation...)
 	user := dbtesting.AssertNewUser(t, rc.db, req).Username
 	tag, schema := randSuffix(), render.QuoteIdent(rc.schema)
-	execAll(t, connectAs(t, user, req.Password, ""),
+	execSQL(t, connectAs(t, user, req.Password, ""), strings.Join([]string{
 		fmt.Sprintf(`CREATE TABLE %s.owned_t_%s (id int)`, schema, tag),
 		fmt.Sprintf(`INSERT INTO %s.owned_t_%s VALUES (42)`, schema, tag),
 		fmt.Sprintf(`CREATE SEQUENCE %s.owned_s_%s`, schema, tag),
 		fmt.Sprintf(`CREATE FUNCTION %s.owned_f_%s() RETURNS int LANGUAGE sql AS 'SELECT 1'`, schema, tag),
-		fmt.Sprintf(`CREATE SCHEMA owned_n_%s`, tag))
+		fmt.Sprintf(`CREATE SCHEMA owned_n_%s`, tag),
+	}, "; "))
 	revokeDropped(t, rc.db, rc.a, user)
 	for _, o := range ownedObjects {
 		var got string
@@ -212,7 +138,11 @@ func (rc revokeCase) secondDatabase(t *testing.T) {
 	stmts := append(append([]string{}, rc.creation...), fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO "{{name}}";`, render.QuoteIdent(dbname)))
 	req := newUserReq(stmts...)
 	user := dbtesting.AssertNewUser(t, rc.db, req).Username
-	execAll(t, connectAs(t, user, req.Password, dbname), `CREATE SCHEMA elsewhere`, `CREATE TABLE elsewhere.t (id int)`, `INSERT INTO elsewhere.t VALUES (7)`)
+	execSQL(t, connectAs(t, user, req.Password, dbname), strings.Join([]string{
+		`CREATE SCHEMA elsewhere`,
+		`CREATE TABLE elsewhere.t (id int)`,
+		`INSERT INTO elsewhere.t VALUES (7)`,
+	}, "; "))
 	revokeDropped(t, rc.db, rc.a, user)
 	other := connectAs(t, pg.SuperUser, pg.SuperPassword, dbname)
 	var got string
@@ -237,7 +167,7 @@ func (rc revokeCase) closedDatabase(t *testing.T) {
 		fmt.Sprintf(`GRANT %s TO "{{name}}";`, render.QuoteIdent(group)))
 	req := newUserReq(stmts...)
 	user := dbtesting.AssertNewUser(t, rc.db, req).Username
-	execAll(t, connectAs(t, user, req.Password, dbname), `CREATE SCHEMA mine; CREATE TABLE mine.kept (id int)`)
+	execSQL(t, connectAs(t, user, req.Password, dbname), `CREATE SCHEMA mine; CREATE TABLE mine.kept (id int)`)
 	execSQL(t, rc.a, fmt.Sprintf(`ALTER DATABASE %s ALLOW_CONNECTIONS false`, render.QuoteIdent(dbname)))
 	// Revocation cannot reach that database: it must still finish,
 	// leaving the role unable to log in and in no group.
@@ -271,25 +201,6 @@ func (rc revokeCase) alreadyDropped(t *testing.T) {
 	dbtesting.AssertDeleteUser(t, rc.db, dbplugin.DeleteUserRequest{Username: user})
 	dbtesting.AssertDeleteUser(t, rc.db, dbplugin.DeleteUserRequest{Username: user, Statements: dbplugin.Statements{
 		Commands: []string{`REVOKE ALL ON SCHEMA public FROM "{{name}}"; DROP ROLE "{{name}}";`}}})
-}
-
-// assertRevoked checks the role is gone, or, where PostgreSQL would not let
-// it be dropped, that it can no longer log in and belongs to no group.
-func assertRevoked(t *testing.T, a *pgxpool.Pool, user, password string) {
-	t.Helper()
-	assertNoLogin(t, user, password)
-	var canLogin bool
-	var groups int
-	err := a.QueryRow(testCtx(t), `SELECT rolcanlogin, (SELECT count(*) FROM pg_auth_members m WHERE m.member = r.oid) FROM pg_roles r WHERE rolname = $1`, user).Scan(&canLogin, &groups)
-	if err != nil {
-		if strings.Contains(err.Error(), "no rows") {
-			return // dropped
-		}
-		t.Fatal(err)
-	}
-	if canLogin || groups != 0 {
-		t.Fatalf("role %q kept: rolcanlogin=%v, memberships=%d", user, canLogin, groups)
-	}
 }
 
 func TestCustomRevocation(t *testing.T) {

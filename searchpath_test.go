@@ -27,7 +27,7 @@ import (
 // "oid_column = '…'::regclass", which pg_catalog's =(oid, oid) is not.
 func plantOidRegclassEq(t *testing.T, c *pgx.Conn, acct string) {
 	t.Helper()
-	mustExec(t, c, fmt.Sprintf(`
+	execSQL(t, c, fmt.Sprintf(`
 CREATE FUNCTION public.oideqreg(a oid, b regclass) RETURNS boolean LANGUAGE plpgsql AS $f$
 BEGIN
 	%s
@@ -43,7 +43,7 @@ func TestSearchPathPinnedForRevocation(t *testing.T) {
 	l := newAttackLab(t, nil)
 	plantOidRegclassEq(t, l.c, l.acct)
 	plantFormat(t, l.c, l.acct)
-	mustExec(t, l.c, fmt.Sprintf(`
+	execSQL(t, l.c, fmt.Sprintf(`
 CREATE FUNCTION public.cardinality(x int[]) RETURNS int LANGUAGE plpgsql AS $f$
 BEGIN %s RETURN pg_catalog.cardinality(x); END $f$;
 CREATE TABLE public.t (x int);
