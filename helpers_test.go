@@ -3,14 +3,17 @@ package postgres
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -219,6 +222,44 @@ func unrelatedCert(t testing.TB) (caPEM, certPEM, keyPEM string) {
 		t.Fatal(err)
 	}
 	return ca.PEM, certPEM, keyPEM
+}
+
+// newProxy is a pgtest.Proxy in front of target (host:port), without a
+// delay, closed when the test ends.
+func newProxy(t testing.TB, target string) *pgtest.Proxy {
+	t.Helper()
+	p, err := pgtest.NewProxy(target, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// newPGProxy is newProxy in front of the test server.
+func newPGProxy(t testing.TB) *pgtest.Proxy {
+	t.Helper()
+	needPG(t)
+	return newProxy(t, net.JoinHostPort(pg.Host, strconv.Itoa(pg.Port)))
+}
+
+// proxyURL is a connection_url to the test server through p.
+func proxyURL(p *pgtest.Proxy) string {
+	through := *pg
+	through.Port = p.Port()
+	return through.TemplateURL("")
+}
+
+// newFakeServer is a pgtest.FakeServer (cert nil: it refuses TLS), closed
+// when the test ends.
+func newFakeServer(t testing.TB, cert *tls.Certificate) *pgtest.FakeServer {
+	t.Helper()
+	f, err := pgtest.NewFakeServer(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return f
 }
 
 // userOwningTable creates a user that may create in schema public and, in a
