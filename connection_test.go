@@ -7,9 +7,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -19,144 +17,15 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
 )
 
-// fakePG is a man in the middle as the issue describes it: it refuses TLS
-// ('N' to SSLRequest), asks for the password in cleartext and records every
-// byte the client sends. It needs no real server.
-type fakePG struct {
-	ln    net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	got   bytes.Buffer
-	conns int
-}
-
-func startFakePG(t *testing.T) *fakePG {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fakePG{ln: ln}
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			f.mu.Lock()
-			f.conns++
-			f.mu.Unlock()
-			f.wg.Add(1)
-			go func() {
-				defer f.wg.Done()
-				defer c.Close()
-				f.serve(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() { f.stop() })
-	return f
-}
-
-func (f *fakePG) port() int { return f.ln.Addr().(*net.TCPAddr).Port }
-
-// received stops the server, waits for every connection to end and returns
-// all the bytes clients sent.
-func (f *fakePG) received() (string, int) {
-	f.stop()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.got.String(), f.conns
-}
-
-func (f *fakePG) stop() {
-	_ = f.ln.Close()
-	f.wg.Wait()
-}
-
-func (f *fakePG) serve(c net.Conn) {
-	// A guard against a client that never hangs up, not a timing assertion.
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-	r := io.TeeReader(c, f)
-	// Startup phase: untyped messages (length, code); SSLRequest and
-	// GSSENCRequest are refused, the StartupMessage gets the cleartext request.
-	for {
-		var hdr [8]byte
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			return
-		}
-		n := int(binary.BigEndian.Uint32(hdr[:4]))
-		code := binary.BigEndian.Uint32(hdr[4:])
-		if n < 8 {
-			return
-		}
-		if _, err := io.CopyN(io.Discard, r, int64(n-8)); err != nil {
-			return
-		}
-		if code == 80877103 || code == 80877104 { // SSLRequest, GSSENCRequest
-			if _, err := c.Write([]byte{'N'}); err != nil {
-				return
-			}
-			continue
-		}
-		break
-	}
-	// AuthenticationCleartextPassword: 'R', length 8, code 3.
-	if _, err := c.Write([]byte{'R', 0, 0, 0, 8, 0, 0, 0, 3}); err != nil {
-		return
-	}
-	// Typed messages until the client hangs up; a password message gets an
-	// authentication failure so a client that sent it stops waiting.
-	for {
-		var hdr [5]byte
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			return
-		}
-		n := int(binary.BigEndian.Uint32(hdr[1:]))
-		if n < 4 {
-			return
-		}
-		if _, err := io.CopyN(io.Discard, r, int64(n-4)); err != nil {
-			return
-		}
-		if hdr[0] == 'p' {
-			_, _ = c.Write(errorResponse("28P01", "password authentication failed"))
-			return
-		}
-	}
-}
-
-func (f *fakePG) Write(p []byte) (int, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.got.Write(p)
-}
-
-func errorResponse(code, msg string) []byte {
-	var body bytes.Buffer
-	for _, fld := range []struct {
-		k byte
-		v string
-	}{{'S', "FATAL"}, {'V', "FATAL"}, {'C', code}, {'M', msg}} {
-		body.WriteByte(fld.k)
-		body.WriteString(fld.v)
-		body.WriteByte(0)
-	}
-	body.WriteByte(0)
-	out := []byte{'E', 0, 0, 0, 0}
-	binary.BigEndian.PutUint32(out[1:], uint32(body.Len()+4))
-	return append(out, body.Bytes()...)
-}
-
 // initFake runs Initialize (with a connection check) against the fake server.
-func initFake(t *testing.T, f *fakePG, password, query string, extra map[string]interface{}) error {
+func initFake(t *testing.T, f *pgtest.FakeServer, password, query string, extra map[string]interface{}) error {
 	t.Helper()
 	cfg := map[string]interface{}{
-		"connection_url": fmt.Sprintf("postgres://{{username}}:{{password}}@127.0.0.1:%d/postgres%s", f.port(), query),
+		"connection_url": fmt.Sprintf("postgres://{{username}}:{{password}}@127.0.0.1:%d/postgres%s", f.Port(), query),
 		"username":       "vaultroot",
 		"password":       password,
 	}
@@ -177,10 +46,10 @@ func TestCleartextPasswordRefused(t *testing.T) {
 	for _, query := range []string{"?sslmode=disable", "?sslmode=prefer", "?sslmode=allow", ""} {
 		t.Run("sslmode"+strings.TrimPrefix(query, "?sslmode"), func(t *testing.T) {
 			t.Parallel()
-			f := startFakePG(t)
+			f := newFakeServer(t, nil)
 			password := "root-pw-" + randSuffix()
 			err := initFake(t, f, password, query, nil)
-			got, conns := f.received()
+			got, conns := f.Received()
 			if err == nil {
 				t.Fatal("Initialize succeeded against a server that asked for the cleartext password")
 			}
@@ -188,7 +57,7 @@ func TestCleartextPasswordRefused(t *testing.T) {
 			if !strings.Contains(err.Error(), "allow_cleartext_password") {
 				t.Errorf("error does not name allow_cleartext_password: %v", err)
 			}
-			if !strings.Contains(err.Error(), fmt.Sprintf("127.0.0.1:%d", f.port())) {
+			if !strings.Contains(err.Error(), fmt.Sprintf("127.0.0.1:%d", f.Port())) {
 				t.Errorf("error does not name the host: %v", err)
 			}
 			if conns == 0 {
@@ -204,10 +73,10 @@ func TestCleartextPasswordRefused(t *testing.T) {
 	}
 	t.Run("allowed", func(t *testing.T) {
 		t.Parallel()
-		f := startFakePG(t)
+		f := newFakeServer(t, nil)
 		password := "root-pw-" + randSuffix()
 		err := initFake(t, f, password, "?sslmode=disable", map[string]interface{}{"allow_cleartext_password": true})
-		got, _ := f.received()
+		got, _ := f.Received()
 		if err == nil {
 			t.Fatal("Initialize succeeded though the fake server refused the password")
 		}
@@ -240,17 +109,17 @@ func TestTLSRequiredWithCA(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			f := startFakePG(t)
+			f := newFakeServer(t, nil)
 			password := "root-pw-" + randSuffix()
 			extra := map[string]interface{}{"tls_ca": ca}
 			for k, v := range tc.extra {
 				extra[k] = v
 			}
 			if tc.dsn {
-				extra["connection_url"] = fmt.Sprintf("host=127.0.0.1 port=%d dbname=postgres user={{username}} password={{password}}", f.port())
+				extra["connection_url"] = fmt.Sprintf("host=127.0.0.1 port=%d dbname=postgres user={{username}} password={{password}}", f.Port())
 			}
 			err := initFake(t, f, password, tc.query, extra)
-			got, _ := f.received()
+			got, _ := f.Received()
 			if err == nil {
 				t.Fatal("Initialize succeeded without verified TLS")
 			}
@@ -485,9 +354,9 @@ func TestCleartextGuard(t *testing.T) {
 // configuration (execAs for self-managed static roles, pools to other
 // databases in revoke.go) carry the same guard.
 func TestCleartextGuardOnCopies(t *testing.T) {
-	f := startFakePG(t)
+	f := newFakeServer(t, nil)
 	c, _, err := parseConfig(map[string]interface{}{
-		"connection_url": fmt.Sprintf("postgres://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable", f.port()),
+		"connection_url": fmt.Sprintf("postgres://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable", f.Port()),
 		"username":       "vaultroot", "password": "root-pw-" + randSuffix(),
 	})
 	if err != nil {
@@ -521,7 +390,7 @@ func TestCleartextGuardOnCopies(t *testing.T) {
 		t.Errorf("pool to another database: error = %v", err)
 	}
 
-	got, conns := f.received()
+	got, conns := f.Received()
 	if conns < 2 {
 		t.Fatalf("the fake server saw %d connections, want one from each copy", conns)
 	}

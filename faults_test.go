@@ -3,129 +3,13 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"net"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
 )
-
-// faultProxy stands between the plugin and the server and breaks the path on
-// demand: it kills every connection (a restart, a failover), refuses new ones
-// (the database is down), or silently swallows traffic on the connections it
-// has (a NAT mapping dropped after hours idle).
-type faultProxy struct {
-	t      testing.TB
-	target string
-	port   int
-
-	mu    sync.Mutex
-	ln    net.Listener
-	links []*faultLink
-}
-
-type faultLink struct {
-	client, server net.Conn
-	blackholed     atomic.Bool
-}
-
-func newFaultProxy(t testing.TB) *faultProxy {
-	t.Helper()
-	needPG(t)
-	p := &faultProxy{t: t, target: net.JoinHostPort(pg.Host, strconv.Itoa(pg.Port))}
-	p.listen(0)
-	t.Cleanup(func() { p.down(); p.killAll() })
-	return p
-}
-
-func (p *faultProxy) listen(port int) {
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.mu.Lock()
-	p.ln, p.port = ln, ln.Addr().(*net.TCPAddr).Port
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			l := &faultLink{client: c, server: s}
-			p.mu.Lock()
-			p.links = append(p.links, l)
-			p.mu.Unlock()
-			go l.pipe(c, s)
-			go l.pipe(s, c)
-		}
-	}()
-}
-
-func (l *faultLink) pipe(src, dst net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 && !l.blackholed.Load() {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			if !l.blackholed.Load() {
-				dst.Close()
-			}
-			return
-		}
-	}
-}
-
-// url is a connection_url through the proxy.
-func (p *faultProxy) url() string {
-	through := *pg
-	through.Port = p.port
-	return through.TemplateURL("")
-}
-
-func (p *faultProxy) killAll() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, l := range p.links {
-		l.client.Close()
-		l.server.Close()
-	}
-	p.links = nil
-}
-
-func (p *faultProxy) blackholeAll() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, l := range p.links {
-		l.blackholed.Store(true)
-	}
-	p.links = nil // new connections pass; these stay open and silent
-}
-
-func (p *faultProxy) down() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-}
-
-func (p *faultProxy) up() { p.listen(p.port) }
 
 // TestStalePooledConnections: after every pooled connection dies under the
 // plugin, the next requests succeed, each op after a fresh kill.
@@ -134,18 +18,18 @@ func TestStalePooledConnections(t *testing.T) {
 	a := admin(t)
 	for _, tc := range []struct {
 		name string
-		kill func(p *faultProxy, app string)
+		kill func(p *pgtest.Proxy, app string)
 	}{
-		{"server restarted (every connection closed)", func(p *faultProxy, _ string) { p.killAll() }},
-		{"pg_terminate_backend on every plugin connection", func(_ *faultProxy, app string) {
+		{"server restarted (every connection closed)", func(p *pgtest.Proxy, _ string) { p.KillAll() }},
+		{"pg_terminate_backend on every plugin connection", func(_ *pgtest.Proxy, app string) {
 			execSQL(t, a, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", app)
 			waitFor(t, func() bool { return sessionsOf(t, a, app) == 0 })
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := newFaultProxy(t)
+			p := newPGProxy(t)
 			app := "pgvault-fault-" + randSuffix()
-			db := newDB(t, map[string]interface{}{"connection_url": p.url() + "&application_name=" + app, "max_open_connections": 2})
+			db := newDB(t, map[string]interface{}{"connection_url": proxyURL(p) + "&application_name=" + app, "max_open_connections": 2})
 			cycleOn(t, db, pg, admin(t))
 			// Kill before each operation, so that each meets a dead
 			// connection that was used less than a second ago (pgxpool
@@ -173,11 +57,11 @@ func TestStalePooledConnections(t *testing.T) {
 // TestDatabaseDown: requests fail within their deadline with an error that
 // names the host and the cause, and service resumes by itself.
 func TestDatabaseDown(t *testing.T) {
-	p := newFaultProxy(t)
-	db := newDB(t, map[string]interface{}{"connection_url": p.url()})
+	p := newPGProxy(t)
+	db := newDB(t, map[string]interface{}{"connection_url": proxyURL(p)})
 	cycleOn(t, db, pg, admin(t))
-	p.down()
-	p.killAll()
+	p.Down()
+	p.KillAll()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	req := newUserReq(createStmt)
@@ -188,14 +72,16 @@ func TestDatabaseDown(t *testing.T) {
 	if ctx.Err() != nil {
 		t.Fatalf("NewUser ran into its deadline instead of failing: %v", err)
 	}
-	hostPort := "127.0.0.1:" + strconv.Itoa(p.port)
+	hostPort := p.Addr()
 	if !strings.Contains(err.Error(), hostPort) || !strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("error does not name the host and the cause: %v", err)
 	}
 	if strings.Contains(err.Error(), req.Password) || strings.Contains(err.Error(), pg.SuperPassword) {
 		t.Fatalf("error holds a password: %v", err)
 	}
-	p.up()
+	if err := p.Up(); err != nil {
+		t.Fatal(err)
+	}
 	cycleOn(t, db, pg, admin(t))
 }
 
@@ -203,10 +89,10 @@ func TestDatabaseDown(t *testing.T) {
 // on the path (no FIN, no RST). The next request must not hang until its
 // deadline: the liveness ping gives up and a fresh connection serves it.
 func TestDroppedNATMapping(t *testing.T) {
-	p := newFaultProxy(t)
-	db := newDB(t, map[string]interface{}{"connection_url": p.url()})
+	p := newPGProxy(t)
+	db := newDB(t, map[string]interface{}{"connection_url": proxyURL(p)})
 	cycleOn(t, db, pg, admin(t))
-	p.blackholeAll()
+	p.BlackholeAll()
 	time.Sleep(1100 * time.Millisecond) // idle long enough to be pinged
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -3,14 +3,17 @@ package postgres
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -416,6 +419,44 @@ func assertNoLogin(t testing.TB, user, password string) {
 	if err := pg.CanLogin(testCtx(t), user, password); err == nil {
 		t.Fatalf("login as %q still works", user)
 	}
+}
+
+// newProxy is a pgtest.Proxy in front of target (host:port), without a
+// delay, closed when the test ends.
+func newProxy(t testing.TB, target string) *pgtest.Proxy {
+	t.Helper()
+	p, err := pgtest.NewProxy(target, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// newPGProxy is newProxy in front of the test server.
+func newPGProxy(t testing.TB) *pgtest.Proxy {
+	t.Helper()
+	needPG(t)
+	return newProxy(t, net.JoinHostPort(pg.Host, strconv.Itoa(pg.Port)))
+}
+
+// proxyURL is a connection_url to the test server through p.
+func proxyURL(p *pgtest.Proxy) string {
+	through := *pg
+	through.Port = p.Port()
+	return through.TemplateURL("")
+}
+
+// newFakeServer is a pgtest.FakeServer (cert nil: it refuses TLS), closed
+// when the test ends.
+func newFakeServer(t testing.TB, cert *tls.Certificate) *pgtest.FakeServer {
+	t.Helper()
+	f, err := pgtest.NewFakeServer(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return f
 }
 
 // userOwningTable creates a user that may create in schema public and, in a

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -298,131 +296,6 @@ func TestSessionReset(t *testing.T) {
 	}
 }
 
-// cutProxy copies bytes between the plugin and the server (TLS passes
-// through untouched) and, when armed, cuts connections that existed at
-// arming time at their next large client→server chunk: the statement of
-// interest, not pgxpool's small liveness ping.
-type cutProxy struct {
-	ln     net.Listener
-	target string
-
-	mu    sync.Mutex
-	links map[*proxyLink]bool
-	fired chan struct{}
-}
-
-type proxyLink struct {
-	client, server net.Conn
-	// mode is 0 (copy), cutBefore or cutAfter; set by arm.
-	mode atomic.Int32
-	cut  atomic.Bool
-}
-
-const (
-	cutBefore = 1 // drop the chunk and close both sides
-	cutAfter  = 2 // forward the chunk, then close both sides before any reply
-	// bigChunk separates a statement from pgxpool's ping ("-- ping" in a
-	// TLS record is well under it).
-	bigChunk = 120
-)
-
-func newCutProxy(t testing.TB, target string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target, links: map[*proxyLink]bool{}, fired: make(chan struct{}, 8)}
-	t.Cleanup(func() {
-		ln.Close()
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		for l := range p.links {
-			l.client.Close()
-			l.server.Close()
-		}
-	})
-	go p.serve()
-	return p
-}
-
-func (p *cutProxy) port() int { return p.ln.Addr().(*net.TCPAddr).Port }
-
-// arm makes every connection open now cut at its next large chunk, once.
-func (p *cutProxy) arm(mode int32) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for l := range p.links {
-		l.mode.Store(mode)
-	}
-}
-
-func (p *cutProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		l := &proxyLink{client: c, server: s}
-		p.mu.Lock()
-		p.links[l] = true
-		p.mu.Unlock()
-		go p.up(l)
-		go p.down(l)
-	}
-}
-
-func (p *cutProxy) up(l *proxyLink) {
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := l.client.Read(buf)
-		if n > 0 {
-			mode := l.mode.Load()
-			if mode != 0 && n > bigChunk && l.mode.CompareAndSwap(mode, 0) {
-				// Mark the link cut before the server can answer, so down
-				// drops the reply.
-				l.cut.Store(true)
-				if mode == cutAfter {
-					_, _ = l.server.Write(buf[:n])
-				}
-				l.server.Close()
-				l.client.Close()
-				p.fired <- struct{}{}
-				return
-			}
-			if _, werr := l.server.Write(buf[:n]); werr != nil {
-				break
-			}
-		}
-		if err != nil {
-			break
-		}
-	}
-	l.server.Close()
-	l.client.Close()
-}
-
-func (p *cutProxy) down(l *proxyLink) {
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := l.server.Read(buf)
-		if n > 0 && !l.cut.Load() {
-			if _, werr := l.client.Write(buf[:n]); werr != nil {
-				break
-			}
-		}
-		if err != nil {
-			break
-		}
-	}
-	l.client.Close()
-}
-
 // TestRotationLostReply cuts the connection right after (or right before)
 // the root rotation's ALTER ROLE reaches the server. The plugin must answer
 // with what the database holds: success when the new password is in place;
@@ -433,28 +306,26 @@ func TestRotationLostReply(t *testing.T) {
 	a := admin(t)
 	for _, tc := range []struct {
 		name    string
-		mode    int32
+		mode    pgtest.CutMode
 		changed bool
 	}{
-		{"reply lost after the change was sent", cutAfter, true},
-		{"connection lost before the change arrived", cutBefore, true},
+		{"reply lost after the change was sent", pgtest.CutAfter, true},
+		{"connection lost before the change arrived", pgtest.CutBefore, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			root, pw := "lc-root-"+randSuffix(), `R@/#{}%?&'`+randSuffix()
 			execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s`, render.QuoteIdent(root), render.QuoteLiteral(pw)))
 			t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(root)) })
-			proxy := newCutProxy(t, net.JoinHostPort(pg.Host, strconv.Itoa(pg.Port)))
-			through := *pg
-			through.Port = proxy.port()
-			db := newDB(t, map[string]interface{}{"connection_url": through.TemplateURL(""), "username": root, "password": pw})
+			proxy := newPGProxy(t)
+			db := newDB(t, map[string]interface{}{"connection_url": proxyURL(proxy), "username": root, "password": pw})
 
-			proxy.arm(tc.mode)
+			proxy.Arm(tc.mode)
 			newPw := `N3w@/#{}%?&'` + randSuffix()
 			_, err := db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{Username: root, CredentialType: dbplugin.CredentialTypePassword,
 				Password: &dbplugin.ChangePassword{NewPassword: newPw}})
 			select {
-			case <-proxy.fired:
+			case <-proxy.Fired():
 			default:
 				t.Fatalf("the proxy never cut the connection (UpdateUser error: %v): the test proves nothing", err)
 			}

@@ -529,16 +529,16 @@ func TestPoolerCreationLostReply(t *testing.T) {
 	for _, mode := range append([]string{"direct"}, poolModes...) {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
-			var fp *faultProxy
+			var fp *pgtest.Proxy
 			var connURL string
 			if mode == "direct" {
-				fp = newFaultProxy(t)
-				connURL = fp.url()
+				fp = newPGProxy(t)
+				connURL = proxyURL(fp)
 			} else {
 				b := startBouncer(t, mode)
-				fp = newFaultProxyTo(t, net.JoinHostPort(b.Host, strconv.Itoa(b.Port)))
+				fp = newProxy(t, net.JoinHostPort(b.Host, strconv.Itoa(b.Port)))
 				through := *b
-				through.Port = fp.port
+				through.Port = fp.Port()
 				connURL = through.TemplateURL("")
 			}
 			db := newDB(t, map[string]interface{}{"connection_url": connURL})
@@ -547,21 +547,12 @@ func TestPoolerCreationLostReply(t *testing.T) {
 	}
 }
 
-// newFaultProxyTo is newFaultProxy in front of target.
-func newFaultProxyTo(t *testing.T, target string) *faultProxy {
-	t.Helper()
-	p := &faultProxy{t: t, target: target}
-	p.listen(0)
-	t.Cleanup(func() { p.down(); p.killAll() })
-	return p
-}
-
 // assertCreationSurvivesLostReply runs a creation that first waits for an
 // advisory lock the test holds, cuts every connection through fp once the
 // server session waits, releases the lock once a second session (the
 // plugin's new attempt) waits too or the creation has returned, and checks
 // that the creation succeeded with a password that works.
-func assertCreationSurvivesLostReply(t *testing.T, db *Postgres, fp *faultProxy) {
+func assertCreationSurvivesLostReply(t *testing.T, db *Postgres, fp *pgtest.Proxy) {
 	t.Helper()
 	a := admin(t)
 	key := int32(time.Now().UnixNano() & 0x7fffffff)
@@ -584,7 +575,7 @@ func assertCreationSurvivesLostReply(t *testing.T, db *Postgres, fp *faultProxy)
 		res <- err
 	}()
 	first := waitLockWaiter(t, a, key, 0, res)
-	fp.killAll()
+	fp.KillAll()
 	waitLockWaiter(t, a, key, first, res)
 	if _, err := holder.Exec(testCtx(t), "SELECT pg_advisory_unlock(4242, $1)", key); err != nil {
 		t.Fatal(err)

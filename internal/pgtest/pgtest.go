@@ -10,8 +10,12 @@
 // connections and pools (Connect, Pool, CanLogin), catalog checks
 // (RoleExists), the server log (ReadLog), and certificates (certauth.go:
 // NewCA and CA.Issue for any certificate a test needs, ClientCA and
-// ClientCert for the local cluster's own CA), and connection poolers in
-// front of a server (pooler.go: StartPgBouncer, StartPgpool).
+// ClientCert for the local cluster's own CA), connection poolers in
+// front of a server (pooler.go: StartPgBouncer, StartPgpool), a TCP proxy
+// that breaks or slows the path to a server (proxy.go: NewProxy, then
+// KillAll, BlackholeAll, Down and Up, Arm with CutBefore or CutAfter), and a
+// fake server, a man in the middle that asks for the password in cleartext
+// and records what clients send (fakeserver.go: NewFakeServer).
 package pgtest
 
 import (

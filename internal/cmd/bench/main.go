@@ -99,7 +99,7 @@ func run(scale float64, outDir string, withProfile bool) error {
 	if err := preparePG(ctx, sb.PG, rep); err != nil {
 		return err
 	}
-	proxy, err := newDelayProxy(fmt.Sprintf("%s:%d", sb.PG.Host, sb.PG.Port), proxyDelay)
+	proxy, err := pgtest.NewProxy(fmt.Sprintf("%s:%d", sb.PG.Host, sb.PG.Port), proxyDelay)
 	if err != nil {
 		return err
 	}
@@ -142,7 +142,7 @@ func run(scale float64, outDir string, withProfile bool) error {
 // startBench starts the sandbox's Vault and returns what parts 2 to 4
 // share: PostgreSQL's URLs direct and through proxy, and a client whose
 // transport suits the highest concurrency.
-func startBench(ctx context.Context, sb *vaulttest.Sandbox, proxy *delayProxy, pprofAddr string) (*bench, error) {
+func startBench(ctx context.Context, sb *vaulttest.Sandbox, proxy *pgtest.Proxy, pprofAddr string) (*bench, error) {
 	if err := sb.StartVault(ctx); err != nil {
 		return nil, err
 	}
