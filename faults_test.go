@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
+	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
 )
 
 // TestStalePooledConnections: after every pooled connection dies under the

@@ -235,6 +235,46 @@ func unrelatedCert(t testing.TB) (caPEM, certPEM, keyPEM string) {
 	return ca.PEM, certPEM, keyPEM
 }
 
+// --- Between the plugin and the server: the fault proxy and the fake server ---
+
+// newProxy is a pgtest.Proxy in front of target (host:port), without a
+// delay, closed when the test ends.
+func newProxy(t testing.TB, target string) *pgtest.Proxy {
+	t.Helper()
+	p, err := pgtest.NewProxy(target, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// newPGProxy is newProxy in front of the test server.
+func newPGProxy(t testing.TB) *pgtest.Proxy {
+	t.Helper()
+	needPG(t)
+	return newProxy(t, net.JoinHostPort(pg.Host, strconv.Itoa(pg.Port)))
+}
+
+// proxyURL is a connection_url to the test server through p.
+func proxyURL(p *pgtest.Proxy) string {
+	through := *pg
+	through.Port = p.Port()
+	return through.TemplateURL("")
+}
+
+// newFakeServer is a pgtest.FakeServer (cert nil: it refuses TLS), closed
+// when the test ends.
+func newFakeServer(t testing.TB, cert *tls.Certificate) *pgtest.FakeServer {
+	t.Helper()
+	f, err := pgtest.NewFakeServer(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return f
+}
+
 // --- Catalog and server checks from outside the plugin ---
 
 // roleExists reports whether the cluster has the role, read through a.
@@ -421,44 +461,6 @@ func assertNoLogin(t testing.TB, user, password string) {
 	}
 }
 
-// newProxy is a pgtest.Proxy in front of target (host:port), without a
-// delay, closed when the test ends.
-func newProxy(t testing.TB, target string) *pgtest.Proxy {
-	t.Helper()
-	p, err := pgtest.NewProxy(target, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	return p
-}
-
-// newPGProxy is newProxy in front of the test server.
-func newPGProxy(t testing.TB) *pgtest.Proxy {
-	t.Helper()
-	needPG(t)
-	return newProxy(t, net.JoinHostPort(pg.Host, strconv.Itoa(pg.Port)))
-}
-
-// proxyURL is a connection_url to the test server through p.
-func proxyURL(p *pgtest.Proxy) string {
-	through := *pg
-	through.Port = p.Port()
-	return through.TemplateURL("")
-}
-
-// newFakeServer is a pgtest.FakeServer (cert nil: it refuses TLS), closed
-// when the test ends.
-func newFakeServer(t testing.TB, cert *tls.Certificate) *pgtest.FakeServer {
-	t.Helper()
-	f, err := pgtest.NewFakeServer(cert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(f.Close)
-	return f
-}
-
 // userOwningTable creates a user that may create in schema public and, in a
 // session as that user (left open), the table public.<prefix><random>.
 func userOwningTable(t *testing.T, db *Postgres, prefix string) (user, password, table string, session *pgx.Conn) {
@@ -578,6 +580,15 @@ type sessionProbe struct{ table, record string }
 func newSessionProbe(t *testing.T, a *pgxpool.Pool) sessionProbe {
 	t.Helper()
 	p := sessionProbe{table: "lc_probe_" + randSuffix()}
+	var others []string
+	if err := a.QueryRow(testCtx(t), `SELECT coalesce(array_agg(a.grantee::regrole::text), '{}') FROM pg_namespace n, aclexplode(n.nspacl) a
+		WHERE n.nspname = 'public' AND a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner`).Scan(&others); err != nil {
+		t.Fatal(err)
+	}
+	if len(others) > 0 {
+		// The plugin's search_path then leaves public out (safe_search_path.sql).
+		t.Fatalf("an earlier test left CREATE on schema public to %v: record's unqualified table would not resolve", others)
+	}
 	execSQL(t, a, "CREATE TABLE public."+p.table+" (name text, cu text, su text, scs text, sp text, pid int)")
 	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP TABLE IF EXISTS public."+p.table) })
 	// Unqualified on purpose: it resolves only with the default search_path.
@@ -1016,4 +1027,15 @@ func reapNow(t *testing.T, db *Postgres) reapResult {
 		t.Fatal(err)
 	}
 	return res
+}
+
+// mergeMaps returns the keys of a and then b in a new map.
+func mergeMaps(a, b map[string]interface{}) map[string]interface{} {
+	m := make(map[string]interface{}, len(a)+len(b))
+	for _, x := range []map[string]interface{}{a, b} {
+		for k, v := range x {
+			m[k] = v
+		}
+	}
+	return m
 }

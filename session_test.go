@@ -1,6 +1,13 @@
 package postgres
 
-import "testing"
+import (
+	"context"
+	"testing"
+
+	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
+)
 
 // TestSessionResetDropsTempObjects: a temporary table one request's
 // statements create would stay on the pooled session and, where pg_temp
@@ -28,5 +35,57 @@ func TestSessionResetDropsTempObjects(t *testing.T) {
 	c := connectAs(t, resp.Username, second.Password, dbname)
 	if _, err := c.Exec(testCtx(t), "SELECT * FROM public.orders"); err != nil {
 		t.Fatalf("the grant went elsewhere (a temporary table left by an earlier request?): %v", err)
+	}
+}
+
+// TestSessionReset leaves a pooled session dirty (another role or session
+// user, standard_conforming_strings off, another search_path) from one
+// request and checks that the next request on the same connection runs as
+// the configured user with the plugin's settings: its password with a
+// backslash works and its statements see a clean session.
+func TestSessionReset(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	other := "lc-other-" + randSuffix()
+	execSQL(t, a, "CREATE ROLE "+render.QuoteIdent(other))
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(other)) })
+	probe := newSessionProbe(t, a)
+	// Operator statements see the session's default path without the
+	// schemas others may create in (safe_search_path.sql).
+	defaultPath := safePathOf(t, a)
+	for name, dirt := range sessionDirt(other) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			// One connection, sending plaintext passwords into the literal so
+			// that the quoting rules matter.
+			db := newDB(t, map[string]interface{}{"max_open_connections": 1, "password_authentication": "password"})
+			dirty := dbtesting.AssertNewUser(t, db, newUserReq(append([]string{createStmt, probe.record}, dirt...)...))
+			t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(dirty.Username)) })
+
+			req := newUserReq(createStmt, probe.record)
+			req.Password = `Aa1\'b\\c` + randSuffix()
+			resp := dbtesting.AssertNewUser(t, db, req)
+			t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(resp.Username)) })
+			assertLogin(t, resp.Username, req.Password)
+
+			_, _, _, _, dirtyPID := probe.read(t, a, dirty.Username)
+			cu, su, scs, sp, pid := probe.read(t, a, resp.Username)
+			if pid != dirtyPID {
+				t.Fatalf("the second request ran on another connection (pid %d, not %d): the test proves nothing", pid, dirtyPID)
+			}
+			if cu != pg.SuperUser || su != pg.SuperUser || scs != "on" || sp != defaultPath {
+				t.Fatalf("the next request saw current_user=%q session_user=%q standard_conforming_strings=%q search_path=%q; want %q, %q, on, %q",
+					cu, su, scs, sp, pg.SuperUser, pg.SuperUser, defaultPath)
+			}
+
+			// Rotation on the dirtied connection sets the password it reports.
+			dbtesting.AssertNewUser(t, db, newUserReq(append([]string{`CREATE ROLE "{{name}}";`}, dirt...)...))
+			newPw := `Nn2\'x\\` + randSuffix()
+			if _, err := db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{Username: resp.Username, CredentialType: dbplugin.CredentialTypePassword,
+				Password: &dbplugin.ChangePassword{NewPassword: newPw}}); err != nil {
+				t.Fatalf("UpdateUser: %v", err)
+			}
+			assertLogin(t, resp.Username, newPw)
+		})
 	}
 }

@@ -1,17 +1,24 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"net/url"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
 )
 
@@ -203,5 +210,449 @@ func TestCleartextPasswordRefusedOverUnverifiedTLS(t *testing.T) {
 				t.Errorf("error does not name allow_cleartext_password: %v", err)
 			}
 		})
+	}
+}
+
+func TestInitializeTLS(t *testing.T) {
+	needPG(t)
+	if pg.CAPEM == "" {
+		t.Skip("server has no test CA (PG_URL or Docker)")
+	}
+	url := fmt.Sprintf("postgres://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=verify-full", pg.Port)
+	t.Run("inline tls_ca verifies the server", func(t *testing.T) {
+		db := newDB(t, map[string]interface{}{"connection_url": url, "tls_ca": pg.CAPEM})
+		var ssl bool
+		conn, err := db.state.Load().pool.Acquire(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Release()
+		if err := conn.QueryRow(testCtx(t), "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&ssl); err != nil || !ssl {
+			t.Fatalf("connection is not TLS: ssl=%v err=%v", ssl, err)
+		}
+	})
+	t.Run("client certificate authenticates the admin", func(t *testing.T) {
+		a := admin(t)
+		execSQL(t, a, `DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '`+pgtest.CertUser+`') THEN CREATE ROLE `+pgtest.CertUser+` LOGIN CREATEROLE; END IF; END $$`)
+		cert, key, err := pg.ClientCert(pgtest.CertUser)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certURL := fmt.Sprintf("postgres://{{username}}@127.0.0.1:%d/postgres?sslmode=verify-full", pg.Port)
+		cfg := map[string]interface{}{"connection_url": certURL, "username": pgtest.CertUser, "password": "",
+			"tls_ca": pg.CAPEM, "tls_certificate": cert, "private_key": key}
+		db := newDB(t, cfg)
+		req := newUserReq(createStmt)
+		resp := dbtesting.AssertNewUser(t, db, req)
+		assertLogin(t, resp.Username, req.Password)
+		dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: resp.Username})
+
+		// Without the certificate the same user is rejected.
+		noCert := newPostgres(hclog.NewNullLogger())
+		defer noCert.Close()
+		delete(cfg, "tls_certificate")
+		delete(cfg, "private_key")
+		for k, v := range baseConfig() {
+			if _, ok := cfg[k]; !ok {
+				cfg[k] = v
+			}
+		}
+		if _, err := noCert.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true}); err == nil {
+			t.Fatal("the certificate-only user connected without a certificate")
+		}
+	})
+	t.Run("wrong CA is refused", func(t *testing.T) {
+		other, _, _ := unrelatedCert(t)
+		db := newPostgres(hclog.NewNullLogger())
+		defer db.Close()
+		cfg := baseConfig()
+		cfg["connection_url"], cfg["tls_ca"] = url, other
+		if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true}); err == nil {
+			t.Fatal("a server certificate from an unknown CA was accepted")
+		}
+	})
+}
+
+// initFake runs Initialize (with a connection check) against the fake server.
+func initFake(t *testing.T, f *pgtest.FakeServer, password, query string, extra map[string]interface{}) error {
+	t.Helper()
+	cfg := map[string]interface{}{
+		"connection_url": fmt.Sprintf("postgres://{{username}}:{{password}}@127.0.0.1:%d/postgres%s", f.Port(), query),
+		"username":       "vaultroot",
+		"password":       password,
+	}
+	for k, v := range extra {
+		cfg[k] = v
+	}
+	db := newPostgres(hclog.NewNullLogger())
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := db.Initialize(ctx, dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true})
+	return err
+}
+
+// TestCleartextPasswordRefused plays the man in the middle: no TLS, then a
+// request for the cleartext password. The root password must not leave.
+func TestCleartextPasswordRefused(t *testing.T) {
+	for _, query := range []string{"?sslmode=disable", "?sslmode=prefer", "?sslmode=allow", ""} {
+		t.Run("sslmode"+strings.TrimPrefix(query, "?sslmode"), func(t *testing.T) {
+			t.Parallel()
+			f := newFakeServer(t, nil)
+			password := "root-pw-" + randSuffix()
+			err := initFake(t, f, password, query, nil)
+			got, conns := f.Received()
+			if err == nil {
+				t.Fatal("Initialize succeeded against a server that asked for the cleartext password")
+			}
+			t.Logf("error: %v", err)
+			if !strings.Contains(err.Error(), "allow_cleartext_password") {
+				t.Errorf("error does not name allow_cleartext_password: %v", err)
+			}
+			if !strings.Contains(err.Error(), fmt.Sprintf("127.0.0.1:%d", f.Port())) {
+				t.Errorf("error does not name the host: %v", err)
+			}
+			if conns == 0 {
+				t.Fatal("the client never connected to the fake server: the test proves nothing")
+			}
+			if strings.Contains(got, password) {
+				t.Fatalf("the fake server received the root password")
+			}
+			if strings.Contains(err.Error(), password) {
+				t.Fatalf("error leaks the password: %v", err)
+			}
+		})
+	}
+	t.Run("allowed", func(t *testing.T) {
+		t.Parallel()
+		f := newFakeServer(t, nil)
+		password := "root-pw-" + randSuffix()
+		err := initFake(t, f, password, "?sslmode=disable", map[string]interface{}{"allow_cleartext_password": true})
+		got, _ := f.Received()
+		if err == nil {
+			t.Fatal("Initialize succeeded though the fake server refused the password")
+		}
+		if !strings.Contains(got, password) {
+			t.Fatalf("with allow_cleartext_password=true the password was not sent (err: %v)", err)
+		}
+	})
+}
+
+// TestTLSRequiredWithCA: with tls_ca or tls_certificate set, a server that
+// refuses TLS gets nothing, whatever sslmode says.
+func TestTLSRequiredWithCA(t *testing.T) {
+	ca, _, _ := unrelatedCert(t)
+	cases := []struct {
+		name    string
+		query   string
+		extra   map[string]interface{}
+		dsn     bool // keyword/value connection_url instead of a URL
+		wantErr []string
+	}{
+		{"prefer", "?sslmode=prefer", nil, false, []string{"sslmode=prefer", "verify-full"}},
+		{"allow", "?sslmode=allow", nil, false, []string{"sslmode=allow", "verify-full"}},
+		{"disable", "?sslmode=disable", nil, false, []string{"sslmode=disable", "verify-full"}},
+		// A missing sslmode means verify-full: the server is asked for TLS and refuses.
+		{"missing", "", nil, false, []string{"refused TLS"}},
+		{"missing, allow_cleartext_password", "", map[string]interface{}{"allow_cleartext_password": true}, false, []string{"refused TLS"}},
+		{"require", "?sslmode=require", nil, false, []string{"refused TLS"}},
+		{"keyword/value without sslmode", "", nil, true, []string{"refused TLS"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFakeServer(t, nil)
+			password := "root-pw-" + randSuffix()
+			extra := map[string]interface{}{"tls_ca": ca}
+			for k, v := range tc.extra {
+				extra[k] = v
+			}
+			if tc.dsn {
+				extra["connection_url"] = fmt.Sprintf("host=127.0.0.1 port=%d dbname=postgres user={{username}} password={{password}}", f.Port())
+			}
+			err := initFake(t, f, password, tc.query, extra)
+			got, _ := f.Received()
+			if err == nil {
+				t.Fatal("Initialize succeeded without verified TLS")
+			}
+			t.Logf("error: %v", err)
+			for _, w := range tc.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not say %q: %v", w, err)
+				}
+			}
+			if strings.Contains(got, password) {
+				t.Fatal("the fake server received the root password")
+			}
+		})
+	}
+}
+
+// TestTLSWithCAOnRealServer proves that the inline tls_ca is what verifies
+// the server in every verifying sslmode, require included (as libpq's
+// verify-ca when a CA is given).
+func TestTLSWithCAOnRealServer(t *testing.T) {
+	needPG(t)
+	if pg.CAPEM == "" {
+		t.Skip("server has no test CA (PG_URL or Docker)")
+	}
+	other, _, _ := unrelatedCert(t)
+	for _, mode := range []string{"require", "verify-ca", "verify-full"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			url := fmt.Sprintf("postgres://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=%s", pg.Port, mode)
+			db := newDB(t, map[string]interface{}{"connection_url": url, "tls_ca": pg.CAPEM})
+			var ssl bool
+			if err := db.state.Load().pool.QueryRow(testCtx(t), "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&ssl); err != nil || !ssl {
+				t.Fatalf("connection is not TLS: ssl=%v err=%v", ssl, err)
+			}
+
+			wrong := newPostgres(hclog.NewNullLogger())
+			defer wrong.Close()
+			cfg := baseConfig()
+			cfg["connection_url"], cfg["tls_ca"] = url, other
+			_, err := wrong.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true})
+			if err == nil {
+				t.Fatal("a server certificate from another CA was accepted")
+			}
+			if !strings.Contains(err.Error(), "certificate") {
+				t.Errorf("error does not say the certificate was refused: %v", err)
+			}
+		})
+	}
+	t.Run("sslrootcert file does not override tls_ca", func(t *testing.T) {
+		t.Parallel()
+		// sslrootcert names the right CA, tls_ca a wrong one: tls_ca decides.
+		url := fmt.Sprintf("postgres://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=verify-ca&sslrootcert=%s", pg.Port, pg.CAFile)
+		db := newPostgres(hclog.NewNullLogger())
+		defer db.Close()
+		cfg := baseConfig()
+		cfg["connection_url"], cfg["tls_ca"] = url, other
+		if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true}); err == nil {
+			t.Fatal("the sslrootcert file verified the server though tls_ca names another CA")
+		}
+	})
+}
+
+// TestPoolConfigTLSRules covers the TLS rule without a server: every
+// combination that could go without verified TLS is a configuration error.
+func TestPoolConfigTLSRules(t *testing.T) {
+	t.Setenv("PGSSLMODE", "") // the cases are about connection_url alone
+	t.Setenv("PGSERVICE", "")
+	ca, cert, key := unrelatedCert(t)
+	const base = "postgres://{{username}}:{{password}}@db.example.com:5432/postgres"
+	cases := []struct {
+		name    string
+		url     string
+		extra   map[string]interface{}
+		wantErr string // "" means valid
+	}{
+		{"ca, no sslmode: verify-full", base, map[string]interface{}{"tls_ca": ca}, ""},
+		{"ca, require", base + "?sslmode=require", map[string]interface{}{"tls_ca": ca}, ""},
+		{"ca, prefer", base + "?sslmode=prefer", map[string]interface{}{"tls_ca": ca}, "sslmode=prefer"},
+		{"ca, two hosts, allow", "postgres://{{username}}:{{password}}@a:5432,b:5432/postgres?sslmode=allow", map[string]interface{}{"tls_ca": ca}, "sslmode=allow"},
+		{"ca, keyword/value prefer", "host=db.example.com user={{username}} password={{password}} sslmode='prefer'", map[string]interface{}{"tls_ca": ca}, "sslmode=prefer"},
+		{"ca, keyword/value, sslmode only inside a quoted value", "host=db.example.com user={{username}} password={{password}} application_name='x sslmode=disable'", map[string]interface{}{"tls_ca": ca}, ""},
+		{"ca, unix socket", "host=/var/run/postgresql user={{username}} password={{password}}", map[string]interface{}{"tls_ca": ca}, "Unix socket"},
+		{"certificate, no CA, require", base + "?sslmode=require", map[string]interface{}{"tls_certificate": cert, "private_key": key}, "does not verify"},
+		{"certificate, no CA, verify-full", base + "?sslmode=verify-full", map[string]interface{}{"tls_certificate": cert, "private_key": key}, ""},
+		{"certificate, no CA, no sslmode", base, map[string]interface{}{"tls_certificate": cert, "private_key": key}, ""},
+		{"no TLS parameters, prefer stays prefer", base + "?sslmode=prefer", nil, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := map[string]interface{}{"connection_url": tc.url, "username": "u", "password": "p"}
+			for k, v := range tc.extra {
+				raw[k] = v
+			}
+			c, _, err := parseConfig(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pc, err := c.poolConfig()
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !c.wantsTLS() {
+				return
+			}
+			assertVerifiesServer(t, pc.ConnConfig, strings.Contains(tc.name, "no sslmode"))
+		})
+	}
+}
+
+// assertVerifiesServer checks that every connection attempt of cc (the
+// first and each fallback) uses TLS and verifies the server; verifyFull
+// also asks for the host name check of verify-full.
+func assertVerifiesServer(t *testing.T, cc *pgx.ConnConfig, verifyFull bool) {
+	t.Helper()
+	for i, tlsCfg := range append([]*tls.Config{cc.TLSConfig}, fallbackTLS(cc.Fallbacks)...) {
+		if tlsCfg == nil {
+			t.Fatalf("connection %d has no TLS", i)
+		}
+		if tlsCfg.InsecureSkipVerify && tlsCfg.VerifyPeerCertificate == nil {
+			t.Fatalf("connection %d does not verify the server", i)
+		}
+		if verifyFull && (tlsCfg.InsecureSkipVerify || tlsCfg.ServerName != "db.example.com") {
+			t.Fatalf("connection %d without sslmode is not verify-full (host name unchecked)", i)
+		}
+	}
+}
+
+func fallbackTLS(fbs []*pgconn.FallbackConfig) []*tls.Config {
+	var out []*tls.Config
+	for _, fb := range fbs {
+		out = append(out, fb.TLSConfig)
+	}
+	return out
+}
+
+func TestSSLModeSetting(t *testing.T) {
+	t.Setenv("PGSSLMODE", "")
+	t.Setenv("PGSERVICE", "")
+	cases := []struct {
+		conn string
+		mode string
+		set  bool
+	}{
+		{"postgres://u@h/db", "", false},
+		{"postgres://u@h/db?sslmode=require", "require", true},
+		{"postgresql://u@h/db?application_name=x&sslmode=verify-ca", "verify-ca", true},
+		{"host=h user=u", "", false},
+		{"host=h sslmode=allow user=u", "allow", true},
+		{"host=h  sslmode = 'verify-full' ", "verify-full", true},
+		{`host=h password='a\' sslmode=disable' user=u`, "", false},
+		{"host=h service=prod", "", true},
+	}
+	for _, tc := range cases {
+		mode, set := sslmodeSetting(tc.conn)
+		if mode != tc.mode || set != tc.set {
+			t.Errorf("sslmodeSetting(%q) = %q, %v; want %q, %v", tc.conn, mode, set, tc.mode, tc.set)
+		}
+	}
+	for in, want := range map[string]string{
+		"postgres://u@h/db":          "postgres://u@h/db?sslmode=verify-full",
+		"postgres://u@h/db?x=1":      "postgres://u@h/db?x=1&sslmode=verify-full",
+		"postgres://u@h/db?x=1#frag": "postgres://u@h/db?x=1&sslmode=verify-full#frag",
+		"host=h user=u":              "host=h user=u sslmode=verify-full",
+	} {
+		if got := withSSLMode(in, "verify-full"); got != want {
+			t.Errorf("withSSLMode(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestCleartextGuard feeds backend messages one byte at a time: the guard
+// must find the cleartext request however reads split the stream, and stop
+// looking once the session is ready.
+func TestCleartextGuard(t *testing.T) {
+	msg := func(typ byte, body ...byte) []byte {
+		out := []byte{typ, 0, 0, 0, 0}
+		binary.BigEndian.PutUint32(out[1:], uint32(len(body)+4))
+		return append(out, body...)
+	}
+	authOK := msg('R', 0, 0, 0, 0)
+	sasl := msg('R', append([]byte{0, 0, 0, 10}, "SCRAM-SHA-256\x00\x00"...)...)
+	cleartext := msg('R', 0, 0, 0, 3)
+	param := msg('S', []byte("client_encoding\x00UTF8\x00")...)
+	ready := msg('Z', 'I')
+	empty := msg('I')
+	cases := []struct {
+		name    string
+		stream  [][]byte
+		refused bool
+	}{
+		{"cleartext first", [][]byte{cleartext}, true},
+		{"after another request", [][]byte{sasl, empty, cleartext}, true},
+		{"scram then ready", [][]byte{sasl, authOK, param, ready}, false},
+		{"after ready it is not authentication", [][]byte{authOK, ready, cleartext}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := &cleartextGuard{r: iotest.OneByteReader(bytes.NewReader(bytes.Join(tc.stream, nil))), addr: "db:5432"}
+			_, err := io.ReadAll(g)
+			if tc.refused != (err != nil) {
+				t.Fatalf("err = %v, want refused=%v", err, tc.refused)
+			}
+			if err != nil && !strings.Contains(err.Error(), "allow_cleartext_password") {
+				t.Fatalf("error does not name allow_cleartext_password: %v", err)
+			}
+		})
+	}
+}
+
+// TestCleartextGuardOnCopies: connections opened from copies of the pool
+// configuration (execAs for self-managed static roles, pools to other
+// databases in revoke.go) carry the same guard.
+func TestCleartextGuardOnCopies(t *testing.T) {
+	f := newFakeServer(t, nil)
+	c, _, err := parseConfig(map[string]interface{}{
+		"connection_url": fmt.Sprintf("postgres://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable", f.Port()),
+		"username":       "vaultroot", "password": "root-pw-" + randSuffix(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := c.poolConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+
+	staticPassword := "static-pw-" + randSuffix()
+	cc := pc.ConnConfig.Copy() // as execAs does
+	cc.User, cc.Password = "static", staticPassword
+	if conn, err := pgx.ConnectConfig(ctx, cc); err == nil {
+		conn.Close(ctx)
+		t.Fatal("a copied connection configuration answered the cleartext request")
+	} else if !strings.Contains(err.Error(), "allow_cleartext_password") {
+		t.Errorf("copied connection configuration: error = %v", err)
+	}
+
+	other := pc.Copy() // as databasePool does
+	other.ConnConfig.Database = "other"
+	pool, err := pgxpool.NewWithConfig(ctx, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = pool.Ping(ctx)
+	pool.Close()
+	if err == nil || !strings.Contains(err.Error(), "allow_cleartext_password") {
+		t.Errorf("pool to another database: error = %v", err)
+	}
+
+	got, conns := f.Received()
+	if conns < 2 {
+		t.Fatalf("the fake server saw %d connections, want one from each copy", conns)
+	}
+	if strings.Contains(got, staticPassword) || strings.Contains(got, c.Password) {
+		t.Fatal("the fake server received a password")
+	}
+}
+
+// TestGuardPassesSCRAMWithoutTLS: the guard reads a real server's SCRAM
+// exchange over a connection without TLS and lets it through.
+func TestGuardPassesSCRAMWithoutTLS(t *testing.T) {
+	needPG(t)
+	url := fmt.Sprintf("postgres://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable", pg.Port)
+	db := newDB(t, map[string]interface{}{"connection_url": url})
+	var ssl bool
+	if err := db.state.Load().pool.QueryRow(testCtx(t), "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&ssl); err != nil || ssl {
+		t.Fatalf("want a connection without TLS: ssl=%v err=%v", ssl, err)
+	}
+	req := newUserReq(createStmt)
+	resp, err := db.NewUser(testCtx(t), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertLogin(t, resp.Username, req.Password)
+	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: resp.Username}); err != nil {
+		t.Fatal(err)
 	}
 }

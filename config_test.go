@@ -1,0 +1,184 @@
+package postgres
+
+// Initialize: the configuration is decoded, validated and returned as
+// given; mistakes get one clear error each.
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
+	"github.com/hashicorp/vault/sdk/logical"
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
+)
+
+// configWith is a config function: baseConfig with the keys of set.
+func configWith(set map[string]interface{}) func() map[string]interface{} {
+	return func() map[string]interface{} { return mergeConfig(set) }
+}
+
+// initializeCases are configurations for Initialize, each with the error it
+// expects ("" for success). The configurations are functions: pg is set
+// only once TestMain runs.
+var initializeCases = []struct {
+	name    string
+	config  func() map[string]interface{}
+	wantErr string // substring; "" means success
+}{
+	{"superuser with special-character password", baseConfig, ""},
+	{"numbers as strings and floats", configWith(map[string]interface{}{
+		"max_open_connections": "7", "max_idle_connections": float64(3), "max_connection_lifetime": "30s"}), ""},
+	{"lifetime as seconds", configWith(map[string]interface{}{"max_connection_lifetime": float64(60)}), ""},
+	{"keyword/value DSN", func() map[string]interface{} {
+		return mergeConfig(map[string]interface{}{"connection_url": fmt.Sprintf(
+			"host=%s port=%d dbname=postgres user={{username}} password={{password}} sslmode=%s sslrootcert=%s", pg.Host, pg.Port, pg.SSLMode, pg.CAFile)})
+	}, ""},
+	{"several hosts, the first one down", func() map[string]interface{} {
+		return mergeConfig(map[string]interface{}{"connection_url": strings.Replace(pg.TemplateURL(""),
+			fmt.Sprintf("@%s:%d", pg.Host, pg.Port), fmt.Sprintf("@127.0.0.1:1,%s:%d", pg.Host, pg.Port), 1)})
+	}, ""},
+	{"unknown keys are only logged", configWith(map[string]interface{}{"some_future_key": true}), ""},
+	{"missing connection_url", func() map[string]interface{} {
+		c := baseConfig()
+		delete(c, "connection_url")
+		return c
+	}, "connection_url is required"},
+	{"wrong root password", configWith(map[string]interface{}{"password": "not-the-password"}), "verifying connection"},
+	{"gcp iam", configWith(map[string]interface{}{"auth_type": "gcp_iam"}), `auth_type "gcp_iam" is not supported`},
+	{"bad password_authentication", configWith(map[string]interface{}{"password_authentication": "plain"}), "password_authentication"},
+	{"certificate without key", configWith(map[string]interface{}{"tls_certificate": "-----BEGIN CERTIFICATE-----"}), "must be set together"},
+	{"broken username template", configWith(map[string]interface{}{"username_template": "{{ .Nope"}), "username_template"},
+	{"username template too long", configWith(map[string]interface{}{"username_template": "{{ random 70 }}"}), "at most 63 bytes"},
+	{"negative pool size", configWith(map[string]interface{}{"max_open_connections": -1}), "max_open_connections"},
+	{"not a duration", configWith(map[string]interface{}{"max_connection_lifetime": "soon"}), "max_connection_lifetime"},
+}
+
+func TestInitialize(t *testing.T) {
+	needPG(t)
+	for _, tc := range initializeCases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db := newPostgres(hclog.NewNullLogger())
+			defer db.Close()
+			cfg := tc.config()
+			resp, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true})
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Initialize: %v", err)
+				}
+				assertConfigRoundTrips(t, cfg, resp.Config)
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error = %v, want one containing %q", err, tc.wantErr)
+			}
+			if strings.Contains(err.Error(), pg.SuperPassword) {
+				t.Fatalf("error leaks the root password: %v", err)
+			}
+		})
+	}
+}
+
+// assertConfigRoundTrips checks that Initialize returned the config it was
+// given, advertised the credential types, and that what it returned
+// initializes a fresh instance.
+func assertConfigRoundTrips(t *testing.T, cfg, returned map[string]interface{}) {
+	t.Helper()
+	for k, v := range cfg {
+		if fmt.Sprint(returned[k]) != fmt.Sprint(v) {
+			t.Errorf("returned config[%q] = %v, want %v (the config must round-trip)", k, returned[k], v)
+		}
+	}
+	if _, ok := returned[dbplugin.SupportedCredentialTypesKey]; !ok {
+		t.Errorf("supported credential types not advertised")
+	}
+	again := newPostgres(hclog.NewNullLogger())
+	defer again.Close()
+	if _, err := again.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: returned, VerifyConnection: true}); err != nil {
+		t.Fatalf("re-Initialize with the returned config: %v", err)
+	}
+}
+
+// TestConnectionErrorNamesURLUser: with the user only in connection_url (no
+// username parameter), a failed connection names that user, and not the
+// password.
+func TestConnectionErrorNamesURLUser(t *testing.T) {
+	needPG(t)
+	wrong := "wrong-" + randSuffix()
+	db := newPostgres(hclog.NewNullLogger())
+	defer db.Close()
+	_, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: map[string]interface{}{"connection_url": pg.URL(pg.SuperUser, wrong, "")}, VerifyConnection: true})
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("as %q", pg.SuperUser)) {
+		t.Fatalf("error = %v, want one naming the user %q", err, pg.SuperUser)
+	}
+	if strings.Contains(err.Error(), wrong) {
+		t.Fatalf("error holds the password: %v", err)
+	}
+}
+
+func TestUnknownKeysAreLogged(t *testing.T) {
+	needPG(t)
+	logger, buf := testLogger(t, hclog.Info)
+	db := newPostgres(logger)
+	defer db.Close()
+	cfg := baseConfig()
+	cfg["shiny_new_key"] = "x"
+	dbtesting.AssertInitialize(t, db, dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true})
+	out := buf.String()
+	if !strings.Contains(out, "shiny_new_key") || !strings.Contains(out, "[WARN]") {
+		t.Fatalf("no warning for the unknown key in the log:\n%s", out)
+	}
+	if strings.Contains(out, pg.SuperPassword) {
+		t.Fatalf("the log holds the root password:\n%s", out)
+	}
+}
+
+func TestNotInitialized(t *testing.T) {
+	db := newPostgres(hclog.NewNullLogger())
+	if _, err := db.NewUser(context.Background(), newUserReq(createStmt)); err == nil || !strings.Contains(err.Error(), "not initialized") {
+		t.Fatalf("error = %v", err)
+	}
+}
+
+func TestNewSanitizesRootPassword(t *testing.T) {
+	needPG(t)
+	raw, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := raw.(dbplugin.Database)
+	defer db.Close()
+	cfg := baseConfig()
+	if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true}); err != nil {
+		t.Fatal(err)
+	}
+	// A statement that echoes the root password back in its error.
+	req := newUserReq(fmt.Sprintf(`DO $$ BEGIN RAISE EXCEPTION '%%', %s; END $$;`, render.QuoteLiteral(pg.SuperPassword)))
+	_, err = db.NewUser(testCtx(t), req)
+	if err == nil || strings.Contains(err.Error(), pg.SuperPassword) || !strings.Contains(err.Error(), "[password]") {
+		t.Fatalf("error not sanitized: %v", err)
+	}
+	v, ok := raw.(logical.PluginVersioner)
+	if !ok || !strings.HasPrefix(v.PluginVersion().Version, "v") {
+		t.Fatalf("wrapped plugin does not report a v-prefixed version")
+	}
+}
+
+func TestPoolSizeBeyondInt32(t *testing.T) {
+	for _, key := range []string{"max_open_connections", "max_idle_connections"} {
+		for _, v := range []interface{}{float64(3000000000), "3000000000", 1 << 32} {
+			t.Run(fmt.Sprintf("%s=%v", key, v), func(t *testing.T) {
+				raw := map[string]interface{}{"connection_url": "postgres://{{username}}:{{password}}@localhost/postgres", "username": "u", "password": "p"}
+				raw[key] = v
+				_, _, err := parseConfig(raw)
+				if err == nil || !strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), "2147483647") {
+					t.Fatalf("error = %v, want one naming %s and its limit", err, key)
+				}
+			})
+		}
+	}
+}

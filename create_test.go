@@ -1,0 +1,162 @@
+package postgres
+
+// NewUser: creation statements run as written, values quoted for their
+// context, errors that say what failed, rollback statements.
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
+	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
+)
+
+func TestNewUser(t *testing.T) {
+	db := newDB(t, nil)
+	a := admin(t)
+	execSQL(t, a, "CREATE TABLE IF NOT EXISTS newuser_orders (id int)")
+
+	cases := []struct {
+		name  string
+		stmts []string
+		check func(t *testing.T, user string)
+	}{
+		{"plain create with grant", []string{createStmt, `GRANT SELECT ON newuser_orders TO "{{name}}";`}, func(t *testing.T, user string) {
+			var ok bool
+			if err := a.QueryRow(testCtx(t), "SELECT has_table_privilege($1, 'newuser_orders', 'SELECT')", user).Scan(&ok); err != nil || !ok {
+				t.Fatalf("grant missing: %v %v", ok, err)
+			}
+		}},
+		{"DO block with END in lower case and semicolons", []string{`DO $$
+begin
+  if not exists (select 1 from pg_roles where rolname = '{{name}}') then
+    create role "{{name}}" with login password '{{password}}' valid until '{{expiration}}';
+  end if;
+end
+$$;`, `GRANT SELECT ON newuser_orders TO "{{name}}"; -- comment; with; semicolons`}, nil},
+		{"semicolons inside literals and comments", []string{createStmt + `
+/* a comment; with {{name}} inside; */
+COMMENT ON ROLE "{{name}}" IS 'issued by vault; do not edit; it''s fine';`}, func(t *testing.T, user string) {
+			if c, _ := roleComment(t, a, user); c != "issued by vault; do not edit; it's fine" {
+				t.Fatalf("comment = %q", c)
+			}
+		}},
+		{"function body with a nested dollar tag", []string{createStmt, `CREATE OR REPLACE FUNCTION pg_temp.f() RETURNS int LANGUAGE plpgsql AS $fn$ BEGIN RETURN 1; END; $fn$;`}, nil},
+		{"bare placeholders are quoted", []string{`CREATE ROLE {{name}} WITH LOGIN PASSWORD {{password}} VALID UNTIL {{expiration}};`}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			req := newUserReq(tc.stmts...)
+			resp := dbtesting.AssertNewUser(t, db, req)
+			assertLogin(t, resp.Username, req.Password)
+			until := validUntil(t, a, resp.Username)
+			if d := until.Sub(req.Expiration); d > time.Second || d < -time.Second {
+				t.Fatalf("rolvaliduntil = %s, want %s", until, req.Expiration)
+			}
+			if tc.check != nil {
+				tc.check(t, resp.Username)
+			}
+		})
+	}
+}
+
+func TestNewUserQuotesValues(t *testing.T) {
+	db := newDB(t, map[string]interface{}{
+		"username_template": `{{ printf "v-%s\"x'y-%s" (.RoleName | truncate 8) (random 8) }}`,
+	})
+	req := newUserReq(createStmt, `COMMENT ON ROLE "{{name}}" IS 'for {{name}}';`)
+	req.Password = `it's"a;pw\` + randSuffix()
+	resp := dbtesting.AssertNewUser(t, db, req)
+	// Quotes in a generated name are mapped to _ (see safeUsername); the
+	// password keeps every character.
+	if !strings.Contains(resp.Username, `_x_y`) {
+		t.Fatalf("username %q: quotes not mapped to _", resp.Username)
+	}
+	assertLogin(t, resp.Username, req.Password)
+}
+
+func TestNewUserErrors(t *testing.T) {
+	db := newDB(t, nil)
+	a := admin(t)
+	cases := []struct {
+		name    string
+		stmts   []string
+		wantErr string
+	}{
+		{"no statements", nil, "no creation_statements"},
+		{"blank statements", []string{"  ", "\n"}, "no creation_statements"},
+		{"unknown placeholder", []string{`CREATE ROLE "{{nmae}}";`}, "unknown placeholder {{nmae}}"},
+		{"failing second statement leaves no role", []string{createStmt, `GRANT SELECT ON no_such_table TO "{{name}}";`}, "no_such_table"},
+		{"failing statement inside a DO block leaves no role", []string{createStmt, `DO $$ BEGIN RAISE EXCEPTION 'boom'; END $$;`}, "boom"},
+		{"error quoting the password is redacted", []string{createStmt, `DO $$ BEGIN RAISE EXCEPTION 'pw is %', {{password}}; END $$;`}, "pw is [redacted]"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			req := newUserReq(tc.stmts...)
+			req.UsernameConfig.RoleName = "err" + randSuffix()
+			_, err := db.NewUser(testCtx(t), req)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error = %v, want one containing %q", err, tc.wantErr)
+			}
+			if strings.Contains(err.Error(), req.Password) {
+				t.Fatalf("error leaks the password: %v", err)
+			}
+			var n int
+			if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_roles WHERE rolname LIKE $1", "v-test-"+req.UsernameConfig.RoleName[:8]+"%").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n != 0 {
+				t.Fatalf("%d roles left behind after a failed creation", n)
+			}
+		})
+	}
+}
+
+func TestNewUserRollbackStatements(t *testing.T) {
+	db := newDB(t, nil)
+	a := admin(t)
+	execSQL(t, a, "CREATE TABLE IF NOT EXISTS rollback_log (who text)")
+	// The rollback statement runs after the failed creation was undone; it
+	// records the attempt, which is what rollback_statements are for.
+	req := newUserReq(createStmt, `SELECT 1/0;`)
+	req.UsernameConfig.RoleName = "rb" + randSuffix()[:6]
+	req.RollbackStatements = dbplugin.Statements{Commands: []string{`INSERT INTO rollback_log VALUES ('{{name}}'); DROP ROLE IF EXISTS "{{name}}";`}}
+	if _, err := db.NewUser(testCtx(t), req); err == nil {
+		t.Fatal("creation should fail")
+	}
+	var n int
+	if err := a.QueryRow(testCtx(t), "SELECT count(*) FROM rollback_log WHERE who LIKE $1", "v-test-"+req.UsernameConfig.RoleName+"-%").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("rollback statements did not run: n=%d err=%v", n, err)
+	}
+}
+
+// TestBackslashWithNonStandardStrings: an admin whose sessions default to
+// standard_conforming_strings=off must still store a password with a
+// backslash exactly (plaintext mode sends it inside '…').
+func TestBackslashWithNonStandardStrings(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	root := "scsoff-" + randSuffix()
+	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD 'scs-pw'`, render.QuoteIdent(root)))
+	execSQL(t, a, fmt.Sprintf(`ALTER ROLE %s SET standard_conforming_strings = off`, render.QuoteIdent(root)))
+	db := newDB(t, map[string]interface{}{"username": root, "password": "scs-pw", "password_authentication": "password"})
+	req := newUserReq(createStmt)
+	req.Password = `back\slash\b-` + randSuffix()
+	resp := dbtesting.AssertNewUser(t, db, req)
+	assertLogin(t, resp.Username, req.Password)
+}
+
+func TestNonASCIIPassword(t *testing.T) {
+	db := newDB(t, nil)
+	req := newUserReq(createStmt)
+	// A non-ASCII space and characters NFC and NFKC agree on: pgx's client
+	// normalizes with NFC (precis), PostgreSQL with NFKC (SASLprep).
+	req.Password = "Pässwörd\u00a0日本-" + randSuffix()
+	resp := dbtesting.AssertNewUser(t, db, req)
+	assertLogin(t, resp.Username, req.Password)
+}
