@@ -160,7 +160,9 @@ func TestRevocationRefusesReassignTarget(t *testing.T) {
 	execSQL(t, a, fmt.Sprintf(`GRANT CREATE ON SCHEMA public TO %s`, render.QuoteIdent(keeper)))
 	// Taken back at the end: while another role may create in public, the
 	// plugin leaves public out of its search_path (later tests rely on it).
-	t.Cleanup(func() { execSQL(t, a, fmt.Sprintf(`REVOKE CREATE ON SCHEMA public FROM %s`, render.QuoteIdent(keeper))) })
+	t.Cleanup(func() {
+		execSQL(t, a, fmt.Sprintf(`REVOKE CREATE ON SCHEMA public FROM %s`, render.QuoteIdent(keeper)))
+	})
 	tbl := "keeper_data_" + randSuffix()
 	c := connectAs(t, keeper, "keeper-pw", "")
 	if _, err := c.Exec(testCtx(t), fmt.Sprintf(`CREATE TABLE public.%s (id int); INSERT INTO public.%[1]s VALUES (5)`, tbl)); err != nil {
