@@ -5,6 +5,7 @@ package postgres
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -159,4 +160,45 @@ func TestNonASCIIPassword(t *testing.T) {
 	req.Password = "Pässwörd\u00a0日本-" + randSuffix()
 	resp := dbtesting.AssertNewUser(t, db, req)
 	assertLogin(t, resp.Username, req.Password)
+}
+
+// TestNewUserRefusesTheRolesRevocationNeeds: a username template that lets
+// the display name be the whole name could make a dynamic user named after
+// the holding role (every hand-over would then refuse it, and it could
+// never be revoked), after reassign_owned_to, or after the admin. NewUser
+// refuses those names, saying why, before it runs any statement.
+func TestNewUserRefusesTheRolesRevocationNeeds(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	keeper := plainRole(t, a, "keeper", "")
+	for _, tc := range []struct {
+		name   string
+		extra  map[string]interface{}
+		target string
+	}{
+		{"the holding role", nil, holdingRole},
+		{"the admin", nil, pg.SuperUser},
+		{"reassign_owned_to", map[string]interface{}{"reassign_owned_to": keeper}, keeper},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := map[string]interface{}{"username_template": "{{.DisplayName}}"}
+			maps.Copy(cfg, tc.extra)
+			db := newDB(t, cfg)
+			req := newUserReq(createStmt)
+			req.UsernameConfig.DisplayName = tc.target
+			_, err := db.NewUser(testCtx(t), req)
+			t.Logf("NewUser named %q: %v", tc.target, err)
+			if err == nil || !strings.Contains(err.Error(), "username_template") || strings.Contains(err.Error(), "already exists") {
+				t.Errorf("NewUser named %q: error = %v, want a refusal that names username_template", tc.target, err)
+			}
+			var login bool
+			if err := a.QueryRow(testCtx(t), "SELECT coalesce((SELECT rolcanlogin FROM pg_roles WHERE rolname = $1), false)", tc.target).Scan(&login); err != nil {
+				t.Fatal(err)
+			}
+			if login && tc.target != pg.SuperUser {
+				_, _ = a.Exec(testCtx(t), "DROP ROLE IF EXISTS "+render.QuoteIdent(tc.target))
+				t.Fatalf("NewUser made %q a login role", tc.target)
+			}
+		})
+	}
 }

@@ -866,3 +866,77 @@ func TestHandOverRefusesHoldingRoleTheAdminCannotJoin(t *testing.T) {
 	shareHoldingRole(t, a, user)
 	revokeDropped(t, db, a, created)
 }
+
+// TestHandOverHeldBackLendsNoPrivileges: while a lock holds the hand-over
+// back, code of the user's that others can still set off (a rule on its
+// table; a trigger on its table that a foreign key's cascade fires, which
+// runs as the table's owner) runs without the privileges others gave the
+// user: the committed first step takes them back, as DROP OWNED would.
+func TestHandOverHeldBackLendsNoPrivileges(t *testing.T) {
+	for _, tc := range []struct{ name, plant, fire string }{
+		{"rule", `
+CREATE TABLE public.inbox (x int);
+CREATE RULE r AS ON INSERT TO public.inbox DO INSTEAD INSERT INTO public.outbox SELECT current_user, s FROM public.secret;
+GRANT INSERT ON public.inbox TO PUBLIC;`, "INSERT INTO public.inbox VALUES (1)"},
+		{"trigger fired by a cascade", `
+CREATE TABLE public.child (id int REFERENCES public.parent ON DELETE CASCADE);
+INSERT INTO public.child VALUES (1);
+CREATE FUNCTION public.leak() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN INSERT INTO public.outbox SELECT current_user, s FROM public.secret; RETURN OLD; END $f$;
+CREATE TRIGGER leak BEFORE DELETE ON public.child FOR EACH ROW EXECUTE FUNCTION public.leak();`, "DELETE FROM public.parent"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l := newAttackLab(t, map[string]interface{}{"lock_timeout": "300ms"})
+			execSQL(t, l.a, fmt.Sprintf(`CREATE TABLE public.secret (s text); INSERT INTO public.secret VALUES ('the data');
+GRANT SELECT ON public.secret TO %[1]s;
+CREATE TABLE public.parent (id int PRIMARY KEY); INSERT INTO public.parent VALUES (1);
+ALTER TABLE public.parent OWNER TO %[2]s; GRANT REFERENCES ON public.parent TO %[1]s`, render.QuoteIdent(l.user), render.QuoteIdent(l.acct)))
+			execSQL(t, l.c, fmt.Sprintf(`CREATE TABLE public.held (x int); GRANT SELECT ON public.held TO %s;
+CREATE TABLE public.outbox (who text, s text);`, render.QuoteIdent(l.acct))+tc.plant)
+			_ = l.c.Close(testCtx(t))
+			l.holdBackHandOver(t)
+			_, err := l.asAcct(t).Exec(testCtx(t), tc.fire)
+			t.Logf("%s as %s while the hand-over is held back: %v", tc.fire, l.acct, err)
+			var leaked []string
+			if err := l.a.QueryRow(testCtx(t), "SELECT coalesce(array_agg(who), '{}') FROM public.outbox WHERE s = 'the data'").Scan(&leaked); err != nil {
+				t.Fatal(err)
+			}
+			if len(leaked) > 0 {
+				t.Errorf("while the hand-over is held back, the revoked user's %s read the data as %v", tc.name, leaked)
+			}
+		})
+	}
+}
+
+// TestHandOverLendsEverySchemaItNeeds: a CREATEROLE admin hands over only
+// to a role that may create in each object's schema, and lends the holding
+// role CREATE on those schemas for the length of REASSIGN OWNED: on the
+// schemas of every kind of object a user can make there (collations,
+// conversions, text search configurations and dictionaries too), so that none of them makes the hand-over fail
+// and leave the user's code live under its own name.
+func TestHandOverLendsEverySchemaItNeeds(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	user, pw := createroleAdmin(t, a)
+	schemas := []string{"crl_" + randSuffix(), "crl_" + randSuffix()}
+	for _, s := range schemas {
+		execSQL(t, a, fmt.Sprintf("CREATE SCHEMA %s AUTHORIZATION %s", render.QuoteIdent(s), render.QuoteIdent(user)))
+		t.Cleanup(func() { execSQL(t, a, "DROP SCHEMA IF EXISTS "+render.QuoteIdent(s)+" CASCADE") })
+	}
+	db := newDB(t, map[string]interface{}{"username": user, "password": pw})
+	for _, kind := range []struct{ name, create string }{
+		{"collation", "CREATE COLLATION %s.c1 (provider = libc, locale = 'C')"},
+		{"conversion", "CREATE CONVERSION %s.conv1 FOR 'LATIN1' TO 'UTF8' FROM pg_catalog.iso8859_1_to_utf8"},
+		{"text search configuration", "CREATE TEXT SEARCH CONFIGURATION %s.ts1 (COPY = pg_catalog.simple)"},
+		{"text search dictionary", "CREATE TEXT SEARCH DICTIONARY %s.tsd1 (TEMPLATE = pg_catalog.simple)"},
+	} {
+		t.Run(kind.name, func(t *testing.T) {
+			req := newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s, %s TO "{{name}}";`, render.QuoteIdent(schemas[0]), render.QuoteIdent(schemas[1])))
+			created := dbtesting.AssertNewUser(t, db, req).Username
+			execSQL(t, connectAs(t, created, req.Password, ""), fmt.Sprintf("CREATE TABLE %s.t_%s (id int); ", render.QuoteIdent(schemas[0]), randSuffix())+
+				fmt.Sprintf(kind.create, render.QuoteIdent(schemas[1])))
+			revokeDropped(t, db, a, created)
+		})
+	}
+}

@@ -510,3 +510,115 @@ func TestLockoutEndsClientsReconnectingWithTheRoleKey(t *testing.T) {
 	revokeDropped(t, db, a, user)
 	assertNoSessionSurvives(t, a, r, oid, user, password)
 }
+
+// TestLockoutUsersOpenTransactionKeepsNothingArmed: the user's own open
+// transaction, which altered its SECURITY DEFINER function and its view
+// (their catalog rows are then locked), does not keep them armed: the
+// first step ends the user's sessions that hold a transaction and disarms
+// them, while the hand-over is held back as after it went through.
+func TestLockoutUsersOpenTransactionKeepsNothingArmed(t *testing.T) {
+	l := newAttackLab(t, map[string]interface{}{"lock_timeout": "300ms"})
+	l.definerAccess(t)
+	execSQL(t, l.c, fmt.Sprintf(`CREATE TABLE public.held (x int);
+CREATE VIEW public.secret_view AS SELECT s FROM public.secret;
+GRANT SELECT ON public.held, public.secret_view TO %s;`, render.QuoteIdent(l.acct)))
+	execSQL(t, l.c, `BEGIN; ALTER FUNCTION public.run(text) COST 7; ALTER VIEW public.secret_view SET (security_barrier = false)`)
+	// One revocation, held back (a second would find the rows free: the
+	// first ended the session).
+	execSQL(t, l.asAcct(t), "BEGIN; LOCK TABLE public.held IN ACCESS SHARE MODE")
+	_, err := l.db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: l.user})
+	if err == nil || !roleExists(t, l.a, l.user) {
+		t.Fatalf("the hand-over was not held back (%v): the test proves nothing", err)
+	}
+	var definer, viewGranted bool
+	if err := l.a.QueryRow(testCtx(t), `SELECT (SELECT prosecdef FROM pg_proc WHERE oid = 'public.run(text)'::regprocedure),
+		has_table_privilege($1, 'public.secret_view', 'SELECT')`, l.acct).Scan(&definer, &viewGranted); err != nil {
+		t.Fatal(err)
+	}
+	if definer || viewGranted {
+		t.Errorf("with the user's open transaction on their rows, the revocation left its function SECURITY DEFINER (%v) and its view readable by %s (%v)", definer, l.acct, viewGranted)
+	}
+	l.assertNoDefinerAccess(t, false, "after the user's open transaction held its rows")
+}
+
+// TestLockoutMembershipRowHeldOpen: an open transaction that holds the
+// row of one of the user's group memberships (the user's own, with ADMIN
+// OPTION; or another admin of the group's) does not keep the user's
+// sessions alive, and an error never says they ended when they did not.
+// The user's own is ended, and the revocation goes through; another role's
+// holds only the DROP ROLE back, and the error says so.
+func TestLockoutMembershipRowHeldOpen(t *testing.T) {
+	a := admin(t)
+	for _, who := range []string{"the user itself", "another admin of the group"} {
+		t.Run(who, func(t *testing.T) {
+			t.Parallel()
+			grp := plainRole(t, a, "grp-", "")
+			db := newDB(t, map[string]interface{}{"lock_timeout": "300ms"})
+			grant := fmt.Sprintf(`GRANT %s TO "{{name}}"`, render.QuoteIdent(grp))
+			if who == "the user itself" {
+				grant += " WITH ADMIN OPTION"
+			}
+			user, password := loginUser(t, db, grant)
+			c := connectAs(t, user, password, "")
+			var holder *pgx.Conn
+			if who == "the user itself" {
+				execSQL(t, c, "BEGIN; REVOKE ADMIN OPTION FOR "+render.QuoteIdent(grp)+" FROM CURRENT_USER")
+			} else {
+				acct, pw := attackerAccount(t, a)
+				execSQL(t, a, fmt.Sprintf("GRANT %s TO %s WITH ADMIN OPTION", render.QuoteIdent(grp), render.QuoteIdent(acct)))
+				holder = connectAs(t, acct, pw, "")
+				execSQL(t, holder, fmt.Sprintf("BEGIN; GRANT %s TO %s WITH ADMIN OPTION", render.QuoteIdent(grp), render.QuoteIdent(user)))
+			}
+			oid := roleOID(t, a, user)
+			_, err := db.DeleteUser(boundedCtx(t, stallBound), dbplugin.DeleteUserRequest{Username: user})
+			t.Logf("DeleteUser: %v", err)
+			if n := sessionsOfRole(t, a, oid); n > 0 {
+				t.Errorf("%d session(s) of the user still run after DeleteUser (error: %v)", n, err)
+			}
+			if lerr := pg.CanLogin(testCtx(t), user, password); lerr == nil {
+				t.Errorf("the user still logs in after DeleteUser (error: %v)", err)
+			}
+			if holder == nil {
+				if err != nil || roleExists(t, a, user) {
+					t.Fatalf("the user's own open transaction held its revocation back: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "lock") || !strings.Contains(err.Error(), "role") {
+				t.Errorf("DeleteUser while another role's transaction holds the user's membership: error = %v, want one saying a lock on the role holds the drop back", err)
+			}
+			execSQL(t, holder, "ROLLBACK")
+			revokeDropped(t, db, a, user)
+		})
+	}
+}
+
+// TestLockoutDropHeldBackByALockOnTheRole: any login may take a lock on
+// the user's role (an open ALTER DEFAULT PRIVILEGES … TO it, or GRANT … TO
+// it) that holds DROP ROLE back. Logins are blocked and the sessions ended
+// all the same; the error says that the role, not one of its objects, is
+// locked; and the revocation goes through once the lock is gone.
+func TestLockoutDropHeldBackByALockOnTheRole(t *testing.T) {
+	a := admin(t)
+	db := newDB(t, map[string]interface{}{"lock_timeout": "300ms"})
+	user, password := loginUser(t, db)
+	c := connectAs(t, user, password, "")
+	acct, pw := attackerAccount(t, a)
+	holder := connectAs(t, acct, pw, "")
+	execSQL(t, holder, "BEGIN; ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO "+render.QuoteIdent(user))
+	oid := roleOID(t, a, user)
+	_, err := db.DeleteUser(boundedCtx(t, stallBound), dbplugin.DeleteUserRequest{Username: user})
+	t.Logf("DeleteUser: %v", err)
+	if err == nil {
+		t.Fatal("DeleteUser succeeded while another session holds a lock on the role: the test proves nothing")
+	}
+	if !strings.Contains(err.Error(), "lock on the role") || strings.Contains(err.Error(), "one of its objects") {
+		t.Errorf("error = %v, want one saying a lock on the role (not on one of its objects) holds the drop back", err)
+	}
+	if n := sessionsOfRole(t, a, oid); n > 0 || c.Ping(testCtx(t)) == nil {
+		t.Errorf("the user's sessions still run (%d)", n)
+	}
+	assertNoLogin(t, user, password)
+	execSQL(t, holder, "ROLLBACK")
+	revokeDropped(t, db, a, user)
+}

@@ -296,3 +296,31 @@ func TestReassignOwnedTo(t *testing.T) {
 		t.Fatalf("owner = %q (%v), want %q", owner, err, keeper)
 	}
 }
+
+// TestRevocationKeepsNoConnectionToOtherDatabases: a hand-over in another
+// database leaves no session of the plugin's there, which would make CREATE
+// DATABASE from it (as a template) and DROP DATABASE fail for everyone.
+func TestRevocationKeepsNoConnectionToOtherDatabases(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	db := newDB(t, nil)
+	dbname, copied := "rev3_"+randSuffix(), "rev3_copy_"+randSuffix()
+	execSQL(t, a, "CREATE DATABASE "+render.QuoteIdent(dbname))
+	t.Cleanup(func() {
+		for _, d := range []string{copied, dbname} {
+			_, _ = a.Exec(context.Background(), "DROP DATABASE IF EXISTS "+render.QuoteIdent(d)+" WITH (FORCE)")
+		}
+	})
+	req := newUserReq(createStmt, fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO "{{name}}";`, render.QuoteIdent(dbname)))
+	user := dbtesting.AssertNewUser(t, db, req).Username
+	c := connectAs(t, user, req.Password, dbname)
+	execSQL(t, c, "CREATE SCHEMA mine; CREATE TABLE mine.t (id int)")
+	_ = c.Close(testCtx(t))
+	revokeDropped(t, db, a, user)
+	if _, err := a.Exec(testCtx(t), fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", render.QuoteIdent(copied), render.QuoteIdent(dbname))); err != nil {
+		t.Errorf("CREATE DATABASE from the database the revocation handed objects over in: %v", err)
+	}
+	if _, err := a.Exec(testCtx(t), "DROP DATABASE "+render.QuoteIdent(dbname)); err != nil {
+		t.Errorf("DROP DATABASE of the database the revocation handed objects over in: %v", err)
+	}
+}
