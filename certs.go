@@ -36,6 +36,9 @@ func (p *Postgres) newCertUser(ctx context.Context, st *state, req dbplugin.NewU
 	if err != nil {
 		return dbplugin.NewUserResponse{}, fmt.Errorf("client certificate: %w", err)
 	}
+	if err := st.reservedName(username, "give the certificate another common name"); err != nil {
+		return dbplugin.NewUserResponse{}, err
+	}
 	vals := render.NewValues(username).WithExpiration(req.Expiration)
 	sql, err := render.Render(req.Statements.Commands, vals)
 	if err != nil {

@@ -44,6 +44,9 @@ func (p *Postgres) NewUser(ctx context.Context, req dbplugin.NewUserRequest) (db
 	if err := checkUsername(username); err != nil {
 		return dbplugin.NewUserResponse{}, fmt.Errorf("username_template %w", err)
 	}
+	if err := st.reservedName(username, "change username_template so that a display name cannot make it"); err != nil {
+		return dbplugin.NewUserResponse{}, err
+	}
 	verifier, err := st.passwordFor(ctx, username, req.Password)
 	if err != nil {
 		return dbplugin.NewUserResponse{}, fmt.Errorf("creating user %q: %w", username, err)
@@ -182,4 +185,22 @@ func orDefault(stmts []string, def string) []string {
 		return stmts
 	}
 	return []string{def}
+}
+
+// reservedName refuses a new user named after a role the revocation needs:
+// the holding role or reassign_owned_to (a user of that name would receive
+// what revoked users own, and could never be revoked itself), or the
+// connection's user. A username template that lets a display name be the
+// whole name could otherwise make one; fix says what to change.
+func (st *state) reservedName(username, fix string) error {
+	for _, r := range []struct{ name, what string }{
+		{holdingRole, "the holding role revoked users' objects go to"},
+		{st.cfg.reassignTarget(), "reassign_owned_to"},
+		{st.poolCfg.ConnConfig.User, "the user the plugin connects as"},
+	} {
+		if username == r.name {
+			return fmt.Errorf("creating user %q: the name is that of %s: %s", username, r.what, fix)
+		}
+	}
+	return nil
 }

@@ -11,9 +11,9 @@ import (
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
@@ -188,12 +188,9 @@ func (p *Postgres) defaultRevoke(ctx context.Context, st *state, username string
 	return nil
 }
 
-// reassignIn hands the user's objects in another database to the target.
+// reassignIn hands the user's objects in another database to the target, on
+// a connection of its own (connTo).
 func (st *state) reassignIn(ctx context.Context, dbname, username string) error {
-	pool, err := st.databasePool(dbname)
-	if err != nil {
-		return err
-	}
 	body, err := st.handOver(username)
 	if err != nil {
 		return err
@@ -202,10 +199,37 @@ func (st *state) reassignIn(ctx context.Context, dbname, username string) error 
 	if err != nil {
 		return err
 	}
-	if err := execAtomic(ctx, pool, st.revokeTx+"DO "+render.DollarQuote(body)); err != nil {
+	conn, done, err := st.connTo(ctx, dbname)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := execAtomic(ctx, conn, st.revokeTx+"DO "+render.DollarQuote(body)); err != nil {
 		return failed("", err)
 	}
 	return nil
+}
+
+// connTo is a connection to dbname as the configured user, and what gives
+// it back: a pooled one for the configured database; for another database
+// of the cluster, a connection of its own, closed when given back, so that
+// no idle session of the plugin's stays there (it would make CREATE DATABASE
+// from it, and DROP DATABASE, fail for everyone).
+func (st *state) connTo(ctx context.Context, dbname string) (*pgx.Conn, func(), error) {
+	if dbname == st.poolCfg.ConnConfig.Database {
+		pc, err := st.pool.Acquire(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		return pc.Conn(), pc.Release, nil
+	}
+	cc := st.poolCfg.ConnConfig.Copy()
+	cc.Database = dbname
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, nil, st.failed(fmt.Sprintf("connecting to database %q", dbname), err)
+	}
+	return conn, func() { _ = conn.Close(context.WithoutCancel(ctx)) }, nil
 }
 
 // handOver is hand_over.sql filled for username.
@@ -312,16 +336,30 @@ func (st *state) revokeOnce(ctx context.Context, username string, final bool) (r
 	return pass, nil
 }
 
-// revokeFailed explains a failed pass, claiming only what happened.
+// roleLockedState is what revoke_role.sql raises when a lock another
+// session holds on the role itself (not on one of its objects) held DROP
+// ROLE back after the hand-over went through.
+const roleLockedState = "PV002"
+
+// revokeFailed explains a failed pass, claiming only what happened: after a
+// failure in the first transaction, nothing; after one in the second, that
+// logins are blocked, and that the sessions ended only where the failure
+// came after they did (a lock the hand-over or the drop waited for).
 func (st *state) revokeFailed(err error, lockedOut bool) error {
-	if isLockTimeout(err) && lockedOut {
-		ended := ""
-		if st.cfg.TerminateSessions {
-			ended = " and the user's sessions ended"
-		}
+	if !lockedOut {
+		return st.failed("", err)
+	}
+	ended := ""
+	if st.cfg.TerminateSessions {
+		ended = " and the user's sessions ended"
+	}
+	switch {
+	case sqlState(err) == roleLockedState:
+		return fmt.Errorf("%w%s, and what the user owned is handed over, but a lock on the role holds back its drop: %w; Vault retries the revocation later", errHandOverLocked, ended, st.failed("", err))
+	case isLockTimeout(err):
 		return fmt.Errorf("%w%s, but handing over what the user owns waited longer than lock_timeout (%s) for a lock another session holds on one of its objects; Vault retries the revocation later", errHandOverLocked, ended, st.cfg.LockTimeout)
 	}
-	return st.failed("", err)
+	return fmt.Errorf("%w, but the revocation failed after that: %w; Vault retries it", errHandOverLocked, st.failed("", err))
 }
 
 // runRevoke sends one pass's query string on a pooled connection and reads
@@ -420,18 +458,11 @@ func (st *state) rollbackPrepared(ctx context.Context, username string, txs []pr
 var errPreparedGone = errors.New("no such prepared transaction of the user")
 
 func (st *state) rollbackOnePrepared(ctx context.Context, username string, tx preparedTx) error {
-	pool := st.pool
-	if tx.database != st.poolCfg.ConnConfig.Database {
-		var err error
-		if pool, err = st.databasePool(tx.database); err != nil {
-			return err
-		}
-	}
-	conn, err := pool.Acquire(ctx)
+	conn, done, err := st.connTo(ctx, tx.database)
 	if err != nil {
 		return err
 	}
-	defer conn.Release()
+	defer done()
 	// Only the user's own: the list came in an error's text, and nothing
 	// else may be rolled back on its word.
 	var mine bool
@@ -479,27 +510,6 @@ func scanTextArray(m *pgtype.Map, src []byte) ([]string, error) {
 	var out []string
 	err := m.Scan(pgtype.TextArrayOID, pgtype.TextFormatCode, src, &out)
 	return out, err
-}
-
-// databasePool returns a pool to another database of the same cluster,
-// connecting as the same admin. Pools are created lazily and kept until the
-// next Initialize or Close.
-func (st *state) databasePool(dbname string) (*pgxpool.Pool, error) {
-	if p, ok := st.dbPools.Load(dbname); ok {
-		return p.(*pgxpool.Pool), nil
-	}
-	pc := st.poolCfg.Copy()
-	pc.ConnConfig.Database = dbname
-	pc.MaxConns = 2
-	pool, err := pgxpool.NewWithConfig(context.Background(), pc) // lazy: no connection is made here
-	if err != nil {
-		return nil, fmt.Errorf("opening a pool to database %q: %w", dbname, err)
-	}
-	if prev, loaded := st.dbPools.LoadOrStore(dbname, pool); loaded {
-		pool.Close()
-		return prev.(*pgxpool.Pool), nil
-	}
-	return pool, nil
 }
 
 // DeleteUser revokes a user. Without revocation_statements it runs the

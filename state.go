@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
@@ -57,11 +56,6 @@ type state struct {
 	// scramIterations caches the server's scram_iterations for client-side
 	// SCRAM hashing; 0 until first read.
 	scramIterations atomic.Int64
-
-	// dbPools are pools to the cluster's other databases, opened on demand
-	// by revocation (an object owned in another database can only be
-	// reassigned from a connection to it).
-	dbPools sync.Map // database name → *pgxpool.Pool
 
 	// reaper runs the orphan reaper (reap.go); nil when it is off.
 	reaper *reaper
@@ -180,10 +174,6 @@ func (st *state) close() {
 		return
 	}
 	st.pool.Close()
-	st.dbPools.Range(func(_, v any) bool {
-		v.(*pgxpool.Pool).Close()
-		return true
-	})
 }
 
 // execAs runs sql on a one-off connection authenticated as another user, for

@@ -49,6 +49,13 @@ BEGIN
 		RAISE EXCEPTION USING ERRCODE = 'PV001',
 			MESSAGE = format('refusing to hand the user''s objects to the holding role %I: it must stay NOLOGIN, without attributes or memberships, and with no members but admins; fix it (\du %I), then retry', target, target);
 	END IF;
+	-- REASSIGN OWNED needs the rights of the user (revoke_login made the
+	-- admin its member): a NOINHERIT admin has none on PostgreSQL 15 and
+	-- older, where a grant cannot say otherwise.
+	IF NOT h_super AND NOT pg_catalog.pg_has_role(h_me, roid, 'USAGE') THEN
+		RAISE EXCEPTION USING ERRCODE = 'PV001',
+			MESSAGE = format('cannot hand the user''s objects over: %I does not have the user''s privileges, being NOINHERIT: ALTER ROLE %I INHERIT, then Vault retries the revocation', h_me, h_me);
+	END IF;
 	-- REASSIGN OWNED needs the rights of the receiving role too.
 	IF NOT h_super AND NOT pg_catalog.pg_has_role(h_me, toid, 'USAGE') THEN
 		BEGIN
@@ -106,8 +113,10 @@ BEGIN
 	LOOP
 		EXECUTE obj;
 	END LOOP;
-	-- A non-superuser may give an object only to a role that may create
-	-- in its schema: the holding role gets CREATE on those schemas for
+	-- A non-superuser may give an object that lives in a schema (a
+	-- relation, routine, type, operator, statistics object, collation,
+	-- conversion, text search configuration or dictionary, operator class
+	-- or family) only to a role that may create in that schema: the holding role gets CREATE on those schemas for
 	-- the length of REASSIGN OWNED, in this transaction, and never
 	-- visibly to anyone else.
 	IF NOT h_super THEN
@@ -118,6 +127,12 @@ BEGIN
 				UNION ALL SELECT y.typnamespace FROM pg_catalog.pg_type y WHERE s.classid = 'pg_catalog.pg_type'::regclass AND y.oid = s.objid
 				UNION ALL SELECT o.oprnamespace FROM pg_catalog.pg_operator o WHERE s.classid = 'pg_catalog.pg_operator'::regclass AND o.oid = s.objid
 				UNION ALL SELECT x.stxnamespace FROM pg_catalog.pg_statistic_ext x WHERE s.classid = 'pg_catalog.pg_statistic_ext'::regclass AND x.oid = s.objid
+				UNION ALL SELECT l.collnamespace FROM pg_catalog.pg_collation l WHERE s.classid = 'pg_catalog.pg_collation'::regclass AND l.oid = s.objid
+				UNION ALL SELECT v.connamespace FROM pg_catalog.pg_conversion v WHERE s.classid = 'pg_catalog.pg_conversion'::regclass AND v.oid = s.objid
+				UNION ALL SELECT f.cfgnamespace FROM pg_catalog.pg_ts_config f WHERE s.classid = 'pg_catalog.pg_ts_config'::regclass AND f.oid = s.objid
+				UNION ALL SELECT d.dictnamespace FROM pg_catalog.pg_ts_dict d WHERE s.classid = 'pg_catalog.pg_ts_dict'::regclass AND d.oid = s.objid
+				UNION ALL SELECT c.opcnamespace FROM pg_catalog.pg_opclass c WHERE s.classid = 'pg_catalog.pg_opclass'::regclass AND c.oid = s.objid
+				UNION ALL SELECT f.opfnamespace FROM pg_catalog.pg_opfamily f WHERE s.classid = 'pg_catalog.pg_opfamily'::regclass AND f.oid = s.objid
 			) obj(ns) ON true
 			JOIN pg_catalog.pg_namespace n ON n.oid = obj.ns
 			WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = roid AND s.deptype = 'o'

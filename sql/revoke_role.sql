@@ -23,19 +23,6 @@ BEGIN
 	IF roid IS NULL THEN
 		RETURN;
 	END IF;
-	FOR g IN SELECT m.roleid::regrole::text FROM pg_catalog.pg_auth_members m WHERE m.member = roid LOOP
-		BEGIN
-			EXECUTE format('REVOKE %s FROM %I', g, r);
-		EXCEPTION WHEN OTHERS THEN
-			-- A membership granted by a third role stays (a note says so);
-			-- a transient failure retries the pass, as below.
-			GET STACKED DIAGNOSTICS cname = CONSTRAINT_NAME;
-			IF /* @transient */ NULL THEN
-				RAISE;
-			END IF;
-			note := note || format('could not revoke %s from the role: %s; ', g, SQLERRM);
-		END;
-	END LOOP;
 
 	IF NOT me_super AND NOT pg_catalog.pg_has_role(me, r, 'USAGE') THEN
 		BEGIN
@@ -132,34 +119,72 @@ BEGIN
 		END LOOP;
 	END IF;
 
-	PERFORM set_config('pgvault.revoke_note', rtrim(note, '; '), true);
+	-- Memberships revoke_login could not take away (a row another
+	-- transaction held), tried again now that the sessions are gone. One
+	-- that still waits, or that a third role granted, stays: a note says
+	-- so, and DROP ROLE removes it. A transient failure retries the pass.
+	FOR g IN SELECT m.roleid::regrole::text FROM pg_catalog.pg_auth_members m WHERE m.member = roid LOOP
+		BEGIN
+			EXECUTE format('REVOKE %s FROM %I', g, r);
+		EXCEPTION WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS cname = CONSTRAINT_NAME;
+			IF SQLSTATE <> '55P03' AND (/* @transient */ NULL) THEN
+				RAISE;
+			END IF;
+			note := note || format('could not revoke %s from the role: %s; ', g, SQLERRM);
+		END;
+	END LOOP;
+
+	-- The hand-over: everything the user owns goes to the receiving role,
+	-- its privileges are dropped. It must go through: a failure fails the
+	-- revocation (Vault retries), since the user's objects would otherwise
+	-- stay its own, under a role that is merely disabled.
 	BEGIN
 		/* @hand_over */ NULL;
-		IF EXISTS (SELECT 1 FROM pg_catalog.pg_shdepend s
-			WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = roid
-			  AND s.dbid NOT IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()))) THEN
-			IF final THEN
-				RAISE EXCEPTION USING ERRCODE = 'dependent_objects_still_exist',
-					MESSAGE = 'the role still owns objects or holds privileges in other databases';
-			END IF;
-			PERFORM set_config('pgvault.revoke_state', 'other-databases', true);
-			RETURN;
-		END IF;
-		EXECUTE format('DROP ROLE %I', r);
-		PERFORM set_config('pgvault.revoke_state', 'dropped', true);
 	EXCEPTION WHEN OTHERS THEN
 		-- A prepared transaction of the user holds a lock the hand-over
 		-- needs: reported for the plugin to roll back, and retried.
 		IF SQLSTATE = '55P03' AND EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts x WHERE x.owner = r) THEN
 			/* @raise_prepared */ NULL;
 		END IF;
+		RAISE;
+	END;
+	PERFORM set_config('pgvault.revoke_note', rtrim(note, '; '), true);
+	IF EXISTS (SELECT 1 FROM pg_catalog.pg_shdepend s
+		WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = roid
+		  AND s.dbid NOT IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()))) THEN
+		IF NOT final THEN
+			PERFORM set_config('pgvault.revoke_state', 'other-databases', true);
+			RETURN;
+		END IF;
+		-- A database the plugin could not reach still holds the role's
+		-- objects: the role stays, disabled, and the plugin says so.
+		PERFORM set_config('pgvault.revoke_state', 'disabled: the role still owns objects or holds privileges in other databases', true);
+		EXECUTE format('ALTER ROLE %I NOLOGIN VALID UNTIL %L', r, '-infinity');
+		RETURN;
+	END IF;
+	-- The drop. The role owns nothing here any more, so a role that
+	-- cannot be dropped (privileges a third role gave it, which only that
+	-- role may take back) is disabled and harmless: nothing runs as it.
+	BEGIN
+		EXECUTE format('DROP ROLE %I', r);
+		PERFORM set_config('pgvault.revoke_state', 'dropped', true);
+	EXCEPTION WHEN OTHERS THEN
 		-- Transient failures (transientFailures in connection.go) abort the
-		-- whole transaction, which is retried; a receiving role refused
-		-- (PV001, reassign_owned.sql) fails the revocation, so that the
-		-- operator fixes it and Vault retries, instead of the user being left
-		-- disabled with its objects.
+		-- whole transaction, which is retried. A lock another session holds
+		-- on the role itself (an open GRANT to it, ALTER DEFAULT PRIVILEGES
+		-- naming it, a change of one of its memberships) fails the
+		-- revocation with PV002, saying so: Vault retries it.
 		GET STACKED DIAGNOSTICS cname = CONSTRAINT_NAME;
-		IF SQLSTATE = 'PV001' OR /* @transient */ NULL THEN
+		IF SQLSTATE = '55P03' THEN
+			RAISE EXCEPTION USING ERRCODE = 'PV002',
+				MESSAGE = 'dropping the role waited longer than lock_timeout for a lock another session holds on the role itself'
+					|| coalesce(' (server pids ' || (SELECT string_agg(DISTINCT l.pid::text, ', ') FROM pg_catalog.pg_lock_status() l
+						WHERE l.locktype = 'object' AND l.classid = 'pg_catalog.pg_authid'::regclass AND l.objid = roid
+						  AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()) || ')', '')
+					|| ': an open GRANT to it, ALTER DEFAULT PRIVILEGES naming it, or a change of one of its memberships';
+		END IF;
+		IF /* @transient */ NULL THEN
 			RAISE;
 		END IF;
 		PERFORM set_config('pgvault.revoke_state', 'disabled: ' || SQLERRM || ' (SQLSTATE ' || SQLSTATE || ')', true);
