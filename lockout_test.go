@@ -546,7 +546,7 @@ GRANT SELECT ON public.held, public.secret_view TO %s;`, render.QuoteIdent(l.acc
 // OPTION; or another admin of the group's) does not keep the user's
 // sessions alive, and an error never says they ended when they did not.
 // The user's own is ended, and the revocation goes through; another role's
-// holds only the DROP ROLE back, and the error says so.
+// holds at most the DROP ROLE back, and the error says so.
 func TestLockoutMembershipRowHeldOpen(t *testing.T) {
 	a := admin(t)
 	for _, who := range []string{"the user itself", "another admin of the group"} {
@@ -584,8 +584,11 @@ func TestLockoutMembershipRowHeldOpen(t *testing.T) {
 				}
 				return
 			}
-			if err == nil || !strings.Contains(err.Error(), "lock") || !strings.Contains(err.Error(), "role") {
-				t.Errorf("DeleteUser while another role's transaction holds the user's membership: error = %v, want one saying a lock on the role holds the drop back", err)
+			// Up to 15 the open GRANT updates the membership's row, which DROP
+			// ROLE then waits for; from 16 it is a row of its own, a grant by
+			// another grantor, and the drop may go through.
+			if err != nil && !strings.Contains(err.Error(), "lock on the role") {
+				t.Errorf("DeleteUser while another role's transaction holds the user's membership: error = %v, want success or one saying a lock on the role holds the drop back", err)
 			}
 			execSQL(t, holder, "ROLLBACK")
 			revokeDropped(t, db, a, user)
