@@ -145,15 +145,7 @@ func TestCreateroleAdminMemberships(t *testing.T) {
 			}
 			c.Close(testCtx(t))
 			if pg.VersionNum < pg16 && !tc.selfGrant {
-				// No way to the role's privileges: the revocation fails,
-				// saying what to change, with logins blocked; once the
-				// admin inherits, it goes through.
-				_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: created})
-				if err == nil || !strings.Contains(err.Error(), "INHERIT") {
-					t.Fatalf("DeleteUser by a NOINHERIT admin on %d: error = %v, want one that says to make it INHERIT", pg.VersionNum, err)
-				}
-				assertNoLogin(t, created, req.Password)
-				execSQL(t, a, fmt.Sprintf(`ALTER ROLE %s INHERIT`, render.QuoteIdent(user)))
+				assertNoinheritAdminTold(t, db, a, user, created, req.Password)
 			}
 			dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: created})
 			if roleExists(t, a, created) {
@@ -165,4 +157,17 @@ func TestCreateroleAdminMemberships(t *testing.T) {
 			}
 		})
 	}
+}
+
+// assertNoinheritAdminTold: a NOINHERIT admin on 14-15 has no way to the
+// user's privileges, so the revocation fails, saying what to change, with
+// logins blocked; it makes the admin INHERIT, after which it goes through.
+func assertNoinheritAdminTold(t *testing.T, db *Postgres, a *pgxpool.Pool, admin, user, password string) {
+	t.Helper()
+	_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user})
+	if err == nil || !strings.Contains(err.Error(), "INHERIT") {
+		t.Fatalf("DeleteUser by a NOINHERIT admin on %d: error = %v, want one that says to make it INHERIT", pg.VersionNum, err)
+	}
+	assertNoLogin(t, user, password)
+	execSQL(t, a, fmt.Sprintf(`ALTER ROLE %s INHERIT`, render.QuoteIdent(admin)))
 }
