@@ -9,6 +9,7 @@ package postgres
 // and makes acct a superuser when a superuser does: plantEscalation.)
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"strings"
@@ -938,5 +939,63 @@ func TestHandOverLendsEverySchemaItNeeds(t *testing.T) {
 				fmt.Sprintf(kind.create, render.QuoteIdent(schemas[1])))
 			revokeDropped(t, db, a, created)
 		})
+	}
+}
+
+// TestHandOverHeldBackLendsNoPrivilegesFromAnyGrantor: privileges a third
+// role passed on to the user, and privileges the user passed on to others
+// from its grant option, are taken back in the committed first step too (as
+// their grantor, with CASCADE): the user's rule cannot use them while a
+// lock holds the hand-over back.
+func TestHandOverHeldBackLendsNoPrivilegesFromAnyGrantor(t *testing.T) {
+	for _, tc := range []struct{ name, grant string }{
+		{"granted by a third role", `CREATE ROLE %[3]s; GRANT SELECT ON public.secret TO %[3]s WITH GRANT OPTION;
+SET ROLE %[3]s; GRANT SELECT ON public.secret TO %[1]s; RESET ROLE;`},
+		{"passed on from its grant option", `GRANT SELECT ON public.secret TO %[1]s WITH GRANT OPTION;
+SET ROLE %[1]s; GRANT SELECT ON public.secret TO %[2]s; RESET ROLE;`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l := newAttackLab(t, map[string]interface{}{"lock_timeout": "300ms"})
+			third := "third_" + randSuffix()
+			t.Cleanup(func() {
+				_, _ = l.a.Exec(context.Background(), "DROP OWNED BY "+render.QuoteIdent(third)+"; DROP ROLE IF EXISTS "+render.QuoteIdent(third))
+			})
+			execSQL(t, l.a, `CREATE TABLE public.secret (s text); INSERT INTO public.secret VALUES ('the data');`+
+				fmt.Sprintf(tc.grant, render.QuoteIdent(l.user), render.QuoteIdent(l.acct), render.QuoteIdent(third)))
+			execSQL(t, l.c, fmt.Sprintf(`CREATE TABLE public.held (x int); GRANT SELECT ON public.held TO %s;
+CREATE TABLE public.outbox (who text, s text);
+CREATE TABLE public.inbox (x int);
+CREATE RULE r AS ON INSERT TO public.inbox DO INSTEAD INSERT INTO public.outbox SELECT current_user, s FROM public.secret;
+GRANT INSERT ON public.inbox TO PUBLIC;`, render.QuoteIdent(l.acct)))
+			_ = l.c.Close(testCtx(t))
+			l.holdBackHandOver(t)
+			_, err := l.asAcct(t).Exec(testCtx(t), "INSERT INTO public.inbox VALUES (1)")
+			t.Logf("INSERT into the user's table with a rule, as %s: %v", l.acct, err)
+			var acl string
+			if err := l.a.QueryRow(testCtx(t), "SELECT relacl::text FROM pg_class WHERE oid = 'public.secret'::regclass").Scan(&acl); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(acl, l.user) {
+				t.Errorf("while the hand-over is held back, the ACL of public.secret still names the user: %s", acl)
+			}
+		})
+	}
+}
+
+// TestHandOverSucceedsWithGrantsPassedOnFromItsView: a role the user let
+// pass its view on (WITH GRANT OPTION) that did so does not make the
+// revocation fail for ever with "dependent privileges exist": the view's
+// privileges are revoked with CASCADE, and the view serves no one.
+func TestHandOverSucceedsWithGrantsPassedOnFromItsView(t *testing.T) {
+	l := newAttackLab(t, nil)
+	execSQL(t, l.c, fmt.Sprintf(`CREATE TABLE public.mine (s text); INSERT INTO public.mine VALUES ('kept');
+CREATE VIEW public.v AS SELECT s FROM public.mine; GRANT SELECT ON public.v TO %s WITH GRANT OPTION`, render.QuoteIdent(l.acct)))
+	execSQL(t, l.asAcct(t), "GRANT SELECT ON public.v TO PUBLIC")
+	_ = l.c.Close(testCtx(t))
+	revokeDropped(t, l.db, l.a, l.user)
+	var s string
+	if err := l.asAcct(t).QueryRow(testCtx(t), "SELECT s FROM public.v").Scan(&s); err == nil {
+		t.Errorf("after the revocation, the revoked user's view still serves %s: %q", l.acct, s)
 	}
 }

@@ -625,3 +625,79 @@ func TestLockoutDropHeldBackByALockOnTheRole(t *testing.T) {
 	execSQL(t, holder, "ROLLBACK")
 	revokeDropped(t, db, a, user)
 }
+
+// TestLockoutOthersCatalogUpdatesCannotUndoNologin: another login that
+// keeps updating the catalog rows the disarming must change (its own table
+// it gave the user a privilege on, the user's view), in short transactions,
+// makes those statements fail with "tuple concurrently updated"; NOLOGIN is
+// committed before any of them runs, so it always holds.
+func TestLockoutOthersCatalogUpdatesCannotUndoNologin(t *testing.T) {
+	l := newAttackLab(t, nil)
+	execSQL(t, l.a, fmt.Sprintf(`CREATE TABLE public.shared (x int); ALTER TABLE public.shared OWNER TO %s`, render.QuoteIdent(l.acct)))
+	execSQL(t, l.asAcct(t), fmt.Sprintf(`GRANT SELECT ON public.shared TO %s`, render.QuoteIdent(l.user)))
+	execSQL(t, l.c, fmt.Sprintf(`CREATE VIEW public.v AS SELECT 1 AS x; GRANT SELECT ON public.v TO %s`, render.QuoteIdent(l.acct)))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, c := range []struct {
+		conn  *pgx.Conn
+		table string
+	}{{l.asAcct(t), "public.shared"}, {l.c, "public.v"}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				op := "GRANT INSERT ON " + c.table + " TO PUBLIC"
+				if i%2 == 1 {
+					op = "REVOKE INSERT ON " + c.table + " FROM PUBLIC"
+				}
+				if _, err := c.conn.Exec(context.Background(), "BEGIN; "+op+"; SELECT pg_sleep(0.05); COMMIT"); err != nil && c.conn.IsClosed() {
+					return // the revocation ended the user's session
+				}
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	_, err := l.db.DeleteUser(boundedCtx(t, stallBound), dbplugin.DeleteUserRequest{Username: l.user})
+	t.Logf("DeleteUser: %v", err)
+	if lerr := pg.CanLogin(testCtx(t), l.user, l.password); lerr == nil {
+		t.Errorf("after DeleteUser (%v) the user still logs in", err)
+	}
+}
+
+// TestLockoutOthersOpenGrantsDoNotDelayNologin: another login's open
+// transaction on the catalog rows of a dozen tables the user was given
+// privileges on holds up the disarming, which gives up within seconds; logins
+// are blocked long before, and an error says only what happened.
+func TestLockoutOthersOpenGrantsDoNotDelayNologin(t *testing.T) {
+	l := newAttackLab(t, map[string]interface{}{"lock_timeout": "300ms"})
+	const n = 12
+	var own, give, hold strings.Builder
+	hold.WriteString("BEGIN;")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&own, "CREATE TABLE public.g%d (x int); ALTER TABLE public.g%d OWNER TO %s;", i, i, render.QuoteIdent(l.acct))
+		fmt.Fprintf(&give, "GRANT SELECT ON public.g%d TO %s;", i, render.QuoteIdent(l.user))
+		fmt.Fprintf(&hold, "GRANT INSERT ON public.g%d TO PUBLIC;", i)
+	}
+	execSQL(t, l.a, own.String())
+	holder := l.asAcct(t)
+	execSQL(t, holder, give.String())
+	execSQL(t, holder, hold.String())
+	done := make(chan error, 1)
+	go func() {
+		_, err := l.db.DeleteUser(boundedCtx(t, stallBound), dbplugin.DeleteUserRequest{Username: l.user})
+		done <- err
+	}()
+	waitFor(t, func() bool { return pg.CanLogin(testCtx(t), l.user, l.password) != nil })
+	err := <-done
+	t.Logf("DeleteUser: %v", err)
+	if err != nil && strings.Contains(err.Error(), "deadline") {
+		t.Errorf("the revocation ran into its deadline instead of giving up on the held rows: %v", err)
+	}
+	execSQL(t, holder, "ROLLBACK")
+	revokeDropped(t, l.db, l.a, l.user)
+}

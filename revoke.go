@@ -21,13 +21,18 @@ import (
 // The default revocation of one user in the connected database is one
 // simple-protocol query string, so one round trip:
 //
-//	BEGIN; <settings> DO <revoke_login.sql>; COMMIT; <settings> DO <revoke_role.sql>; <revoke_outcome.sql>
+//	BEGIN; <settings> <revoke_login.sql>; COMMIT;
+//	BEGIN; <settings> <revoke_disarm.sql>; COMMIT;
+//	<settings> <revoke_role.sql>; <revoke_outcome.sql>
 //
-// revoke_login.sql commits NOLOGIN on its own, with everything that lets
-// others act with the user's rights (its memberships, its members, its
-// SECURITY DEFINER routines, others' privileges on its views), before
-// anything that can wait long or fail: a failed revocation never leaves a
-// usable login. revoke_role.sql then ends the sessions and removes the role;
+// revoke_login.sql commits NOLOGIN on its own, before anything that can wait
+// long or fail: a failed revocation never leaves a usable login.
+// revoke_disarm.sql then commits, best effort and within a few seconds,
+// the taking away of everything that lets others act with the user's
+// rights (its memberships, its members, its SECURITY DEFINER routines,
+// others' privileges on its views, the privileges others gave it, its
+// rules), so that none of it is left while a lock holds the hand-over
+// back. revoke_role.sql ends the sessions and removes the role;
 // revoke_outcome.sql reports what happened (a revokePass).
 //
 // Nothing serialises revocations of one role: a lock any login could take
@@ -53,6 +58,11 @@ import (
 // revokeLoginSQL: the guards, NOLOGIN and the early disarming. A missing
 // role is left to revokeRoleSQL, which reports it.
 var revokeLoginSQL = loadSQL("revoke_login.sql")
+
+// revokeDisarmSQL takes away, in a transaction of its own after NOLOGIN,
+// what lets others act with the user's rights; it never fails the
+// revocation. Reassigning in another database runs it there first too.
+var revokeDisarmSQL = loadSQL("revoke_disarm.sql")
 
 // nologinContendedSQL replaces revoke_login's plain NOLOGIN when that waited
 // too long for the user's row in pg_authid: it ends the user's sessions that
@@ -155,16 +165,21 @@ func (p *Postgres) defaultRevoke(ctx context.Context, st *state, username string
 	pass, err := st.revokeOnce(ctx, username, false)
 	if err != nil {
 		if errors.Is(err, errHandOverLocked) {
-			p.logger.Warn("revocation: logins and sessions ended; the hand-over of the user's objects waits for a lock, Vault will retry", "username", username)
+			p.logger.Warn("revocation failed after logins were blocked; Vault will retry", "username", username, "error", err)
 		}
 		return err
 	}
 	if pass.outcome == outcomeOtherDatabases {
 		for _, dbname := range pass.others {
-			// A database we cannot reach must not make the lease
-			// irrevocable: the final pass disables the role instead.
 			if err := st.reassignIn(ctx, dbname, username); err != nil {
-				p.logger.Warn("revocation: could not reassign objects in another database", "username", username, "database", dbname, "error", err)
+				// A database that takes no connections (ALLOW_CONNECTIONS
+				// false) runs nothing the user left: the final pass disables
+				// the role instead. Any other failure leaves the user's
+				// objects its own there, and fails the revocation.
+				if closed, cerr := st.takesNoConnections(ctx, dbname); cerr != nil || !closed {
+					return fmt.Errorf("%w, but handing over what the user owns in database %q failed: %w; Vault retries the revocation", errHandOverLocked, dbname, err)
+				}
+				p.logger.Warn("revocation: database takes no connections, so the user's objects there stay its own and the role is disabled", "username", username, "database", dbname, "error", err)
 			}
 		}
 		if pass, err = st.revokeOnce(ctx, username, true); err != nil {
@@ -199,15 +214,30 @@ func (st *state) reassignIn(ctx context.Context, dbname, username string) error 
 	if err != nil {
 		return err
 	}
+	disarm, err := revokeDisarmSQL.fill(map[string]string{"role": render.QuoteLiteral(username)})
+	if err != nil {
+		return err
+	}
 	conn, done, err := st.connTo(ctx, dbname)
 	if err != nil {
 		return err
 	}
 	defer done()
-	if err := execAtomic(ctx, conn, st.revokeTx+"DO "+render.DollarQuote(body)); err != nil {
-		return failed("", err)
+	// The disarming commits first, as in the connected database, so that a
+	// hand-over held back by a lock leaves nothing there to act as the user.
+	sql := "BEGIN;\n" + st.revokeTx + "DO " + render.DollarQuote(disarm) + ";\nCOMMIT;\n" + st.revokeTx + "DO " + render.DollarQuote(body)
+	if err := execAtomic(ctx, conn, sql); err != nil {
+		return st.failed("", err)
 	}
 	return nil
+}
+
+// takesNoConnections reports whether dbname is closed to every login
+// (ALLOW_CONNECTIONS false).
+func (st *state) takesNoConnections(ctx context.Context, dbname string) (bool, error) {
+	var allow bool
+	err := st.pool.QueryRow(ctx, "SELECT datallowconn FROM pg_catalog.pg_database WHERE datname = $1", dbname).Scan(&allow)
+	return !allow, err
 }
 
 // connTo is a connection to dbname as the configured user, and what gives
@@ -246,6 +276,7 @@ func (st *state) handOver(username string) (string, error) {
 func (st *state) reassignDo(username string) (string, error) {
 	vals := st.revokeValues(username)
 	vals["holding_comment"] = holdingComment
+	vals["transient"] = transientSQL
 	reassign, err := reassignOwnedSQL.fill(vals)
 	if err != nil {
 		return "", err
@@ -326,9 +357,16 @@ func (st *state) revokeOnce(ctx context.Context, username string, final bool) (r
 		// statement that noticed may say so with 42704, or as an invalid
 		// value (22023, SET ROLE to it): whatever it said, a role that is
 		// gone is revoked.
+		// Whether logins are blocked is read from the database, not guessed
+		// from where the query string failed: a cut connection leaves no
+		// transaction status to go by.
 		if ctx.Err() == nil {
-			if exists, cerr := st.roleExists(ctx, username); cerr == nil && !exists {
+			exists, canLogin, cerr := st.roleLogin(ctx, username)
+			if cerr == nil && !exists {
 				return revokePass{outcome: outcomeGone}, nil
+			}
+			if cerr == nil {
+				lockedOut = !canLogin
 			}
 		}
 		return revokePass{}, st.revokeFailed(err, lockedOut)
@@ -355,7 +393,7 @@ func (st *state) revokeFailed(err error, lockedOut bool) error {
 	}
 	switch {
 	case sqlState(err) == roleLockedState:
-		return fmt.Errorf("%w%s, and what the user owned is handed over, but a lock on the role holds back its drop: %w; Vault retries the revocation later", errHandOverLocked, ended, st.failed("", err))
+		return fmt.Errorf("%w%s, but a lock on the role holds back its drop, and with it the hand-over of what it owns: %w; Vault retries the revocation later", errHandOverLocked, ended, st.failed("", err))
 	case isLockTimeout(err):
 		return fmt.Errorf("%w%s, but handing over what the user owns waited longer than lock_timeout (%s) for a lock another session holds on one of its objects; Vault retries the revocation later", errHandOverLocked, ended, st.cfg.LockTimeout)
 	}
@@ -381,7 +419,9 @@ func (st *state) runRevoke(ctx context.Context, sql string) (pass revokePass, lo
 			_ = pc.Exec(ctx, "ROLLBACK").Close()
 			return revokePass{}, false, err
 		}
-		return revokePass{}, pc.TxStatus() == 'I', err
+		// A connection cut mid-way tells nothing (its status is the one
+		// from before the query string): claim nothing.
+		return revokePass{}, pc.TxStatus() == 'I' && !pc.IsClosed(), err
 	}
 	last := results[len(results)-1]
 	if len(last.Rows) != 1 || len(last.Rows[0]) != 3 {

@@ -324,3 +324,39 @@ func TestRevocationKeepsNoConnectionToOtherDatabases(t *testing.T) {
 		t.Errorf("DROP DATABASE of the database the revocation handed objects over in: %v", err)
 	}
 }
+
+// TestRevocationInAnotherDatabaseMustGoThrough: when the hand-over in
+// another database the user owns objects in is held back by a lock, the
+// revocation fails (Vault retries) instead of reporting success with the
+// user's code live there; meanwhile its SECURITY DEFINER function there runs
+// as its caller (the disarming committed there first).
+func TestRevocationInAnotherDatabaseMustGoThrough(t *testing.T) {
+	l := newAttackLab(t, map[string]interface{}{"lock_timeout": "300ms"})
+	db2 := "rv2_" + randSuffix()
+	execSQL(t, l.a, "CREATE DATABASE "+render.QuoteIdent(db2))
+	t.Cleanup(func() {
+		_, _ = l.a.Exec(context.Background(), "DROP DATABASE IF EXISTS "+render.QuoteIdent(db2)+" WITH (FORCE)")
+	})
+	execSQL(t, l.a, fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s", render.QuoteIdent(db2), render.QuoteIdent(l.user)))
+	sup2 := connectAs(t, pg.SuperUser, pg.SuperPassword, db2)
+	execSQL(t, sup2, fmt.Sprintf(`CREATE TABLE public.secret (s text); INSERT INTO public.secret VALUES ('the data'); GRANT SELECT ON public.secret TO %s`, render.QuoteIdent(l.user)))
+	u2 := connectAs(t, l.user, l.password, db2)
+	execSQL(t, u2, fmt.Sprintf(`CREATE SCHEMA mine; GRANT USAGE ON SCHEMA mine TO %[1]s;
+CREATE TABLE mine.held (x int); GRANT SELECT ON mine.held TO %[1]s;
+CREATE FUNCTION mine.peek() RETURNS text SECURITY DEFINER LANGUAGE sql AS 'SELECT s FROM public.secret'`, render.QuoteIdent(l.acct)))
+	_ = u2.Close(testCtx(t))
+	locker := connectAs(t, l.acct, l.acctPassword, db2)
+	execSQL(t, locker, "BEGIN; LOCK TABLE mine.held IN ACCESS SHARE MODE")
+	_, err := l.db.DeleteUser(boundedCtx(t, stallBound), dbplugin.DeleteUserRequest{Username: l.user})
+	t.Logf("DeleteUser: %v", err)
+	if err == nil || !strings.Contains(err.Error(), db2) {
+		t.Errorf("DeleteUser while the hand-over in %s is held back: error = %v, want one naming that database", db2, err)
+	}
+	var got string
+	if err := connectAs(t, l.acct, l.acctPassword, db2).QueryRow(testCtx(t), "SELECT mine.peek()").Scan(&got); err == nil {
+		t.Errorf("while the hand-over in %s is held back, %s reads %q through the user's SECURITY DEFINER function", db2, l.acct, got)
+	}
+	assertNoLogin(t, l.user, l.password)
+	execSQL(t, locker, "ROLLBACK")
+	revokeDropped(t, l.db, l.a, l.user)
+}

@@ -8,7 +8,8 @@ import (
 	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
-// The revocation's two blocks (revoke_login.sql, revoke_role.sql) run as
+// The revocation's three blocks (revoke_login.sql, revoke_disarm.sql,
+// revoke_role.sql) run as
 // temporary functions of the plugin's own server session, made on the first
 // revocation a session runs: a DO block is compiled, and each of its
 // statements planned, on every run, which was most of a revocation's server
@@ -96,13 +97,15 @@ const revokeReset = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL;\n"
 
 // The functions' parameters, in place of the markers' literals.
 const (
-	loginParams = "p_role text, p_target text, p_create_target boolean, p_terminate boolean"
-	roleParams  = "p_role text, p_terminate boolean, p_final boolean, p_reassign text"
+	loginParams  = "p_role text, p_target text, p_create_target boolean, p_terminate boolean"
+	disarmParams = "p_role text"
+	roleParams   = "p_role text, p_terminate boolean, p_final boolean, p_reassign text"
 )
 
 var (
 	loginFn          = newRevokeFn("pgvault_revoke_login", loginParams, loginBody(plainNologin))
 	loginContendedFn = newRevokeFn("pgvault_revoke_login", loginParams, loginBody(mustFill(nologinContendedSQL, map[string]string{"raise_prepared": raisePreparedSQL})))
+	disarmFn         = newRevokeFn("pgvault_revoke_disarm", disarmParams, mustFill(revokeDisarmSQL, map[string]string{"role": "p_role"}))
 	roleFn           = newRevokeFn("pgvault_revoke_role", roleParams, mustFill(revokeRoleSQL, map[string]string{
 		"role": "p_role", "terminate": "p_terminate", "final": "p_final", "transient": transientSQL,
 		"raise_prepared": raisePreparedSQL, "hand_over": strings.TrimRight(mustFill(handOverSQL, map[string]string{"reassign": "p_reassign"}), "\n"),
@@ -112,7 +115,7 @@ var (
 func loginBody(nologin string) string {
 	return mustFill(revokeLoginSQL, map[string]string{
 		"role": "p_role", "target": "p_target", "create_target": "p_create_target", "terminate": "p_terminate",
-		"transient": transientSQL, "nologin": nologin, "holding_comment": holdingComment,
+		"nologin": nologin, "holding_comment": holdingComment,
 	})
 }
 
@@ -138,10 +141,11 @@ func (st *state) revokeSQL(username string, final, contended, ensure bool) (stri
 	if st.noTempFunctions.Load() {
 		invoke = revokeFn.inline
 	} else if ensure {
-		made = ensureFns(login, roleFn)
+		made = ensureFns(login, disarmFn, roleFn)
 	}
 	return "BEGIN;\n" + st.revokeTx + made +
 		invoke(login, render.QuoteLiteral(username), render.QuoteLiteral(target), boolSQL(target == holdingRole), boolSQL(st.cfg.TerminateSessions)) +
+		"COMMIT;\nBEGIN;\n" + st.revokeTx + invoke(disarmFn, render.QuoteLiteral(username)) +
 		"COMMIT;\n" + st.revokeTx +
 		invoke(roleFn, render.QuoteLiteral(username), boolSQL(st.cfg.TerminateSessions), boolSQL(final), render.QuoteLiteral(reassign)) +
 		report, nil

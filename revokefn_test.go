@@ -2,7 +2,9 @@ package postgres
 
 import (
 	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
@@ -55,5 +57,41 @@ func TestRevocationWithoutTemporaryObjects(t *testing.T) {
 		if roleExists(t, a, user) {
 			t.Fatalf("%s survived the revocation", user)
 		}
+	}
+}
+
+// TestRevocationDisarmTakesBackEveryKindOfPrivilege runs the disarming step
+// without its catch-all (which keeps a failure from stopping a revocation,
+// and so would hide one) for a user given a privilege on every kind of
+// object it handles, and checks that it fails nowhere and leaves none.
+func TestRevocationDisarmTakesBackEveryKindOfPrivilege(t *testing.T) {
+	needPG(t)
+	dbname, a := isolatedDB(t)
+	user := plainRole(t, a, "disarmed", "")
+	u := render.QuoteIdent(user)
+	execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA s; CREATE TABLE s.t (id int, c int); CREATE SEQUENCE s.q; CREATE FUNCTION s.f() RETURNS int LANGUAGE sql AS 'SELECT 1';
+CREATE TYPE s.ty AS (x int); CREATE DOMAIN s.dom AS int; CREATE FOREIGN DATA WRAPPER w; CREATE SERVER srv FOREIGN DATA WRAPPER w;
+SELECT lo_create(4242);
+GRANT USAGE ON SCHEMA s TO %[1]s; GRANT SELECT ON s.t TO %[1]s; GRANT UPDATE (c) ON s.t TO %[1]s; GRANT USAGE ON SEQUENCE s.q TO %[1]s;
+GRANT EXECUTE ON FUNCTION s.f() TO %[1]s; GRANT USAGE ON TYPE s.ty TO %[1]s; GRANT USAGE ON DOMAIN s.dom TO %[1]s;
+GRANT USAGE ON FOREIGN DATA WRAPPER w TO %[1]s; GRANT USAGE ON FOREIGN SERVER srv TO %[1]s; GRANT SELECT ON LARGE OBJECT 4242 TO %[1]s;
+GRANT USAGE ON LANGUAGE plpgsql TO %[1]s; GRANT TEMPORARY ON DATABASE %[2]s TO %[1]s; GRANT CREATE ON TABLESPACE pg_default TO %[1]s`, u, render.QuoteIdent(dbname)))
+	t.Cleanup(func() { execSQL(t, admin(t), "REVOKE ALL ON TABLESPACE pg_default FROM "+u) })
+	body, err := revokeDisarmSQL.fill(map[string]string{"role": render.QuoteLiteral(user)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.LastIndex(body, "EXCEPTION WHEN OTHERS THEN")
+	if i < 0 {
+		t.Fatal("revoke_disarm.sql has no catch-all to take off: the test needs updating")
+	}
+	execSQL(t, a, revokeTxSettings(time.Second)+"DO "+render.DollarQuote(body[:i]+"END"))
+	var left []string
+	if err := a.QueryRow(testCtx(t), `SELECT coalesce(array_agg(pg_describe_object(classid, objid, objsubid)), '{}') FROM pg_shdepend
+		WHERE refobjid = $1::regrole AND deptype = 'a'`, user).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if len(left) > 0 {
+		t.Errorf("the disarming left the user privileges on %v", left)
 	}
 }

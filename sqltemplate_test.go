@@ -27,13 +27,14 @@ func TestSQLTemplateFill(t *testing.T) {
 // plugin, and the markers are the ones the Go that fills it supplies.
 func TestSQLFilesMarkers(t *testing.T) {
 	want := map[string][]string{
-		"revoke_login.sql":       {"role", "target", "create_target", "terminate", "nologin", "transient", "holding_comment"},
+		"revoke_login.sql":       {"role", "target", "create_target", "terminate", "nologin", "holding_comment"},
+		"revoke_disarm.sql":      {"role"},
 		"nologin_contended.sql":  {"raise_prepared"},
 		"revoke_role.sql":        {"role", "terminate", "final", "hand_over", "transient", "raise_prepared"},
 		"revoke_outcome.sql":     {"role"},
 		"reassign_elsewhere.sql": {"role", "hand_over"},
 		"hand_over.sql":          {"reassign"},
-		"reassign_owned.sql":     {"role", "target", "create_target", "allow_privileged", "holding_comment"},
+		"reassign_owned.sql":     {"role", "target", "create_target", "allow_privileged", "holding_comment", "transient"},
 		"safe_search_path.sql":   nil,
 		"label_created.sql":      {"role", "label"},
 		"label_renewed.sql":      {"role", "expires", "managed_by"},

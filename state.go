@@ -154,9 +154,14 @@ func (p *Postgres) retire(next *state) {
 const connRetries = 3
 
 func (st *state) roleExists(ctx context.Context, name string) (bool, error) {
-	var ok bool
-	err := st.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)", name).Scan(&ok)
-	return ok, err
+	exists, _, err := st.roleLogin(ctx, name)
+	return exists, err
+}
+
+// roleLogin reports whether the role exists and whether it may log in.
+func (st *state) roleLogin(ctx context.Context, name string) (exists, canLogin bool, err error) {
+	err = st.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1), coalesce((SELECT rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = $1), false)", name).Scan(&exists, &canLogin)
+	return exists, canLogin, err
 }
 
 // Close retires the state: new requests are refused at once, and the pools
