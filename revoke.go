@@ -72,16 +72,13 @@ var nologinContendedSQL = loadSQL("nologin_contended.sql")
 // plainNologin is revoke_login's NOLOGIN when nothing stands in its way.
 const plainNologin = "EXECUTE pg_catalog.format('ALTER ROLE %I NOLOGIN', r)"
 
-// revokeRoleSQL runs once NOLOGIN is committed. Steps:
+// revokeRoleSQL runs once NOLOGIN and the disarming are committed. Steps:
 //
 //  1. a missing role is success;
-//  2. revoke the role's group memberships (dropping it would anyway; a
-//     disabled role must lose them; and a role that is a member of the
-//     admin would make step 3 fail with 0LP01);
-//  3. make the admin a member of the role when it is not a superuser: it
+//  2. make the admin a member of the role when it is not a superuser: it
 //     needs that to end the role's sessions and, on PostgreSQL 15, to
 //     reassign and drop what it owns;
-//  4. end the sessions, by role oid. A login that passed the NOLOGIN check
+//  3. end the sessions, by role oid. A login that passed the NOLOGIN check
 //     before it was committed may not show in pg_stat_activity yet: a
 //     backend appears there only at the end of its startup (from
 //     PostgreSQL 18 it appears as "starting", without a user), which a
@@ -91,11 +88,14 @@ const plainNologin = "EXECUTE pg_catalog.format('ALTER ROLE %I NOLOGIN', r)"
 //     role, which succeeds only for the role's own. (Logins still
 //     authenticating read rolcanlogin afresh afterwards, and fail.) Once
 //     every session found has ended, none can start again;
-//  5. in a subtransaction: hand everything the user owns to the target,
-//     drop what is left (privileges), and drop the role unless it still has
-//     objects in other databases;
-//  6. if step 5 fails, leave the role harmless: NOLOGIN, expired, no group
-//     memberships; the reason is reported back for a warning.
+//  4. revoke the group memberships the disarming could not (a row another
+//     transaction held): a note says which stay;
+//  5. hand everything the user owns to the target and drop what is left
+//     (privileges); a failure fails the revocation;
+//  6. drop the role, unless it still has objects in other databases; if
+//     the drop fails (privileges only a third role may revoke), disable
+//     the role, which owns nothing here any more; the reason is reported
+//     back for a warning. A lock on the role itself fails it (PV002).
 //
 // pg_stat_activity is read from a snapshot taken once per transaction, so
 // every read that must see the present clears it first.
