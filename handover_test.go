@@ -957,7 +957,7 @@ SET ROLE %[1]s; GRANT SELECT ON public.secret TO %[2]s; RESET ROLE;`},
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			l := newAttackLab(t, map[string]interface{}{"lock_timeout": "300ms"})
-			third := "third_" + randSuffix()
+			third := "third-" + randSuffix() // a name that needs quoting
 			t.Cleanup(func() {
 				_, _ = l.a.Exec(context.Background(), "DROP OWNED BY "+render.QuoteIdent(third)+"; DROP ROLE IF EXISTS "+render.QuoteIdent(third))
 			})

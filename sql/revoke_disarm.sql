@@ -100,7 +100,7 @@ BEGIN
 		SELECT 'REVOKE ALL ' || CASE g.kind WHEN 'COLUMN' THEN pg_catalog.string_agg(g.name, ', ')
 				ELSE 'ON ' || g.kind || ' ' || pg_catalog.string_agg(g.name, ', ') END || pg_catalog.format(' FROM %I CASCADE', r),
 			CASE WHEN me_super AND g.grantor <> (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname = current_user)
-				THEN g.grantor::regrole::text END,
+				THEN pg_catalog.pg_get_userbyid(g.grantor)::text END,
 			pg_catalog.array_agg('REVOKE ALL ' || CASE g.kind WHEN 'COLUMN' THEN g.name ELSE 'ON ' || g.kind || ' ' || g.name END
 				|| pg_catalog.format(' FROM %I CASCADE', r))
 			FROM (SELECT DISTINCT * FROM given) g
