@@ -701,3 +701,55 @@ func TestLockoutOthersOpenGrantsDoNotDelayNologin(t *testing.T) {
 	execSQL(t, holder, "ROLLBACK")
 	revokeDropped(t, l.db, l.a, l.user)
 }
+
+// TestLockoutUsersOwnRowsCannotUseUpTheDisarmingsTime: a user that holds
+// the catalog rows of many of its SECURITY DEFINER functions in an open
+// transaction, so that the disarming spends its few seconds waiting on
+// them, still has that session ended and every one of them disarmed before
+// the hand-over is held back.
+func TestLockoutUsersOwnRowsCannotUseUpTheDisarmingsTime(t *testing.T) {
+	l := newAttackLab(t, map[string]interface{}{"lock_timeout": "300ms"})
+	l.definerAccess(t)
+	var decoys, alters strings.Builder
+	for i := 0; i < 17; i++ {
+		fmt.Fprintf(&decoys, "CREATE FUNCTION public.d%d() RETURNS int SECURITY DEFINER LANGUAGE sql AS 'SELECT 1';\n", i)
+		fmt.Fprintf(&alters, "ALTER FUNCTION public.d%d() COST 7;\n", i)
+	}
+	execSQL(t, l.c, decoys.String()+"CREATE TABLE public.held (x int); GRANT SELECT ON public.held TO "+render.QuoteIdent(l.acct))
+	execSQL(t, l.c, "BEGIN; "+alters.String()+"ALTER FUNCTION public.run(text) COST 7")
+	execSQL(t, l.asAcct(t), "BEGIN; LOCK TABLE public.held IN ACCESS SHARE MODE")
+	_, err := l.db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: l.user})
+	if err == nil || !roleExists(t, l.a, l.user) {
+		t.Fatalf("the hand-over was not held back (%v): the test proves nothing", err)
+	}
+	var armed int
+	if err := l.a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_proc WHERE proowner = (SELECT oid FROM pg_roles WHERE rolname = $1) AND prosecdef", l.user).Scan(&armed); err != nil {
+		t.Fatal(err)
+	}
+	if armed > 0 {
+		t.Errorf("after one revocation held back by a lock, %d of the user's functions are still SECURITY DEFINER", armed)
+	}
+	l.assertNoDefinerAccess(t, false, "after the user held its functions' rows")
+}
+
+// TestLockoutErrorAfterAnEarlierPass: when an earlier revocation blocked
+// logins and another role's transaction now holds the user's role row, the
+// error says that logins stay blocked, not that nothing was changed.
+func TestLockoutErrorAfterAnEarlierPass(t *testing.T) {
+	a := admin(t)
+	db := newDB(t, nil)
+	user, _ := loginUser(t, db)
+	execSQL(t, a, "ALTER ROLE "+render.QuoteIdent(user)+" NOLOGIN") // as an earlier pass did
+	holder := connectAs(t, pg.SuperUser, pg.SuperPassword, "")
+	execSQL(t, holder, "BEGIN; ALTER ROLE "+render.QuoteIdent(user)+" VALID UNTIL 'infinity'")
+	_, err := db.DeleteUser(boundedCtx(t, stallBound), dbplugin.DeleteUserRequest{Username: user})
+	execSQL(t, holder, "ROLLBACK")
+	t.Logf("DeleteUser: %v", err)
+	if err == nil {
+		t.Fatal("DeleteUser succeeded while another role's transaction holds the user's role row: the test proves nothing")
+	}
+	if strings.Contains(err.Error(), "nothing was changed") || !strings.Contains(err.Error(), "logins stay blocked") {
+		t.Errorf("error = %v, want one saying logins stay blocked", err)
+	}
+	revokeDropped(t, db, a, user)
+}

@@ -397,7 +397,7 @@ func (st *state) revokeFailed(err error, lockedOut bool) error {
 	case isLockTimeout(err):
 		return fmt.Errorf("%w%s, but handing over what the user owns waited longer than lock_timeout (%s) for a lock another session holds on one of its objects; Vault retries the revocation later", errHandOverLocked, ended, st.cfg.LockTimeout)
 	}
-	return fmt.Errorf("%w, but the revocation failed after that: %w; Vault retries it", errHandOverLocked, st.failed("", err))
+	return fmt.Errorf("%w, but the revocation failed: %w", errHandOverLocked, st.failed("", err))
 }
 
 // runRevoke sends one pass's query string on a pooled connection and reads

@@ -88,7 +88,7 @@ GRANT USAGE ON LANGUAGE plpgsql TO %[1]s; GRANT TEMPORARY ON DATABASE %[2]s TO %
 	execSQL(t, a, revokeTxSettings(time.Second)+"DO "+render.DollarQuote(body[:i]+"END"))
 	var left []string
 	if err := a.QueryRow(testCtx(t), `SELECT coalesce(array_agg(pg_describe_object(classid, objid, objsubid)), '{}') FROM pg_shdepend
-		WHERE refobjid = $1::regrole AND deptype = 'a'`, user).Scan(&left); err != nil {
+		WHERE refobjid = (SELECT oid FROM pg_roles WHERE rolname = $1) AND deptype = 'a'`, user).Scan(&left); err != nil {
 		t.Fatal(err)
 	}
 	if len(left) > 0 {

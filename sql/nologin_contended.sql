@@ -17,7 +17,9 @@
 			END IF;
 			IF attempt > 3 THEN
 				RAISE EXCEPTION USING ERRCODE = 'object_in_use',
-					MESSAGE = 'logins could not be blocked: a transaction that is not the user''s holds its row in pg_authid (pg_locks shows which); nothing was changed, and Vault retries the revocation';
+					MESSAGE = CASE WHEN (SELECT o.rolcanlogin FROM pg_catalog.pg_roles o WHERE o.oid = roid)
+						THEN 'logins could not be blocked: a transaction that is not the user''s holds its row in pg_authid (pg_locks shows which); nothing was changed, and Vault retries the revocation'
+						ELSE 'NOLOGIN could not be set again (an earlier revocation set it, and logins stay blocked): a transaction that is not the user''s holds its row in pg_authid (pg_locks shows which); Vault retries the revocation' END;
 			END IF;
 			BEGIN
 				PERFORM pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_get_activity(NULL) a

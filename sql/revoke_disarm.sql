@@ -23,6 +23,7 @@
 -- A statement that waits longer than 200 ms for its catalog row is tried
 -- again once the user's sessions that hold a transaction are ended: what
 -- usually holds such a row is the user's own open ALTER, GRANT or REVOKE.
+-- After 3 s, statements wait for no lock at all.
 DECLARE
 	r text := /* @role */ NULL;
 	roid oid := pg_catalog.to_regrole(pg_catalog.quote_ident(r));
@@ -142,14 +143,16 @@ BEGIN
 		END IF;
 	END LOOP;
 	-- Rows held by the user's own open transactions: end those sessions,
-	-- then try again, within what is left of the time.
-	IF cardinality(waited) > 0 AND pg_catalog.clock_timestamp() < deadline
-		AND EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(NULL) a
-			WHERE a.usesysid = roid AND a.pid <> pg_catalog.pg_backend_pid() AND a.backend_xid IS NOT NULL) THEN
+	-- wait (up to 1 s) until they are gone, then try again. This runs even
+	-- after the time is up, so that a user cannot use up the time with rows
+	-- of its own to keep the one that matters; what is left after the time
+	-- is up waits for nothing, and a row someone else holds is left for the
+	-- hand-over.
+	IF cardinality(waited) > 0 THEN
 		BEGIN
-			PERFORM pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_get_activity(NULL) a
+			PERFORM pg_catalog.pg_terminate_backend(a.pid, 1000) FROM pg_catalog.pg_stat_get_activity(NULL) a
 				WHERE a.usesysid = roid AND a.pid <> pg_catalog.pg_backend_pid() AND a.backend_xid IS NOT NULL;
-		EXCEPTION WHEN insufficient_privilege THEN
+		EXCEPTION WHEN OTHERS THEN
 			NULL;
 		END;
 		FOR i IN 1 .. cardinality(waited) LOOP
