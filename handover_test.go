@@ -614,8 +614,13 @@ func TestHandOverHeldBackLeavesNoViewOrGroup(t *testing.T) {
 	execSQL(t, a, "CREATE ROLE "+render.QuoteIdent(group))
 	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+render.QuoteIdent(group)) })
 	l := newAttackLab(t, map[string]interface{}{"lock_timeout": "300ms"})
+	// A second group, granted to the user by another of its admins: from 16
+	// that grant is a row of its own, taken back as its grantor.
+	other := plainRole(t, a, "grp2", "")
 	execSQL(t, l.a, fmt.Sprintf(`CREATE TABLE public.secret (s text); INSERT INTO public.secret VALUES ('the data');
-GRANT SELECT ON public.secret TO %[1]s; GRANT %[2]s TO %[1]s`, render.QuoteIdent(l.user), render.QuoteIdent(group)))
+GRANT SELECT ON public.secret TO %[1]s; GRANT %[2]s TO %[1]s;
+GRANT %[3]s TO %[4]s WITH ADMIN OPTION; SET ROLE %[4]s; GRANT %[3]s TO %[1]s; RESET ROLE`,
+		render.QuoteIdent(l.user), render.QuoteIdent(group), render.QuoteIdent(other), render.QuoteIdent(l.acct)))
 	execSQL(t, l.c, fmt.Sprintf(`
 CREATE TABLE public.held (x int);
 CREATE VIEW public.secret_view AS SELECT s FROM public.secret;

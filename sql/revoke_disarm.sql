@@ -76,7 +76,11 @@ BEGIN
 			  AND s.dbid IN (0, (SELECT db.oid FROM pg_catalog.pg_database db WHERE db.datname = pg_catalog.current_database()))
 			  AND a.grantee = roid
 		)
-		SELECT pg_catalog.format('REVOKE %s FROM %I', m.roleid::regrole, r) AS sql, NULL::text AS as_role, NULL::text[] AS parts
+		-- From 16 each grantor's grant of a membership is a row of its own.
+		SELECT pg_catalog.format('REVOKE %s FROM %I', m.roleid::regrole, r)
+			|| CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 160000
+				THEN pg_catalog.format(' GRANTED BY %s', m.grantor::regrole) ELSE '' END || ' CASCADE' AS sql,
+			NULL::text AS as_role, NULL::text[] AS parts
 			FROM pg_catalog.pg_auth_members m WHERE m.member = roid
 		UNION ALL
 		SELECT pg_catalog.format('REVOKE %I FROM %s', r, m.member::regrole)
