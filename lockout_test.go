@@ -753,3 +753,47 @@ func TestLockoutErrorAfterAnEarlierPass(t *testing.T) {
 	}
 	revokeDropped(t, db, a, user)
 }
+
+// plantPasswordToucher makes the user's SECURITY DEFINER function that sets
+// the user's password (to what it is): any login that calls it in a
+// transaction holds the user's row in pg_authid from a session that is not
+// the user's.
+func plantPasswordToucher(t *testing.T, l *attackLab) {
+	t.Helper()
+	execSQL(t, l.c, fmt.Sprintf(`CREATE FUNCTION public.touch() RETURNS void SECURITY DEFINER LANGUAGE plpgsql AS $f$
+BEGIN EXECUTE pg_catalog.format('ALTER ROLE CURRENT_USER PASSWORD %%L', %s); END $f$`, render.QuoteLiteral(l.password)))
+}
+
+// TestLockoutEndsAnotherLoginHoldingTheRoleRow: another login that holds
+// the user's role row open through the user's own SECURITY DEFINER function
+// does not keep NOLOGIN from committing: a superuser admin finds the
+// transaction by the row's xmax and ends its backend.
+func TestLockoutEndsAnotherLoginHoldingTheRoleRow(t *testing.T) {
+	l := newAttackLab(t, nil)
+	plantPasswordToucher(t, l)
+	holder := l.asAcct(t)
+	execSQL(t, holder, "BEGIN; SELECT public.touch()")
+	revokeDropped(t, l.db, l.a, l.user)
+	if holder.Ping(testCtx(t)) == nil {
+		t.Error("the session that held the user's role row is still open")
+	}
+}
+
+// TestLockoutRollsBackAnotherLoginsPreparedTransactionOnTheRoleRow: the
+// same, with the transaction prepared (its owner is the other login, and
+// no session is left to end): a superuser admin rolls it back.
+func TestLockoutRollsBackAnotherLoginsPreparedTransactionOnTheRoleRow(t *testing.T) {
+	l := newAttackLab(t, nil)
+	needPrepared(t, l.a)
+	plantPasswordToucher(t, l)
+	holder := l.asAcct(t)
+	gid := "g" + randSuffix()
+	execSQL(t, holder, "BEGIN; SELECT public.touch(); PREPARE TRANSACTION "+render.QuoteLiteral(gid))
+	t.Cleanup(func() { _, _ = l.a.Exec(context.Background(), "ROLLBACK PREPARED "+render.QuoteLiteral(gid)) })
+	_ = holder.Close(testCtx(t))
+	revokeDropped(t, l.db, l.a, l.user)
+	var left bool
+	if err := l.a.QueryRow(testCtx(t), "SELECT EXISTS (SELECT 1 FROM pg_prepared_xacts WHERE gid = $1)", gid).Scan(&left); err != nil || left {
+		t.Errorf("the prepared transaction that held the user's role row is still there (%v)", err)
+	}
+}

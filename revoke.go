@@ -503,14 +503,16 @@ func (st *state) rollbackOnePrepared(ctx context.Context, username string, tx pr
 		return err
 	}
 	defer done()
-	// Only the user's own: the list came in an error's text, and nothing
-	// else may be rolled back on its word.
+	// Only the user's own, or one that holds the user's role row (it
+	// changed it, so it acted as the user: through the user's SECURITY
+	// DEFINER function, say), which only a superuser can tell: the list came
+	// in an error's text, and nothing else may be rolled back on its word.
 	var mine bool
 	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts WHERE gid = $1 AND owner = $2 AND database = pg_catalog.current_database())",
 		tx.gid, username).Scan(&mine); err != nil {
 		return err
 	}
-	if !mine {
+	if !mine && !holdsRoleRow(ctx, conn, tx.gid, username) {
 		return errPreparedGone
 	}
 	// Each alone: ROLLBACK PREPARED refuses to run inside a transaction,
@@ -533,6 +535,17 @@ func (st *state) rollbackOnePrepared(ctx context.Context, username string, tx pr
 	_, err = conn.Exec(ctx, rollback)
 	_, _ = conn.Exec(ctx, "RESET ROLE")
 	return err
+}
+
+// holdsRoleRow reports whether the prepared transaction gid, of a role that
+// is not a superuser, is the one that holds username's row in pg_authid. Only
+// a superuser may read pg_authid; for anyone else it is false.
+func holdsRoleRow(ctx context.Context, conn *pgx.Conn, gid, username string) bool {
+	var holds bool
+	err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts x JOIN pg_catalog.pg_roles o ON o.rolname = x.owner
+		WHERE x.gid = $1 AND x.database = pg_catalog.current_database() AND NOT o.rolsuper
+		  AND x.transaction = (SELECT a.xmax FROM pg_catalog.pg_authid a WHERE a.rolname = $2))`, gid, username).Scan(&holds)
+	return err == nil && holds
 }
 
 // joinRoleSQL makes member a member of role, with the rights of role

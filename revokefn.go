@@ -104,7 +104,7 @@ const (
 
 var (
 	loginFn          = newRevokeFn("pgvault_revoke_login", loginParams, loginBody(plainNologin))
-	loginContendedFn = newRevokeFn("pgvault_revoke_login", loginParams, loginBody(mustFill(nologinContendedSQL, map[string]string{"raise_prepared": raisePreparedSQL})))
+	loginContendedFn = newRevokeFn("pgvault_revoke_login", loginParams, loginBody(mustFill(nologinContendedSQL, map[string]string{"raise_prepared": raisePreparedSQL, "prepared_hint": render.QuoteLiteral(preparedHint)})))
 	disarmFn         = newRevokeFn("pgvault_revoke_disarm", disarmParams, mustFill(revokeDisarmSQL, map[string]string{"role": "p_role"}))
 	roleFn           = newRevokeFn("pgvault_revoke_role", roleParams, mustFill(revokeRoleSQL, map[string]string{
 		"role": "p_role", "terminate": "p_terminate", "final": "p_final", "transient": transientSQL,

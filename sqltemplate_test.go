@@ -29,7 +29,7 @@ func TestSQLFilesMarkers(t *testing.T) {
 	want := map[string][]string{
 		"revoke_login.sql":       {"role", "target", "create_target", "terminate", "nologin", "holding_comment"},
 		"revoke_disarm.sql":      {"role"},
-		"nologin_contended.sql":  {"raise_prepared"},
+		"nologin_contended.sql":  {"raise_prepared", "prepared_hint"},
 		"revoke_role.sql":        {"role", "terminate", "final", "hand_over", "transient", "raise_prepared"},
 		"revoke_outcome.sql":     {"role"},
 		"reassign_elsewhere.sql": {"role", "hand_over"},

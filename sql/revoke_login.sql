@@ -11,6 +11,7 @@ DECLARE
 	me_super boolean := pg_catalog.current_setting('is_superuser')::boolean;
 	roid oid := pg_catalog.to_regrole(pg_catalog.quote_ident(r));
 	attempt int := 0;
+	holder_xid xid;
 BEGIN
 	IF roid IS NULL THEN
 		RETURN;
