@@ -28,13 +28,10 @@ DECLARE
 	r text := /* @role */ NULL;
 	roid oid := pg_catalog.to_regrole(pg_catalog.quote_ident(r));
 	me_super boolean := pg_catalog.current_setting('is_superuser')::boolean;
-	prev_role text := pg_catalog.current_setting('role');
 	deadline timestamptz := pg_catalog.clock_timestamp() + interval '3 s';
 	d record;
 	one text;
 	waited text[] := '{}';
-	waited_as text[] := '{}';
-	i int;
 BEGIN
 	IF roid IS NULL THEN
 		RETURN;
@@ -80,62 +77,57 @@ BEGIN
 		SELECT pg_catalog.format('REVOKE %s FROM %I', m.roleid::regrole, r)
 			|| CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 160000
 				THEN pg_catalog.format(' GRANTED BY %s', m.grantor::regrole) ELSE '' END || ' CASCADE' AS sql,
-			NULL::text AS as_role, NULL::text[] AS parts
+			NULL::text[] AS parts
 			FROM pg_catalog.pg_auth_members m WHERE m.member = roid
 		UNION ALL
 		SELECT pg_catalog.format('REVOKE %I FROM %s', r, m.member::regrole)
 			|| CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 160000
-				THEN pg_catalog.format(' GRANTED BY %s', m.grantor::regrole) ELSE '' END, NULL::text, NULL::text[]
+				THEN pg_catalog.format(' GRANTED BY %s', m.grantor::regrole) ELSE '' END, NULL::text[]
 			FROM pg_catalog.pg_auth_members m
 			WHERE m.roleid = roid AND m.member NOT IN (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname IN (current_user, session_user))
 		UNION ALL
-		SELECT pg_catalog.format('ALTER ROUTINE %s SECURITY INVOKER', p.oid::regprocedure), NULL::text, NULL::text[]
+		SELECT pg_catalog.format('ALTER ROUTINE %s SECURITY INVOKER', p.oid::regprocedure), NULL::text[]
 			FROM mine JOIN pg_catalog.pg_proc p ON p.oid = mine.objid
 			WHERE mine.classid = 'pg_catalog.pg_proc'::regclass AND p.prosecdef
 		UNION ALL
 		SELECT DISTINCT pg_catalog.format('REVOKE ALL ON %s FROM %s CASCADE', c.oid::regclass,
-				CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END), NULL::text, NULL::text[]
+				CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END), NULL::text[]
 			FROM mine JOIN pg_catalog.pg_class c ON c.oid = mine.objid, pg_catalog.aclexplode(c.relacl) a
 			WHERE mine.classid = 'pg_catalog.pg_class'::regclass AND c.relkind = 'v' AND a.grantee <> roid
 		UNION ALL
-		SELECT pg_catalog.format('ALTER TABLE %s DISABLE RULE %I', c.oid::regclass, w.rulename), NULL::text, NULL::text[]
+		SELECT pg_catalog.format('ALTER TABLE %s DISABLE RULE %I', c.oid::regclass, w.rulename), NULL::text[]
 			FROM mine JOIN pg_catalog.pg_class c ON c.oid = mine.objid JOIN pg_catalog.pg_rewrite w ON w.ev_class = c.oid
 			WHERE mine.classid = 'pg_catalog.pg_class'::regclass AND c.relkind IN ('r', 'p') AND w.rulename <> '_RETURN' AND w.ev_enabled <> 'D'
 		UNION ALL
-		SELECT 'REVOKE ALL ' || CASE g.kind WHEN 'COLUMN' THEN pg_catalog.string_agg(g.name, ', ')
-				ELSE 'ON ' || g.kind || ' ' || pg_catalog.string_agg(g.name, ', ') END || pg_catalog.format(' FROM %I CASCADE', r),
-			CASE WHEN me_super AND g.grantor <> (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname = current_user)
-				THEN pg_catalog.pg_get_userbyid(g.grantor)::text END,
-			pg_catalog.array_agg('REVOKE ALL ' || CASE g.kind WHEN 'COLUMN' THEN g.name ELSE 'ON ' || g.kind || ' ' || g.name END
-				|| pg_catalog.format(' FROM %I CASCADE', r))
-			FROM (SELECT DISTINCT * FROM given) g
-			-- columns one by one: a grouped REVOKE names one table
-			GROUP BY g.kind, g.grantor, CASE g.kind WHEN 'COLUMN' THEN g.name END
+		-- As the grantor: SET LOCAL ROLE in the statement's string, which an
+		-- error's subtransaction undoes with the rest.
+		SELECT w.pre || x.stmt || w.post, ARRAY(SELECT w.pre || u.part || w.post FROM pg_catalog.unnest(x.parts) u(part))
+			FROM (SELECT 'REVOKE ALL ' || CASE g.kind WHEN 'COLUMN' THEN pg_catalog.string_agg(g.name, ', ')
+					ELSE 'ON ' || g.kind || ' ' || pg_catalog.string_agg(g.name, ', ') END || pg_catalog.format(' FROM %I CASCADE', r) AS stmt,
+				pg_catalog.array_agg('REVOKE ALL ' || CASE g.kind WHEN 'COLUMN' THEN g.name ELSE 'ON ' || g.kind || ' ' || g.name END
+					|| pg_catalog.format(' FROM %I CASCADE', r)) AS parts,
+				CASE WHEN me_super AND g.grantor <> (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname = current_user)
+					THEN pg_catalog.pg_get_userbyid(g.grantor) END AS act_as
+				FROM (SELECT DISTINCT * FROM given) g
+				-- columns one by one: a grouped REVOKE names one table
+				GROUP BY g.kind, g.grantor, CASE g.kind WHEN 'COLUMN' THEN g.name END) x,
+			LATERAL (SELECT CASE WHEN x.act_as IS NULL THEN '' ELSE pg_catalog.format('SET LOCAL ROLE %I; ', x.act_as) END AS pre,
+				CASE WHEN x.act_as IS NULL THEN '' ELSE '; SET LOCAL ROLE NONE' END AS post) w
 	LOOP
 		BEGIN
-			IF d.as_role IS NOT NULL THEN
-				PERFORM pg_catalog.set_config('role', d.as_role, true);
-			END IF;
 			EXECUTE d.sql;
-			PERFORM pg_catalog.set_config('role', prev_role, true);
 		EXCEPTION WHEN OTHERS THEN
 			IF SQLSTATE = '55P03' THEN
 				waited := waited || d.sql;
-				waited_as := waited_as || coalesce(d.as_role, '');
 			ELSIF d.parts IS NOT NULL AND cardinality(d.parts) > 1 THEN
 				-- One object of the group (dropped meanwhile, say) failed it:
 				-- each on its own.
 				FOREACH one IN ARRAY d.parts LOOP
 					BEGIN
-						IF d.as_role IS NOT NULL THEN
-							PERFORM pg_catalog.set_config('role', d.as_role, true);
-						END IF;
 						EXECUTE one;
-						PERFORM pg_catalog.set_config('role', prev_role, true);
 					EXCEPTION WHEN OTHERS THEN
 						IF SQLSTATE = '55P03' THEN
 							waited := waited || one;
-							waited_as := waited_as || coalesce(d.as_role, '');
 						END IF;
 					END;
 				END LOOP;
@@ -159,15 +151,11 @@ BEGIN
 		EXCEPTION WHEN OTHERS THEN
 			NULL;
 		END;
-		FOR i IN 1 .. cardinality(waited) LOOP
+		FOREACH one IN ARRAY waited LOOP
 			PERFORM pg_catalog.set_config('lock_timeout',
 				greatest(1, (extract(epoch FROM deadline - pg_catalog.clock_timestamp()) * 1000)::int)::text || 'ms', true);
 			BEGIN
-				IF waited_as[i] <> '' THEN
-					PERFORM pg_catalog.set_config('role', waited_as[i], true);
-				END IF;
-				EXECUTE waited[i];
-				PERFORM pg_catalog.set_config('role', prev_role, true);
+				EXECUTE one;
 			EXCEPTION WHEN OTHERS THEN
 				NULL;
 			END;
