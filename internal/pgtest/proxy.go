@@ -112,8 +112,7 @@ func (p *Proxy) serve(l *link) {
 	go func() { defer wg.Done(); p.pipe(l, l.client, l.server, true) }()
 	go func() { defer wg.Done(); p.pipe(l, l.server, l.client, false) }()
 	wg.Wait()
-	l.client.Close()
-	l.server.Close()
+	l.close()
 	p.mu.Lock()
 	delete(p.links, l)
 	delete(p.silent, l)
@@ -155,6 +154,12 @@ func (p *Proxy) pipe(l *link, src, dst net.Conn, up bool) {
 	}
 }
 
+// close closes both ends of l.
+func (l *link) close() {
+	l.client.Close()
+	l.server.Close()
+}
+
 // cutAt returns how l is cut at an n-byte chunk (0: it is not), disarming
 // l so that it cuts once.
 func (l *link) cutAt(n int, up bool) CutMode {
@@ -171,8 +176,7 @@ func (p *Proxy) KillAll() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for l := range p.links {
-		l.client.Close()
-		l.server.Close()
+		l.close()
 	}
 	clear(p.links)
 }
@@ -235,8 +239,7 @@ func (p *Proxy) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for l := range p.silent {
-		l.client.Close()
-		l.server.Close()
+		l.close()
 	}
 	clear(p.silent)
 }
