@@ -64,6 +64,16 @@ func needPG(t testing.TB) {
 	}
 }
 
+// needTestCA is needPG for a server that a test CA signed, as the local
+// cluster is (not one from PG_URL or Docker).
+func needTestCA(t testing.TB) {
+	t.Helper()
+	needPG(t)
+	if pg.CAPEM == "" {
+		t.Skip("server has no test CA (PG_URL or Docker)")
+	}
+}
+
 func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)

@@ -49,10 +49,7 @@ func assertTLSSession(t *testing.T, db *Postgres) {
 // server and authenticate the client exactly as tls_ca, tls_certificate and
 // private_key do.
 func TestSSLInline(t *testing.T) {
-	needPG(t)
-	if pg.CAPEM == "" {
-		t.Skip("server has no test CA (PG_URL or Docker)")
-	}
+	needTestCA(t)
 	other, otherCert, otherKey := unrelatedCert(t)
 	for _, mode := range []string{"verify-full", "verify-ca", "require"} {
 		t.Run("URL, "+mode, func(t *testing.T) {
@@ -213,10 +210,7 @@ func TestCleartextPasswordRefusedOverUnverifiedTLS(t *testing.T) {
 }
 
 func TestInitializeTLS(t *testing.T) {
-	needPG(t)
-	if pg.CAPEM == "" {
-		t.Skip("server has no test CA (PG_URL or Docker)")
-	}
+	needTestCA(t)
 	url := fmt.Sprintf("postgres://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=verify-full", pg.Port)
 	t.Run("inline tls_ca verifies the server", func(t *testing.T) {
 		db := newDB(t, map[string]interface{}{"connection_url": url, "tls_ca": pg.CAPEM})
@@ -391,10 +385,7 @@ func TestTLSRequiredWithCA(t *testing.T) {
 // the server in every verifying sslmode, require included (as libpq's
 // verify-ca when a CA is given).
 func TestTLSWithCAOnRealServer(t *testing.T) {
-	needPG(t)
-	if pg.CAPEM == "" {
-		t.Skip("server has no test CA (PG_URL or Docker)")
-	}
+	needTestCA(t)
 	other, _, _ := unrelatedCert(t)
 	for _, mode := range []string{"require", "verify-ca", "verify-full"} {
 		t.Run(mode, func(t *testing.T) {
