@@ -797,3 +797,28 @@ func TestLockoutRollsBackAnotherLoginsPreparedTransactionOnTheRoleRow(t *testing
 		t.Errorf("the prepared transaction that held the user's role row is still there (%v)", err)
 	}
 }
+
+// TestConcurrentRevocationsOfAUserWithObjectsElsewhere: ten revocations at
+// once of a user that owns a table in another database all succeed: one
+// that finds the role gone while it hands over there (another revocation
+// finished it) counts it as revoked.
+func TestConcurrentRevocationsOfAUserWithObjectsElsewhere(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	db := newDB(t, nil)
+	dbname := "conc_else_" + randSuffix()
+	execSQL(t, a, "CREATE DATABASE "+render.QuoteIdent(dbname))
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP DATABASE IF EXISTS "+render.QuoteIdent(dbname)+" WITH (FORCE)") })
+	for round := 0; round < 5; round++ {
+		user, password := loginUser(t, db, fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO "{{name}}";`, render.QuoteIdent(dbname)))
+		c := connectAs(t, user, password, dbname)
+		execSQL(t, c, fmt.Sprintf("CREATE SCHEMA s_%[1]s; CREATE TABLE s_%[1]s.t (id int)", randSuffix()))
+		_ = c.Close(testCtx(t))
+		if err := deleteAtOnce(boundedCtx(t, stallBound), db, user, 10); err != nil {
+			t.Fatalf("10 revocations of %q at once: %v", user, err)
+		}
+		if roleExists(t, a, user) {
+			t.Fatalf("role %q survived", user)
+		}
+	}
+}

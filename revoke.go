@@ -172,6 +172,11 @@ func (p *Postgres) defaultRevoke(ctx context.Context, st *state, username string
 	if pass.outcome == outcomeOtherDatabases {
 		for _, dbname := range pass.others {
 			if err := st.reassignIn(ctx, dbname, username); err != nil {
+				// A concurrent revocation (nothing serialises them) may have
+				// finished the role meanwhile: the final pass finds it gone.
+				if exists, cerr := st.roleExists(ctx, username); cerr == nil && !exists {
+					break
+				}
 				// A database that takes no connections (ALLOW_CONNECTIONS
 				// false) runs nothing the user left: the final pass disables
 				// the role instead. Any other failure leaves the user's
