@@ -101,9 +101,10 @@ const plainNologin = "EXECUTE pg_catalog.format('ALTER ROLE %I NOLOGIN', r)"
 // every read that must see the present clears it first.
 var revokeRoleSQL = loadSQL("revoke_role.sql")
 
-// revokeOutcomeSQL reports revokeRoleSQL's outcome, its note, and the
-// other databases that still hold the user's objects (a text[]).
-var revokeOutcomeSQL = loadSQL("revoke_outcome.sql")
+// revokeOutcome reports revokeRoleSQL's outcome, its note, and the other
+// databases that still hold the user's objects (a text[]), from the
+// settings revokeRoleSQL leaves.
+var revokeOutcome = mustFill(loadSQL("revoke_outcome.sql"), nil)
 
 // reassignElsewhereSQL hands a user's objects and privileges in another
 // database to the target role; the role itself is dropped afterwards from
@@ -406,7 +407,7 @@ func (st *state) revokeFailed(err error, lockedOut bool) error {
 }
 
 // runRevoke sends one pass's query string on a pooled connection and reads
-// the row of revokeOutcomeSQL. After a failure, lockedOut says whether the
+// the row of revokeOutcome. After a failure, lockedOut says whether the
 // first transaction (NOLOGIN) had committed: a failure inside it leaves
 // its explicit transaction open and aborted, one after it does not.
 func (st *state) runRevoke(ctx context.Context, sql string) (pass revokePass, lockedOut bool, err error) {

@@ -128,10 +128,6 @@ func (st *state) revokeSQL(username string, final, contended, ensure bool) (stri
 	if err != nil {
 		return "", err
 	}
-	report, err := revokeOutcomeSQL.fill(map[string]string{"role": render.QuoteLiteral(username)})
-	if err != nil {
-		return "", err
-	}
 	target := st.cfg.reassignTarget()
 	login := loginFn
 	if contended {
@@ -148,7 +144,7 @@ func (st *state) revokeSQL(username string, final, contended, ensure bool) (stri
 		"COMMIT;\nBEGIN;\n" + st.revokeTx + invoke(disarmFn, render.QuoteLiteral(username)) +
 		"COMMIT;\n" + st.revokeTx +
 		invoke(roleFn, render.QuoteLiteral(username), boolSQL(st.cfg.TerminateSessions), boolSQL(final), render.QuoteLiteral(reassign)) +
-		report, nil
+		revokeOutcome, nil
 }
 
 func boolSQL(b bool) string {

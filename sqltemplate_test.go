@@ -31,7 +31,7 @@ func TestSQLFilesMarkers(t *testing.T) {
 		"revoke_disarm.sql":      {"role"},
 		"nologin_contended.sql":  {"raise_prepared", "prepared_hint"},
 		"revoke_role.sql":        {"role", "terminate", "final", "hand_over", "transient", "raise_prepared"},
-		"revoke_outcome.sql":     {"role"},
+		"revoke_outcome.sql":     nil,
 		"reassign_elsewhere.sql": {"role", "hand_over"},
 		"hand_over.sql":          {"reassign"},
 		"reassign_owned.sql":     {"role", "target", "create_target", "allow_privileged", "holding_comment", "transient"},

@@ -15,8 +15,10 @@ DECLARE
 	deadline timestamptz;
 	prev_role text;
 	cname text;
+	others text[];
 BEGIN
-	PERFORM set_config('pgvault.revoke_state', 'gone', true), set_config('pgvault.revoke_note', '', true);
+	PERFORM set_config('pgvault.revoke_state', 'gone', true), set_config('pgvault.revoke_note', '', true),
+		set_config('pgvault.revoke_others', '{}', true);
 	-- Expressions rather than catalog queries where they do: every query of
 	-- a DO block is planned on every run.
 	roid := pg_catalog.to_regrole(pg_catalog.quote_ident(r));
@@ -150,11 +152,15 @@ BEGIN
 		RAISE;
 	END;
 	PERFORM set_config('pgvault.revoke_note', rtrim(note, '; '), true);
-	IF EXISTS (SELECT 1 FROM pg_catalog.pg_shdepend s
+	others := ARRAY(SELECT DISTINCT d.datname::text FROM pg_catalog.pg_shdepend s
+		JOIN pg_catalog.pg_database d ON d.oid = s.dbid
 		WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = roid
-		  AND s.dbid NOT IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()))) THEN
+		  AND d.datname <> pg_catalog.current_database()
+		ORDER BY 1);
+	IF cardinality(others) > 0 THEN
 		IF NOT final THEN
-			PERFORM set_config('pgvault.revoke_state', 'other-databases', true);
+			PERFORM set_config('pgvault.revoke_state', 'other-databases', true),
+				set_config('pgvault.revoke_others', others::text, true);
 			RETURN;
 		END IF;
 		-- A database the plugin could not reach still holds the role's
