@@ -13,6 +13,7 @@ package postgres
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -211,5 +212,45 @@ func TestSearchPathSafeForOperatorStatements(t *testing.T) {
 			}
 			tc.check(t, l, user, group)
 		})
+	}
+}
+
+// TestSearchPathLeavesOutWhatRevokedUsersLeft: a dynamic user given CREATE
+// on public plants public.format(text, text). Its revocation hands the
+// function to the holding role and takes the user's CREATE away, so public
+// passes the "no one but its owner may create in it" rule again; the
+// function is still there, a better match than pg_catalog's format(text,
+// VARIADIC "any"), and the next creation statements that call format() with
+// two text arguments would run it as the (superuser) admin. A schema that
+// holds another role's routine, or anything of the receiving role, stays
+// off the path.
+func TestSearchPathLeavesOutWhatRevokedUsersLeft(t *testing.T) {
+	l := newAttackLab(t, nil)
+	plantFormat(t, l.c, l.acct)
+	_ = l.c.Close(testCtx(t))
+	revokeDropped(t, l.db, l.a, l.user)
+	if path := safePathOf(t, l.a); strings.Contains(path, "public") {
+		t.Errorf("the operator statements' path is %q: public holds a format() a revoked user left", path)
+	}
+	group := "grp-" + randSuffix()
+	execSQL(t, l.a, "CREATE ROLE "+render.QuoteIdent(group))
+	t.Cleanup(func() { execSQL(t, l.a, "DROP ROLE IF EXISTS "+render.QuoteIdent(group)) })
+	req := newUserReq(createStmt, `DO $$ BEGIN EXECUTE format('GRANT %I TO %I', '`+group+`', '{{name}}'); END $$;`)
+	_ = dbtesting.AssertNewUser(t, l.db, req)
+	if isSuper(t, l.a, l.acct) {
+		t.Errorf("the next creation statements ran the format() a revoked user left in public as the admin: %s is now a superuser", l.acct)
+	}
+}
+
+// TestSearchPathLeavesOutSchemasWithOthersRoutines: a role that could once
+// create in public, and no longer may, leaves its format(text, text) there;
+// public stays off the operator statements' path while the function is
+// there.
+func TestSearchPathLeavesOutSchemasWithOthersRoutines(t *testing.T) {
+	l := newAttackLab(t, nil)
+	plantFormat(t, l.c, l.acct)
+	execSQL(t, l.a, "REVOKE CREATE ON SCHEMA public FROM "+render.QuoteIdent(l.user))
+	if path := safePathOf(t, l.a); strings.Contains(path, "public") {
+		t.Errorf("the operator statements' path is %q: public holds %s's format(text, text)", path, l.user)
 	}
 }
