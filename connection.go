@@ -108,13 +108,7 @@ func (c *config) setRuntimeParams(cc *pgx.ConnConfig) {
 // Both are LOCAL, so they hold through a transaction-pooling PgBouncer and
 // end with the transaction.
 func (c *config) txSettings() string {
-	return lockTimeoutSQL(c.LockTimeout) + safeSearchPath(c.reassignTarget()) + ";\n"
-}
-
-// safeSearchPath is safeSearchPathSQL for the role that receives what
-// revoked users own.
-func safeSearchPath(receiver string) string {
-	return oneLine(mustFill(safeSearchPathSQL, map[string]string{"receiver": render.QuoteLiteral(receiver)}))
+	return lockTimeoutSQL(c.LockTimeout) + safeSearchPathSQL + ";\n"
 }
 
 // lockTimeoutSQL sets lock_timeout for the rest of the transaction.
@@ -122,11 +116,10 @@ func lockTimeoutSQL(d time.Duration) string {
 	return "SET LOCAL lock_timeout = " + strconv.FormatInt(d.Milliseconds(), 10) + ";\n"
 }
 
-// safeSearchPathSQL: see the file (three statements), filled with the role
-// that receives what revoked users own. It comes before every operator
+// safeSearchPathSQL: see the file (three statements). It comes before every operator
 // statement, so it is sent on one line: pg_stat_activity keeps only the
 // first track_activity_query_size bytes (1 kB by default) of a query.
-var safeSearchPathSQL = loadSQL("safe_search_path.sql")
+var safeSearchPathSQL = oneLine(loadSQL("safe_search_path.sql").src)
 
 // oneLine joins lines, dropping their indentation. The file has no string
 // literal that spans lines.

@@ -379,7 +379,7 @@ func safePathOf(t testing.TB, a *pgxpool.Pool) string {
 	t.Helper()
 	var path string
 	err := pgx.BeginFunc(testCtx(t), a, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(testCtx(t), safeSearchPath(holdingRole)); err != nil {
+		if _, err := tx.Exec(testCtx(t), safeSearchPathSQL); err != nil {
 			return err
 		}
 		return tx.QueryRow(testCtx(t), "SHOW search_path").Scan(&path)

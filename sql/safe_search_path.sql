@@ -5,9 +5,10 @@
 -- pg_catalog's format(text, VARIADIC "any")) or operator, and the admin would
 -- run it. What such a role made while it could, or what revoked users left
 -- there (now the receiving role's), does the same: a schema that holds a
--- function or operator of a role other than the admin or a superuser, or a
--- table, view or type of the receiving role, is left out too. The first
--- statement reads the session's path with qualified function calls only
+-- function or operator of a role other than the admin or a superuser is left
+-- out too. (Tables and types are not looked up by overload: another role's
+-- table in a schema on the path is what an unqualified name there means.)
+-- The first statement reads the session's path with qualified function calls only
 -- (nothing else is looked up on that path); the rest runs with the path
 -- pinned. Everything is LOCAL to the transaction.
 SELECT pg_catalog.set_config('pgvault.path', CAST(pg_catalog.array_to_json(pg_catalog.current_schemas(false)) AS pg_catalog.text), true);
@@ -22,13 +23,14 @@ SELECT set_config('search_path', concat_ws(', ', 'pg_catalog', (
 		OR n.nspowner = 'pg_database_owner'::regrole AND me.oid = (SELECT datdba FROM pg_database WHERE datname = current_database()))
 	-- and no one but the owner may create in it
 	AND NOT EXISTS (SELECT FROM aclexplode(n.nspacl) a WHERE a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner)
-	-- and it holds no routine or operator of another role, nor anything of the
-	-- receiving role (pg_shdepend lists, by index, what roles other than the
-	-- bootstrap superuser own; pg_depend, each object's schema)
+	-- and it holds no routine or operator of another role (a revoked user's,
+	-- now the receiving role's, among them): pg_shdepend lists, by index,
+	-- what roles other than the bootstrap superuser own; pg_depend, each
+	-- object's schema
 	AND n.oid NOT IN (SELECT x.refobjid FROM pg_shdepend d
 		JOIN pg_depend x ON x.classid = d.classid AND x.objid = d.objid AND x.refclassid = 'pg_namespace'::regclass
 		WHERE d.refclassid = 'pg_authid'::regclass AND d.deptype = 'o'
 		  AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-		  AND (d.classid IN ('pg_proc'::regclass, 'pg_operator'::regclass) OR d.refobjid = to_regrole(quote_ident(/* @receiver */ NULL)))
+		  AND d.classid IN ('pg_proc'::regclass, 'pg_operator'::regclass)
 		  AND d.refobjid <> me.oid AND d.refobjid NOT IN (SELECT oid FROM pg_roles WHERE rolsuper))),
 	'pg_temp'), true)
