@@ -171,3 +171,40 @@ func assertNoinheritAdminTold(t *testing.T, db *Postgres, a *pgxpool.Pool, admin
 	assertNoLogin(t, user, password)
 	execSQL(t, a, fmt.Sprintf(`ALTER ROLE %s INHERIT`, render.QuoteIdent(admin)))
 }
+
+// TestCreateroleAdminHandsOverAPublication: a non-superuser may give a
+// publication only to a role that may create in the database. A CREATEROLE
+// admin whose dynamic users may create schemas (CREATE on the database, here
+// one the admin owns) revokes a user that published its own table: the
+// holding role is lent CREATE on the database for the length of the
+// hand-over, and the revocation goes through.
+func TestCreateroleAdminHandsOverAPublication(t *testing.T) {
+	dbname, a := isolatedDB(t)
+	user, pw := createroleAdmin(t, a)
+	execSQL(t, a, fmt.Sprintf("ALTER DATABASE %s OWNER TO %s", render.QuoteIdent(dbname), render.QuoteIdent(user)))
+	schema := "crp_" + randSuffix()
+	execSQL(t, a, fmt.Sprintf("CREATE SCHEMA %s AUTHORIZATION %s", render.QuoteIdent(schema), render.QuoteIdent(user)))
+	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname), "username": user, "password": pw})
+	req := newUserReq(createStmt, fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO "{{name}}"; GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`,
+		render.QuoteIdent(dbname), render.QuoteIdent(schema)))
+	created := dbtesting.AssertNewUser(t, db, req).Username
+	pub := "p_" + randSuffix()
+	execSQL(t, connectAs(t, created, req.Password, dbname), fmt.Sprintf(
+		"CREATE TABLE %[1]s.t (id int PRIMARY KEY); CREATE PUBLICATION %[2]s FOR TABLE %[1]s.t", render.QuoteIdent(schema), pub))
+	t.Cleanup(func() { _, _ = a.Exec(testCtx(t), "DROP OWNED BY "+render.QuoteIdent(created)) })
+	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: created}); err != nil {
+		t.Fatalf("revoking a user that owns a publication, as a CREATEROLE admin: %v", err)
+	}
+	if roleExists(t, a, created) {
+		t.Errorf("role %s survived", created)
+	}
+	var owner string
+	var canCreate bool
+	if err := a.QueryRow(testCtx(t), "SELECT pg_get_userbyid(pubowner), has_database_privilege($2, current_database(), 'CREATE') FROM pg_publication WHERE pubname = $1",
+		pub, holdingRole).Scan(&owner, &canCreate); err != nil {
+		t.Fatal(err)
+	}
+	if owner != holdingRole || canCreate {
+		t.Errorf("the publication is %s's (want %s), and the holding role may create in the database: %v (want false)", owner, holdingRole, canCreate)
+	}
+}

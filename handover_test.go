@@ -1004,3 +1004,67 @@ CREATE VIEW public.v AS SELECT s FROM public.mine; GRANT SELECT ON public.v TO %
 		t.Errorf("after the revocation, the revoked user's view still serves %s: %q", l.acct, s)
 	}
 }
+
+// TestHandOverDisarmsWhatADefinerCallRearms: the hand-over's own
+// disarming (reassign_owned.sql) lists the user's SECURITY DEFINER routines,
+// then waits for locks (DISABLE RULE, REASSIGN OWNED), then reassigns
+// whatever the user owns by then; so it disarms again after REASSIGN OWNED. A call of the user's own SECURITY DEFINER
+// function, running in another login's session (acct's), is not ended by the
+// revocation (only sessions whose login is the user are) and keeps acting as
+// the user after NOLOGIN and the disarming: it holds a lock on the user's
+// table with a rule, waits until the hand-over's DISABLE RULE queues behind
+// it (the list is read by then), makes the user's function g SECURITY
+// DEFINER again, and commits. Without the second pass REASSIGN OWNED would
+// give g, SECURITY DEFINER and executable by PUBLIC, to the holding role:
+// any login could then act as the role that owns every revoked user's
+// leftovers.
+func TestHandOverDisarmsWhatADefinerCallRearms(t *testing.T) {
+	l := newAttackLab(t, map[string]interface{}{"lock_timeout": "5s"})
+	execSQL(t, l.c, `
+CREATE TABLE public.t (x int);
+CREATE TABLE public.t_log (x int);
+CREATE RULE r AS ON INSERT TO public.t DO ALSO INSERT INTO public.t_log VALUES (NEW.x);
+CREATE FUNCTION public.g() RETURNS text SECURITY DEFINER LANGUAGE sql AS 'SELECT current_user::text';
+CREATE FUNCTION public.hold() RETURNS text SECURITY DEFINER LANGUAGE plpgsql AS $f$
+DECLARE
+	deadline timestamptz := clock_timestamp() + interval '30 s';
+BEGIN
+	LOCK TABLE public.t IN ROW EXCLUSIVE MODE;
+	-- The disarming (revoke_disarm.sql) committed g as SECURITY INVOKER, and
+	-- the hand-over now waits for our lock on t: its list is read.
+	WHILE clock_timestamp() < deadline AND ((SELECT prosecdef FROM pg_catalog.pg_proc WHERE oid = 'public.g()'::regprocedure)
+		OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE relation = 'public.t'::regclass AND NOT granted)) LOOP
+		PERFORM pg_catalog.pg_sleep(0.01);
+	END LOOP;
+	ALTER FUNCTION public.g() SECURITY DEFINER;
+	RETURN current_user;
+END $f$;`)
+	_ = l.c.Close(testCtx(t))
+
+	acct := l.asAcct(t)
+	held := make(chan error, 1)
+	go func() {
+		var who string
+		held <- acct.QueryRow(testCtx(t), "SELECT public.hold()").Scan(&who)
+	}()
+	waitFor(t, func() bool {
+		var n int
+		_ = l.a.QueryRow(testCtx(t), "SELECT count(*) FROM pg_locks WHERE relation = 'public.t'::regclass AND granted AND mode = 'RowExclusiveLock'").Scan(&n)
+		return n > 0
+	})
+	_, err := l.db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: l.user})
+	t.Logf("DeleteUser: %v; hold(): %v", err, <-held)
+	if err != nil {
+		t.Fatalf("revocation: %v", err)
+	}
+	var definer bool
+	var owner string
+	if err := l.a.QueryRow(testCtx(t), "SELECT prosecdef, pg_get_userbyid(proowner) FROM pg_proc WHERE oid = 'public.g()'::regprocedure").Scan(&definer, &owner); err != nil {
+		t.Fatal(err)
+	}
+	var ranAs string
+	_ = acct.QueryRow(testCtx(t), "SELECT public.g()").Scan(&ranAs)
+	if definer {
+		t.Errorf("after a successful revocation, public.g() is SECURITY DEFINER and owned by %s: %s calling it runs as %q", owner, l.acct, ranAs)
+	}
+}

@@ -14,9 +14,13 @@ DECLARE
 	t record;
 	nsp text;
 	lent text[] := '{}';
+	lent_db boolean := false;
+	lent_fdw text[] := '{}';
 	h_me text := current_user;
 	h_super boolean := pg_catalog.current_setting('is_superuser')::boolean;
 	cname text;
+	pass int;
+	owned oid[];
 BEGIN
 	-- The receiving role. By default it is the holding role, made here on
 	-- first need: NOLOGIN, NOINHERIT, no privileges and no members but
@@ -72,91 +76,128 @@ BEGIN
 				MESSAGE = format('cannot hand the user''s objects to %I: %I is not a superuser and may not join it (%s); as a superuser, GRANT %I TO %I WITH ADMIN OPTION, or name in reassign_owned_to an unprivileged role %I administers', target, h_me, SQLERRM, target, h_me, h_me);
 		END;
 	END IF;
-	-- What still lets others act through the user's objects once they are
-	-- the holding role's (which owns every revoked user's leftovers). One
-	-- query lists it, a string run only here (in the block's text it
-	-- would be compiled on every revocation, owner of anything or not):
-	-- - SECURITY DEFINER routines become SECURITY INVOKER (revoke_login
-	--   did so already where it could);
-	-- - rules run with their table's owner's rights whoever fires them:
-	--   disabled (kept for the new owner to read);
-	-- - views read with their owner's rights: the privileges others hold
-	--   on them are revoked (revoke_login did so already where it could);
-	-- - 17+: the MAINTAIN the user granted (REFRESH runs a materialized
-	--   view's query as its owner).
-	FOR obj IN EXECUTE $disarm$
-		WITH mine AS (
-			SELECT s.classid, s.objid FROM pg_catalog.pg_shdepend s
-			WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = $1 AND s.deptype = 'o'
-			  AND s.dbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
-		), rels AS (
-			SELECT c.oid, c.relkind, c.relacl FROM mine JOIN pg_catalog.pg_class c ON c.oid = mine.objid
-			WHERE mine.classid = 'pg_catalog.pg_class'::regclass
-		)
-		SELECT pg_catalog.format('ALTER ROUTINE %s SECURITY INVOKER', p.oid::regprocedure)
-			FROM mine JOIN pg_catalog.pg_proc p ON p.oid = mine.objid
-			WHERE mine.classid = 'pg_catalog.pg_proc'::regclass AND p.prosecdef
-		UNION ALL
-		SELECT pg_catalog.format('ALTER TABLE %s DISABLE RULE %I', rels.oid::regclass, w.rulename)
-			FROM rels JOIN pg_catalog.pg_rewrite w ON w.ev_class = rels.oid
-			WHERE rels.relkind IN ('r', 'p') AND w.rulename <> '_RETURN' AND w.ev_enabled <> 'D'
-		UNION ALL
-		SELECT DISTINCT pg_catalog.format('REVOKE ALL ON %s FROM %s CASCADE', rels.oid::regclass,
-				CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END)
-			FROM rels, pg_catalog.aclexplode(rels.relacl) a WHERE rels.relkind = 'v' AND a.grantee <> $1
-		UNION ALL
-		SELECT pg_catalog.format('REVOKE MAINTAIN ON %s FROM %s CASCADE', rels.oid::regclass,
-				CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END)
-			FROM rels, pg_catalog.aclexplode(rels.relacl) a
-			WHERE pg_catalog.current_setting('server_version_num')::int >= 170000
-			  AND a.privilege_type = 'MAINTAIN' AND a.grantee <> $1
-	$disarm$ USING roid
-	LOOP
-		-- For the holding role, which has no rights to lend, each of these
-		-- is a precaution: one that fails (a privilege only a third role
-		-- may revoke) must not keep the hand-over from going through. For
-		-- another reassign_owned_to it is the defence, and fails it.
-		BEGIN
-			EXECUTE obj;
-		EXCEPTION WHEN OTHERS THEN
-			GET STACKED DIAGNOSTICS cname = CONSTRAINT_NAME;
-			IF NOT /* @create_target */ NULL OR /* @transient */ NULL THEN
-				RAISE;
+	-- Twice: before REASSIGN OWNED, and after it, when nothing acting as
+	-- the user (a call of its SECURITY DEFINER routine in another login's
+	-- session, which no revocation can end) may change the objects any
+	-- more. What such a call re-armed while the hand-over waited for a lock
+	-- is taken away then: everything the holding role owns (it must own
+	-- nothing armed), or, for another reassign_owned_to, what the user
+	-- owned just before.
+	FOR pass IN 1..2 LOOP
+		IF pass = 2 THEN
+			owned := ARRAY(SELECT s.objid FROM pg_catalog.pg_shdepend s
+				WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = roid AND s.deptype = 'o'
+				  AND s.dbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()));
+			-- A non-superuser may give an object that lives in a schema (a
+			-- relation, routine, type, operator, statistics object, collation,
+			-- conversion, text search configuration or dictionary, operator class
+			-- or family) only to a role that may create in that schema: the
+			-- holding role gets CREATE on those schemas for the length of
+			-- REASSIGN OWNED, in this transaction, and never visibly to anyone
+			-- else.
+			IF NOT h_super THEN
+				FOR nsp IN SELECT DISTINCT n.nspname FROM pg_catalog.pg_shdepend s
+					JOIN LATERAL (
+						SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE s.classid = 'pg_catalog.pg_class'::regclass AND c.oid = s.objid
+						UNION ALL SELECT p.pronamespace FROM pg_catalog.pg_proc p WHERE s.classid = 'pg_catalog.pg_proc'::regclass AND p.oid = s.objid
+						UNION ALL SELECT y.typnamespace FROM pg_catalog.pg_type y WHERE s.classid = 'pg_catalog.pg_type'::regclass AND y.oid = s.objid
+						UNION ALL SELECT o.oprnamespace FROM pg_catalog.pg_operator o WHERE s.classid = 'pg_catalog.pg_operator'::regclass AND o.oid = s.objid
+						UNION ALL SELECT x.stxnamespace FROM pg_catalog.pg_statistic_ext x WHERE s.classid = 'pg_catalog.pg_statistic_ext'::regclass AND x.oid = s.objid
+						UNION ALL SELECT l.collnamespace FROM pg_catalog.pg_collation l WHERE s.classid = 'pg_catalog.pg_collation'::regclass AND l.oid = s.objid
+						UNION ALL SELECT v.connamespace FROM pg_catalog.pg_conversion v WHERE s.classid = 'pg_catalog.pg_conversion'::regclass AND v.oid = s.objid
+						UNION ALL SELECT f.cfgnamespace FROM pg_catalog.pg_ts_config f WHERE s.classid = 'pg_catalog.pg_ts_config'::regclass AND f.oid = s.objid
+						UNION ALL SELECT d.dictnamespace FROM pg_catalog.pg_ts_dict d WHERE s.classid = 'pg_catalog.pg_ts_dict'::regclass AND d.oid = s.objid
+						UNION ALL SELECT c.opcnamespace FROM pg_catalog.pg_opclass c WHERE s.classid = 'pg_catalog.pg_opclass'::regclass AND c.oid = s.objid
+						UNION ALL SELECT f.opfnamespace FROM pg_catalog.pg_opfamily f WHERE s.classid = 'pg_catalog.pg_opfamily'::regclass AND f.oid = s.objid
+					) obj(ns) ON true
+					JOIN pg_catalog.pg_namespace n ON n.oid = obj.ns
+					WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = roid AND s.deptype = 'o'
+					  AND s.dbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+					  AND NOT pg_catalog.has_schema_privilege(toid, n.oid, 'CREATE')
+				LOOP
+					EXECUTE format('GRANT CREATE ON SCHEMA %I TO %I', nsp, target);
+					lent := lent || nsp;
+				END LOOP;
+				-- Likewise a publication only to a role that may create in
+				-- the database, and a foreign server only to one that may
+				-- use its wrapper.
+				IF EXISTS (SELECT 1 FROM pg_catalog.pg_publication b WHERE b.pubowner = roid)
+					AND NOT pg_catalog.has_database_privilege(toid, pg_catalog.current_database(), 'CREATE') THEN
+					EXECUTE format('GRANT CREATE ON DATABASE %I TO %I', pg_catalog.current_database(), target);
+					lent_db := true;
+				END IF;
+				FOR nsp IN SELECT DISTINCT w.fdwname FROM pg_catalog.pg_foreign_server v
+					JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = v.srvfdw
+					WHERE v.srvowner = roid AND NOT pg_catalog.has_foreign_data_wrapper_privilege(toid, w.oid, 'USAGE')
+				LOOP
+					EXECUTE format('GRANT USAGE ON FOREIGN DATA WRAPPER %I TO %I', nsp, target);
+					lent_fdw := lent_fdw || nsp;
+				END LOOP;
 			END IF;
-		END;
-	END LOOP;
-	-- A non-superuser may give an object that lives in a schema (a
-	-- relation, routine, type, operator, statistics object, collation,
-	-- conversion, text search configuration or dictionary, operator class
-	-- or family) only to a role that may create in that schema: the holding role gets CREATE on those schemas for
-	-- the length of REASSIGN OWNED, in this transaction, and never
-	-- visibly to anyone else.
-	IF NOT h_super THEN
-		FOR nsp IN SELECT DISTINCT n.nspname FROM pg_catalog.pg_shdepend s
-			JOIN LATERAL (
-				SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE s.classid = 'pg_catalog.pg_class'::regclass AND c.oid = s.objid
-				UNION ALL SELECT p.pronamespace FROM pg_catalog.pg_proc p WHERE s.classid = 'pg_catalog.pg_proc'::regclass AND p.oid = s.objid
-				UNION ALL SELECT y.typnamespace FROM pg_catalog.pg_type y WHERE s.classid = 'pg_catalog.pg_type'::regclass AND y.oid = s.objid
-				UNION ALL SELECT o.oprnamespace FROM pg_catalog.pg_operator o WHERE s.classid = 'pg_catalog.pg_operator'::regclass AND o.oid = s.objid
-				UNION ALL SELECT x.stxnamespace FROM pg_catalog.pg_statistic_ext x WHERE s.classid = 'pg_catalog.pg_statistic_ext'::regclass AND x.oid = s.objid
-				UNION ALL SELECT l.collnamespace FROM pg_catalog.pg_collation l WHERE s.classid = 'pg_catalog.pg_collation'::regclass AND l.oid = s.objid
-				UNION ALL SELECT v.connamespace FROM pg_catalog.pg_conversion v WHERE s.classid = 'pg_catalog.pg_conversion'::regclass AND v.oid = s.objid
-				UNION ALL SELECT f.cfgnamespace FROM pg_catalog.pg_ts_config f WHERE s.classid = 'pg_catalog.pg_ts_config'::regclass AND f.oid = s.objid
-				UNION ALL SELECT d.dictnamespace FROM pg_catalog.pg_ts_dict d WHERE s.classid = 'pg_catalog.pg_ts_dict'::regclass AND d.oid = s.objid
-				UNION ALL SELECT c.opcnamespace FROM pg_catalog.pg_opclass c WHERE s.classid = 'pg_catalog.pg_opclass'::regclass AND c.oid = s.objid
-				UNION ALL SELECT f.opfnamespace FROM pg_catalog.pg_opfamily f WHERE s.classid = 'pg_catalog.pg_opfamily'::regclass AND f.oid = s.objid
-			) obj(ns) ON true
-			JOIN pg_catalog.pg_namespace n ON n.oid = obj.ns
-			WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = roid AND s.deptype = 'o'
-			  AND s.dbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
-			  AND NOT pg_catalog.has_schema_privilege(toid, n.oid, 'CREATE')
+			EXECUTE format('REASSIGN OWNED BY %I TO %I', r, target);
+			FOREACH nsp IN ARRAY lent LOOP
+				EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM %I', nsp, target);
+			END LOOP;
+			IF lent_db THEN
+				EXECUTE format('REVOKE CREATE ON DATABASE %I FROM %I', pg_catalog.current_database(), target);
+			END IF;
+			FOREACH nsp IN ARRAY lent_fdw LOOP
+				EXECUTE format('REVOKE USAGE ON FOREIGN DATA WRAPPER %I FROM %I', nsp, target);
+			END LOOP;
+		END IF;
+		-- What still lets others act through the user's objects once they are
+		-- the holding role's (which owns every revoked user's leftovers). One
+		-- query lists it, a string run only here (in the block's text it
+		-- would be compiled on every revocation, owner of anything or not):
+		-- - SECURITY DEFINER routines become SECURITY INVOKER (revoke_login
+		--   did so already where it could);
+		-- - rules run with their table's owner's rights whoever fires them:
+		--   disabled (kept for the new owner to read);
+		-- - views read with their owner's rights: the privileges others hold
+		--   on them are revoked (revoke_login did so already where it could);
+		-- - 17+: the MAINTAIN the user granted (REFRESH runs a materialized
+		--   view's query as its owner).
+		FOR obj IN EXECUTE $disarm$
+			WITH mine AS (
+				SELECT s.classid, s.objid FROM pg_catalog.pg_shdepend s
+				WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = $1 AND s.deptype = 'o'
+				  AND s.dbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+				  AND ($2 IS NULL OR s.objid = ANY ($2))
+			), rels AS (
+				SELECT c.oid, c.relkind, c.relacl FROM mine JOIN pg_catalog.pg_class c ON c.oid = mine.objid
+				WHERE mine.classid = 'pg_catalog.pg_class'::regclass
+			)
+			SELECT pg_catalog.format('ALTER ROUTINE %s SECURITY INVOKER', p.oid::regprocedure)
+				FROM mine JOIN pg_catalog.pg_proc p ON p.oid = mine.objid
+				WHERE mine.classid = 'pg_catalog.pg_proc'::regclass AND p.prosecdef
+			UNION ALL
+			SELECT pg_catalog.format('ALTER TABLE %s DISABLE RULE %I', rels.oid::regclass, w.rulename)
+				FROM rels JOIN pg_catalog.pg_rewrite w ON w.ev_class = rels.oid
+				WHERE rels.relkind IN ('r', 'p') AND w.rulename <> '_RETURN' AND w.ev_enabled <> 'D'
+			UNION ALL
+			SELECT DISTINCT pg_catalog.format('REVOKE ALL ON %s FROM %s CASCADE', rels.oid::regclass,
+					CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END)
+				FROM rels, pg_catalog.aclexplode(rels.relacl) a WHERE rels.relkind = 'v' AND a.grantee <> $1
+			UNION ALL
+			SELECT pg_catalog.format('REVOKE MAINTAIN ON %s FROM %s CASCADE', rels.oid::regclass,
+					CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END)
+				FROM rels, pg_catalog.aclexplode(rels.relacl) a
+				WHERE pg_catalog.current_setting('server_version_num')::int >= 170000
+				  AND a.privilege_type = 'MAINTAIN' AND a.grantee <> $1
+		$disarm$ USING CASE pass WHEN 1 THEN roid ELSE toid END, CASE WHEN pass = 2 AND NOT /* @create_target */ NULL THEN owned END
 		LOOP
-			EXECUTE format('GRANT CREATE ON SCHEMA %I TO %I', nsp, target);
-			lent := lent || nsp;
+			-- For the holding role, which has no rights to lend, each of these
+			-- is a precaution: one that fails (a privilege only a third role
+			-- may revoke) must not keep the hand-over from going through. For
+			-- another reassign_owned_to it is the defence, and fails it.
+			BEGIN
+				EXECUTE obj;
+			EXCEPTION WHEN OTHERS THEN
+				GET STACKED DIAGNOSTICS cname = CONSTRAINT_NAME;
+				IF NOT /* @create_target */ NULL OR /* @transient */ NULL THEN
+					RAISE;
+				END IF;
+			END;
 		END LOOP;
-	END IF;
-	EXECUTE format('REASSIGN OWNED BY %I TO %I', r, target);
-	FOREACH nsp IN ARRAY lent LOOP
-		EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM %I', nsp, target);
 	END LOOP;
 END
