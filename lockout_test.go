@@ -824,3 +824,34 @@ func TestConcurrentRevocationsOfAUserWithObjectsElsewhere(t *testing.T) {
 		}
 	}
 }
+
+// TestLockoutOpenGrantOnAGrantedObjectIsNamed: the role's statements grant
+// SELECT on a table to each user. Another user runs GRANT … TO PUBLIC on it
+// without a grant option and leaves its transaction open: PostgreSQL only
+// warns, but keeps the table's catalog row locked, and the victim's hand-over
+// (DROP OWNED revokes its privilege in that row) waits for it. The revocation
+// fails within lock_timeout, logins stay blocked, and the error names what
+// holds it: the row of something the user was granted, not one of its
+// objects (the user owns none).
+func TestLockoutOpenGrantOnAGrantedObjectIsNamed(t *testing.T) {
+	dbname, a := isolatedDB(t)
+	execSQL(t, a, "CREATE TABLE public.app_data (x int)")
+	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname), "lock_timeout": "500ms"})
+	stmts := []string{createStmt, `GRANT SELECT ON public.app_data TO "{{name}}";`}
+	attackerReq := newUserReq(stmts...)
+	attacker := dbtesting.AssertNewUser(t, db, attackerReq).Username
+	victimReq := newUserReq(stmts...)
+	victim := dbtesting.AssertNewUser(t, db, victimReq).Username
+	c := connectAs(t, attacker, attackerReq.Password, dbname)
+	execSQL(t, c, "BEGIN")
+	execSQL(t, c, "GRANT SELECT ON public.app_data TO PUBLIC") // WARNING: no privileges were granted
+	defer func() { _, _ = c.Exec(testCtx(t), "ROLLBACK") }()
+	_, err := db.DeleteUser(boundedCtx(t, 30*time.Second), dbplugin.DeleteUserRequest{Username: victim})
+	if err == nil {
+		t.Fatal("the revocation succeeded while another session held the row of the victim's privilege")
+	}
+	if !strings.Contains(err.Error(), "something it was granted") || !errors.Is(err, errHandOverLocked) {
+		t.Errorf("error = %v, want one that says logins are blocked and names the row of something the user was granted", err)
+	}
+	assertNoLogin(t, victim, victimReq.Password)
+}

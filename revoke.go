@@ -401,7 +401,7 @@ func (st *state) revokeFailed(err error, lockedOut bool) error {
 	case sqlState(err) == roleLockedState:
 		return fmt.Errorf("%w%s, but a lock on the role holds back its drop, and with it the hand-over of what it owns: %w; Vault retries the revocation later", errHandOverLocked, ended, st.failed("", err))
 	case isLockTimeout(err):
-		return fmt.Errorf("%w%s, but handing over what the user owns waited longer than lock_timeout (%s) for a lock another session holds on one of its objects; Vault retries the revocation later", errHandOverLocked, ended, st.cfg.LockTimeout)
+		return fmt.Errorf("%w%s, but handing over what the user owns waited longer than lock_timeout (%s) for a lock another session holds: on one of its objects, or on the catalog row of something it was granted (an open GRANT or REVOKE on that object, by anyone; grant a group role instead of each user to avoid this); Vault retries the revocation later", errHandOverLocked, ended, st.cfg.LockTimeout)
 	}
 	return fmt.Errorf("%w, but the revocation failed: %w", errHandOverLocked, st.failed("", err))
 }
