@@ -64,6 +64,7 @@ type config struct {
 	PrivateKey             string        `mapstructure:"private_key"`
 	AuthType               string        `mapstructure:"auth_type"`
 	ServiceAccountJSON     string        `mapstructure:"service_account_json"`
+	SelfManaged            bool          `mapstructure:"self_managed"`
 	TerminateSessions      bool          `mapstructure:"terminate_sessions"`
 	ReassignOwnedTo        string        `mapstructure:"reassign_owned_to"`
 	// AllowPrivilegedReassign lets reassign_owned_to name a superuser, the
@@ -158,12 +159,19 @@ func (c *config) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("auth_type %q is not supported by this plugin; remove it and authenticate with username and password", c.AuthType))
 	}
+	if c.SelfManaged {
+		errs = append(errs, errors.New("self_managed=true (a connection without root credentials, for Vault Enterprise's self-managed static roles) is not supported by this plugin: configure username and password for the connection, or use Vault's built-in postgresql-database-plugin for this mount"))
+	}
 	if c.ServiceAccountJSON != "" {
 		errs = append(errs, errors.New("service_account_json (cloud IAM authentication) is not supported by this plugin"))
 	}
 	// pgxpool counts connections in an int32; a larger value would wrap.
 	errs = append(errs, checkCount("max_open_connections", c.MaxOpenConnections, "must be positive"))
-	errs = append(errs, checkCount("max_idle_connections", c.MaxIdleConnections, "must not be negative"))
+	// A negative max_idle_connections disables idle connections for the
+	// built-in (database/sql); unused here, it is only bounded.
+	if c.MaxIdleConnections > math.MaxInt32 {
+		errs = append(errs, checkCount("max_idle_connections", c.MaxIdleConnections, ""))
+	}
 	if c.MaxConnectionLifetime < 0 {
 		errs = append(errs, fmt.Errorf("max_connection_lifetime must not be negative, got %s", c.MaxConnectionLifetime))
 	}

@@ -55,6 +55,12 @@ var initializeCases = []struct {
 	{"username template too long", configWith(map[string]interface{}{"username_template": "{{ random 70 }}"}), "at most 63 bytes"},
 	{"negative pool size", configWith(map[string]interface{}{"max_open_connections": -1}), "max_open_connections"},
 	{"not a duration", configWith(map[string]interface{}{"max_connection_lifetime": "soon"}), "max_connection_lifetime"},
+	// Drop-in: what the built-in accepts.
+	{"negative max_idle_connections (the built-in: no idle connections)", configWith(map[string]interface{}{"max_idle_connections": -1}), ""},
+	{"pgx v4 parameters in connection_url", func() map[string]interface{} {
+		return mergeConfig(map[string]interface{}{"connection_url": pg.TemplateURL("") + "&prefer_simple_protocol=true&statement_cache_mode=describe&statement_cache_capacity=0"})
+	}, ""},
+	{"self_managed connection", configWith(map[string]interface{}{"self_managed": true}), "self_managed=true"},
 }
 
 func TestInitialize(t *testing.T) {

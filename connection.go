@@ -82,11 +82,23 @@ func (c *config) poolConfig() (*pgxpool.Config, error) {
 	return pc, nil
 }
 
+// pgxV4Params are connection_url parameters of pgx v4 that pgx v5 does not
+// know (it reads statement_cache_capacity and description_cache_capacity).
+var pgxV4Params = []string{"prefer_simple_protocol", "statement_cache_mode"}
+
 // setRuntimeParams sets what every session starts with, in the startup
 // packet.
 func (c *config) setRuntimeParams(cc *pgx.ConnConfig) {
 	if cc.RuntimeParams == nil {
 		cc.RuntimeParams = map[string]string{}
+	}
+	// pgx v4 (the built-in plugin's driver) read these from connection_url,
+	// and operators behind PgBouncer set them; pgx v5 would send them to
+	// the server as settings, which it refuses. This plugin never uses
+	// named prepared statements (QueryExecModeExec), which is what they
+	// were for.
+	for _, k := range pgxV4Params {
+		delete(cc.RuntimeParams, k)
 	}
 	if _, ok := cc.RuntimeParams["application_name"]; !ok {
 		cc.RuntimeParams["application_name"] = productName

@@ -77,6 +77,12 @@ func (c *config) applyTLS(cc *pgx.ConnConfig, sslmode string) error {
 		mode = "the sslmode in effect (PGSSLMODE or a service file)"
 	}
 	targets := append([]*pgconn.FallbackConfig{{Host: cc.Host, Port: cc.Port, TLSConfig: cc.TLSConfig}}, cc.Fallbacks...)
+	if sslmode == "prefer" || sslmode == "allow" {
+		// The built-in puts the certificates on every attempt of these
+		// modes, the one without TLS too, so it never goes without TLS:
+		// here that attempt is dropped, and TLS checks tls_ca's chain.
+		targets = withTLSOnly(cc, targets)
+	}
 	for _, t := range targets {
 		if t.TLSConfig != nil {
 			continue
@@ -106,6 +112,23 @@ func (c *config) applyTLS(cc *pgx.ConnConfig, sslmode string) error {
 		tc.Certificates = certs
 	}
 	return nil
+}
+
+// withTLSOnly keeps the attempts of targets that use TLS, and makes them
+// cc's host and fallbacks.
+func withTLSOnly(cc *pgx.ConnConfig, targets []*pgconn.FallbackConfig) []*pgconn.FallbackConfig {
+	var kept []*pgconn.FallbackConfig
+	for _, t := range targets {
+		if t.TLSConfig != nil {
+			kept = append(kept, t)
+		}
+	}
+	if len(kept) == 0 {
+		return targets
+	}
+	cc.Host, cc.Port, cc.TLSConfig = kept[0].Host, kept[0].Port, kept[0].TLSConfig
+	cc.Fallbacks = kept[1:]
+	return kept
 }
 
 // takeInlineTLS serves connection_url's sslinline, a form Vault's built-in
@@ -340,7 +363,7 @@ func withSSLMode(connString, mode string) string {
 // without TLS: pgconn passes the connection it writes to, a *tls.Conn once
 // TLS is up, so the guard knows the channel before the server speaks.
 func guardedFrontend(r io.Reader, w io.Writer) *pgproto3.Frontend {
-	if _, isTLS := w.(*tls.Conn); !isTLS {
+	if _, isTLS := w.(*tls.Conn); !isTLS && !unixSocket(w) {
 		r = &cleartextGuard{r: r, addr: remoteAddr(w), channel: "a connection without TLS"}
 	}
 	return pgproto3.NewFrontend(r, w)
@@ -351,11 +374,23 @@ func guardedFrontend(r io.Reader, w io.Writer) *pgproto3.Frontend {
 // prefer without a CA), which a man in the middle answers with a
 // certificate of its own.
 func guardedFrontendAll(r io.Reader, w io.Writer) *pgproto3.Frontend {
+	if unixSocket(w) {
+		return pgproto3.NewFrontend(r, w)
+	}
 	channel := "a connection without TLS"
 	if _, isTLS := w.(*tls.Conn); isTLS {
 		channel = "TLS that does not verify the server's certificate"
 	}
 	return pgproto3.NewFrontend(&cleartextGuard{r: r, addr: remoteAddr(w), channel: channel}, w)
+}
+
+// unixSocket reports a connection over a Unix socket: it never leaves the
+// host, so a password in the clear crosses no network (pg_hba's password,
+// ldap, pam and radius methods ask for one), as libpq and the built-in
+// plugin allow.
+func unixSocket(w io.Writer) bool {
+	nc, ok := w.(net.Conn)
+	return ok && nc.RemoteAddr() != nil && nc.RemoteAddr().Network() == "unix"
 }
 
 func remoteAddr(w io.Writer) string {

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -19,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
+	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
 // inlineURL is a connection_url for user on the test server whose TLS
@@ -130,7 +133,7 @@ func TestSSLInlineRefusals(t *testing.T) {
 		{"sslcert without sslkey", map[string]interface{}{"connection_url": base(map[string]string{"sslcert": cert})}, []string{"sslcert", "sslkey"}},
 		{"key does not match", map[string]interface{}{"connection_url": base(map[string]string{"sslcert": cert, "sslkey": otherKey})}, []string{"sslcert", "sslkey"}},
 		{"encrypted key", map[string]interface{}{"connection_url": base(map[string]string{"sslcert": cert, "sslkey": key, "sslpassword": "pw"})}, []string{"sslpassword", "private_key"}},
-		{"sslmode that allows no TLS", map[string]interface{}{"connection_url": base(map[string]string{"sslrootcert": ca, "sslmode": "prefer"})}, []string{"sslinline", "sslmode=prefer"}},
+		{"sslmode that allows no TLS", map[string]interface{}{"connection_url": base(map[string]string{"sslrootcert": ca, "sslmode": "disable"})}, []string{"sslinline", "sslmode=disable"}},
 		{"client certificate, server not verified", map[string]interface{}{"connection_url": base(map[string]string{"sslcert": cert, "sslkey": key, "sslmode": "require"})}, []string{"sslcert", "sslrootcert"}},
 		{"not a boolean", map[string]interface{}{"connection_url": strings.Replace(base(nil), "sslinline=true", "sslinline=yes-please", 1)}, []string{"sslinline"}},
 	}
@@ -342,8 +345,10 @@ func TestTLSRequiredWithCA(t *testing.T) {
 		dsn     bool // keyword/value connection_url instead of a URL
 		wantErr []string
 	}{
-		{"prefer", "?sslmode=prefer", nil, false, []string{"sslmode=prefer", "verify-full"}},
-		{"allow", "?sslmode=allow", nil, false, []string{"sslmode=allow", "verify-full"}},
+		// prefer and allow keep only their attempts with TLS, as the
+		// built-in puts the CA on every attempt.
+		{"prefer", "?sslmode=prefer", nil, false, []string{"refused TLS"}},
+		{"allow", "?sslmode=allow", nil, false, []string{"refused TLS"}},
 		{"disable", "?sslmode=disable", nil, false, []string{"sslmode=disable", "verify-full"}},
 		// A missing sslmode means verify-full: the server is asked for TLS and refuses.
 		{"missing", "", nil, false, []string{"refused TLS"}},
@@ -439,9 +444,10 @@ func TestPoolConfigTLSRules(t *testing.T) {
 	}{
 		{"ca, no sslmode: verify-full", base, map[string]interface{}{"tls_ca": ca}, ""},
 		{"ca, require", base + "?sslmode=require", map[string]interface{}{"tls_ca": ca}, ""},
-		{"ca, prefer", base + "?sslmode=prefer", map[string]interface{}{"tls_ca": ca}, "sslmode=prefer"},
-		{"ca, two hosts, allow", "postgres://{{username}}:{{password}}@a:5432,b:5432/postgres?sslmode=allow", map[string]interface{}{"tls_ca": ca}, "sslmode=allow"},
-		{"ca, keyword/value prefer", "host=db.example.com user={{username}} password={{password}} sslmode='prefer'", map[string]interface{}{"tls_ca": ca}, "sslmode=prefer"},
+		{"ca, prefer: TLS only", base + "?sslmode=prefer", map[string]interface{}{"tls_ca": ca}, ""},
+		{"ca, two hosts, allow: TLS only", "postgres://{{username}}:{{password}}@a:5432,b:5432/postgres?sslmode=allow", map[string]interface{}{"tls_ca": ca}, ""},
+		{"ca, keyword/value prefer: TLS only", "host=db.example.com user={{username}} password={{password}} sslmode='prefer'", map[string]interface{}{"tls_ca": ca}, ""},
+		{"ca, disable", base + "?sslmode=disable", map[string]interface{}{"tls_ca": ca}, "sslmode=disable"},
 		{"ca, keyword/value, sslmode only inside a quoted value", "host=db.example.com user={{username}} password={{password}} application_name='x sslmode=disable'", map[string]interface{}{"tls_ca": ca}, ""},
 		{"ca, unix socket", "host=/var/run/postgresql user={{username}} password={{password}}", map[string]interface{}{"tls_ca": ca}, "Unix socket"},
 		{"certificate, no CA, require", base + "?sslmode=require", map[string]interface{}{"tls_certificate": cert, "private_key": key}, "does not verify"},
@@ -641,5 +647,47 @@ func TestGuardPassesSCRAMWithoutTLS(t *testing.T) {
 	assertLogin(t, resp.Username, req.Password)
 	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: resp.Username}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCleartextPasswordOverUnixSocket: pg_hba's password method (ldap, pam
+// and radius alike) asks for the password in the clear. Over a Unix socket
+// it crosses no network, and the plugin answers, as libpq and the built-in
+// do; over TCP without TLS it still refuses (TestCleartextPasswordRefused).
+func TestCleartextPasswordOverUnixSocket(t *testing.T) {
+	a := admin(t)
+	if pg.DataDir == "" {
+		t.Skip("needs the local cluster, whose pg_hba.conf the test edits")
+	}
+	user, pw := "hbapw_"+randSuffix(), "Pw-"+randSuffix()
+	execSQL(t, a, fmt.Sprintf("CREATE ROLE %s SUPERUSER LOGIN PASSWORD %s", user, render.QuoteLiteral(pw)))
+	hba := filepath.Join(pg.DataDir, "pg_hba.conf")
+	old, err := os.ReadFile(hba)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hba, append([]byte("local all "+user+" password\n"), old...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = os.WriteFile(hba, old, 0o600)
+		_, _ = a.Exec(testCtx(t), "SELECT pg_reload_conf()")
+		_, _ = a.Exec(testCtx(t), "DROP ROLE IF EXISTS "+user)
+	})
+	execSQL(t, a, "SELECT pg_reload_conf()")
+	db := newPostgres(hclog.NewNullLogger())
+	defer db.Close()
+	cfg := map[string]interface{}{
+		"connection_url": fmt.Sprintf("host=%s port=%d dbname=postgres user={{username}} password={{password}}", filepath.Dir(pg.DataDir), pg.Port),
+		"username":       user, "password": pw,
+	}
+	// pg_reload_conf signals the postmaster, which rereads pg_hba.conf soon after.
+	waitFor(t, func() bool {
+		_, err = db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true})
+		return err == nil
+	})
+	var method string
+	if err := a.QueryRow(testCtx(t), "SELECT auth_method FROM pg_hba_file_rules WHERE user_name @> ARRAY[$1]", user).Scan(&method); err != nil || method != "password" {
+		t.Fatalf("pg_hba.conf has no password line for %s (%q, %v)", user, method, err)
 	}
 }
