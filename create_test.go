@@ -4,6 +4,8 @@ package postgres
 // context, errors that say what failed, rollback statements.
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"strings"
@@ -198,6 +200,39 @@ func TestNewUserRefusesTheRolesRevocationNeeds(t *testing.T) {
 			if login && tc.target != pg.SuperUser {
 				_, _ = a.Exec(testCtx(t), "DROP ROLE IF EXISTS "+render.QuoteIdent(tc.target))
 				t.Fatalf("NewUser made %q a login role", tc.target)
+			}
+		})
+	}
+}
+
+// TestStatementsInTheBuiltinsOtherForms: Vault's built-in plugin reads a
+// statement given as base64, as a JSON array of statements, or as base64 of
+// such an array (strutil.ParseArbitraryStringSlice); they work here too, in
+// creation and revocation.
+func TestStatementsInTheBuiltinsOtherForms(t *testing.T) {
+	db := newDB(t, nil)
+	a := admin(t)
+	grant := `ALTER ROLE "{{name}}" CONNECTION LIMIT 5;`
+	js, _ := json.Marshal([]string{createStmt, grant})
+	for name, stmt := range map[string]string{
+		"base64":      base64.StdEncoding.EncodeToString([]byte(createStmt + " " + grant)),
+		"json array":  string(js),
+		"base64 json": base64.StdEncoding.EncodeToString(js),
+	} {
+		t.Run(name, func(t *testing.T) {
+			req := newUserReq(stmt)
+			user := dbtesting.AssertNewUser(t, db, req).Username
+			assertLogin(t, user, req.Password)
+			var limit int
+			if err := a.QueryRow(testCtx(t), "SELECT rolconnlimit FROM pg_roles WHERE rolname = $1", user).Scan(&limit); err != nil || limit != 5 {
+				t.Errorf("the second statement did not run: connection limit %d (%v)", limit, err)
+			}
+			rev := base64.StdEncoding.EncodeToString([]byte(`DROP ROLE IF EXISTS "{{name}}";`))
+			if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user, Statements: dbplugin.Statements{Commands: []string{rev}}}); err != nil {
+				t.Fatalf("base64 revocation_statements: %v", err)
+			}
+			if roleExists(t, a, user) {
+				t.Fatalf("%s survived its revocation", user)
 			}
 		})
 	}

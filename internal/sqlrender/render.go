@@ -104,11 +104,12 @@ func (v Values) value(name string) (val string, ident bool, err error) {
 // that is sent in a single simple-protocol Exec: PostgreSQL runs it as one
 // implicit transaction, so the request is atomic and costs one round trip.
 // Statements are never split: DO blocks, function bodies and semicolons in
-// literals reach the server exactly as written.
+// literals reach the server exactly as written (a statement in the built-in
+// plugin's other forms, base64 or a JSON array, is read first: Decode).
 func Render(stmts []string, v Values) (string, error) {
 	var b strings.Builder
 	var mentions, hasCode bool
-	for i, s := range stmts {
+	for i, s := range Decode(stmts) {
 		if strings.TrimSpace(s) == "" {
 			continue
 		}

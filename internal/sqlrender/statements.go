@@ -7,7 +7,12 @@ package sqlrender
 // value for its context, so the statements' structure is the template's:
 // no display name or other value can change what this reads.
 
-import "strings"
+import (
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"unicode/utf8"
+)
 
 // Kinds of token.
 const (
@@ -31,7 +36,7 @@ type sqlToken struct {
 // COMMENT, a role's membership revoked) needs the block that checks first.
 func CreatesName(stmts []string) bool {
 	created := false
-	for _, s := range stmts {
+	for _, s := range Decode(stmts) {
 		toks, ok := scanTokens(s)
 		if !ok {
 			return false
@@ -234,4 +239,42 @@ func quotedEnd(sql string, open int) int {
 		}
 		return end
 	}
+}
+
+// Decode reads each statement in the other forms Vault's built-in plugin
+// takes (strutil.ParseArbitraryStringSlice): base64 of the SQL, a JSON array
+// of statements, or base64 of such an array. Neither form can be SQL: base64
+// holds no space, quote or semicolon, and decodes here only to text, and no
+// statement begins with "[". Anything else is returned as written.
+func Decode(stmts []string) []string {
+	out := make([]string, 0, len(stmts))
+	for _, s := range stmts {
+		text := strings.TrimSpace(s)
+		if raw, err := base64.StdEncoding.DecodeString(text); err == nil && text != "" && isText(raw) {
+			text = string(raw)
+		} else {
+			text = s
+		}
+		var list []string
+		if t := strings.TrimSpace(text); strings.HasPrefix(t, "[") && json.Unmarshal([]byte(t), &list) == nil {
+			out = append(out, list...)
+			continue
+		}
+		out = append(out, text)
+	}
+	return out
+}
+
+// isText reports whether b is UTF-8 without control characters other than
+// tab, newline and carriage return.
+func isText(b []byte) bool {
+	if !utf8.Valid(b) {
+		return false
+	}
+	for _, r := range string(b) {
+		if r < 0x20 && r != '\t' && r != '\n' && r != '\r' || r == 0x7f {
+			return false
+		}
+	}
+	return true
 }

@@ -1,6 +1,11 @@
 package sqlrender
 
-import "testing"
+import (
+	"encoding/base64"
+	"slices"
+	"strings"
+	"testing"
+)
 
 // TestCreatesName: the plain COMMENT is chosen only when the statements, as
 // written, create the role named {{name}}, leave it in place and stay the
@@ -54,4 +59,34 @@ var createsNameCases = []struct {
 	{[]string{`SELECT $x$; CREATE ROLE "{{name}}"; $x$`}, false},
 	{[]string{`CREATE ROLE "{{name}}"; 'unterminated`}, false},
 	{nil, false},
+}
+
+func TestDecode(t *testing.T) {
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	create := `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}';`
+	grant := `GRANT r TO "{{name}}";`
+	array := `["` + strings.ReplaceAll(create, `"`, `\"`) + `", "` + strings.ReplaceAll(grant, `"`, `\"`) + `"]`
+	cases := []struct {
+		name string
+		in   []string
+		want []string
+	}{
+		{"plain SQL", []string{create, grant}, []string{create, grant}},
+		{"base64", []string{b64(create)}, []string{create}},
+		{"JSON array", []string{array}, []string{create, grant}},
+		{"base64 of a JSON array", []string{b64(array)}, []string{create, grant}},
+		{"base64 beside plain SQL", []string{b64(create), grant}, []string{create, grant}},
+		// Valid base64 that decodes to bytes, not text: SQL as written.
+		{"ROLLBACK", []string{"ROLLBACK"}, []string{"ROLLBACK"}},
+		{"a word of four letters", []string{"abcd"}, []string{"abcd"}},
+		{"empty", []string{"", "  "}, []string{"", "  "}},
+		{"not a JSON array of strings", []string{"[1, 2]"}, []string{"[1, 2]"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Decode(tc.in); !slices.Equal(got, tc.want) {
+				t.Errorf("Decode(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
 }
