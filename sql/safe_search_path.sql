@@ -16,11 +16,12 @@ SET LOCAL search_path = pg_catalog, pg_temp;
 SELECT set_config('search_path', concat_ws(', ', 'pg_catalog', (
 	SELECT string_agg(quote_ident(n.nspname), ', ' ORDER BY s.o)
 	FROM json_array_elements_text(current_setting('pgvault.path')::json) WITH ORDINALITY s(x, o)
-	JOIN pg_namespace n ON n.nspname = s.x, pg_roles me
-	WHERE me.rolname = current_user AND n.nspname <> 'pg_catalog' AND n.nspname NOT LIKE 'pg\_temp\_%'
+	JOIN pg_namespace n ON n.nspname = s.x
+	WHERE n.nspname <> 'pg_catalog' AND n.nspname NOT LIKE 'pg\_temp\_%'
 	-- owned by the admin, a superuser, or pg_database_owner in a database the admin owns (public, 15+)
-	AND (n.nspowner = me.oid OR n.nspowner IN (SELECT oid FROM pg_roles WHERE rolsuper)
-		OR n.nspowner = 'pg_database_owner'::regrole AND me.oid = (SELECT datdba FROM pg_database WHERE datname = current_database()))
+	AND (n.nspowner IN (SELECT oid FROM pg_roles WHERE rolsuper OR rolname = current_user)
+		OR n.nspowner = 'pg_database_owner'::regrole
+		   AND pg_get_userbyid((SELECT datdba FROM pg_database WHERE datname = current_database())) = current_user)
 	-- and no one but the owner may create in it
 	AND NOT EXISTS (SELECT FROM aclexplode(n.nspacl) a WHERE a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner)
 	-- and it holds no routine or operator of another role (a revoked user's,
@@ -32,5 +33,5 @@ SELECT set_config('search_path', concat_ws(', ', 'pg_catalog', (
 		WHERE d.refclassid = 'pg_authid'::regclass AND d.deptype = 'o'
 		  AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
 		  AND d.classid IN ('pg_proc'::regclass, 'pg_operator'::regclass)
-		  AND d.refobjid <> me.oid AND d.refobjid NOT IN (SELECT oid FROM pg_roles WHERE rolsuper))),
+		  AND d.refobjid NOT IN (SELECT oid FROM pg_roles WHERE rolsuper OR rolname = current_user))),
 	'pg_temp'), true)
