@@ -215,13 +215,26 @@ type execer interface {
 // (txSettings): the lock bound and a search_path no other role can write.
 // Every statement an operator wrote runs this way.
 func (st *state) exec(ctx context.Context, db execer, sql string) error {
-	return execAtomic(ctx, db, st.txSettings+sql)
+	return execAtomic(ctx, db, st.settingsFor(sql)+sql)
 }
 
 // execTagged is exec with a session tag (newSessionTag) it returns.
 func (st *state) execTagged(ctx context.Context, db execer, sql string) (string, error) {
 	tag := newSessionTag()
-	return tag, execTagged(ctx, db, tag, st.txSettings+sql)
+	return tag, execTagged(ctx, db, tag, st.settingsFor(sql)+sql)
+}
+
+// settingsFor is what sql's transaction starts with: txSettings, or only
+// the lock bound for statements that run no code (render.RunsNoCode:
+// roles created, altered, granted and commented on, privileges granted and
+// revoked), where the search_path decides only which objects are named, so
+// the session's own path stands, as with the built-in plugin, and costs
+// nothing to compute.
+func (st *state) settingsFor(sql string) string {
+	if render.RunsNoCode(sql) {
+		return lockTimeoutSQL(st.cfg.LockTimeout)
+	}
+	return st.txSettings
 }
 
 // execAtomic runs sql (several statements) with the simple protocol in one

@@ -13,6 +13,7 @@ package postgres
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -253,4 +254,45 @@ func TestSearchPathLeavesOutSchemasWithOthersRoutines(t *testing.T) {
 	if path := safePathOf(t, l.a); strings.Contains(path, "public") {
 		t.Errorf("the operator statements' path is %q: public holds %s's format(text, text)", path, l.user)
 	}
+}
+
+// TestSearchPathOfStatementsThatRunNoCode: statements that only create,
+// alter, grant and comment (render.RunsNoCode) run with the session's own
+// search_path, as with the built-in plugin: nothing in them is run, so a
+// schema others may create in can only decide which table a GRANT names. An
+// unqualified table in the application's own schema (selected with options
+// in connection_url), or in public of a database the application owns, is
+// found; the statements of TestSearchPathSafeForOperatorStatements, which
+// call format(), still run with the safe path.
+func TestSearchPathOfStatementsThatRunNoCode(t *testing.T) {
+	a := admin(t)
+	owner := "appowner_" + randSuffix()
+	schema := "appschema_" + randSuffix()
+	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %[1]s NOLOGIN; CREATE SCHEMA %[2]s AUTHORIZATION %[1]s;
+		CREATE TABLE %[2]s.orders (id int); ALTER TABLE %[2]s.orders OWNER TO %[1]s;`, render.QuoteIdent(owner), render.QuoteIdent(schema)))
+	t.Cleanup(func() {
+		execSQL(t, a, fmt.Sprintf(`DROP SCHEMA IF EXISTS %s CASCADE; DROP ROLE IF EXISTS %s`, render.QuoteIdent(schema), render.QuoteIdent(owner)))
+	})
+	t.Run("the application's schema", func(t *testing.T) {
+		db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL("") + "&options=" + url.QueryEscape("-c search_path="+schema)})
+		req := newUserReq(createStmt, `GRANT USAGE ON SCHEMA `+render.QuoteIdent(schema)+` TO "{{name}}"; GRANT SELECT ON orders TO "{{name}}";`)
+		user := dbtesting.AssertNewUser(t, db, req).Username
+		var ok bool
+		if err := a.QueryRow(testCtx(t), "SELECT has_table_privilege($1, $2, 'SELECT')", user, schema+".orders").Scan(&ok); err != nil || !ok {
+			t.Errorf("%s may not read %s.orders (%v)", user, schema, err)
+		}
+		revokeDropped(t, db, a, user)
+	})
+	t.Run("public of a database the application owns", func(t *testing.T) {
+		name, _ := isolatedDB(t)
+		execSQL(t, a, "ALTER DATABASE "+render.QuoteIdent(name)+" OWNER TO "+render.QuoteIdent(owner))
+		c := connectAs(t, pg.SuperUser, pg.SuperPassword, name)
+		execSQL(t, c, "CREATE TABLE public.orders (id int); ALTER TABLE public.orders OWNER TO "+render.QuoteIdent(owner))
+		t.Cleanup(func() { execSQL(t, c, "DROP TABLE public.orders") })
+		db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(name)})
+		user := dbtesting.AssertNewUser(t, db, newUserReq(createStmt, `GRANT SELECT ON orders TO "{{name}}";`)).Username
+		if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user}); err != nil {
+			t.Fatal(err)
+		}
+	})
 }

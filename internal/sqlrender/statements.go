@@ -278,3 +278,29 @@ func isText(b []byte) bool {
 	}
 	return true
 }
+
+// RunsNoCode reports whether sql (rendered statements) only creates, alters,
+// drops, grants to, revokes from or comments on roles and objects: statements
+// that look names up but run nothing a name could stand for (no function,
+// operator, cast, trigger, rule or default), so that the search_path they run
+// with changes only which objects they name, as it does for the built-in
+// plugin. DO, SELECT, DML, EXECUTE and everything else answer false, and so
+// does text the scanner cannot follow.
+func RunsNoCode(sql string) bool {
+	toks, ok := scanTokens(sql)
+	if !ok {
+		return false
+	}
+	for _, stmt := range splitTokens(toks) {
+		switch {
+		case len(stmt) == 0:
+		case wordAt(stmt, 0, "GRANT"), wordAt(stmt, 0, "REVOKE"):
+		case wordAt(stmt, 0, "COMMENT") && wordAt(stmt, 1, "ON") && wordAt(stmt, 2, "ROLE"):
+		case (wordAt(stmt, 0, "CREATE") || wordAt(stmt, 0, "ALTER") || wordAt(stmt, 0, "DROP")) &&
+			(wordAt(stmt, 1, "ROLE") || wordAt(stmt, 1, "USER") || wordAt(stmt, 1, "GROUP")):
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -90,3 +90,24 @@ func TestDecode(t *testing.T) {
 		})
 	}
 }
+
+func TestRunsNoCode(t *testing.T) {
+	for sql, want := range map[string]bool{
+		`CREATE ROLE "v-1" WITH LOGIN PASSWORD 'p' VALID UNTIL '2030-01-01'; GRANT readers TO "v-1";`: true,
+		`GRANT SELECT ON orders TO "v-1"; REVOKE ALL ON SCHEMA s FROM "v-1"`:                          true,
+		`ALTER ROLE "v-1" VALID UNTIL 'infinity'; COMMENT ON ROLE "v-1" IS '{"a": "b; DO"}'`:          true,
+		`DROP ROLE IF EXISTS "v-1";`:                               true,
+		`CREATE ROLE "DO $$ x"; GRANT "SELECT format(1)" TO "v-1"`: true,
+		`SELECT format('%I', 'x')`:                                 false,
+		`CREATE ROLE a; DO $$ BEGIN NULL; END $$`:                  false,
+		`INSERT INTO audit VALUES ('v-1')`:                         false,
+		`CREATE TABLE t (x int DEFAULT f())`:                       false,
+		`COMMENT ON TABLE t IS 'x'`:                                false,
+		`CREATE ROLE a PASSWORD 'unterminated`:                     false,
+		`CALL p()`:                                                 false,
+	} {
+		if got := RunsNoCode(sql); got != want {
+			t.Errorf("RunsNoCode(%q) = %v, want %v", sql, got, want)
+		}
+	}
+}
