@@ -58,7 +58,7 @@ var initializeCases = []struct {
 	// Drop-in: what the built-in accepts.
 	{"negative max_idle_connections (the built-in: no idle connections)", configWith(map[string]interface{}{"max_idle_connections": -1}), ""},
 	{"pgx v4 parameters in connection_url", func() map[string]interface{} {
-		return mergeConfig(map[string]interface{}{"connection_url": pg.TemplateURL("") + "&prefer_simple_protocol=true&statement_cache_mode=describe&statement_cache_capacity=0"})
+		return mergeConfig(map[string]interface{}{"connection_url": pg.TemplateURL("") + "&prefer_simple_protocol=true&statement_cache_mode=describe&statement_cache_capacity=0&min_read_buffer_size=8192"})
 	}, ""},
 	{"self_managed connection", configWith(map[string]interface{}{"self_managed": true}), "self_managed=true"},
 }

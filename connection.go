@@ -84,7 +84,7 @@ func (c *config) poolConfig() (*pgxpool.Config, error) {
 
 // pgxV4Params are connection_url parameters of pgx v4 that pgx v5 does not
 // know (it reads statement_cache_capacity and description_cache_capacity).
-var pgxV4Params = []string{"prefer_simple_protocol", "statement_cache_mode"}
+var pgxV4Params = []string{"prefer_simple_protocol", "statement_cache_mode", "min_read_buffer_size"}
 
 // setRuntimeParams sets what every session starts with, in the startup
 // packet.
@@ -99,6 +99,15 @@ func (c *config) setRuntimeParams(cc *pgx.ConnConfig) {
 	// were for.
 	for _, k := range pgxV4Params {
 		delete(cc.RuntimeParams, k)
+	}
+	// The built-in plugin's sessions run in UTC (it adds timezone=UTC to
+	// connection_url): statements that write a timestamp without a zone,
+	// or take a date of now(), behave the same here. A TimeZone in
+	// connection_url wins.
+	if _, ok := cc.RuntimeParams["timezone"]; !ok {
+		if _, ok := cc.RuntimeParams["TimeZone"]; !ok {
+			cc.RuntimeParams["timezone"] = "UTC"
+		}
 	}
 	if _, ok := cc.RuntimeParams["application_name"]; !ok {
 		cc.RuntimeParams["application_name"] = productName

@@ -599,9 +599,14 @@ func (p *Postgres) DeleteUser(ctx context.Context, req dbplugin.DeleteUserReques
 		return dbplugin.DeleteUserResponse{}, fmt.Errorf("revocation_statements: %w", err)
 	}
 	if err := st.exec(ctx, st.pool, sql); err != nil {
+		// A user that is gone is revoked; "does not exist" about another
+		// object (a group a DBA dropped) rolled the statements back, and
+		// the user is still there.
 		if sqlState(err) == pgerrcode.UndefinedObject {
-			p.logger.Debug("revocation: user already gone", "username", req.Username)
-			return dbplugin.DeleteUserResponse{}, nil
+			if exists, cerr := st.roleExists(ctx, req.Username); cerr == nil && !exists {
+				p.logger.Debug("revocation: user already gone", "username", req.Username)
+				return dbplugin.DeleteUserResponse{}, nil
+			}
 		}
 		return dbplugin.DeleteUserResponse{}, failed(fmt.Sprintf("revoking user %q", req.Username), err)
 	}

@@ -360,3 +360,24 @@ CREATE FUNCTION mine.peek() RETURNS text SECURITY DEFINER LANGUAGE sql AS 'SELEC
 	execSQL(t, locker, "ROLLBACK")
 	revokeDropped(t, l.db, l.a, l.user)
 }
+
+// TestCustomRevocationFailingOnAnotherObject: revocation_statements whose
+// transaction fails with "does not exist" (42704) about another object (a
+// group a DBA dropped) rolled back, and the user is still there: the
+// revocation fails, so Vault keeps the lease and retries, as with the
+// built-in. Only a user that is gone counts as revoked.
+func TestCustomRevocationFailingOnAnotherObject(t *testing.T) {
+	db := newDB(t, nil)
+	a := admin(t)
+	req := newUserReq(createStmt)
+	user := dbtesting.AssertNewUser(t, db, req).Username
+	t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+render.QuoteIdent(user)) })
+	_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user, Statements: dbplugin.Statements{Commands: []string{
+		`REVOKE "app_readers_dropped_by_dba" FROM "{{name}}"; DROP ROLE "{{name}}";`}}})
+	if err == nil || !strings.Contains(err.Error(), "app_readers_dropped_by_dba") {
+		t.Errorf("error = %v, want the failure naming the missing group", err)
+	}
+	if !roleExists(t, a, user) {
+		t.Fatal("the statements rolled back, yet the user is gone")
+	}
+}

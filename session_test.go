@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
@@ -88,4 +89,28 @@ func TestSessionReset(t *testing.T) {
 			assertLogin(t, resp.Username, newPw)
 		})
 	}
+}
+
+// TestSessionsRunInUTC: the built-in plugin's sessions run with TimeZone=UTC
+// (it adds timezone=UTC to connection_url), whatever the database's setting:
+// statements that write a timestamp without a zone behave the same here.
+func TestSessionsRunInUTC(t *testing.T) {
+	a := admin(t)
+	name, _ := isolatedDB(t)
+	execSQL(t, a, "ALTER DATABASE "+render.QuoteIdent(name)+" SET timezone = 'America/New_York'")
+	c := connectAs(t, pg.SuperUser, pg.SuperPassword, name)
+	execSQL(t, c, "CREATE TABLE public.audit (u text, tz text, exp timestamp)")
+	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(name)})
+	req := newUserReq(createStmt, `INSERT INTO public.audit VALUES ('{{name}}', current_setting('TimeZone'), '{{expiration}}'::timestamptz::timestamp);`)
+	req.Expiration = time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC)
+	user := dbtesting.AssertNewUser(t, db, req).Username
+	var tz string
+	var exp time.Time
+	if err := c.QueryRow(testCtx(t), "SELECT tz, exp FROM public.audit WHERE u = $1", user).Scan(&tz, &exp); err != nil {
+		t.Fatal(err)
+	}
+	if tz != "UTC" || !exp.Equal(req.Expiration) {
+		t.Errorf("the statements ran with TimeZone=%s and wrote %s; want UTC and %s", tz, exp, req.Expiration)
+	}
+	revokeDropped(t, db, a, user)
 }

@@ -48,8 +48,12 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 		newPassword = req.Password.NewPassword
 	}
 	if err := p.runUpdate(ctx, st, req, sql, newPassword); err != nil {
+		// "does not exist" may be about another object the statements
+		// name: it is the user's only when the user is missing.
 		if sqlState(err) == pgerrcode.UndefinedObject {
-			return dbplugin.UpdateUserResponse{}, fmt.Errorf("updating user %q: the user does not exist in the database", req.Username)
+			if exists, cerr := st.roleExists(ctx, req.Username); cerr == nil && !exists {
+				return dbplugin.UpdateUserResponse{}, fmt.Errorf("updating user %q: the user does not exist in the database", req.Username)
+			}
 		}
 		return dbplugin.UpdateUserResponse{}, st.failed(fmt.Sprintf("updating user %q", req.Username), err, newPassword, vals.Password, req.SelfManagedPassword)
 	}
@@ -57,8 +61,10 @@ func (p *Postgres) UpdateUser(ctx context.Context, req dbplugin.UpdateUserReques
 	return dbplugin.UpdateUserResponse{}, nil
 }
 
-// updateSQL renders the password and expiration statements of an update,
-// the relabel of a renewal, and a check that the role exists first.
+// updateSQL renders the password and expiration statements of an update
+// and the relabel of a renewal. Nothing checks first that the role exists:
+// rotation statements may create it, or change a user that is not a role
+// (an application's credentials table), as with the built-in plugin.
 func (st *state) updateSQL(ctx context.Context, req dbplugin.UpdateUserRequest) (string, render.Values, error) {
 	vals := render.NewValues(req.Username)
 	var stmts []string
@@ -85,10 +91,7 @@ func (st *state) updateSQL(ctx context.Context, req dbplugin.UpdateUserRequest) 
 	if err != nil {
 		return "", vals, err
 	}
-	// A role missing at the start makes ALTER ROLE fail with 42704; the check
-	// gives that a clear message without an extra round trip.
-	check := "DO " + render.DollarQuote(fmt.Sprintf(" BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s) THEN RAISE EXCEPTION USING ERRCODE = 'undefined_object', MESSAGE = 'role does not exist'; END IF; END ", render.QuoteLiteral(req.Username))) + ";\n"
-	return check + sql + label, vals, nil
+	return sql + label, vals, nil
 }
 
 // runUpdate runs an update's statements, as the plugin or, for a

@@ -161,3 +161,57 @@ func TestRotationLostReply(t *testing.T) {
 		})
 	}
 }
+
+// TestRotationStatementsMayNotNeedTheRole: nothing checks first that the
+// user is a role, as with the built-in: rotation statements may keep an
+// application's own credentials table, or create the role they rotate. A
+// "does not exist" about another object names that object; only a missing
+// user is reported as one.
+func TestRotationStatementsMayNotNeedTheRole(t *testing.T) {
+	a := admin(t)
+	rotate := func(db *Postgres, user, pw string, stmts ...string) error {
+		_, err := db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{Username: user,
+			Password: &dbplugin.ChangePassword{NewPassword: pw, Statements: dbplugin.Statements{Commands: stmts}}})
+		return err
+	}
+	t.Run("a user that is not a role", func(t *testing.T) {
+		table := "appcreds_" + randSuffix()
+		execSQL(t, a, "CREATE TABLE public."+table+" (u text PRIMARY KEY, p text); INSERT INTO public."+table+" VALUES ('svc_account', 'old')")
+		t.Cleanup(func() { execSQL(t, a, "DROP TABLE public."+table) })
+		pw := "New-" + randSuffix()
+		if err := rotate(newDB(t, map[string]interface{}{"password_authentication": "password"}), "svc_account", pw,
+			`UPDATE public.`+table+` SET p = '{{password}}' WHERE u = '{{username}}';`); err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		if err := a.QueryRow(testCtx(t), "SELECT p FROM public."+table+" WHERE u = 'svc_account'").Scan(&got); err != nil || got != pw {
+			t.Fatalf("the row holds %q (%v), want the new password", got, err)
+		}
+	})
+	t.Run("statements that create the role", func(t *testing.T) {
+		user := "provisioned_" + randSuffix()
+		t.Cleanup(func() { execSQL(t, a, "DROP ROLE IF EXISTS "+render.QuoteIdent(user)) })
+		pw := "New-" + randSuffix()
+		if err := rotate(newDB(t, nil), user, pw, `DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = '{{name}}') THEN CREATE ROLE "{{name}}" LOGIN; END IF;
+END $$;`, `ALTER ROLE "{{name}}" WITH PASSWORD '{{password}}';`); err != nil {
+			t.Fatal(err)
+		}
+		assertLogin(t, user, pw)
+	})
+	t.Run("another object is missing", func(t *testing.T) {
+		user := "rot_" + randSuffix()
+		execSQL(t, a, fmt.Sprintf("CREATE ROLE %s LOGIN", render.QuoteIdent(user)))
+		t.Cleanup(func() { execSQL(t, a, "DROP ROLE "+render.QuoteIdent(user)) })
+		err := rotate(newDB(t, nil), user, "New-"+randSuffix(), `ALTER ROLE "{{name}}" WITH PASSWORD '{{password}}'; GRANT "reporting_group_gone" TO "{{name}}";`)
+		if err == nil || !strings.Contains(err.Error(), "reporting_group_gone") {
+			t.Fatalf("error = %v, want one naming the missing group", err)
+		}
+	})
+	t.Run("the user is missing", func(t *testing.T) {
+		err := rotate(newDB(t, nil), "nobody_"+randSuffix(), "New-"+randSuffix())
+		if err == nil || !strings.Contains(err.Error(), "the user does not exist") {
+			t.Fatalf("error = %v, want one saying the user does not exist", err)
+		}
+	})
+}
