@@ -1068,3 +1068,52 @@ END $f$;`)
 		t.Errorf("after a successful revocation, public.g() is SECURITY DEFINER and owned by %s: %s calling it runs as %q", owner, l.acct, ranAs)
 	}
 }
+
+// TestHandOverWaitsForNothingOfOtherRevokedUsers: the hand-over's second
+// disarming pass (reassign_owned.sql) covers what this user owned, not
+// everything the holding role owns. A revoked user's leftover code still
+// runs as the holding role
+// (a trigger fired by a foreign key's cascade, which anyone the user let
+// delete from its table can start): it makes one of the holding role's
+// routines SECURITY DEFINER again (committed), then, in a transaction kept
+// open, does so again, holding the routine's catalog row. From then on the
+// hand-over of every other user that owns anything would wait for that row
+// and fail, were the pass to cover the holding role's every object.
+func TestHandOverWaitsForNothingOfOtherRevokedUsers(t *testing.T) {
+	l := newAttackLab(t, map[string]interface{}{"lock_timeout": "1s"})
+	execSQL(t, l.c, fmt.Sprintf(`
+CREATE FUNCTION public.g() RETURNS text LANGUAGE sql AS 'SELECT current_user::text';
+CREATE TABLE public.parent (id int PRIMARY KEY);
+CREATE TABLE public.child (id int REFERENCES public.parent ON DELETE CASCADE);
+CREATE FUNCTION public.rearm() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+	-- Run by the cascade as the child table's owner: after the hand-over,
+	-- the holding role, which owns public.g().
+	ALTER FUNCTION public.g() SECURITY DEFINER;
+	RETURN OLD;
+END $f$;
+CREATE TRIGGER rearm BEFORE DELETE ON public.child FOR EACH ROW EXECUTE FUNCTION public.rearm();
+GRANT SELECT, INSERT, DELETE ON public.parent, public.child TO %s;`, render.QuoteIdent(l.acct)))
+	_ = l.c.Close(testCtx(t))
+	revokeDropped(t, l.db, l.a, l.user)
+
+	acct := l.asAcct(t)
+	fire := "INSERT INTO public.parent VALUES (%[1]d); INSERT INTO public.child VALUES (%[1]d); DELETE FROM public.parent WHERE id = %[1]d"
+	execSQL(t, acct, fmt.Sprintf(fire, 1)) // committed: g is SECURITY DEFINER again
+	var ranAs string
+	_ = acct.QueryRow(testCtx(t), "SELECT public.g()").Scan(&ranAs)
+	t.Logf("after the cascade, %s calling public.g() runs as %q", l.acct, ranAs)
+	// Now hold g's row: the same cascade in a transaction left open.
+	execSQL(t, acct, "BEGIN")
+	execSQL(t, acct, fmt.Sprintf(fire, 2))
+
+	// An unrelated user, which owns a table, is revoked.
+	other, _, oc := leaseWithCreate(t, l.db, l.dbname)
+	execSQL(t, oc, "CREATE TABLE public.other_t (x int)")
+	_ = oc.Close(testCtx(t))
+	_, err := l.db.DeleteUser(boundedCtx(t, stallBound), dbplugin.DeleteUserRequest{Username: other})
+	if err != nil {
+		t.Errorf("revoking an unrelated user fails while a revoked user's leftover holds one of the holding role's rows: %v", err)
+	}
+	_, _ = acct.Exec(context.Background(), "ROLLBACK")
+}

@@ -80,9 +80,9 @@ BEGIN
 	-- the user (a call of its SECURITY DEFINER routine in another login's
 	-- session, which no revocation can end) may change the objects any
 	-- more. What such a call re-armed while the hand-over waited for a lock
-	-- is taken away then: everything the holding role owns (it must own
-	-- nothing armed), or, for another reassign_owned_to, what the user
-	-- owned just before.
+	-- is taken away then, from what the user owned just before (looked up
+	-- by oid: the receiving role may own a great many things, and what
+	-- other revoked users left is not this revocation's to wait for).
 	FOR pass IN 1..2 LOOP
 		IF pass = 2 THEN
 			owned := ARRAY(SELECT s.objid FROM pg_catalog.pg_shdepend s
@@ -160,9 +160,12 @@ BEGIN
 		FOR obj IN EXECUTE $disarm$
 			WITH mine AS (
 				SELECT s.classid, s.objid FROM pg_catalog.pg_shdepend s
-				WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = $1 AND s.deptype = 'o'
+				WHERE $2 IS NULL AND s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = $1 AND s.deptype = 'o'
 				  AND s.dbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
-				  AND ($2 IS NULL OR s.objid = ANY ($2))
+				UNION ALL
+				SELECT 'pg_catalog.pg_proc'::regclass, p.oid FROM pg_catalog.pg_proc p WHERE p.oid = ANY ($2) AND p.proowner = $1
+				UNION ALL
+				SELECT 'pg_catalog.pg_class'::regclass, c.oid FROM pg_catalog.pg_class c WHERE c.oid = ANY ($2) AND c.relowner = $1
 			), rels AS (
 				SELECT c.oid, c.relkind, c.relacl FROM mine JOIN pg_catalog.pg_class c ON c.oid = mine.objid
 				WHERE mine.classid = 'pg_catalog.pg_class'::regclass
@@ -184,7 +187,7 @@ BEGIN
 				FROM rels, pg_catalog.aclexplode(rels.relacl) a
 				WHERE pg_catalog.current_setting('server_version_num')::int >= 170000
 				  AND a.privilege_type = 'MAINTAIN' AND a.grantee <> $1
-		$disarm$ USING CASE pass WHEN 1 THEN roid ELSE toid END, CASE WHEN pass = 2 AND NOT /* @create_target */ NULL THEN owned END
+		$disarm$ USING CASE pass WHEN 1 THEN roid ELSE toid END, CASE pass WHEN 2 THEN owned END
 		LOOP
 			-- For the holding role, which has no rights to lend, each of these
 			-- is a precaution: one that fails (a privilege only a third role
