@@ -124,32 +124,24 @@ func (c *config) setRuntimeParams(cc *pgx.ConnConfig) {
 }
 
 // txSettings is what every transaction of the plugin starts with, after
-// sessionReset, in the same query string: the lock bound, and the search_path
-// the operator's statements may safely run with (sql/safe_search_path.sql).
-// Both are LOCAL, so they hold through a transaction-pooling PgBouncer and
-// end with the transaction.
+// sessionReset, in the same query string: the lock bound, and the
+// search_path of statements that run code, pg_catalog then pg_temp, which no
+// role but a superuser can put a routine or operator in (PostgreSQL never
+// looks up routines or operators in pg_temp). The session's own path would
+// let a role that can create in one of its schemas, or that leaves a
+// routine there before it loses the right, plant a better-matching overload
+// (format(text, text) beats format(text, VARIADIC "any")) for the admin to
+// run; and any check of those schemas made when the transaction starts can
+// be overtaken by a grant another request commits while this one waits for a
+// lock. Both are LOCAL, so they hold through a transaction-pooling PgBouncer
+// and end with the transaction.
 func (c *config) txSettings() string {
-	return lockTimeoutSQL(c.LockTimeout) + safeSearchPathSQL + ";\n"
+	return lockTimeoutSQL(c.LockTimeout) + "SET LOCAL search_path = " + pinnedPath + ";\n"
 }
 
 // lockTimeoutSQL sets lock_timeout for the rest of the transaction.
 func lockTimeoutSQL(d time.Duration) string {
 	return "SET LOCAL lock_timeout = " + strconv.FormatInt(d.Milliseconds(), 10) + ";\n"
-}
-
-// safeSearchPathSQL: see the file (three statements). It comes before every operator
-// statement, so it is sent on one line: pg_stat_activity keeps only the
-// first track_activity_query_size bytes (1 kB by default) of a query.
-var safeSearchPathSQL = oneLine(loadSQL("safe_search_path.sql").src)
-
-// oneLine joins lines, dropping their indentation. The file has no string
-// literal that spans lines.
-func oneLine(sql string) string {
-	lines := strings.Split(strings.TrimSpace(sql), "\n")
-	for i, l := range lines {
-		lines[i] = strings.TrimSpace(l)
-	}
-	return strings.Join(lines, " ")
 }
 
 // setPoolLimits bounds connection attempts, keeps idle connections alive,
@@ -224,26 +216,65 @@ type execer interface {
 // (txSettings): the lock bound and a search_path no other role can write.
 // Every statement an operator wrote runs this way.
 func (st *state) exec(ctx context.Context, db execer, sql string) error {
-	return execAtomic(ctx, db, st.settingsFor(sql)+sql)
+	return execAtomic(ctx, db, st.withSettings(sql))
 }
 
 // execTagged is exec with a session tag (newSessionTag) it returns.
 func (st *state) execTagged(ctx context.Context, db execer, sql string) (string, error) {
 	tag := newSessionTag()
-	return tag, execTagged(ctx, db, tag, st.settingsFor(sql)+sql)
+	return tag, execTagged(ctx, db, tag, st.withSettings(sql))
 }
 
-// settingsFor is what sql's transaction starts with: txSettings, or only
-// the lock bound for statements that run no code (render.RunsNoCode:
-// roles created, altered, granted and commented on, privileges granted and
-// revoked), where the search_path decides only which objects are named, so
-// the session's own path stands, as with the built-in plugin, and costs
-// nothing to compute.
-func (st *state) settingsFor(sql string) string {
-	if render.RunsNoCode(sql) {
-		return lockTimeoutSQL(st.cfg.LockTimeout)
+// withSettings is sql with what its transaction starts with (the lock bound)
+// and the path each statement runs with. Statements that run no code
+// (render.Split: roles created, altered, granted and commented on,
+// privileges granted and revoked) run with the session's own search_path,
+// as with the built-in plugin: it decides only which objects they name.
+// Every other statement (DO, SELECT, DML, …) runs with pg_catalog, pg_temp
+// (txSettings), switched to before it and back after it. Once a statement
+// sets search_path itself (the word, which no value can put in a statement:
+// values are rendered inside quotes), the statements after it run with what
+// it set.
+func (st *state) withSettings(sql string) string {
+	stmts, ok := render.Split(sql)
+	if !ok {
+		return st.txSettings + sql
 	}
-	return st.txSettings
+	return lockTimeoutSQL(st.cfg.LockTimeout) + pathSwitches(stmts)
+}
+
+// The statements that keep the session's search_path, pin it, and give it
+// back (qualified, so they mean the same under either path).
+const (
+	keepSessionPath    = "SELECT pg_catalog.set_config('pgvault.session_path', pg_catalog.current_setting('search_path'), true);\n"
+	pinPathSQL         = "SET LOCAL search_path = " + pinnedPath + ";\n"
+	restoreSessionPath = "SELECT pg_catalog.set_config('search_path', pg_catalog.current_setting('pgvault.session_path'), true);\n"
+)
+
+// pathSwitches is stmts with the path switches withSettings describes.
+func pathSwitches(stmts []render.Statement) string {
+	var b strings.Builder
+	pinned, switching, kept := false, true, false
+	for _, s := range stmts {
+		if switching && s.RunsCode != pinned {
+			if !kept {
+				b.WriteString(keepSessionPath)
+				kept = true
+			}
+			if s.RunsCode {
+				b.WriteString(pinPathSQL)
+			} else {
+				b.WriteString(restoreSessionPath)
+			}
+			pinned = s.RunsCode
+		}
+		b.WriteString(s.SQL)
+		b.WriteString("\n")
+		if s.NamesSearchPath {
+			switching = false
+		}
+	}
+	return b.String()
 }
 
 // execAtomic runs sql (several statements) with the simple protocol in one

@@ -128,7 +128,7 @@ func TestNewUserRollbackStatements(t *testing.T) {
 	// records the attempt, which is what rollback_statements are for.
 	req := newUserReq(createStmt, `SELECT 1/0;`)
 	req.UsernameConfig.RoleName = "rb" + randSuffix()[:6]
-	req.RollbackStatements = dbplugin.Statements{Commands: []string{`INSERT INTO rollback_log VALUES ('{{name}}'); DROP ROLE IF EXISTS "{{name}}";`}}
+	req.RollbackStatements = dbplugin.Statements{Commands: []string{`INSERT INTO public.rollback_log VALUES ('{{name}}'); DROP ROLE IF EXISTS "{{name}}";`}}
 	if _, err := db.NewUser(testCtx(t), req); err == nil {
 		t.Fatal("creation should fail")
 	}

@@ -76,8 +76,8 @@ func (st *state) describe(err error) string {
 	case isLockTimeout(err):
 		msg = fmt.Sprintf("%s: waited longer than lock_timeout (%s) for a lock another session holds; retry later, or raise lock_timeout", msg, st.cfg.LockTimeout)
 	case sqlState(err) == pgerrcode.UndefinedTable || sqlState(err) == pgerrcode.UndefinedFunction:
-		// sql/safe_search_path.sql may have left the schema out.
-		msg += "; statements that do more than create, alter, grant or comment run with a search_path that leaves out every schema a role other than the connection's user may create in or has left a routine in: qualify the name with its schema (public.orders): public is left out on PostgreSQL 14, and wherever the connection's user does not own the database"
+		// txSettings: statements that run code search pg_catalog only.
+		msg += "; statements that do more than create, alter, grant or comment (DO, SELECT, DML) run with search_path = pg_catalog, pg_temp: qualify the name with its schema (public.orders)"
 	case sqlState(err) == "" && !strings.Contains(msg, "failed to connect"):
 		if connLost(err) {
 			msg = fmt.Sprintf("the connection to %s was lost (%s)", hostList(st.poolCfg), msg)

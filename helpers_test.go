@@ -373,13 +373,25 @@ func sessionsOfRole(t *testing.T, a *pgxpool.Pool, oid uint32) int {
 	return n
 }
 
-// safePathOf is the search_path the plugin's transaction settings give a
-// fresh session of a.
+// safePathOf is the search_path the plugin's transaction settings give the
+// statements that run code, in a fresh session of a.
 func safePathOf(t testing.TB, a *pgxpool.Pool) string {
+	t.Helper()
+	return pathAfter(t, a, (&config{}).txSettings())
+}
+
+// sessionPathOf is a fresh session's own search_path, which the statements
+// that run no code keep.
+func sessionPathOf(t testing.TB, a *pgxpool.Pool) string {
+	t.Helper()
+	return pathAfter(t, a, "")
+}
+
+func pathAfter(t testing.TB, a *pgxpool.Pool, settings string) string {
 	t.Helper()
 	var path string
 	err := pgx.BeginFunc(testCtx(t), a, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(testCtx(t), safeSearchPathSQL); err != nil {
+		if _, err := tx.Exec(testCtx(t), sessionReset+settings); err != nil {
 			return err
 		}
 		return tx.QueryRow(testCtx(t), "SHOW search_path").Scan(&path)
@@ -596,13 +608,13 @@ func newSessionProbe(t *testing.T, a *pgxpool.Pool) sessionProbe {
 		t.Fatal(err)
 	}
 	if len(others) > 0 {
-		// The plugin's search_path then leaves public out (safe_search_path.sql).
-		t.Fatalf("an earlier test left CREATE on schema public to %v: record's unqualified table would not resolve", others)
+		t.Fatalf("an earlier test left CREATE on schema public to %v", others)
 	}
 	execSQL(t, a, "CREATE TABLE public."+p.table+" (name text, cu text, su text, scs text, sp text, pid int)")
 	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP TABLE IF EXISTS public."+p.table) })
-	// Unqualified on purpose: it resolves only with the default search_path.
-	p.record = "INSERT INTO " + p.table + " SELECT '{{name}}', current_user, session_user, current_setting('standard_conforming_strings'), current_setting('search_path'), pg_backend_pid();"
+	// sp: the session's own search_path, which the plugin keeps for the
+	// statements that run no code (an INSERT runs with pg_catalog, pg_temp).
+	p.record = "INSERT INTO public." + p.table + " SELECT '{{name}}', current_user, session_user, current_setting('standard_conforming_strings'), current_setting('pgvault.session_path'), pg_backend_pid();"
 	return p
 }
 

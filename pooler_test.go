@@ -488,8 +488,9 @@ func TestPoolerSessionStateDoesNotLeak(t *testing.T) {
 // password works.
 func assertCleanSession(t *testing.T, a *pgxpool.Pool, b *pgtest.Pooler, db *Postgres, probe sessionProbe, dirtyPID int, who string) {
 	t.Helper()
-	// The path the plugin's transaction settings give a clean session.
-	defaultPath := safePathOf(t, a)
+	// A clean session's own path (the probe reads the copy the plugin
+	// keeps of it).
+	defaultPath := sessionPathOf(t, a)
 	req := newUserReq(createStmt, probe.record)
 	req.Password = `Aa1\'b\\c` + randSuffix()
 	resp, err := db.NewUser(testCtx(t), req)

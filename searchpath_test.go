@@ -262,8 +262,9 @@ func TestSearchPathLeavesOutSchemasWithOthersRoutines(t *testing.T) {
 // schema others may create in can only decide which table a GRANT names. An
 // unqualified table in the application's own schema (selected with options
 // in connection_url), or in public of a database the application owns, is
-// found; the statements of TestSearchPathSafeForOperatorStatements, which
-// call format(), still run with the safe path.
+// found, also after a DO block in the same string; the statements of
+// TestSearchPathSafeForOperatorStatements, which call format(), still run
+// with pg_catalog, pg_temp.
 func TestSearchPathOfStatementsThatRunNoCode(t *testing.T) {
 	a := admin(t)
 	owner := "appowner_" + randSuffix()
@@ -275,7 +276,9 @@ func TestSearchPathOfStatementsThatRunNoCode(t *testing.T) {
 	})
 	t.Run("the application's schema", func(t *testing.T) {
 		db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL("") + "&options=" + url.QueryEscape("-c search_path="+schema)})
-		req := newUserReq(createStmt, `GRANT USAGE ON SCHEMA `+render.QuoteIdent(schema)+` TO "{{name}}"; GRANT SELECT ON orders TO "{{name}}";`)
+		// In one string with a DO block, which runs with pg_catalog,
+		// pg_temp: the path is switched statement by statement.
+		req := newUserReq(createStmt, `DO $$ BEGIN EXECUTE format('ALTER ROLE %I CONNECTION LIMIT 3', '{{name}}'); END $$; GRANT USAGE ON SCHEMA `+render.QuoteIdent(schema)+` TO "{{name}}"; GRANT SELECT ON orders TO "{{name}}";`)
 		user := dbtesting.AssertNewUser(t, db, req).Username
 		var ok bool
 		if err := a.QueryRow(testCtx(t), "SELECT has_table_privilege($1, $2, 'SELECT')", user, schema+".orders").Scan(&ok); err != nil || !ok {
@@ -295,4 +298,78 @@ func TestSearchPathOfStatementsThatRunNoCode(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestSearchPathCannotBeOvertakenByAConcurrentGrant: a search_path chosen
+// once, at the start of the request's transaction, from the schemas no one
+// else could create in then, can be overtaken: every later statement
+// resolves its names in the catalogs as they are when it runs. A schema that no one else could
+// create in when the path was chosen can be writable by the time a
+// statement calls format(): another lease's creation statements (a
+// "migrator" role that grants CREATE on public) commit meanwhile, and that
+// lease plants format(text, text). The attacker widens the window at will:
+// any login with a privilege on a table the statements GRANT on holds the
+// table's catalog row with an open GRANT (which grants nothing), and the
+// request waits up to lock_timeout. Statements that run code therefore run
+// with pg_catalog, pg_temp, which no such grant can change.
+func TestSearchPathCannotBeOvertakenByAConcurrentGrant(t *testing.T) {
+	dbname, a := isolatedDB(t)
+	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(dbname), "lock_timeout": "20s"})
+	acct, _ := attackerAccount(t, a)
+	execSQL(t, a, `CREATE TABLE public.t (x int)`)
+	// The "reader" role: a grant on a table, then a statement that calls
+	// format() unqualified (as TestSearchPathSafeForOperatorStatements).
+	reader := func() dbplugin.NewUserRequest {
+		return newUserReq(createStmt, `GRANT SELECT ON public.t TO "{{name}}";`, `SELECT format('%I', '{{name}}');`)
+	}
+	// The attacker's reader lease holds public.t's row.
+	k := reader()
+	kUser := dbtesting.AssertNewUser(t, db, k).Username
+	kc := connectAs(t, kUser, k.Password, dbname)
+	execSQL(t, kc, "BEGIN")
+	execSQL(t, kc, "GRANT SELECT ON public.t TO PUBLIC")
+
+	// Any reader request now chooses its path (public is on it: no one may
+	// create there), then waits on public.t's row.
+	done := make(chan error, 1)
+	go func() {
+		_, err := db.NewUser(testCtx(t), reader())
+		done <- err
+	}()
+	waitFor(t, func() bool {
+		var n int
+		_ = a.QueryRow(testCtx(t), `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = $1 AND pid <> $2`, dbname, kc.PgConn().PID()).Scan(&n)
+		return n > 0
+	})
+	// Meanwhile a migrator lease, which may create in public, is created,
+	// and plants format(text, text).
+	m := newUserReq(createStmt, `GRANT CREATE ON SCHEMA public TO "{{name}}";`)
+	mUser := dbtesting.AssertNewUser(t, db, m).Username
+	mc := connectAs(t, mUser, m.Password, dbname)
+	plantFormat(t, mc, acct)
+	execSQL(t, kc, "ROLLBACK")
+	err := <-done
+	t.Logf("reader request: %v", err)
+	if isSuper(t, a, acct) {
+		t.Errorf("the reader request's statements ran the format() %s planted in public after the path was chosen: %s is now a superuser", mUser, acct)
+	}
+}
+
+// TestSearchPathSwitchingIgnoresValues: a statement that sets search_path
+// itself ends the plugin's switching, but only as a word of the statement:
+// a display name "search_path" (whoever logs in to Vault may shape it)
+// ends up in the username, inside quotes, and the next statement that calls
+// format() still runs with pg_catalog, pg_temp.
+func TestSearchPathSwitchingIgnoresValues(t *testing.T) {
+	l := newAttackLab(t, map[string]interface{}{"username_template": "{{ .DisplayName }}-{{ random 8 }}"})
+	plantFormat(t, l.c, l.acct)
+	req := newUserReq(createStmt, `SELECT format('%I', '{{name}}');`)
+	req.UsernameConfig.DisplayName = "search_path"
+	user := dbtesting.AssertNewUser(t, l.db, req).Username
+	if !strings.Contains(user, "search_path") {
+		t.Fatalf("username %q does not carry the display name", user)
+	}
+	if isSuper(t, l.a, l.acct) {
+		t.Errorf("a display name %q stopped the plugin pinning the path: the planted format() ran as the admin", req.UsernameConfig.DisplayName)
+	}
 }

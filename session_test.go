@@ -51,9 +51,9 @@ func TestSessionReset(t *testing.T) {
 	execSQL(t, a, "CREATE ROLE "+render.QuoteIdent(other))
 	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(other)) })
 	probe := newSessionProbe(t, a)
-	// Operator statements see the session's default path without the
-	// schemas others may create in (safe_search_path.sql).
-	defaultPath := safePathOf(t, a)
+	// The session's own path, after the reset (the probe reads the copy
+	// the plugin keeps of it).
+	defaultPath := sessionPathOf(t, a)
 	for name, dirt := range sessionDirt(other) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

@@ -35,7 +35,6 @@ func TestSQLFilesMarkers(t *testing.T) {
 		"reassign_elsewhere.sql": {"role", "hand_over"},
 		"hand_over.sql":          {"reassign"},
 		"reassign_owned.sql":     {"role", "target", "create_target", "allow_privileged", "holding_comment", "transient"},
-		"safe_search_path.sql":   nil,
 		"label_created.sql":      {"role", "label"},
 		"label_renewed.sql":      {"role", "expires", "managed_by"},
 		"orphan_candidates.sql":  {"managed_by"},

@@ -279,28 +279,85 @@ func isText(b []byte) bool {
 	return true
 }
 
-// RunsNoCode reports whether sql (rendered statements) only creates, alters,
-// drops, grants to, revokes from or comments on roles and objects: statements
-// that look names up but run nothing a name could stand for (no function,
-// operator, cast, trigger, rule or default), so that the search_path they run
-// with changes only which objects they name, as it does for the built-in
-// plugin. DO, SELECT, DML, EXECUTE and everything else answer false, and so
-// does text the scanner cannot follow.
+// Statement is one top-level statement of rendered SQL, with the blanks and
+// comments before it and its semicolon.
+type Statement struct {
+	SQL string
+	// RunsCode: the statement may run something a name could stand for (see
+	// runsNoCode).
+	RunsCode bool
+	// NamesSearchPath: search_path appears in it as a word (SET
+	// search_path …), not inside a string or quoted identifier, where
+	// only a value could put it.
+	NamesSearchPath bool
+}
+
+// Split splits rendered SQL at its top-level semicolons, following the
+// renderer's lexer, so that a DO body or a string keeps its own; ok is false
+// for text it cannot follow to the end.
+func Split(sql string) (stmts []Statement, ok bool) {
+	start := 0
+	var toks []sqlToken
+	for i := 0; ; {
+		if i, ok = skipBlank(sql, i); !ok {
+			return nil, false
+		}
+		if i >= len(sql) {
+			break
+		}
+		t, next := scanToken(sql, i)
+		if next <= i {
+			return nil, false
+		}
+		i = next
+		if t.kind != tokSemicolon {
+			toks = append(toks, t)
+			continue
+		}
+		stmts = append(stmts, newStatement(sql[start:i], toks))
+		start, toks = i, nil
+	}
+	if start < len(sql) {
+		stmts = append(stmts, newStatement(sql[start:], toks))
+	}
+	return stmts, true
+}
+
+func newStatement(sql string, toks []sqlToken) Statement {
+	return Statement{SQL: sql, RunsCode: !runsNoCode(toks), NamesSearchPath: hasWord(toks, "SEARCH_PATH")}
+}
+
+// RunsNoCode reports whether every statement of sql (rendered statements)
+// runs no code (runsNoCode); text the scanner cannot follow runs code.
 func RunsNoCode(sql string) bool {
-	toks, ok := scanTokens(sql)
+	stmts, ok := Split(sql)
 	if !ok {
 		return false
 	}
-	for _, stmt := range splitTokens(toks) {
-		switch {
-		case len(stmt) == 0:
-		case wordAt(stmt, 0, "GRANT"), wordAt(stmt, 0, "REVOKE"):
-		case wordAt(stmt, 0, "COMMENT") && wordAt(stmt, 1, "ON") && wordAt(stmt, 2, "ROLE"):
-		case (wordAt(stmt, 0, "CREATE") || wordAt(stmt, 0, "ALTER") || wordAt(stmt, 0, "DROP")) &&
-			(wordAt(stmt, 1, "ROLE") || wordAt(stmt, 1, "USER") || wordAt(stmt, 1, "GROUP")):
-		default:
+	for _, s := range stmts {
+		if s.RunsCode {
 			return false
 		}
+	}
+	return true
+}
+
+// runsNoCode reports whether a statement only creates, alters, drops,
+// grants to, revokes from or comments on roles, or grants and revokes
+// privileges: statements that look names up but run nothing a name could
+// stand for (no function, operator, cast, trigger, rule or default), so that
+// the search_path they run with changes only which objects they name. DO,
+// SELECT, DML, SET, EXECUTE and everything else run code. An empty
+// statement runs none.
+func runsNoCode(stmt []sqlToken) bool {
+	switch {
+	case len(stmt) == 0:
+	case wordAt(stmt, 0, "GRANT"), wordAt(stmt, 0, "REVOKE"):
+	case wordAt(stmt, 0, "COMMENT") && wordAt(stmt, 1, "ON") && wordAt(stmt, 2, "ROLE"):
+	case (wordAt(stmt, 0, "CREATE") || wordAt(stmt, 0, "ALTER") || wordAt(stmt, 0, "DROP")) &&
+		(wordAt(stmt, 1, "ROLE") || wordAt(stmt, 1, "USER") || wordAt(stmt, 1, "GROUP")):
+	default:
+		return false
 	}
 	return true
 }

@@ -111,3 +111,24 @@ func TestRunsNoCode(t *testing.T) {
 		}
 	}
 }
+
+func TestSplit(t *testing.T) {
+	sql := "CREATE ROLE \"a;b\" PASSWORD 'x;y';\nDO $$ BEGIN PERFORM 1; END $$;\n-- c;\nGRANT r TO \"search_path\"; SET search_path = app; SELECT 'search_path'"
+	got, ok := Split(sql)
+	if !ok {
+		t.Fatal("Split refused rendered SQL")
+	}
+	want := []Statement{
+		{SQL: "CREATE ROLE \"a;b\" PASSWORD 'x;y';"},
+		{SQL: "\nDO $$ BEGIN PERFORM 1; END $$;", RunsCode: true},
+		{SQL: "\n-- c;\nGRANT r TO \"search_path\";"},
+		{SQL: " SET search_path = app;", RunsCode: true, NamesSearchPath: true},
+		{SQL: " SELECT 'search_path'", RunsCode: true},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("Split(%q) =\n%+v\nwant\n%+v", sql, got, want)
+	}
+	if _, ok := Split("SELECT 'open"); ok {
+		t.Error("Split followed an unterminated string")
+	}
+}
