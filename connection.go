@@ -229,12 +229,17 @@ func (st *state) execTagged(ctx context.Context, db execer, sql string) (string,
 // and the path each statement runs with. Statements that run no code
 // (render.Split: roles created, altered, granted and commented on,
 // privileges granted and revoked) run with the session's own search_path,
-// as with the built-in plugin: it decides only which objects they name.
-// Every other statement (DO, SELECT, DML, …) runs with pg_catalog, pg_temp
-// (txSettings), switched to before it and back after it. Once a statement
-// sets search_path itself (the word, which no value can put in a statement:
-// values are rendered inside quotes), the statements after it run with what
-// it set.
+// as with the built-in plugin: it decides only which objects they name. But
+// where the database has an event trigger, whose function a GRANT fires as
+// the admin with the caller's path, they too run with pg_catalog, pg_temp.
+// Every other statement (DO, SELECT, DML, COMMIT, …) runs with pg_catalog,
+// pg_temp (txSettings), set LOCAL right before it: whatever ran before it
+// (a COMMIT, a RESET ALL, a routine's set_config) may have undone the last
+// setting. A statement that sets this session's search_path itself (SET
+// search_path …, RESET search_path; a value cannot write one, values are
+// rendered inside quotes) ends the switching: the statements after it run
+// with what it set. SQL the splitter cannot follow runs with pg_catalog,
+// pg_temp throughout.
 func (st *state) withSettings(sql string) string {
 	stmts, ok := render.Split(sql)
 	if !ok {
@@ -244,34 +249,38 @@ func (st *state) withSettings(sql string) string {
 }
 
 // The statements that keep the session's search_path, pin it, and give it
-// back (qualified, so they mean the same under either path).
+// back, or keep it pinned where an event trigger may run (qualified calls
+// and no operators, so they mean the same under either path).
 const (
 	keepSessionPath    = "SELECT pg_catalog.set_config('pgvault.session_path', pg_catalog.current_setting('search_path'), true);\n"
 	pinPathSQL         = "SET LOCAL search_path = " + pinnedPath + ";\n"
-	restoreSessionPath = "SELECT pg_catalog.set_config('search_path', pg_catalog.current_setting('pgvault.session_path'), true);\n"
+	restoreSessionPath = "SELECT pg_catalog.set_config('search_path', CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_event_trigger) THEN '" + pinnedPath + "' ELSE pg_catalog.current_setting('pgvault.session_path') END, true);\n"
 )
 
 // pathSwitches is stmts with the path switches withSettings describes.
 func pathSwitches(stmts []render.Statement) string {
 	var b strings.Builder
-	pinned, switching, kept := false, true, false
+	b.WriteString(keepSessionPath)
+	restore := true // the session's path may not be the one in effect
+	switching := true
 	for _, s := range stmts {
-		if switching && s.RunsCode != pinned {
-			if !kept {
-				b.WriteString(keepSessionPath)
-				kept = true
-			}
-			if s.RunsCode {
-				b.WriteString(pinPathSQL)
-			} else {
-				b.WriteString(restoreSessionPath)
-			}
-			pinned = s.RunsCode
+		if switching && s.RunsCode {
+			b.WriteString(pinPathSQL)
+			restore = true
+		} else if switching && restore && strings.TrimSpace(s.SQL) != ";" && strings.TrimSpace(s.SQL) != "" {
+			b.WriteString(restoreSessionPath)
+			restore = false
 		}
 		b.WriteString(s.SQL)
 		b.WriteString("\n")
-		if s.NamesSearchPath {
+		if s.SetsSearchPath {
 			switching = false
+		}
+		if s.EndsTransaction && switching {
+			// SET LOCAL ended with the transaction: the path in effect
+			// is the session's again.
+			b.WriteString(keepSessionPath)
+			restore = true
 		}
 	}
 	return b.String()

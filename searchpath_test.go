@@ -373,3 +373,93 @@ func TestSearchPathSwitchingIgnoresValues(t *testing.T) {
 		t.Errorf("a display name %q stopped the plugin pinning the path: the planted format() ran as the admin", req.UsernameConfig.DisplayName)
 	}
 }
+
+// TestSearchPathPinnedAfterRoleSearchPathSettings: any statement that holds the word
+// search_path ends the switching (pathSwitches), also one that does not set
+// this session's path. The common creation statement ALTER ROLE "{{name}}"
+// SET search_path = … (the new user's default for its own later sessions)
+// runs no code, so the session's path was restored for it, and with the
+// switching ended every later statement that runs code keeps that path
+// (public on it) and calls the format() a dynamic user planted there, as the
+// admin. (A word in a statement that runs code, such as CREATE FUNCTION …
+// SET search_path = pg_catalog, leaves the path pinned instead.)
+func TestSearchPathPinnedAfterRoleSearchPathSettings(t *testing.T) {
+	for _, tc := range []struct{ name, stmt string }{
+		{"ALTER ROLE name SET search_path", `ALTER ROLE "{{name}}" SET search_path = "$user", public;`},
+		{"ALTER USER name SET search_path TO", `ALTER USER "{{name}}" SET search_path TO app;`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newAttackLab(t, nil)
+			plantFormat(t, l.c, l.acct)
+			_ = l.c.Close(testCtx(t))
+			req := newUserReq(createStmt, tc.stmt, `SELECT format('%I', '{{name}}');`)
+			resp, err := l.db.NewUser(testCtx(t), req)
+			if err != nil {
+				t.Fatalf("NewUser: %v", err)
+			}
+			t.Logf("user %s", resp.Username)
+			if isSuper(t, l.a, l.acct) {
+				t.Errorf("%q (which does not set this session's path) ended the switching: the SELECT after it ran the format() planted in public as the admin: %s is now a superuser", tc.stmt, l.acct)
+			}
+		})
+	}
+}
+
+// TestSearchPathPinnedBeforeEveryStatementThatRunsCode: pathSwitches pins the
+// path only where the statements go from "runs no code" to "runs code",
+// and assumes it stays pinned from one code statement to the next. A code
+// statement that undoes the SET LOCAL leaves the next one on the session's
+// path: COMMIT (also END, ROLLBACK, PREPARE TRANSACTION) ends the
+// transaction the pin was set in, RESET ALL resets search_path without the
+// word, and a routine that calls set_config('search_path', …, true) keeps
+// its setting after it returns. (Separate statements of the list happen to
+// be re-pinned: Render's "\n;\n" after a statement that already ends in ";"
+// makes an empty statement, which counts as running no code. One string
+// with several statements, as creation_statements often are, has none.)
+func TestSearchPathPinnedBeforeEveryStatementThatRunsCode(t *testing.T) {
+	for _, tc := range []struct{ name, stmts string }{
+		{"COMMIT", `BEGIN; ` + createStmt + ` COMMIT; SELECT format('%I', '{{name}}');`},
+		{"RESET ALL", createStmt + ` RESET ALL; SELECT format('%I', '{{name}}');`},
+		{"a routine that sets search_path", createStmt + ` SELECT pg_catalog.set_config('search' || '_path', pg_catalog.current_setting('pgvault.session_path'), true); SELECT format('%I', '{{name}}');`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newAttackLab(t, nil)
+			plantFormat(t, l.c, l.acct)
+			_ = l.c.Close(testCtx(t))
+			resp, err := l.db.NewUser(testCtx(t), newUserReq(tc.stmts))
+			t.Logf("NewUser: %s %v", resp.Username, err)
+			if isSuper(t, l.a, l.acct) {
+				t.Errorf("the SELECT after %s ran with the session's path (the plugin did not pin it again): the format() planted in public ran as the admin: %s is now a superuser", tc.name, l.acct)
+			}
+		})
+	}
+}
+
+// TestSearchPathPinnedWhereEventTriggersRun: GRANT on an object (and CREATE/ALTER/DROP
+// USER MAPPING) fires ddl_command_start/ddl_command_end event triggers,
+// whose functions run as the admin with the caller's search_path. A DBA's
+// audit trigger that calls format() unqualified (a common pattern) runs the
+// format() a dynamic user planted in public, because the plugin counts GRANT
+// as a statement that "runs no code" and keeps the session's path for it.
+func TestSearchPathPinnedWhereEventTriggersRun(t *testing.T) {
+	l := newAttackLab(t, nil)
+	plantFormat(t, l.c, l.acct)
+	_ = l.c.Close(testCtx(t))
+	execSQL(t, l.a, `CREATE SCHEMA audit;
+CREATE TABLE audit.ddl_log (what text);
+CREATE TABLE public.orders (id int);
+CREATE FUNCTION audit.log_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $f$
+BEGIN
+	INSERT INTO audit.ddl_log VALUES (format('%s', tg_tag));
+END $f$;
+CREATE EVENT TRIGGER audit_ddl ON ddl_command_end EXECUTE FUNCTION audit.log_ddl();`)
+	req := newUserReq(createStmt, `GRANT SELECT ON public.orders TO "{{name}}";`)
+	resp, err := l.db.NewUser(testCtx(t), req)
+	if err != nil {
+		t.Fatalf("NewUser: %v", err)
+	}
+	t.Logf("user %s", resp.Username)
+	if isSuper(t, l.a, l.acct) {
+		t.Errorf("a GRANT the plugin counts as running no code fired the DBA's event trigger with the session's path: the format() planted in public ran as the admin: %s is now a superuser", l.acct)
+	}
+}

@@ -20,6 +20,8 @@ const (
 	tokQuoted             // "…": text is the content as written
 	tokPlaceholder        // a bare {{name}}: text is the placeholder's name
 	tokSemicolon
+	tokOpen  // (
+	tokClose // )
 	tokOther // strings, numbers, operators, U&"…": kind alone
 )
 
@@ -165,6 +167,10 @@ func scanToken(sql string, i int) (sqlToken, int) {
 	switch c := s[0]; {
 	case c == ';':
 		return sqlToken{kind: tokSemicolon}, i + 1
+	case c == '(':
+		return sqlToken{kind: tokOpen}, i + 1
+	case c == ')':
+		return sqlToken{kind: tokClose}, i + 1
 	case c == '{' && placeholderLen(s) > 0:
 		n := placeholderLen(s)
 		return sqlToken{kind: tokPlaceholder, text: placeholderName(s[:n])}, i + n
@@ -286,17 +292,22 @@ type Statement struct {
 	// RunsCode: the statement may run something a name could stand for (see
 	// runsNoCode).
 	RunsCode bool
-	// NamesSearchPath: search_path appears in it as a word (SET
-	// search_path …), not inside a string or quoted identifier, where
-	// only a value could put it.
-	NamesSearchPath bool
+	// SetsSearchPath: SET [SESSION|LOCAL] search_path or RESET
+	// search_path, which changes the session's path (ALTER ROLE … SET
+	// search_path does not).
+	SetsSearchPath bool
+	// EndsTransaction: COMMIT, END, ABORT, PREPARE TRANSACTION or a
+	// ROLLBACK that is not to a savepoint, which ends what SET LOCAL set.
+	EndsTransaction bool
 }
 
 // Split splits rendered SQL at its top-level semicolons, following the
 // renderer's lexer, so that a DO body or a string keeps its own; ok is false
-// for text it cannot follow to the end.
+// for text it cannot follow to the end, and for a semicolon that does not
+// end a statement although it stands outside any string: inside
+// parentheses (a rule's action list) or a BEGIN ATOMIC body.
 func Split(sql string) (stmts []Statement, ok bool) {
-	start := 0
+	start, depth := 0, 0
 	var toks []sqlToken
 	for i := 0; ; {
 		if i, ok = skipBlank(sql, i); !ok {
@@ -310,9 +321,18 @@ func Split(sql string) (stmts []Statement, ok bool) {
 			return nil, false
 		}
 		i = next
+		switch t.kind {
+		case tokOpen:
+			depth++
+		case tokClose:
+			depth--
+		}
 		if t.kind != tokSemicolon {
 			toks = append(toks, t)
 			continue
+		}
+		if depth != 0 || hasAtomicBody(toks) {
+			return nil, false
 		}
 		stmts = append(stmts, newStatement(sql[start:i], toks))
 		start, toks = i, nil
@@ -323,8 +343,28 @@ func Split(sql string) (stmts []Statement, ok bool) {
 	return stmts, true
 }
 
+// hasAtomicBody reports a statement with BEGIN ATOMIC, whose body holds
+// semicolons of its own.
+func hasAtomicBody(toks []sqlToken) bool {
+	for i := range toks {
+		if wordAt(toks, i, "BEGIN") && wordAt(toks, i+1, "ATOMIC") {
+			return true
+		}
+	}
+	return false
+}
+
 func newStatement(sql string, toks []sqlToken) Statement {
-	return Statement{SQL: sql, RunsCode: !runsNoCode(toks), NamesSearchPath: hasWord(toks, "SEARCH_PATH")}
+	st := Statement{SQL: sql, RunsCode: !runsNoCode(toks)}
+	path := 1
+	if wordAt(toks, 1, "SESSION") || wordAt(toks, 1, "LOCAL") {
+		path = 2
+	}
+	st.SetsSearchPath = (wordAt(toks, 0, "SET") || wordAt(toks, 0, "RESET")) && wordAt(toks, path, "SEARCH_PATH")
+	st.EndsTransaction = wordAt(toks, 0, "COMMIT") || wordAt(toks, 0, "END") || wordAt(toks, 0, "ABORT") ||
+		(wordAt(toks, 0, "PREPARE") && wordAt(toks, 1, "TRANSACTION")) ||
+		(wordAt(toks, 0, "ROLLBACK") && !hasWord(toks, "TO"))
+	return st
 }
 
 // RunsNoCode reports whether every statement of sql (rendered statements)

@@ -122,13 +122,33 @@ func TestSplit(t *testing.T) {
 		{SQL: "CREATE ROLE \"a;b\" PASSWORD 'x;y';"},
 		{SQL: "\nDO $$ BEGIN PERFORM 1; END $$;", RunsCode: true},
 		{SQL: "\n-- c;\nGRANT r TO \"search_path\";"},
-		{SQL: " SET search_path = app;", RunsCode: true, NamesSearchPath: true},
+		{SQL: " SET search_path = app;", RunsCode: true, SetsSearchPath: true},
 		{SQL: " SELECT 'search_path'", RunsCode: true},
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("Split(%q) =\n%+v\nwant\n%+v", sql, got, want)
 	}
-	if _, ok := Split("SELECT 'open"); ok {
-		t.Error("Split followed an unterminated string")
+	for _, sql := range []string{
+		"SELECT 'open",
+		"CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO a VALUES (1); INSERT INTO b VALUES (2))",
+		"CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END",
+	} {
+		if _, ok := Split(sql); ok {
+			t.Errorf("Split(%q) split what it cannot follow", sql)
+		}
+	}
+	ends := map[string]bool{"COMMIT": true, "END": true, "ABORT": true, "ROLLBACK": true, "PREPARE TRANSACTION 'x'": true,
+		"ROLLBACK TO SAVEPOINT a": false, "BEGIN": false, "SAVEPOINT a": false}
+	for sql, want := range ends {
+		if got, _ := Split(sql); got[0].EndsTransaction != want {
+			t.Errorf("Split(%q).EndsTransaction = %v, want %v", sql, got[0].EndsTransaction, want)
+		}
+	}
+	sets := map[string]bool{"SET search_path = a": true, "SET LOCAL search_path TO a": true, "RESET search_path": true,
+		`ALTER ROLE "x" SET search_path = a`: false, "SHOW search_path": false}
+	for sql, want := range sets {
+		if got, _ := Split(sql); got[0].SetsSearchPath != want {
+			t.Errorf("Split(%q).SetsSearchPath = %v, want %v", sql, got[0].SetsSearchPath, want)
+		}
 	}
 }
