@@ -136,7 +136,7 @@ func (c *config) setRuntimeParams(cc *pgx.ConnConfig) {
 // lock. Both are LOCAL, so they hold through a transaction-pooling PgBouncer
 // and end with the transaction.
 func (c *config) txSettings() string {
-	return lockTimeoutSQL(c.LockTimeout) + "SET LOCAL search_path = " + pinnedPath + ";\n"
+	return lockTimeoutSQL(c.LockTimeout) + pinPathSQL
 }
 
 // lockTimeoutSQL sets lock_timeout for the rest of the transaction.

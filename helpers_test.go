@@ -924,6 +924,16 @@ func escalate(acct string) string {
 	return fmt.Sprintf(`BEGIN EXECUTE 'ALTER ROLE %s SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;`, render.QuoteIdent(acct))
 }
 
+// formatPlantedLab is an attack lab whose dynamic user planted format()
+// in public (plantFormat) and then closed its session.
+func formatPlantedLab(t *testing.T) *attackLab {
+	t.Helper()
+	l := newAttackLab(t, nil)
+	plantFormat(t, l.c, l.acct)
+	_ = l.c.Close(testCtx(t))
+	return l
+}
+
 // plantFormat creates public.format(text, text) and public.format(text,
 // text, text), better matches than pg_catalog's variadic format() for a
 // call with two or three text arguments, which make acct a superuser when a

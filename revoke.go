@@ -313,7 +313,7 @@ const pinnedPath = "pg_catalog, pg_temp"
 // and the lock bound, LOCAL, so that they hold behind a transaction-pooling
 // PgBouncer and end with the transaction.
 func revokeTxSettings(lockTimeout time.Duration) string {
-	return "SET LOCAL search_path = " + pinnedPath + ";\n" + lockTimeoutSQL(lockTimeout)
+	return pinPathSQL + lockTimeoutSQL(lockTimeout)
 }
 
 // revokeOnce runs one local revocation pass and reads its outcome and the

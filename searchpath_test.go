@@ -61,9 +61,7 @@ CREATE FUNCTION public.sd() RETURNS int SECURITY DEFINER LANGUAGE sql AS 'SELECT
 // (label_renewed.sql) runs as the admin and calls format(text, text, text)
 // unqualified. Vault renews a lease on its own.
 func TestSearchPathPinnedForRenewalLabel(t *testing.T) {
-	l := newAttackLab(t, nil)
-	plantFormat(t, l.c, l.acct)
-	_ = l.c.Close(testCtx(t))
+	l := formatPlantedLab(t)
 
 	_, err := l.db.UpdateUser(testCtx(t), dbplugin.UpdateUserRequest{
 		Username:   l.user,
@@ -83,9 +81,7 @@ func TestSearchPathPinnedForRenewalLabel(t *testing.T) {
 // through the display name. It calls format() unqualified, as the admin
 // (asPlugin).
 func TestSearchPathPinnedForCreationLabel(t *testing.T) {
-	l := newAttackLab(t, nil)
-	plantFormat(t, l.c, l.acct)
-	_ = l.c.Close(testCtx(t))
+	l := formatPlantedLab(t)
 
 	// The attacker's next login, with a display name holding "comment".
 	req := newUserReq(createStmt)
@@ -197,9 +193,7 @@ func TestSearchPathSafeForOperatorStatements(t *testing.T) {
 	for _, tc := range operatorCases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			l := newAttackLab(t, nil)
-			plantFormat(t, l.c, l.acct)
-			_ = l.c.Close(testCtx(t))
+			l := formatPlantedLab(t)
 			group := "grp-" + randSuffix()
 			execSQL(t, l.a, "CREATE ROLE "+render.QuoteIdent(group))
 			t.Cleanup(func() { execSQL(t, l.a, "DROP ROLE IF EXISTS "+render.QuoteIdent(group)) })
@@ -226,9 +220,7 @@ func TestSearchPathSafeForOperatorStatements(t *testing.T) {
 // holds another role's routine, or anything of the receiving role, stays
 // off the path.
 func TestSearchPathLeavesOutWhatRevokedUsersLeft(t *testing.T) {
-	l := newAttackLab(t, nil)
-	plantFormat(t, l.c, l.acct)
-	_ = l.c.Close(testCtx(t))
+	l := formatPlantedLab(t)
 	revokeDropped(t, l.db, l.a, l.user)
 	if path := safePathOf(t, l.a); strings.Contains(path, "public") {
 		t.Errorf("the operator statements' path is %q: public holds a format() a revoked user left", path)
@@ -257,7 +249,7 @@ func TestSearchPathLeavesOutSchemasWithOthersRoutines(t *testing.T) {
 }
 
 // TestSearchPathOfStatementsThatRunNoCode: statements that only create,
-// alter, grant and comment (render.RunsNoCode) run with the session's own
+// alter, grant and comment (render.Split) run with the session's own
 // search_path, as with the built-in plugin: nothing in them is run, so a
 // schema others may create in can only decide which table a GRANT names. An
 // unqualified table in the application's own schema (selected with options
@@ -389,9 +381,7 @@ func TestSearchPathPinnedAfterRoleSearchPathSettings(t *testing.T) {
 		{"ALTER USER name SET search_path TO", `ALTER USER "{{name}}" SET search_path TO app;`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := newAttackLab(t, nil)
-			plantFormat(t, l.c, l.acct)
-			_ = l.c.Close(testCtx(t))
+			l := formatPlantedLab(t)
 			req := newUserReq(createStmt, tc.stmt, `SELECT format('%I', '{{name}}');`)
 			resp, err := l.db.NewUser(testCtx(t), req)
 			if err != nil {
@@ -423,9 +413,7 @@ func TestSearchPathPinnedBeforeEveryStatementThatRunsCode(t *testing.T) {
 		{"a routine that sets search_path", createStmt + ` SELECT pg_catalog.set_config('search' || '_path', pg_catalog.current_setting('pgvault.session_path'), true); SELECT format('%I', '{{name}}');`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := newAttackLab(t, nil)
-			plantFormat(t, l.c, l.acct)
-			_ = l.c.Close(testCtx(t))
+			l := formatPlantedLab(t)
 			resp, err := l.db.NewUser(testCtx(t), newUserReq(tc.stmts))
 			t.Logf("NewUser: %s %v", resp.Username, err)
 			if isSuper(t, l.a, l.acct) {
@@ -442,9 +430,7 @@ func TestSearchPathPinnedBeforeEveryStatementThatRunsCode(t *testing.T) {
 // format() a dynamic user planted in public, because the plugin counts GRANT
 // as a statement that "runs no code" and keeps the session's path for it.
 func TestSearchPathPinnedWhereEventTriggersRun(t *testing.T) {
-	l := newAttackLab(t, nil)
-	plantFormat(t, l.c, l.acct)
-	_ = l.c.Close(testCtx(t))
+	l := formatPlantedLab(t)
 	execSQL(t, l.a, `CREATE SCHEMA audit;
 CREATE TABLE audit.ddl_log (what text);
 CREATE TABLE public.orders (id int);

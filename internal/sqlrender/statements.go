@@ -28,6 +28,7 @@ const (
 type sqlToken struct {
 	kind int
 	text string
+	end  int // where it ends in the SQL it was read from (scanTokens)
 }
 
 // CreatesName reports whether the statements create the role named {{name}}
@@ -129,6 +130,7 @@ func scanTokens(sql string) (toks []sqlToken, ok bool) {
 		if next <= i {
 			return nil, false
 		}
+		t.end = next
 		toks = append(toks, t)
 		i = next
 	}
@@ -307,20 +309,13 @@ type Statement struct {
 // end a statement although it stands outside any string: inside
 // parentheses (a rule's action list) or a BEGIN ATOMIC body.
 func Split(sql string) (stmts []Statement, ok bool) {
+	all, ok := scanTokens(sql)
+	if !ok {
+		return nil, false
+	}
 	start, depth := 0, 0
 	var toks []sqlToken
-	for i := 0; ; {
-		if i, ok = skipBlank(sql, i); !ok {
-			return nil, false
-		}
-		if i >= len(sql) {
-			break
-		}
-		t, next := scanToken(sql, i)
-		if next <= i {
-			return nil, false
-		}
-		i = next
+	for _, t := range all {
 		switch t.kind {
 		case tokOpen:
 			depth++
@@ -334,8 +329,8 @@ func Split(sql string) (stmts []Statement, ok bool) {
 		if depth != 0 || hasAtomicBody(toks) {
 			return nil, false
 		}
-		stmts = append(stmts, newStatement(sql[start:i], toks))
-		start, toks = i, nil
+		stmts = append(stmts, newStatement(sql[start:t.end], toks))
+		start, toks = t.end, nil
 	}
 	if start < len(sql) {
 		stmts = append(stmts, newStatement(sql[start:], toks))
@@ -365,21 +360,6 @@ func newStatement(sql string, toks []sqlToken) Statement {
 		(wordAt(toks, 0, "PREPARE") && wordAt(toks, 1, "TRANSACTION")) ||
 		(wordAt(toks, 0, "ROLLBACK") && !hasWord(toks, "TO"))
 	return st
-}
-
-// RunsNoCode reports whether every statement of sql (rendered statements)
-// runs no code (runsNoCode); text the scanner cannot follow runs code.
-func RunsNoCode(sql string) bool {
-	stmts, ok := Split(sql)
-	if !ok {
-		return false
-	}
-	for _, s := range stmts {
-		if s.RunsCode {
-			return false
-		}
-	}
-	return true
 }
 
 // runsNoCode reports whether a statement only creates, alters, drops,
