@@ -364,7 +364,8 @@ func newStatement(sql string, toks []sqlToken) Statement {
 
 // runsNoCode reports whether a statement only creates, alters, drops,
 // grants to, revokes from or comments on roles, or grants and revokes
-// privileges: statements that look names up but run nothing a name could
+// privileges (a USER MAPPING is not a role: its options go to the foreign
+// data wrapper's validator): statements that look names up but run nothing a name could
 // stand for (no function, operator, cast, trigger, rule or default), so that
 // the search_path they run with changes only which objects they name. DO,
 // SELECT, DML, SET, EXECUTE and everything else run code. An empty
@@ -375,7 +376,7 @@ func runsNoCode(stmt []sqlToken) bool {
 	case wordAt(stmt, 0, "GRANT"), wordAt(stmt, 0, "REVOKE"):
 	case wordAt(stmt, 0, "COMMENT") && wordAt(stmt, 1, "ON") && wordAt(stmt, 2, "ROLE"):
 	case (wordAt(stmt, 0, "CREATE") || wordAt(stmt, 0, "ALTER") || wordAt(stmt, 0, "DROP")) &&
-		(wordAt(stmt, 1, "ROLE") || wordAt(stmt, 1, "USER") || wordAt(stmt, 1, "GROUP")):
+		(wordAt(stmt, 1, "ROLE") || wordAt(stmt, 1, "USER") && !wordAt(stmt, 2, "MAPPING") || wordAt(stmt, 1, "GROUP")):
 	default:
 		return false
 	}
