@@ -155,16 +155,17 @@ func (c *config) validate() error {
 		errs = append(errs, errors.New("connection_url is required"))
 	}
 	switch c.AuthType {
-	case "", "password":
+	case "", "password", "cert":
+		// The built-in accepts "cert" and then authenticates with the
+		// username and password as usual; so does this plugin.
 	default:
 		errs = append(errs, fmt.Errorf("auth_type %q is not supported by this plugin; remove it and authenticate with username and password", c.AuthType))
 	}
 	if c.SelfManaged {
 		errs = append(errs, errors.New("self_managed=true (a connection without root credentials, for Vault Enterprise's self-managed static roles) is not supported by this plugin: configure username and password for the connection, or use Vault's built-in postgresql-database-plugin for this mount"))
 	}
-	if c.ServiceAccountJSON != "" {
-		errs = append(errs, errors.New("service_account_json (cloud IAM authentication) is not supported by this plugin"))
-	}
+	// service_account_json is read only with auth_type=gcp_iam, which is
+	// refused above; otherwise it is ignored, as the built-in ignores it.
 	// pgxpool counts connections in an int32; a larger value would wrap.
 	errs = append(errs, checkCount("max_open_connections", c.MaxOpenConnections, "must be positive"))
 	// A negative max_idle_connections disables idle connections for the

@@ -60,6 +60,12 @@ var initializeCases = []struct {
 	{"pgx v4 parameters in connection_url", func() map[string]interface{} {
 		return mergeConfig(map[string]interface{}{"connection_url": pg.TemplateURL("") + "&prefer_simple_protocol=true&statement_cache_mode=describe&statement_cache_capacity=0&min_read_buffer_size=8192"})
 	}, ""},
+	{"auth_type cert (the built-in: username and password as usual)", configWith(map[string]interface{}{"auth_type": "cert"}), ""},
+	{"service_account_json without gcp_iam (the built-in ignores it)", configWith(map[string]interface{}{"service_account_json": `{"type":"service_account"}`}), ""},
+	{"gcp iam with a service account", configWith(map[string]interface{}{"auth_type": "gcp_iam", "service_account_json": `{"type":"service_account"}`}), `auth_type "gcp_iam" is not supported`},
+	{"{{password}} outside the password of connection_url", func() map[string]interface{} {
+		return mergeConfig(map[string]interface{}{"connection_url": pg.TemplateURL("") + "&application_name=x-{{password}}"})
+	}, "{{password}} may stand only"},
 	{"self_managed connection", configWith(map[string]interface{}{"self_managed": true}), "self_managed=true"},
 }
 
@@ -186,5 +192,46 @@ func TestPoolSizeBeyondInt32(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestConnectionURLUsernameOutsideTheUser: {{username}} is filled wherever
+// connection_url holds it, as the built-in fills it: a database named after
+// the user (postgres://{{username}}:{{password}}@host/{{username}}, the
+// layout of several hosted services) and a parameter's value.
+func TestConnectionURLUsernameOutsideTheUser(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	var exists bool
+	if err := a.QueryRow(testCtx(t), "SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)", pg.SuperUser).Scan(&exists); err != nil {
+		t.Fatal(err)
+	}
+	if !exists {
+		execSQL(t, a, "CREATE DATABASE "+render.QuoteIdent(pg.SuperUser))
+		t.Cleanup(func() { execSQL(t, a, "DROP DATABASE "+render.QuoteIdent(pg.SuperUser)+" WITH (FORCE)") })
+	}
+	app := "app-" + randSuffix()
+	for name, url := range map[string]string{
+		"URL path":      strings.Replace(pg.TemplateURL(""), "/"+pg.Database+"?", "/{{username}}?", 1) + "&application_name=" + app + "-url-{{username}}",
+		"keyword/value": fmt.Sprintf("host=%s port=%d dbname={{username}} user={{username}} password={{password}} sslmode=%s sslrootcert=%s application_name=%s-kv-{{username}}", pg.Host, pg.Port, pg.SSLMode, pg.CAFile, app),
+	} {
+		t.Run(name, func(t *testing.T) {
+			db := newPostgres(hclog.NewNullLogger())
+			defer db.Close()
+			cfg := mergeConfig(map[string]interface{}{"connection_url": url})
+			if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg, VerifyConnection: true}); err != nil {
+				t.Fatalf("Initialize: %v", err)
+			}
+			prefix := app + "-" + map[string]string{"URL path": "url", "keyword/value": "kv"}[name] + "-"
+			var got string
+			err := a.QueryRow(testCtx(t), "SELECT datname || ' ' || application_name FROM pg_stat_activity WHERE starts_with(application_name, $1) LIMIT 1",
+				prefix).Scan(&got)
+			if err != nil {
+				t.Fatalf("no session of the plugin found: %v", err)
+			}
+			if want := pg.SuperUser + " " + prefix + pg.SuperUser; got != want {
+				t.Fatalf("database and application_name = %q, want %q", got, want)
+			}
+		})
 	}
 }

@@ -53,9 +53,10 @@ func (c *config) poolConfig() (*pgxpool.Config, error) {
 		return nil, errors.New("connection_url could not be parsed: use postgres://{{username}}:{{password}}@host:5432/db?sslmode=… or a keyword/value string")
 	}
 	cc := pc.ConnConfig
-	cc.User = strings.ReplaceAll(cc.User, userTok, c.Username)
-	cc.Password = strings.ReplaceAll(cc.Password, passTok, c.Password)
-	if strings.Contains(cc.User, userTok) || cc.User == "" {
+	if err := fillTokens(cc, userTok, passTok, c.Username, c.Password); err != nil {
+		return nil, err
+	}
+	if cc.User == "" {
 		return nil, errors.New("connection_url has no user: add {{username}} and set username")
 	}
 	c.setRuntimeParams(cc)
@@ -81,6 +82,38 @@ func (c *config) poolConfig() (*pgxpool.Config, error) {
 	c.setPoolLimits(pc)
 	return pc, nil
 }
+
+// fillTokens puts the root credentials where connection_url held their
+// placeholders, in the parsed configuration. {{username}} may stand in the
+// user, the database and parameters' values, as the built-in fills it
+// anywhere; {{password}} only in the password, so that it never reaches a
+// setting the server shows (application_name) or a host name.
+func fillTokens(cc *pgx.ConnConfig, userTok, passTok, user, password string) error {
+	fill := func(v string) string { return strings.ReplaceAll(v, userTok, user) }
+	cc.User, cc.Database = fill(cc.User), fill(cc.Database)
+	cc.Password = strings.ReplaceAll(cc.Password, passTok, password)
+	if strings.Contains(cc.User+cc.Database, passTok) {
+		return errPasswordPlace
+	}
+	for k, v := range cc.RuntimeParams {
+		if strings.Contains(v, passTok) {
+			return errPasswordPlace
+		}
+		cc.RuntimeParams[k] = fill(v)
+	}
+	hosts := []string{cc.Host}
+	for _, fb := range cc.Fallbacks {
+		hosts = append(hosts, fb.Host)
+	}
+	for _, h := range hosts {
+		if strings.Contains(h, userTok) || strings.Contains(h, passTok) {
+			return errors.New("connection_url: {{username}} and {{password}} may not stand in a host name")
+		}
+	}
+	return nil
+}
+
+var errPasswordPlace = errors.New("connection_url: {{password}} may stand only in the password (postgres://{{username}}:{{password}}@… or password={{password}})")
 
 // pgxV4Params are connection_url parameters of pgx v4 that pgx v5 does not
 // know (it reads statement_cache_capacity and description_cache_capacity).
