@@ -77,7 +77,7 @@ func (st *state) describe(err error) string {
 		msg = fmt.Sprintf("%s: waited longer than lock_timeout (%s) for a lock another session holds; retry later, or raise lock_timeout", msg, st.cfg.LockTimeout)
 	case sqlState(err) == pgerrcode.UndefinedTable || sqlState(err) == pgerrcode.UndefinedFunction:
 		// txSettings: statements that run code search pg_catalog only.
-		msg += "; statements that do more than create, alter, grant or comment (DO, SELECT, DML) run with search_path = pg_catalog, pg_temp: qualify the name with its schema (public.orders)"
+		msg += "; statements other than CREATE/ALTER/DROP ROLE, GRANT, REVOKE and COMMENT ON (DO, SELECT, DML, ALTER TABLE, CREATE POLICY …) run with search_path = pg_catalog, pg_temp: qualify the name with its schema (public.orders)"
 	case sqlState(err) == "" && !strings.Contains(msg, "failed to connect"):
 		if connLost(err) {
 			msg = fmt.Sprintf("the connection to %s was lost (%s)", hostList(st.poolCfg), msg)

@@ -270,7 +270,7 @@ func TestSearchPathOfStatementsThatRunNoCode(t *testing.T) {
 		db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL("") + "&options=" + url.QueryEscape("-c search_path="+schema)})
 		// In one string with a DO block, which runs with pg_catalog,
 		// pg_temp: the path is switched statement by statement.
-		req := newUserReq(createStmt, `DO $$ BEGIN EXECUTE format('ALTER ROLE %I CONNECTION LIMIT 3', '{{name}}'); END $$; GRANT USAGE ON SCHEMA `+render.QuoteIdent(schema)+` TO "{{name}}"; GRANT SELECT ON orders TO "{{name}}";`)
+		req := newUserReq(createStmt, `DO $$ BEGIN EXECUTE format('ALTER ROLE %I CONNECTION LIMIT 3', '{{name}}'); END $$; GRANT USAGE ON SCHEMA `+render.QuoteIdent(schema)+` TO "{{name}}"; GRANT SELECT ON orders TO "{{name}}"; COMMENT ON TABLE orders IS 'read by {{name}}';`)
 		user := dbtesting.AssertNewUser(t, db, req).Username
 		var ok bool
 		if err := a.QueryRow(testCtx(t), "SELECT has_table_privilege($1, $2, 'SELECT')", user, schema+".orders").Scan(&ok); err != nil || !ok {

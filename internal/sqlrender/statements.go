@@ -362,19 +362,19 @@ func newStatement(sql string, toks []sqlToken) Statement {
 	return st
 }
 
-// runsNoCode reports whether a statement only creates, alters, drops,
-// grants to, revokes from or comments on roles, or grants and revokes
-// privileges (a USER MAPPING is not a role: its options go to the foreign
-// data wrapper's validator): statements that look names up but run nothing a name could
+// runsNoCode reports whether a statement only creates, alters, drops or
+// grants roles, grants or revokes privileges, or comments on an object (a
+// USER MAPPING is not a role: its options go to the foreign data wrapper's
+// validator): statements that look names up but run nothing a name could
 // stand for (no function, operator, cast, trigger, rule or default), so that
 // the search_path they run with changes only which objects they name. DO,
-// SELECT, DML, SET, EXECUTE and everything else run code. An empty
-// statement runs none.
+// SELECT, DML, SET, EXECUTE, ALTER TABLE (a default, a type change) and
+// everything else run code. An empty statement runs none.
 func runsNoCode(stmt []sqlToken) bool {
 	switch {
 	case len(stmt) == 0:
 	case wordAt(stmt, 0, "GRANT"), wordAt(stmt, 0, "REVOKE"):
-	case wordAt(stmt, 0, "COMMENT") && wordAt(stmt, 1, "ON") && wordAt(stmt, 2, "ROLE"):
+	case wordAt(stmt, 0, "COMMENT") && wordAt(stmt, 1, "ON"):
 	case (wordAt(stmt, 0, "CREATE") || wordAt(stmt, 0, "ALTER") || wordAt(stmt, 0, "DROP")) &&
 		(wordAt(stmt, 1, "ROLE") || wordAt(stmt, 1, "USER") && !wordAt(stmt, 2, "MAPPING") || wordAt(stmt, 1, "GROUP")):
 	default:
