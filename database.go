@@ -20,8 +20,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// typeName is what Type reports to Vault.
-const typeName = "postgres"
+// typeName is what Type reports to Vault: the built-in's, "pgx", which Vault
+// puts on its database plugin-instance gauges, so dashboards that count
+// PostgreSQL connections keep counting after the plugin_name swap.
+const typeName = "pgx"
 
 var (
 	_ dbplugin.Database       = (*Postgres)(nil)

@@ -3,6 +3,8 @@ package postgres
 import (
 	"runtime/debug"
 	"testing"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // TestReportedVersion: the linked version wins; without one, a binary from
@@ -30,5 +32,13 @@ func TestReportedVersion(t *testing.T) {
 		if got := reportedVersion(c.linked, c.bi); got != c.want {
 			t.Errorf("%s: reportedVersion(%q, %v) = %q, want %q", c.name, c.linked, c.bi, got, c.want)
 		}
+	}
+}
+
+// TestTypeIsTheBuiltinsType: Vault labels its database plugin-instance
+// gauges with Type(); the built-in reports "pgx".
+func TestTypeIsTheBuiltinsType(t *testing.T) {
+	if typ, err := newPostgres(hclog.NewNullLogger()).Type(); err != nil || typ != "pgx" {
+		t.Fatalf("Type() = %q, %v; the built-in reports \"pgx\"", typ, err)
 	}
 }
