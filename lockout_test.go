@@ -855,3 +855,56 @@ func TestLockoutOpenGrantOnAGrantedObjectIsNamed(t *testing.T) {
 	}
 	assertNoLogin(t, victim, victimReq.Password)
 }
+
+// TestLockoutMemberGrantedInAnOpenTransactionIsRemoved: a member of the
+// user with ADMIN OPTION (on 14 the user could make one itself) opens a
+// transaction that grants the user to another login and leaves it open
+// while the user is revoked. The first step lists the user's members in its
+// snapshot, where that grant does not show yet. When the role is then only
+// disabled (a CREATEROLE admin, a privilege a third role gave it), the grant
+// committed afterwards would leave a member acting as the revoked role for
+// ever: revocation waits for such transactions and removes the members
+// again, or fails naming one it may not remove.
+func TestLockoutMemberGrantedInAnOpenTransactionIsRemoved(t *testing.T) {
+	a := admin(t)
+	db, schema := revokeAdmins()[1].newDBAndSchema(t, a, "member_")
+	third := newThirdRole(t, a, "public")
+	t.Cleanup(func() {
+		execSQL(t, a, "DROP TABLE IF EXISTS "+third.table())
+		execSQL(t, a, "DROP OWNED BY "+render.QuoteIdent(third.name)+"; DROP ROLE IF EXISTS "+render.QuoteIdent(third.name))
+	})
+	acct, acctPW := attackerAccount(t, a)
+	acct2, _ := attackerAccount(t, a)
+	user := dbtesting.AssertNewUser(t, db, newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE ON SCHEMA %s TO "{{name}}"; GRANT "{{name}}" TO %s WITH ADMIN OPTION;`,
+		render.QuoteIdent(schema), render.QuoteIdent(acct)))).Username
+	t.Cleanup(func() {
+		execSQL(t, a, "DO $$ BEGIN IF pg_catalog.to_regrole("+render.QuoteLiteral(render.QuoteIdent(user))+") IS NOT NULL THEN DROP OWNED BY "+render.QuoteIdent(user)+"; DROP ROLE "+render.QuoteIdent(user)+"; END IF; END $$")
+	})
+	third.grantTo(t, a, user)
+	ac := connectAs(t, acct, acctPW, "")
+	execSQL(t, ac, "BEGIN")
+	execSQL(t, ac, fmt.Sprintf("GRANT %s TO %s", render.QuoteIdent(user), render.QuoteIdent(acct2)))
+	done := make(chan error, 1)
+	go func() {
+		_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user})
+		done <- err
+	}()
+	// The grant commits while the revocation runs.
+	time.Sleep(300 * time.Millisecond)
+	execSQL(t, ac, "COMMIT")
+	if err := <-done; err != nil {
+		// From 16 a CREATEROLE admin may not remove a grant acct made.
+		if !strings.Contains(err.Error(), acct2) {
+			t.Fatalf("DeleteUser: %v", err)
+		}
+		t.Logf("DeleteUser failed, naming the member it cannot remove: %v", err)
+		return
+	}
+	var member bool
+	if err := a.QueryRow(testCtx(t), "SELECT pg_has_role($1, $2, 'MEMBER')", acct2, user).Scan(&member); err != nil {
+		t.Fatal(err)
+	}
+	if member {
+		t.Fatalf("DeleteUser(%s) succeeded, yet %s, granted it in a transaction open during the revocation, is a member", user, acct2)
+	}
+}

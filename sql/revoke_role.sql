@@ -16,6 +16,8 @@ DECLARE
 	prev_role text;
 	cname text;
 	others text[];
+	disabled text;
+	held text[];
 BEGIN
 	PERFORM set_config('pgvault.revoke_state', 'gone', true), set_config('pgvault.revoke_note', '', true),
 		set_config('pgvault.revoke_others', '{}', true);
@@ -165,16 +167,16 @@ BEGIN
 		END IF;
 		-- A database the plugin could not reach still holds the role's
 		-- objects: the role stays, disabled, and the plugin says so.
-		PERFORM set_config('pgvault.revoke_state', 'disabled: the role still owns objects or holds privileges in other databases', true);
-		EXECUTE format('ALTER ROLE %I NOLOGIN VALID UNTIL %L', r, '-infinity');
-		RETURN;
+		disabled := 'disabled: the role still owns objects or holds privileges in other databases';
 	END IF;
 	-- The drop. The role owns nothing here any more, so a role that
 	-- cannot be dropped (privileges a third role gave it, which only that
 	-- role may take back) is disabled and harmless: nothing runs as it.
 	BEGIN
-		EXECUTE format('DROP ROLE %I', r);
-		PERFORM set_config('pgvault.revoke_state', 'dropped', true);
+		IF disabled IS NULL THEN
+			EXECUTE format('DROP ROLE %I', r);
+			PERFORM set_config('pgvault.revoke_state', 'dropped', true);
+		END IF;
 	EXCEPTION WHEN OTHERS THEN
 		-- Transient failures (transientFailures in connection.go) abort the
 		-- whole transaction, which is retried. A lock another session holds
@@ -193,7 +195,55 @@ BEGIN
 		IF /* @transient */ NULL THEN
 			RAISE;
 		END IF;
-		PERFORM set_config('pgvault.revoke_state', 'disabled: ' || SQLERRM || ' (SQLSTATE ' || SQLSTATE || ')', true);
-		EXECUTE format('ALTER ROLE %I NOLOGIN VALID UNTIL %L', r, '-infinity');
+		disabled := 'disabled: ' || SQLERRM || ' (SQLSTATE ' || SQLSTATE || ')';
 	END;
+	IF disabled IS NULL THEN
+		RETURN;
+	END IF;
+	-- A disabled role must keep no member, or the member acts as it for
+	-- ever. The first step removed the members it saw; one granted in a
+	-- transaction still open then (by a member with ADMIN OPTION, or, on
+	-- 14, by the role itself) shows only once that transaction commits. So
+	-- wait for the transactions changing memberships (each holds a lock on
+	-- pg_auth_members until it ends), then remove every member again; fail,
+	-- for Vault to retry, if they do not end. Only those open now: the
+	-- members that could grant the role were removed by the committed first
+	-- step, so a transaction that begins later cannot.
+	deadline := pg_catalog.clock_timestamp() + interval '2 s';
+	held := ARRAY(SELECT l.virtualtransaction FROM pg_catalog.pg_lock_status() l
+		WHERE l.locktype = 'relation' AND l.database = 0 AND l.relation = 'pg_catalog.pg_auth_members'::regclass
+		  AND l.granted AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid());
+	LOOP
+		SELECT pg_catalog.string_agg(DISTINCT coalesce(l.pid::text, 'a prepared transaction'), ', ') INTO g FROM pg_catalog.pg_lock_status() l
+			WHERE l.locktype = 'relation' AND l.database = 0 AND l.relation = 'pg_catalog.pg_auth_members'::regclass
+			  AND l.virtualtransaction = ANY (held);
+		EXIT WHEN g IS NULL;
+		IF pg_catalog.clock_timestamp() >= deadline THEN
+			RAISE EXCEPTION USING ERRCODE = 'PV003',
+				MESSAGE = format('the role could not be dropped (%s), and transactions of server pids %s, changing role memberships, did not end: a member they add would act as the role, so it is not reported revoked', disabled, g);
+		END IF;
+		PERFORM pg_catalog.pg_sleep(0.01);
+	END LOOP;
+	-- A member the admin may not remove (from 16, one granted by a role
+	-- whose privileges the admin lacks) fails the revocation, naming it.
+	FOR g IN SELECT pg_catalog.format('REVOKE %I FROM %s', r, m.member::regrole)
+			|| CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 160000
+				THEN pg_catalog.format(' GRANTED BY %s', m.grantor::regrole) ELSE '' END || ' CASCADE'
+		FROM pg_catalog.pg_auth_members m
+		WHERE m.roleid = roid AND m.member NOT IN (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname IN (current_user, session_user)) LOOP
+		BEGIN
+			EXECUTE g;
+		EXCEPTION WHEN insufficient_privilege THEN
+			-- Perhaps removed by another revoke's CASCADE: asked below.
+		END;
+	END LOOP;
+	SELECT pg_catalog.string_agg(pg_catalog.format('REVOKE %I FROM %s GRANTED BY %s CASCADE;', r, m.member::regrole, m.grantor::regrole), ' ') INTO note
+		FROM pg_catalog.pg_auth_members m
+		WHERE m.roleid = roid AND m.member NOT IN (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname IN (current_user, session_user));
+	IF note IS NOT NULL THEN
+		RAISE EXCEPTION USING ERRCODE = 'PV003',
+			MESSAGE = format('the role could not be dropped (%s) and keeps members the admin may not remove, who would act as it: run as a superuser: %s', disabled, note);
+	END IF;
+	PERFORM set_config('pgvault.revoke_state', disabled, true);
+	EXECUTE format('ALTER ROLE %I NOLOGIN VALID UNTIL %L', r, '-infinity');
 END
