@@ -908,3 +908,35 @@ func TestLockoutMemberGrantedInAnOpenTransactionIsRemoved(t *testing.T) {
 		t.Fatalf("DeleteUser(%s) succeeded, yet %s, granted it in a transaction open during the revocation, is a member", user, acct2)
 	}
 }
+
+// TestLockoutNamesOthersPreparedTransactionOnWhatTheUserOwns: a prepared
+// transaction's owner is the role current at PREPARE, so a user that sets
+// its role to a group it was given, locks its own table and prepares leaves
+// a prepared transaction that is not its own by name. The hand-over waits
+// for its lock every time: the revocation fails naming it (it may be
+// another member's work, so it is not rolled back).
+func TestLockoutNamesOthersPreparedTransactionOnWhatTheUserOwns(t *testing.T) {
+	l := newAttackLab(t, map[string]interface{}{"lock_timeout": "300ms"})
+	var maxPrepared int
+	if err := l.a.QueryRow(testCtx(t), "SELECT current_setting('max_prepared_transactions')::int").Scan(&maxPrepared); err != nil || maxPrepared == 0 {
+		t.Skipf("max_prepared_transactions is 0 (%v)", err)
+	}
+	group := "readers_" + randSuffix()
+	execSQL(t, l.a, fmt.Sprintf("CREATE ROLE %s NOLOGIN; GRANT %s TO %s", render.QuoteIdent(group), render.QuoteIdent(group), render.QuoteIdent(l.user)))
+	gid := "hold_" + randSuffix()
+	t.Cleanup(func() {
+		_, _ = l.a.Exec(context.Background(), "ROLLBACK PREPARED "+render.QuoteLiteral(gid))
+		_, _ = l.a.Exec(context.Background(), "DROP OWNED BY "+render.QuoteIdent(group)+"; DROP ROLE IF EXISTS "+render.QuoteIdent(group))
+	})
+	execSQL(t, l.c, fmt.Sprintf("CREATE TABLE public.held (x int); GRANT SELECT ON public.held TO %s", render.QuoteIdent(group)))
+	for _, stmt := range []string{"BEGIN", "SET ROLE " + render.QuoteIdent(group), "LOCK TABLE public.held IN ACCESS SHARE MODE",
+		"PREPARE TRANSACTION " + render.QuoteLiteral(gid)} {
+		execSQL(t, l.c, stmt)
+	}
+	_ = l.c.Close(testCtx(t))
+	_, err := l.db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: l.user})
+	if err == nil || !strings.Contains(err.Error(), gid) || !strings.Contains(err.Error(), group) {
+		t.Fatalf("DeleteUser = %v, want an error naming the prepared transaction %s of %s that holds the user's table", err, gid, group)
+	}
+	assertNoLogin(t, l.user, l.password)
+}

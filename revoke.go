@@ -216,7 +216,7 @@ func (st *state) reassignIn(ctx context.Context, dbname, username string) error 
 	if err != nil {
 		return err
 	}
-	body, err = reassignElsewhereSQL.fill(map[string]string{"role": render.QuoteLiteral(username), "hand_over": body})
+	body, err = reassignElsewhereSQL.fill(map[string]string{"role": render.QuoteLiteral(username), "hand_over": body, "raise_others_prepared": raiseOthersPreparedSQL})
 	if err != nil {
 		return err
 	}
@@ -457,6 +457,27 @@ const raisePreparedSQL = `RAISE EXCEPTION USING ERRCODE = 'object_in_use',
 					HINT = '` + preparedHint + `',
 					DETAIL = (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(x.database, x.gid))::text
 						FROM pg_catalog.pg_prepared_xacts x WHERE x.owner = r)`
+
+// raiseOthersPreparedSQL is the PL/pgSQL statement, run when the hand-over
+// waited too long for a lock, that names the prepared transactions of other
+// roles holding a lock on what the user owns. A prepared transaction's owner
+// is the role current at PREPARE: the user's own work under a group role it
+// was given shows as the group's, which may be another member's too, so it
+// is named for the operator rather than rolled back.
+const raiseOthersPreparedSQL = `g := (SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('%L (owner %s, database %s)', x.gid, x.owner, x.database), ', ')
+				FROM pg_catalog.pg_prepared_xacts x
+				JOIN pg_catalog.pg_lock_status() t ON t.locktype = 'transactionid' AND t.transactionid = x.transaction AND t.pid IS NULL
+				JOIN pg_catalog.pg_lock_status() l ON l.virtualtransaction = t.virtualtransaction AND l.pid IS NULL
+				WHERE (l.locktype = 'relation' AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = l.relation AND c.relowner = roid)
+					AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()))
+				   OR (l.locktype = 'object' AND EXISTS (SELECT 1 FROM pg_catalog.pg_shdepend s
+					WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND s.refobjid = roid AND s.deptype = 'o'
+					  AND s.classid = l.classid AND s.objid = l.objid)));
+			IF g IS NOT NULL THEN
+				RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+					MESSAGE = 'prepared transactions hold locks on what the user owns, which its hand-over needs: ' || g
+						|| '; a superuser can end each with COMMIT PREPARED or ROLLBACK PREPARED (the owner is the role current when it was prepared: the user''s own work under a group role shows as the group''s)';
+			END IF`
 
 // preparedTx is one prepared transaction: its database and identifier.
 type preparedTx struct{ database, gid string }

@@ -108,7 +108,7 @@ var (
 	disarmFn         = newRevokeFn("pgvault_revoke_disarm", disarmParams, mustFill(revokeDisarmSQL, map[string]string{"role": "p_role"}))
 	roleFn           = newRevokeFn("pgvault_revoke_role", roleParams, mustFill(revokeRoleSQL, map[string]string{
 		"role": "p_role", "terminate": "p_terminate", "final": "p_final", "transient": transientSQL,
-		"raise_prepared": raisePreparedSQL, "hand_over": strings.TrimRight(mustFill(handOverSQL, map[string]string{"reassign": "p_reassign"}), "\n"),
+		"raise_prepared": raisePreparedSQL, "raise_others_prepared": raiseOthersPreparedSQL, "hand_over": strings.TrimRight(mustFill(handOverSQL, map[string]string{"reassign": "p_reassign"}), "\n"),
 	}))
 )
 

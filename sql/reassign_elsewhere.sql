@@ -2,9 +2,15 @@
 DECLARE
 	r text := /* @role */ NULL;
 	roid oid := pg_catalog.to_regrole(pg_catalog.quote_ident(r));
+	g text;
 BEGIN
 	IF roid IS NULL THEN
 		RETURN;
 	END IF;
-	/* @hand_over */ NULL;
+	BEGIN
+		/* @hand_over */ NULL;
+	EXCEPTION WHEN lock_not_available THEN
+		/* @raise_others_prepared */ NULL;
+		RAISE;
+	END;
 END

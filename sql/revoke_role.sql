@@ -151,6 +151,9 @@ BEGIN
 		IF SQLSTATE = '55P03' AND EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts x WHERE x.owner = r) THEN
 			/* @raise_prepared */ NULL;
 		END IF;
+		IF SQLSTATE = '55P03' THEN
+			/* @raise_others_prepared */ NULL;
+		END IF;
 		RAISE;
 	END;
 	PERFORM set_config('pgvault.revoke_note', rtrim(note, '; '), true);
