@@ -272,11 +272,17 @@ func (st *state) execTagged(ctx context.Context, db execer, sql string) (string,
 // search_path …, RESET search_path; a value cannot write one, values are
 // rendered inside quotes) ends the switching: the statements after it run
 // with what it set. SQL the splitter cannot follow runs with pg_catalog,
-// pg_temp throughout.
+// pg_temp throughout. Statements with a SAVEPOINT, which PostgreSQL takes
+// only in an explicit transaction block (the built-in runs every request in
+// one), run between BEGIN and COMMIT; a BEGIN after statements of the same
+// query string carries their transaction on, so the settings hold.
 func (st *state) withSettings(sql string) string {
 	stmts, ok := render.Split(sql)
 	if !ok {
 		return st.txSettings + sql
+	}
+	if slices.ContainsFunc(stmts, func(s render.Statement) bool { return s.Savepoint }) {
+		return lockTimeoutSQL(st.cfg.LockTimeout) + "BEGIN;\n" + pathSwitches(stmts) + "COMMIT;\n"
 	}
 	return lockTimeoutSQL(st.cfg.LockTimeout) + pathSwitches(stmts)
 }
@@ -333,8 +339,26 @@ func execAtomic(ctx context.Context, db execer, sql string) error {
 func execTagged(ctx context.Context, db execer, tag, sql string) error {
 	return withRetry(ctx, func() error {
 		_, err := db.Exec(ctx, tag+sessionReset+sql)
+		if err != nil {
+			endFailedBlock(ctx, db)
+		}
 		return err
 	})
+}
+
+// endFailedBlock rolls back the explicit transaction block a failed
+// statement left open on a connection (statements with BEGIN, withSettings'
+// for a SAVEPOINT or the operator's own), which would refuse every later
+// query, a retry's included. A pool needs none: it discards a connection
+// released in a transaction.
+func endFailedBlock(ctx context.Context, db execer) {
+	c, ok := db.(*pgx.Conn)
+	if !ok || c.IsClosed() || c.PgConn().TxStatus() == 'I' {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_, _ = c.Exec(rctx, "ROLLBACK")
 }
 
 // A session tag is a comment that starts the query text a request sends, so

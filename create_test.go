@@ -237,3 +237,27 @@ func TestStatementsInTheBuiltinsOtherForms(t *testing.T) {
 		})
 	}
 }
+
+// TestStatementsWithSavepoints: the built-in runs a role's statements in an
+// explicit transaction, where SAVEPOINT, RELEASE and ROLLBACK TO work; so
+// do they here. A failure after a savepoint still undoes the whole
+// creation, and the pooled connection it ran on serves the next request.
+func TestStatementsWithSavepoints(t *testing.T) {
+	db := newDB(t, map[string]interface{}{"max_open_connections": 1})
+	a := admin(t)
+	req := newUserReq(createStmt, `SAVEPOINT grants; COMMENT ON ROLE "{{name}}" IS 'x'; ROLLBACK TO SAVEPOINT grants; RELEASE SAVEPOINT grants;`)
+	resp, err := db.NewUser(testCtx(t), req)
+	if err != nil {
+		t.Fatalf("creation statements with SAVEPOINT (accepted by the built-in): %v", err)
+	}
+	assertLogin(t, resp.Username, req.Password)
+	failing := newUserReq(createStmt, `SAVEPOINT s; RELEASE SAVEPOINT s; SELECT 1/0;`)
+	if _, err := db.NewUser(testCtx(t), failing); err == nil {
+		t.Fatal("a creation that divides by zero succeeded")
+	}
+	againReq := newUserReq(createStmt, `SAVEPOINT s;`)
+	again := dbtesting.AssertNewUser(t, db, againReq)
+	assertLogin(t, again.Username, againReq.Password)
+	revokeDropped(t, db, a, resp.Username)
+	revokeDropped(t, db, a, again.Username)
+}

@@ -301,6 +301,9 @@ type Statement struct {
 	// EndsTransaction: COMMIT, END, ABORT, PREPARE TRANSACTION or a
 	// ROLLBACK that is not to a savepoint, which ends what SET LOCAL set.
 	EndsTransaction bool
+	// Savepoint: SAVEPOINT, which PostgreSQL runs only in an explicit
+	// transaction block.
+	Savepoint bool
 }
 
 // Split splits rendered SQL at its top-level semicolons, following the
@@ -359,6 +362,7 @@ func newStatement(sql string, toks []sqlToken) Statement {
 	st.EndsTransaction = wordAt(toks, 0, "COMMIT") || wordAt(toks, 0, "END") || wordAt(toks, 0, "ABORT") ||
 		(wordAt(toks, 0, "PREPARE") && wordAt(toks, 1, "TRANSACTION")) ||
 		(wordAt(toks, 0, "ROLLBACK") && !hasWord(toks, "TO"))
+	st.Savepoint = wordAt(toks, 0, "SAVEPOINT")
 	return st
 }
 

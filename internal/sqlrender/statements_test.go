@@ -152,6 +152,11 @@ func TestSplit(t *testing.T) {
 			t.Errorf("Split(%q).EndsTransaction = %v, want %v", sql, got[0].EndsTransaction, want)
 		}
 	}
+	for sql, want := range map[string]bool{"SAVEPOINT a": true, "RELEASE SAVEPOINT a": false, `GRANT "SAVEPOINT" TO x`: false} {
+		if got, _ := Split(sql); got[0].Savepoint != want {
+			t.Errorf("Split(%q).Savepoint = %v, want %v", sql, got[0].Savepoint, want)
+		}
+	}
 	sets := map[string]bool{"SET search_path = a": true, "SET LOCAL search_path TO a": true, "RESET search_path": true,
 		`ALTER ROLE "x" SET search_path = a`: false, "SHOW search_path": false}
 	for sql, want := range sets {
