@@ -261,3 +261,17 @@ func TestStatementsWithSavepoints(t *testing.T) {
 	revokeDropped(t, db, a, resp.Username)
 	revokeDropped(t, db, a, again.Username)
 }
+
+// TestUnknownPlaceholdersInTextKeptAsWritten: the built-in replaces only its
+// own placeholders and leaves any other {{…}} as written; in a string's text
+// so does this plugin (in a name it is refused as a likely misspelling).
+func TestUnknownPlaceholdersInTextKeptAsWritten(t *testing.T) {
+	db := newDB(t, nil)
+	a := admin(t)
+	req := newUserReq(createStmt, `COMMENT ON ROLE "{{name}}" IS 'owner: {{team}}';`)
+	resp := dbtesting.AssertNewUser(t, db, req)
+	if c, _ := roleComment(t, a, resp.Username); c != "owner: {{team}}" {
+		t.Fatalf("comment = %q, want the text as written", c)
+	}
+	revokeDropped(t, db, a, resp.Username)
+}

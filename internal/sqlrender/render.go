@@ -97,7 +97,17 @@ func (v Values) value(name string) (val string, ident bool, err error) {
 		}
 		return v.Expiration, false, nil
 	}
-	return "", false, fmt.Errorf("unknown placeholder {{%s}} (use {{name}}, {{username}}, {{password}} or {{expiration}})", name)
+	return "", false, unknownPlaceholder(name)
+}
+
+// unknownPlaceholder is the error for a {{name}} the renderer has no value
+// for. In a string's or a dollar quote's data it is text, left as written,
+// as the built-in leaves it ('owner: {{team}}'); anywhere else (a name, code)
+// it is most likely a misspelt placeholder, and refused.
+type unknownPlaceholder string
+
+func (u unknownPlaceholder) Error() string {
+	return fmt.Sprintf("unknown placeholder {{%s}} (use {{name}}, {{username}}, {{password}} or {{expiration}})", string(u))
 }
 
 // Render renders every statement and joins them into one SQL text
@@ -525,7 +535,7 @@ func identState(unicode bool, prefix int) stateFn {
 			escChar = l.uescape(end)
 		}
 		l.flush()
-		if err := l.renderData(open+1, max(open+1, end-1), func(v string) string {
+		if err := l.renderData(open+1, max(open+1, end-1), false, func(v string) string {
 			if escChar != 0 {
 				v = strings.ReplaceAll(v, string(escChar), string([]byte{escChar, escChar}))
 			}
@@ -596,7 +606,7 @@ func stringState(kind, prefix int) stateFn {
 			// Quotes and the whitespace between continued segments stay
 			// as written; only placeholders change.
 			for _, s := range segs {
-				if err := l.renderData(s[0], s[1], func(v string) string { return encodeString(v, kind, escChar) }); err != nil {
+				if err := l.renderData(s[0], s[1], true, func(v string) string { return encodeString(v, kind, escChar) }); err != nil {
 					return l.fail(err)
 				}
 			}
@@ -752,7 +762,7 @@ func dollarState(l *lexer) stateFn {
 	} else {
 		l.scanLanguages(l.src[bodyStart:bodyEnd])
 		sub := &lexer{src: l.src[bodyStart:bodyEnd], vals: l.vals}
-		if err := sub.renderData(0, len(sub.src), func(v string) string { return v }); err != nil {
+		if err := sub.renderData(0, len(sub.src), true, func(v string) string { return v }); err != nil {
 			return l.fail(err)
 		}
 		sub.pos = len(sub.src)
@@ -769,8 +779,9 @@ func dollarState(l *lexer) stateFn {
 
 // renderData writes the pending text up to src[to], where src[from:to] is the
 // content of a quoted context, with each placeholder there replaced by its
-// value escaped by esc.
-func (l *lexer) renderData(from, to int, esc func(string) string) error {
+// value escaped by esc. In text (not a name), an unknown placeholder stays as
+// written.
+func (l *lexer) renderData(from, to int, text bool, esc func(string) string) error {
 	i := from
 	for i < to {
 		j := strings.Index(l.src[i:to], "{{")
@@ -784,6 +795,11 @@ func (l *lexer) renderData(from, to int, esc func(string) string) error {
 			continue
 		}
 		val, _, err := l.vals.lookup(placeholderName(l.src[i : i+n]))
+		var unknown unknownPlaceholder
+		if text && errors.As(err, &unknown) {
+			i += n
+			continue
+		}
 		if err != nil {
 			return err
 		}

@@ -28,6 +28,10 @@ func TestRenderSQL(t *testing.T) {
 		{"value may not close its dollar body", `DO $$ BEGIN PERFORM '{{password}}'; END $$`, "", "would end the dollar-quoted string"},
 		{"positional parameters are not dollar tags", `SELECT $1, '{{name}}'`, `SELECT $1, 'app"user''x'`, ""},
 		{"unknown placeholder", `{{nope}}`, "", "unknown placeholder"},
+		{"unknown placeholder in a name", `CREATE ROLE "{{nmae}}"`, "", "unknown placeholder {{nmae}}"},
+		{"unknown placeholder in a string is text", `COMMENT ON ROLE {{name}} IS 'owner: {{team}}'`, `COMMENT ON ROLE "app""user'x" IS 'owner: {{team}}'`, ""},
+		{"unknown placeholder in a string in code is text", `DO $$ BEGIN RAISE NOTICE '{{team}} {{name}}'; END $$`, `DO $$ BEGIN RAISE NOTICE '{{team}} app"user''x'; END $$`, ""},
+		{"unknown placeholder in dollar-quoted text", `COMMENT ON ROLE x IS $c${{team}}$c$`, `COMMENT ON ROLE x IS $c${{team}}$c$`, ""},
 		{"array literals are not placeholders", `SELECT '{{1,2},{3,4}}'::int[], '{{1}}'::int[]`, `SELECT '{{1,2},{3,4}}'::int[], '{{1}}'::int[]`, ""},
 	}
 	for _, tc := range cases {
