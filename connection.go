@@ -335,30 +335,50 @@ func execAtomic(ctx context.Context, db execer, sql string) error {
 }
 
 // execTagged is execAtomic with a session tag in front of everything (see
-// newSessionTag).
+// newSessionTag). The session reset also follows the statements: a session
+// setting they made (SET search_path, SET ROLE) must not reach the plugin's
+// own queries that run on the connection next without a reset of their own
+// (the role checks, session ending: one statement each, with parameters).
+// A failed transaction undoes such settings by itself, except what a COMMIT
+// among the statements made final, so a failure also resets the session.
 func execTagged(ctx context.Context, db execer, tag, sql string) error {
 	return withRetry(ctx, func() error {
-		_, err := db.Exec(ctx, tag+sessionReset+sql)
+		on := db
+		if pool, ok := db.(*pgxpool.Pool); ok {
+			conn, err := pool.Acquire(ctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Release()
+			on = conn.Conn()
+		}
+		_, err := on.Exec(ctx, tag+sessionReset+sql+"\n"+sessionReset)
 		if err != nil {
-			endFailedBlock(ctx, db)
+			resetAfterFailure(ctx, on)
 		}
 		return err
 	})
 }
 
-// endFailedBlock rolls back the explicit transaction block a failed
-// statement left open on a connection (statements with BEGIN, withSettings'
-// for a SAVEPOINT or the operator's own), which would refuse every later
-// query, a retry's included. A pool needs none: it discards a connection
-// released in a transaction.
-func endFailedBlock(ctx context.Context, db execer) {
+// resetAfterFailure returns a connection whose statements failed to a clean
+// session: it rolls back the explicit transaction block a failed statement
+// left open (statements with BEGIN, withSettings' for a SAVEPOINT or the
+// operator's own), which would refuse every later query, a retry's
+// included, and resets what a COMMIT among the statements made final.
+func resetAfterFailure(ctx context.Context, db execer) {
 	c, ok := db.(*pgx.Conn)
-	if !ok || c.IsClosed() || c.PgConn().TxStatus() == 'I' {
+	if !ok || c.IsClosed() {
 		return
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	_, _ = c.Exec(rctx, "ROLLBACK")
+	if c.PgConn().TxStatus() != 'I' {
+		_, _ = c.Exec(rctx, "ROLLBACK")
+	}
+	if _, err := c.Exec(rctx, sessionReset); err != nil {
+		// A pool must not hand it out again.
+		_ = c.Close(rctx)
+	}
 }
 
 // A session tag is a comment that starts the query text a request sends, so

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -113,4 +114,37 @@ func TestSessionsRunInUTC(t *testing.T) {
 		t.Errorf("the statements ran with TimeZone=%s and wrote %s; want UTC and %s", tz, exp, req.Expiration)
 	}
 	revokeDropped(t, db, a, user)
+}
+
+// TestSessionPathLeftByStatementsReachesNoPluginQuery: an operator's
+// statements may set the session's own search_path (SET search_path =
+// public, pg_catalog), which then holds for the rest of their request. It
+// must not outlive it: the plugin's own queries on that pooled connection
+// (here the role check after a custom revocation's "does not exist") would
+// otherwise resolve their = through a path with a schema others write, and
+// run the operator a dynamic user planted there as the admin.
+func TestSessionPathLeftByStatementsReachesNoPluginQuery(t *testing.T) {
+	l := newAttackLab(t, nil)
+	db := newDB(t, map[string]interface{}{"connection_url": pg.TemplateURL(l.dbname), "max_open_connections": 1})
+	execSQL(t, l.c, fmt.Sprintf(`
+CREATE FUNCTION public.name_eq(a name, b name) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN
+	%s
+	RETURN a OPERATOR(pg_catalog.=) b;
+END $f$;
+CREATE OPERATOR public.= (LEFTARG = name, RIGHTARG = name, FUNCTION = public.name_eq);`, escalate(l.acct)))
+	for _, tc := range []struct{ name, create, revoke string }{
+		{"left by a request that succeeded", `SET search_path = public, pg_catalog;`, `REVOKE "no_such_role_x" FROM "{{name}}";`},
+		{"made final by a COMMIT in a request that failed", "", `SET search_path = public, pg_catalog; COMMIT; REVOKE "no_such_role_x" FROM "{{name}}";`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			user := dbtesting.AssertNewUser(t, db, newUserReq(createStmt, tc.create)).Username
+			_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user,
+				Statements: dbplugin.Statements{Commands: []string{tc.revoke}}})
+			t.Logf("DeleteUser: %v", err)
+			if isSuper(t, l.a, l.acct) {
+				t.Fatalf("a plugin query ran the = operator planted in public, on the search_path an operator's statements set: %s is now a superuser", l.acct)
+			}
+		})
+	}
 }
