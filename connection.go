@@ -352,7 +352,7 @@ func execTagged(ctx context.Context, db execer, tag, sql string) error {
 			defer conn.Release()
 			on = conn.Conn()
 		}
-		_, err := on.Exec(ctx, tag+sessionReset+sql+"\n"+sessionReset)
+		_, err := on.Exec(ctx, tag+sessionReset+sql+"\n;\n"+sessionReset)
 		if err != nil {
 			resetAfterFailure(ctx, on)
 		}
