@@ -440,6 +440,52 @@ func lockWaiter(t *testing.T, a *pgxpool.Pool, table string, not int) int {
 	return pid
 }
 
+// disabledUser makes, on a CREATEROLE admin's plugin, a user that its
+// revocation can only disable: a third role granted it a privilege, which a
+// CREATEROLE admin's DROP OWNED cannot take back.
+func disabledUser(t *testing.T, db *Postgres, a *pgxpool.Pool, schema string, third thirdRole) (user, password string) {
+	t.Helper()
+	req := newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE ON SCHEMA %s TO "{{name}}";`, render.QuoteIdent(schema)))
+	user = dbtesting.AssertNewUser(t, db, req).Username
+	t.Cleanup(func() {
+		execSQL(t, a, "DO $$ BEGIN IF pg_catalog.to_regrole("+render.QuoteLiteral(render.QuoteIdent(user))+") IS NOT NULL THEN DROP OWNED BY "+render.QuoteIdent(user)+"; DROP ROLE "+render.QuoteIdent(user)+"; END IF; END $$")
+	})
+	third.grantTo(t, a, user)
+	return user, req.Password
+}
+
+// disabledLab is a CREATEROLE admin's plugin on a database and schema of
+// its own, and a third role whose table in that schema it can grant.
+func disabledLab(t *testing.T) (*Postgres, *pgxpool.Pool, string, thirdRole) {
+	t.Helper()
+	a := admin(t)
+	db, schema := revokeAdmins()[1].newDBAndSchema(t, a, "s5_")
+	third := newThirdRole(t, a, schema)
+	t.Cleanup(func() {
+		execSQL(t, a, "DROP TABLE IF EXISTS "+third.table())
+		execSQL(t, a, "DROP OWNED BY "+render.QuoteIdent(third.name)+"; DROP ROLE IF EXISTS "+render.QuoteIdent(third.name))
+	})
+	return db, a, schema, third
+}
+
+// lockWaiterOn waits until some backend waits for a lock on table (a qualified name).
+func lockWaiterOn(t *testing.T, a *pgxpool.Pool, table string) {
+	t.Helper()
+	err := pgtest.Poll(testCtx(t), 20*time.Second, 20*time.Millisecond, func() error {
+		var n int
+		if err := a.QueryRow(testCtx(t), `SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = $1::regclass`, table).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("no waiter")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // --- Users, logins and sessions ---
 
 func newUserReq(stmts ...string) dbplugin.NewUserRequest {

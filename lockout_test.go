@@ -940,3 +940,100 @@ func TestLockoutNamesOthersPreparedTransactionOnWhatTheUserOwns(t *testing.T) {
 	}
 	assertNoLogin(t, l.user, l.password)
 }
+
+// TestLockoutDisabledRoleNotHeldUpByAReaderOfMemberships: a revocation
+// that can only disable the role waits for transactions changing
+// memberships, not for a login that merely read pg_auth_members (an idle
+// reporting transaction, psql's \du in an open one) and keeps its
+// transaction open.
+func TestLockoutDisabledRoleNotHeldUpByAReaderOfMemberships(t *testing.T) {
+	db, a, schema, third := disabledLab(t)
+	user, password := disabledUser(t, db, a, schema, third)
+	acct, acctPW := attackerAccount(t, a)
+	ac := connectAs(t, acct, acctPW, "")
+	execSQL(t, ac, "BEGIN")
+	execSQL(t, ac, "SELECT count(*) FROM pg_catalog.pg_auth_members") // reads only
+	for attempt := 1; attempt <= 2; attempt++ {
+		if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user}); err != nil {
+			t.Errorf("DeleteUser attempt %d, while another login only holds a read of pg_auth_members open: %v", attempt, err)
+		}
+	}
+	assertNoLogin(t, user, password)
+}
+
+// TestLockoutDisabledRoleNotHeldUpByTheUsersPreparedRead: the user
+// leaves a prepared transaction that read pg_auth_members; it never ends by
+// itself, and must not hold off a revocation that can only disable the
+// role.
+func TestLockoutDisabledRoleNotHeldUpByTheUsersPreparedRead(t *testing.T) {
+	db, a, schema, third := disabledLab(t)
+	needPrepared(t, a)
+	user, password := disabledUser(t, db, a, schema, third)
+	c := connectAs(t, user, password, "")
+	prepareAs(t, c, "SELECT count(*) FROM pg_catalog.pg_auth_members")
+	_ = c.Close(testCtx(t))
+	for attempt := 1; attempt <= 2; attempt++ {
+		if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user}); err != nil {
+			t.Errorf("DeleteUser attempt %d, with the user's own prepared transaction that read pg_auth_members: %v", attempt, err)
+		}
+	}
+}
+
+// TestLockoutConcurrentDisabledRevocationsDoNotWaitForEachOther: every
+// revocation transaction holds a lock on pg_auth_members (it reads it to
+// list memberships; a CREATEROLE admin also GRANTs itself the role); a
+// revocation that ends in "disabled" must not wait for the others in
+// progress. Here B's
+// hand-over waits ~1 s for an application's lock on its table (well within
+// lock_timeout); A, a plain disabled user revoked meanwhile, captures B's
+// transaction, B then captures A's, and A fails with PV003 after 2 s
+// though nothing ever changed a membership of A.
+func TestLockoutConcurrentDisabledRevocationsDoNotWaitForEachOther(t *testing.T) {
+	a := admin(t)
+	adm := revokeAdmins()[1]
+	db, schema := adm.newDBAndSchema(t, a, "s5_")
+	// B gets a schema (and a third role) of its own, so that the two
+	// revocations share no catalog row that would serialise them.
+	schemaB := "s5b_" + randSuffix()
+	execSQL(t, a, fmt.Sprintf("CREATE SCHEMA %s AUTHORIZATION %s", render.QuoteIdent(schemaB), render.QuoteIdent(adm.user)))
+	third, thirdB := newThirdRole(t, a, schema), newThirdRole(t, a, schemaB)
+	t.Cleanup(func() {
+		for _, r := range []thirdRole{third, thirdB} {
+			execSQL(t, a, "DROP TABLE IF EXISTS "+r.table())
+			execSQL(t, a, "DROP OWNED BY "+render.QuoteIdent(r.name)+"; DROP ROLE IF EXISTS "+render.QuoteIdent(r.name))
+		}
+	})
+	userA, _ := disabledUser(t, db, a, schema, third)
+	reqB := newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, render.QuoteIdent(schemaB)))
+	userB := dbtesting.AssertNewUser(t, db, reqB).Username
+	t.Cleanup(func() {
+		execSQL(t, a, "DO $$ BEGIN IF pg_catalog.to_regrole("+render.QuoteLiteral(render.QuoteIdent(userB))+") IS NOT NULL THEN DROP OWNED BY "+render.QuoteIdent(userB)+"; DROP ROLE "+render.QuoteIdent(userB)+"; END IF; END $$")
+	})
+	thirdB.grantTo(t, a, userB)
+	table := render.QuoteIdent(schemaB) + ".b_t"
+	cb := connectAs(t, userB, reqB.Password, "")
+	execSQL(t, cb, "CREATE TABLE "+table+" (id int)")
+	_ = cb.Close(testCtx(t))
+	app := connectAs(t, pg.SuperUser, pg.SuperPassword, "")
+	execSQL(t, app, "BEGIN; LOCK TABLE "+table+" IN ACCESS SHARE MODE")
+
+	errB := make(chan error, 1)
+	go func() {
+		_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: userB})
+		errB <- err
+	}()
+	lockWaiterOn(t, a, table)
+	errA := make(chan error, 1)
+	go func() {
+		_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: userA})
+		errA <- err
+	}()
+	time.Sleep(800 * time.Millisecond)
+	execSQL(t, app, "COMMIT")
+	if err := <-errA; err != nil {
+		t.Errorf("DeleteUser(A), run while another user's revocation was in progress: %v", err)
+	}
+	if err := <-errB; err != nil {
+		t.Errorf("DeleteUser(B): %v", err)
+	}
+}

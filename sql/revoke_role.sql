@@ -207,23 +207,36 @@ BEGIN
 	-- ever. The first step removed the members it saw; one granted in a
 	-- transaction still open then (by a member with ADMIN OPTION, or, on
 	-- 14, by the role itself) shows only once that transaction commits. So
-	-- wait for the transactions changing memberships (each holds a lock on
-	-- pg_auth_members until it ends), then remove every member again; fail,
-	-- for Vault to retry, if they do not end. Only those open now: the
+	-- wait for the transactions changing memberships (each holds a writer's
+	-- lock on pg_auth_members until it ends; a reader's lock cannot add a
+	-- member), then remove every member again; fail, for Vault to retry, if
+	-- they do not end. Only those open now, and not the admin's own (other
+	-- revocations and creations, which add no member to this role): the
 	-- members that could grant the role were removed by the committed first
-	-- step, so a transaction that begins later cannot.
+	-- step, so a transaction that begins later cannot. A prepared one of
+	-- the user goes to the plugin to roll back.
+	IF EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts x
+		JOIN pg_catalog.pg_lock_status() t ON t.locktype = 'transactionid' AND t.transactionid = x.transaction AND t.pid IS NULL
+		JOIN pg_catalog.pg_lock_status() l ON l.virtualtransaction = t.virtualtransaction AND l.pid IS NULL
+		WHERE x.owner = r AND l.locktype = 'relation' AND l.database = 0 AND l.relation = 'pg_catalog.pg_auth_members'::regclass
+		  AND l.mode NOT IN ('AccessShareLock', 'RowShareLock')) THEN
+		/* @raise_prepared */ NULL;
+	END IF;
 	deadline := pg_catalog.clock_timestamp() + interval '2 s';
 	held := ARRAY(SELECT l.virtualtransaction FROM pg_catalog.pg_lock_status() l
+		LEFT JOIN pg_catalog.pg_stat_get_activity(NULL) a ON a.pid = l.pid
 		WHERE l.locktype = 'relation' AND l.database = 0 AND l.relation = 'pg_catalog.pg_auth_members'::regclass
-		  AND l.granted AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid());
+		  AND l.granted AND l.mode NOT IN ('AccessShareLock', 'RowShareLock')
+		  AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
+		  AND a.usesysid IS DISTINCT FROM (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname = session_user));
 	LOOP
-		SELECT pg_catalog.string_agg(DISTINCT coalesce(l.pid::text, 'a prepared transaction'), ', ') INTO g FROM pg_catalog.pg_lock_status() l
+		SELECT pg_catalog.string_agg(DISTINCT coalesce('server pid ' || l.pid, 'a prepared transaction'), ', ') INTO g FROM pg_catalog.pg_lock_status() l
 			WHERE l.locktype = 'relation' AND l.database = 0 AND l.relation = 'pg_catalog.pg_auth_members'::regclass
 			  AND l.virtualtransaction = ANY (held);
 		EXIT WHEN g IS NULL;
 		IF pg_catalog.clock_timestamp() >= deadline THEN
 			RAISE EXCEPTION USING ERRCODE = 'PV003',
-				MESSAGE = format('the role could not be dropped (%s), and transactions of server pids %s, changing role memberships, did not end: a member they add would act as the role, so it is not reported revoked', disabled, g);
+				MESSAGE = format('the role could not be dropped (%s), and open transactions changing role memberships (%s) did not end: a member they add would act as the role, so it is not reported revoked', disabled, g);
 		END IF;
 		PERFORM pg_catalog.pg_sleep(0.01);
 	END LOOP;
