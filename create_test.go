@@ -275,3 +275,14 @@ func TestUnknownPlaceholdersInTextKeptAsWritten(t *testing.T) {
 	}
 	revokeDropped(t, db, a, resp.Username)
 }
+
+// TestMisspeltPlaceholderInTextIsRefused: kept as text, a misspelt
+// {{Password}} in PASSWORD '…' would give the role the literal, guessable
+// password "{{Password}}" while Vault hands out another: refused.
+func TestMisspeltPlaceholderInTextIsRefused(t *testing.T) {
+	db := newDB(t, nil)
+	req := newUserReq(`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{Password}}' VALID UNTIL '{{expiration}}';`)
+	if _, err := db.NewUser(testCtx(t), req); err == nil || !strings.Contains(err.Error(), "{{Password}}") {
+		t.Fatalf("NewUser with PASSWORD '{{Password}}' = %v, want an error naming {{Password}}", err)
+	}
+}

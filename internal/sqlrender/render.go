@@ -102,9 +102,45 @@ func (v Values) value(name string) (val string, ident bool, err error) {
 
 // unknownPlaceholder is the error for a {{name}} the renderer has no value
 // for. In a string's or a dollar quote's data it is text, left as written,
-// as the built-in leaves it ('owner: {{team}}'); anywhere else (a name, code)
-// it is most likely a misspelt placeholder, and refused.
+// as the built-in leaves it ('owner: {{team}}'), unless it looks like a
+// misspelt placeholder (nearPlaceholder); anywhere else (a name, code) it is
+// refused.
 type unknownPlaceholder string
+
+// nearPlaceholder reports a name that looks like a misspelt placeholder
+// ({{Password}}, {{passwrod}}, {{user}}): kept as text, it would become, say,
+// a fixed password everyone can read in the statements, while Vault hands
+// out another.
+func nearPlaceholder(name string) bool {
+	name = strings.ToLower(name)
+	for _, known := range []string{"name", "username", "password", "expiration"} {
+		if strings.Contains(known, name) || strings.Contains(name, known) || editDistance(name, known) <= 2 {
+			return true
+		}
+	}
+	return false
+}
+
+// editDistance is the Levenshtein distance between a and b, by bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
 
 func (u unknownPlaceholder) Error() string {
 	return fmt.Sprintf("unknown placeholder {{%s}} (use {{name}}, {{username}}, {{password}} or {{expiration}})", string(u))
@@ -796,7 +832,7 @@ func (l *lexer) renderData(from, to int, text bool, esc func(string) string) err
 		}
 		val, _, err := l.vals.lookup(placeholderName(l.src[i : i+n]))
 		var unknown unknownPlaceholder
-		if text && errors.As(err, &unknown) {
+		if text && errors.As(err, &unknown) && !nearPlaceholder(string(unknown)) {
 			i += n
 			continue
 		}

@@ -31,6 +31,10 @@ func TestRenderSQL(t *testing.T) {
 		{"unknown placeholder in a name", `CREATE ROLE "{{nmae}}"`, "", "unknown placeholder {{nmae}}"},
 		{"unknown placeholder in a string is text", `COMMENT ON ROLE {{name}} IS 'owner: {{team}}'`, `COMMENT ON ROLE "app""user'x" IS 'owner: {{team}}'`, ""},
 		{"unknown placeholder in a string in code is text", `DO $$ BEGIN RAISE NOTICE '{{team}} {{name}}'; END $$`, `DO $$ BEGIN RAISE NOTICE '{{team}} app"user''x'; END $$`, ""},
+		{"misspelt password in a string", `PASSWORD '{{Password}}'`, "", "unknown placeholder {{Password}}"},
+		{"misspelt password in a string, letters swapped", `PASSWORD '{{passwrod}}'`, "", "unknown placeholder {{passwrod}}"},
+		{"part of a placeholder's name in a string", `COMMENT ON ROLE x IS '{{user}}'`, "", "unknown placeholder {{user}}"},
+		{"misspelt expiration in dollar-quoted text", `VALID UNTIL $${{expiraton}}$$`, "", "unknown placeholder {{expiraton}}"},
 		{"unknown placeholder in dollar-quoted text", `COMMENT ON ROLE x IS $c${{team}}$c$`, `COMMENT ON ROLE x IS $c${{team}}$c$`, ""},
 		{"array literals are not placeholders", `SELECT '{{1,2},{3,4}}'::int[], '{{1}}'::int[]`, `SELECT '{{1,2},{3,4}}'::int[], '{{1}}'::int[]`, ""},
 	}
