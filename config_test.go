@@ -6,6 +6,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -66,6 +67,9 @@ var initializeCases = []struct {
 	{"{{password}} outside the password of connection_url", func() map[string]interface{} {
 		return mergeConfig(map[string]interface{}{"connection_url": pg.TemplateURL("") + "&application_name=x-{{password}}"})
 	}, "{{password}} may stand only"},
+	{"disable_escaping, the operator escaping the password", func() map[string]interface{} {
+		return mergeConfig(map[string]interface{}{"disable_escaping": true, "password": url.PathEscape(pg.SuperPassword)})
+	}, ""},
 	{"self_managed connection", configWith(map[string]interface{}{"self_managed": true}), "self_managed=true"},
 }
 
@@ -233,5 +237,17 @@ func TestConnectionURLUsernameOutsideTheUser(t *testing.T) {
 				t.Fatalf("database and application_name = %q, want %q", got, want)
 			}
 		})
+	}
+}
+
+// TestPasswordOnlyAsThePasswordWithDisableEscaping: with disable_escaping
+// the values are spliced into connection_url before it is parsed; the
+// {{password}} placement rule holds all the same, so the root password never
+// becomes a setting every login can read (application_name).
+func TestPasswordOnlyAsThePasswordWithDisableEscaping(t *testing.T) {
+	c := &config{ConnectionURL: "postgres://{{username}}:{{password}}@localhost:5432/db?application_name={{password}}",
+		Username: "vault", Password: "root-secret", DisableEscaping: true}
+	if pc, err := c.poolConfig(); err == nil || !strings.Contains(err.Error(), "{{password}} may stand only") {
+		t.Fatalf("poolConfig = %v; application_name would be the root password (%v)", err, pc != nil)
 	}
 }

@@ -33,7 +33,11 @@ func (c *config) poolConfig() (*pgxpool.Config, error) {
 	connURL := c.ConnectionURL
 	userTok, passTok := randomToken(), randomToken()
 	if c.DisableEscaping {
-		// The operator escaped the values themselves: insert them verbatim.
+		// The operator escaped the values themselves: insert them verbatim,
+		// once the placeholders are known to stand where fillTokens allows.
+		if err := placeholdersPlaced(connURL); err != nil {
+			return nil, err
+		}
 		connURL = strings.ReplaceAll(connURL, "{{username}}", c.Username)
 		connURL = strings.ReplaceAll(connURL, "{{password}}", c.Password)
 	} else {
@@ -111,6 +115,19 @@ func fillTokens(cc *pgx.ConnConfig, userTok, passTok, user, password string) err
 		}
 	}
 	return nil
+}
+
+// placeholdersPlaced checks where connection_url's placeholders stand, as
+// fillTokens does, for disable_escaping, which splices the values into the
+// text before parsing.
+func placeholdersPlaced(connURL string) error {
+	userTok, passTok := randomToken(), randomToken()
+	u := strings.ReplaceAll(strings.ReplaceAll(connURL, "{{username}}", userTok), "{{password}}", passTok)
+	pc, err := pgx.ParseConfig(u)
+	if err != nil {
+		return nil // the real parse reports it
+	}
+	return fillTokens(pc, userTok, passTok, "", "")
 }
 
 var errPasswordPlace = errors.New("connection_url: {{password}} may stand only in the password (postgres://{{username}}:{{password}}@… or password={{password}})")
