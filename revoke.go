@@ -472,7 +472,7 @@ const raiseOthersPreparedSQL = `g := (SELECT pg_catalog.string_agg(DISTINCT pg_c
 					AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()))
 				   OR (l.locktype = 'object' AND EXISTS (SELECT 1 FROM pg_catalog.pg_shdepend s
 					WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND s.refobjid = roid AND s.deptype = 'o'
-					  AND s.classid = l.classid AND s.objid = l.objid)));
+					  AND s.classid = l.classid AND s.objid = l.objid AND s.dbid = l.database)));
 			IF g IS NOT NULL THEN
 				RAISE EXCEPTION USING ERRCODE = 'object_in_use',
 					MESSAGE = 'prepared transactions hold locks on what the user owns, which its hand-over needs: ' || g
