@@ -114,7 +114,7 @@ type unknownPlaceholder string
 func nearPlaceholder(name string) bool {
 	name = strings.ToLower(name)
 	for _, known := range []string{"name", "username", "password", "expiration"} {
-		if strings.Contains(known, name) || strings.Contains(name, known) || editDistance(name, known) <= 2 {
+		if len(name) >= 3 && strings.Contains(known, name) || editDistance(name, known) <= 2 {
 			return true
 		}
 	}
