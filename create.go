@@ -143,7 +143,7 @@ func (st *state) passwordFor(ctx context.Context, username, password string) (st
 // plugin's user has (pg_settings' reset_val: what RESET, and so
 // sessionReset, gives every request), not what a previous request may have
 // SET on the pooled connection; NULL before PostgreSQL 16.
-const scramIterationsSQL = "(SELECT reset_val::bigint FROM pg_catalog.pg_settings WHERE name = 'scram_iterations')"
+const scramIterationsSQL = "(SELECT reset_val::bigint FROM pg_catalog.pg_settings WHERE name OPERATOR(pg_catalog.=) 'scram_iterations')"
 
 // serverSCRAMIterations reads the server's scram_iterations once and caches
 // it; concurrent first reads are harmless. A verifier hashed with the

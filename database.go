@@ -87,8 +87,8 @@ func (p *Postgres) verifyConnection(ctx context.Context, st *state) error {
 	var exists, privileged bool
 	err := st.pool.QueryRow(ctx, `SELECT `+scramIterationsSQL+`,
 		r.oid IS NOT NULL,
-		coalesce(r.rolsuper OR r.rolname = current_user OR pg_catalog.pg_has_role(r.oid, current_user, 'USAGE'), false)
-		FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_roles r ON r.rolname = $1`,
+		coalesce(r.rolsuper OR r.rolname OPERATOR(pg_catalog.=) current_user OR pg_catalog.pg_has_role(r.oid, current_user, 'USAGE'), false)
+		FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) $1`,
 		cfg.reassignTarget()).Scan(&iterations, &exists, &privileged)
 	if err != nil {
 		// The user the pool logs in as: connection_url may name it without

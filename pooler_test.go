@@ -30,11 +30,12 @@ import (
 // request is.)
 var poolModes = []string{"session", "transaction"}
 
-// startBouncer starts a PgBouncer of its own for the test in front of pg.
-func startBouncer(t *testing.T, mode string) *pgtest.Pooler {
+// startBouncer starts a PgBouncer of its own for the test in front of pg,
+// with settings added to its configuration.
+func startBouncer(t *testing.T, mode string, settings ...string) *pgtest.Pooler {
 	t.Helper()
 	needPG(t)
-	b, err := pgtest.StartPgBouncer(testCtx(t), pg, mode)
+	b, err := pgtest.StartPgBouncer(testCtx(t), pg, mode, settings...)
 	if errors.Is(err, pgtest.ErrNoPgBouncer) {
 		t.Skip(err)
 	}
@@ -608,4 +609,46 @@ func waitLockWaiter(t *testing.T, a *pgxpool.Pool, key int32, not int, res chan 
 		t.Fatal(err)
 	}
 	return pid
+}
+
+// TestPoolerPluginQueriesResolveNothingFromASessionsPath: behind a
+// transaction-pooling PgBouncer, the reset after a failed batch is a
+// transaction of its own and may reach another server session than the one
+// the batch left with the search_path its COMMIT made final (round robin
+// here, so that the order is certain; with the default, another client may
+// take the dirty session in between). The plugin's own one-statement
+// queries (the role check after "does not exist") may then run on it: they
+// name pg_catalog's operators, so the = a dynamic user planted in public
+// does not run as the admin.
+func TestPoolerPluginQueriesResolveNothingFromASessionsPath(t *testing.T) {
+	a := admin(t)
+	b := startBouncer(t, "transaction", "server_round_robin = 1")
+	acct, acctPW := attackerAccount(t, a)
+	execSQL(t, a, "GRANT CREATE ON SCHEMA public TO "+render.QuoteIdent(acct))
+	t.Cleanup(func() {
+		_, _ = a.Exec(context.Background(), "DROP OPERATOR IF EXISTS public.= (name, name); DROP FUNCTION IF EXISTS public.name_eq(name, name); REVOKE CREATE ON SCHEMA public FROM "+render.QuoteIdent(acct))
+	})
+	ac := connectAs(t, acct, acctPW, "")
+	execSQL(t, ac, fmt.Sprintf(`
+CREATE FUNCTION public.name_eq(a name, b name) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN
+	%s
+	RETURN a OPERATOR(pg_catalog.=) b;
+END $f$;
+CREATE OPERATOR public.= (LEFTARG = name, RIGHTARG = name, FUNCTION = public.name_eq);`, escalate(acct)))
+	// Two idle server sessions in PgBouncer's pool.
+	c1, c2 := connectThrough(t, b, pg.SuperUser, pg.SuperPassword), connectThrough(t, b, pg.SuperUser, pg.SuperPassword)
+	execSQL(t, c1, "BEGIN")
+	execSQL(t, c2, "BEGIN")
+	execSQL(t, c1, "COMMIT")
+	execSQL(t, c2, "COMMIT")
+	db := newPooledDB(t, b, map[string]interface{}{"max_open_connections": 1})
+	user := dbtesting.AssertNewUser(t, db, newUserReq(createStmt)).Username
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(user)) })
+	_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user,
+		Statements: dbplugin.Statements{Commands: []string{`SET search_path = public, pg_catalog; COMMIT; REVOKE "no_such_role_x" FROM "{{name}}";`}}})
+	t.Logf("DeleteUser: %v", err)
+	if isSuper(t, a, acct) {
+		t.Fatalf("a plugin query ran the = operator planted in public on the server session a failed batch left with search_path = public, pg_catalog: %s is now a superuser", acct)
+	}
 }

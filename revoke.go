@@ -242,7 +242,7 @@ func (st *state) reassignIn(ctx context.Context, dbname, username string) error 
 // (ALLOW_CONNECTIONS false).
 func (st *state) takesNoConnections(ctx context.Context, dbname string) (bool, error) {
 	var allow bool
-	err := st.pool.QueryRow(ctx, "SELECT datallowconn FROM pg_catalog.pg_database WHERE datname = $1", dbname).Scan(&allow)
+	err := st.pool.QueryRow(ctx, "SELECT datallowconn FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) $1", dbname).Scan(&allow)
 	return !allow, err
 }
 
@@ -535,7 +535,7 @@ func (st *state) rollbackOnePrepared(ctx context.Context, username string, tx pr
 	// DEFINER function, say), which only a superuser can tell: the list came
 	// in an error's text, and nothing else may be rolled back on its word.
 	var mine bool
-	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts WHERE gid = $1 AND owner = $2 AND database = pg_catalog.current_database())",
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts WHERE gid OPERATOR(pg_catalog.=) $1 AND owner OPERATOR(pg_catalog.=) $2 AND database OPERATOR(pg_catalog.=) pg_catalog.current_database())",
 		tx.gid, username).Scan(&mine); err != nil {
 		return err
 	}
@@ -569,9 +569,9 @@ func (st *state) rollbackOnePrepared(ctx context.Context, username string, tx pr
 // a superuser may read pg_authid; for anyone else it is false.
 func holdsRoleRow(ctx context.Context, conn *pgx.Conn, gid, username string) bool {
 	var holds bool
-	err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts x JOIN pg_catalog.pg_roles o ON o.rolname = x.owner
-		WHERE x.gid = $1 AND x.database = pg_catalog.current_database() AND NOT o.rolsuper
-		  AND x.transaction = (SELECT a.xmax FROM pg_catalog.pg_authid a WHERE a.rolname = $2))`, gid, username).Scan(&holds)
+	err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts x JOIN pg_catalog.pg_roles o ON o.rolname OPERATOR(pg_catalog.=) x.owner
+		WHERE x.gid OPERATOR(pg_catalog.=) $1 AND x.database OPERATOR(pg_catalog.=) pg_catalog.current_database() AND NOT o.rolsuper
+		  AND x.transaction OPERATOR(pg_catalog.=) (SELECT a.xmax FROM pg_catalog.pg_authid a WHERE a.rolname OPERATOR(pg_catalog.=) $2))`, gid, username).Scan(&holds)
 	return err == nil && holds
 }
 

@@ -70,7 +70,7 @@ func (st *state) loginAs(ctx context.Context, user, password string) error {
 // it; without that, waiting alone has to do. The tag is matched as a
 // literal prefix of the query text.
 func (st *state) endSession(ctx context.Context, user, tag string) error {
-	const match = "FROM pg_catalog.pg_stat_activity WHERE pg_catalog.starts_with(query, $1) AND usename = $2 AND pid <> pg_catalog.pg_backend_pid()"
+	const match = "FROM pg_catalog.pg_stat_activity WHERE pg_catalog.starts_with(query, $1) AND usename OPERATOR(pg_catalog.=) $2 AND pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()"
 	_, _ = st.pool.Exec(ctx, "SELECT pg_catalog.pg_terminate_backend(pid) "+match, tag, user)
 	always := func(error) bool { return true }
 	return retryWhile(ctx, always, func() error {

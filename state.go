@@ -159,8 +159,15 @@ func (st *state) roleExists(ctx context.Context, name string) (bool, error) {
 }
 
 // roleLogin reports whether the role exists and whether it may log in.
+//
+// This and the plugin's other one-statement queries (parameters, no reset in
+// front) spell pg_catalog's operators, OPERATOR(pg_catalog.=): behind a
+// transaction-pooling PgBouncer they may run on a server session another
+// client left with any search_path (a failed batch whose COMMIT made an
+// operator's SET search_path final, reset on another session), where an =
+// a dynamic user planted in public would otherwise run as the admin.
 func (st *state) roleLogin(ctx context.Context, name string) (exists, canLogin bool, err error) {
-	err = st.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1), coalesce((SELECT rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = $1), false)", name).Scan(&exists, &canLogin)
+	err = st.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) $1), coalesce((SELECT rolcanlogin FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) $1), false)", name).Scan(&exists, &canLogin)
 	return exists, canLogin, err
 }
 

@@ -23,8 +23,10 @@ var ErrNoPgBouncer = errors.New("pgbouncer not found (PGBOUNCER, PATH, /usr/sbin
 // Clients reach it in plaintext and log in with SCRAM; it looks their
 // passwords up in the server (auth_query), so roles created after it
 // started, and passwords changed after it started, work at once. PgBouncer
-// refuses to run as root: it runs as the cluster user. Call Stop when done.
-func StartPgBouncer(ctx context.Context, s *Server, poolMode string) (*Pooler, error) {
+// refuses to run as root: it runs as the cluster user. Each of settings
+// ("server_round_robin = 1") is added to its [pgbouncer] section. Call Stop
+// when done.
+func StartPgBouncer(ctx context.Context, s *Server, poolMode string, settings ...string) (*Pooler, error) {
 	if poolMode != "session" && poolMode != "transaction" {
 		return nil, fmt.Errorf("pool mode %q: use session or transaction", poolMode)
 	}
@@ -50,7 +52,7 @@ func StartPgBouncer(ctx context.Context, s *Server, poolMode string) (*Pooler, e
 		tls: url.Values{"sslmode": {"disable"}}}
 	if p.Port, err = FreePort(); err == nil {
 		err = writeFiles(cl.who, cl.dir, map[string]string{
-			"pgbouncer.ini": bouncerConfig(p, cl.dir, s),
+			"pgbouncer.ini": bouncerConfig(p, cl.dir, s) + strings.Join(settings, "\n") + "\n",
 			"userlist.txt":  userlistQuote(authUser) + " " + userlistQuote(authPassword) + "\n",
 		})
 	}
