@@ -251,7 +251,7 @@ func TestSCRAMIterationsFromServer(t *testing.T) {
 	}
 	t.Run("first read on a session that SET it", func(t *testing.T) {
 		// Without verify_connection the value is read on first use, on a
-		// pooled connection a previous request left with another value.
+		// pooled connection left with another value.
 		logger, _ := testLogger(t, hclog.Warn)
 		db := newPostgres(logger)
 		t.Cleanup(func() { _ = db.Close() })
@@ -259,8 +259,11 @@ func TestSCRAMIterationsFromServer(t *testing.T) {
 		if _, err := db.Initialize(testCtx(t), dbplugin.InitializeRequest{Config: cfg}); err != nil {
 			t.Fatal(err)
 		}
-		dbtesting.AssertDeleteUser(t, db, dbplugin.DeleteUserRequest{Username: "iter-nobody",
-			Statements: dbplugin.Statements{Commands: []string{`SET scram_iterations = 1024; DROP ROLE IF EXISTS "{{name}}";`}}})
+		// (The plugin's own batches reset the session at their end; a
+		// server session another client of a pooler left is like this.)
+		if _, err := db.state.Load().pool.Exec(testCtx(t), "SET scram_iterations = 1024"); err != nil {
+			t.Fatal(err)
+		}
 		var now string
 		if err := db.state.Load().pool.QueryRow(testCtx(t), "SELECT current_setting('scram_iterations')").Scan(&now); err != nil || now != "1024" {
 			t.Fatalf("the pooled session's scram_iterations = %q (%v), want the 1024 the revocation SET", now, err)
