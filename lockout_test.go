@@ -1037,3 +1037,61 @@ func TestLockoutConcurrentDisabledRevocationsDoNotWaitForEachOther(t *testing.T)
 		t.Errorf("DeleteUser(B): %v", err)
 	}
 }
+
+// TestLockoutMemberGrantedInAnOpenTransactionIsRemovedUnderRepeatableRead is
+// TestLockoutMemberGrantedInAnOpenTransactionIsRemoved with the admin's
+// default_transaction_isolation at repeatable read (a DBA's ALTER ROLE …
+// SET, or the cluster's default; RESET ALL gives it back to every batch).
+// The disabled role's block waits for the granting transaction and then
+// looks for the members again, which sees the member that committed
+// meanwhile only if the revocation's transactions read committed: they say
+// so themselves.
+func TestLockoutMemberGrantedInAnOpenTransactionIsRemovedUnderRepeatableRead(t *testing.T) {
+	a := admin(t)
+	adm := revokeAdmins()[1]
+	schema := "rr_" + randSuffix()
+	execSQL(t, a, fmt.Sprintf(`CREATE SCHEMA %s`, render.QuoteIdent(schema)))
+	adm.setup(t, a, adm.user, schema)
+	execSQL(t, a, fmt.Sprintf(`ALTER ROLE %s SET default_transaction_isolation = 'repeatable read'`, render.QuoteIdent(adm.user)))
+	t.Cleanup(func() {
+		execSQL(t, a, fmt.Sprintf(`ALTER ROLE %s RESET default_transaction_isolation`, render.QuoteIdent(adm.user)))
+	})
+	db := newDB(t, map[string]interface{}{"username": adm.user, "password": "limited-pw"})
+	third := newThirdRole(t, a, "public")
+	t.Cleanup(func() {
+		execSQL(t, a, "DROP TABLE IF EXISTS "+third.table())
+		execSQL(t, a, "DROP OWNED BY "+render.QuoteIdent(third.name)+"; DROP ROLE IF EXISTS "+render.QuoteIdent(third.name))
+	})
+	acct, acctPW := attackerAccount(t, a)
+	acct2, _ := attackerAccount(t, a)
+	user := dbtesting.AssertNewUser(t, db, newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE ON SCHEMA %s TO "{{name}}"; GRANT "{{name}}" TO %s WITH ADMIN OPTION;`,
+		render.QuoteIdent(schema), render.QuoteIdent(acct)))).Username
+	t.Cleanup(func() {
+		execSQL(t, a, "DO $$ BEGIN IF pg_catalog.to_regrole("+render.QuoteLiteral(render.QuoteIdent(user))+") IS NOT NULL THEN DROP OWNED BY "+render.QuoteIdent(user)+"; DROP ROLE "+render.QuoteIdent(user)+"; END IF; END $$")
+	})
+	third.grantTo(t, a, user)
+	ac := connectAs(t, acct, acctPW, "")
+	execSQL(t, ac, "BEGIN")
+	execSQL(t, ac, fmt.Sprintf("GRANT %s TO %s", render.QuoteIdent(user), render.QuoteIdent(acct2)))
+	done := make(chan error, 1)
+	go func() {
+		_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user})
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	execSQL(t, ac, "COMMIT")
+	if err := <-done; err != nil {
+		if !strings.Contains(err.Error(), acct2) {
+			t.Fatalf("DeleteUser: %v", err)
+		}
+		t.Logf("DeleteUser failed, naming the member it cannot remove: %v", err)
+		return
+	}
+	var member bool
+	if err := a.QueryRow(testCtx(t), "SELECT pg_has_role($1, $2, 'MEMBER')", acct2, user).Scan(&member); err != nil {
+		t.Fatal(err)
+	}
+	if member {
+		t.Fatalf("DeleteUser(%s) succeeded under repeatable read, yet %s, granted it in a transaction open during the revocation, is a member", user, acct2)
+	}
+}

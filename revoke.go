@@ -309,11 +309,13 @@ func (st *state) revokeValues(username string) map[string]string {
 // same path for the label blocks.
 const pinnedPath = "pg_catalog, pg_temp"
 
-// revokeTxSettings starts each transaction of a revocation: the pinned path
-// and the lock bound, LOCAL, so that they hold behind a transaction-pooling
-// PgBouncer and end with the transaction.
+// revokeTxSettings starts each transaction of a revocation: read committed
+// (its blocks wait for other transactions and then look again, which under
+// a default_transaction_isolation of repeatable read would see nothing they
+// did), the pinned path and the lock bound, LOCAL, so that they hold behind
+// a transaction-pooling PgBouncer and end with the transaction.
 func revokeTxSettings(lockTimeout time.Duration) string {
-	return pinPathSQL + lockTimeoutSQL(lockTimeout)
+	return "SET TRANSACTION ISOLATION LEVEL READ COMMITTED;\n" + pinPathSQL + lockTimeoutSQL(lockTimeout)
 }
 
 // revokeOnce runs one local revocation pass and reads its outcome and the
