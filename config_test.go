@@ -250,4 +250,10 @@ func TestPasswordOnlyAsThePasswordWithDisableEscaping(t *testing.T) {
 	if pc, err := c.poolConfig(); err == nil || !strings.Contains(err.Error(), "{{password}} may stand only") {
 		t.Fatalf("poolConfig = %v; application_name would be the root password (%v)", err, pc != nil)
 	}
+	// A % before it, which a password starting with two hex digits
+	// completes to an escape.
+	c.ConnectionURL, c.Password = "postgres://{{username}}:{{password}}@localhost:5432/db?application_name=%{{password}}", "41root-secret"
+	if pc, err := c.poolConfig(); err == nil {
+		t.Fatalf("poolConfig accepted {{password}} after a %%: application_name=%q", pc.ConnConfig.RuntimeParams["application_name"])
+	}
 }

@@ -125,7 +125,14 @@ func placeholdersPlaced(connURL string) error {
 	u := strings.ReplaceAll(strings.ReplaceAll(connURL, "{{username}}", userTok), "{{password}}", passTok)
 	pc, err := pgx.ParseConfig(u)
 	if err != nil {
-		return nil // the real parse reports it
+		// The values might complete what the text leaves open (a % before
+		// {{password}}): where they stand cannot be told, so refused.
+		return errors.New("connection_url with disable_escaping could not be parsed with its placeholders in place: put {{username}} and {{password}} only where a user name and a password stand (postgres://{{username}}:{{password}}@host:5432/db)")
+	}
+	if strings.Count(u, passTok) != strings.Count(pc.Password, passTok) {
+		// A parameter the parse dropped (its escapes broken by the
+		// placeholder) might hold it once the value completes them.
+		return errPasswordPlace
 	}
 	return fillTokens(pc, userTok, passTok, "", "")
 }
