@@ -379,9 +379,22 @@ func execTagged(ctx context.Context, db execer, tag, sql string) error {
 		_, err := on.Exec(ctx, tag+sessionReset+sql+"\n;\n"+sessionReset)
 		if err != nil {
 			resetAfterFailure(ctx, on)
+			return err
 		}
-		return err
+		return commitLeftOpen(ctx, on)
 	})
+}
+
+// commitLeftOpen commits the transaction block statements opened and left
+// open (a BEGIN without COMMIT), as the built-in's own commit does; a pool
+// would otherwise discard the connection, and with it everything they did.
+func commitLeftOpen(ctx context.Context, db execer) error {
+	c, ok := db.(*pgx.Conn)
+	if !ok || c.IsClosed() || c.PgConn().TxStatus() != 'T' {
+		return nil
+	}
+	_, err := c.Exec(ctx, "COMMIT;\n"+sessionReset)
+	return err
 }
 
 // resetAfterFailure returns a connection whose statements failed to a clean

@@ -286,3 +286,20 @@ func TestMisspeltPlaceholderInTextIsRefused(t *testing.T) {
 		t.Fatalf("NewUser with PASSWORD '{{Password}}' = %v, want an error naming {{Password}}", err)
 	}
 }
+
+// TestStatementsLeavingATransactionOpenAreCommitted: statements that open a
+// transaction block and do not end it (a BEGIN without COMMIT) are
+// committed, as the built-in's own commit commits them; the pool would
+// otherwise discard the connection and roll them back, and NewUser would
+// report a user that does not exist.
+func TestStatementsLeavingATransactionOpenAreCommitted(t *testing.T) {
+	a := admin(t)
+	db := newDB(t, nil)
+	req := newUserReq(createStmt, `BEGIN;`, `GRANT USAGE ON SCHEMA public TO "{{name}}";`)
+	resp := dbtesting.AssertNewUser(t, db, req)
+	if !roleExists(t, a, resp.Username) {
+		t.Fatalf("NewUser succeeded with %q, which does not exist", resp.Username)
+	}
+	assertLogin(t, resp.Username, req.Password)
+	revokeDropped(t, db, a, resp.Username)
+}
