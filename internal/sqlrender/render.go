@@ -827,7 +827,7 @@ func (l *lexer) renderData(from, to int, text bool, esc func(string) string) err
 		i += j
 		n := placeholderLen(l.src[i:to])
 		if n == 0 {
-			i += 2
+			i++ // {{{password}}}: the placeholder starts at the next brace
 			continue
 		}
 		val, _, err := l.vals.lookup(placeholderName(l.src[i : i+n]))

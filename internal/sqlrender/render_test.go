@@ -34,6 +34,7 @@ func TestRenderSQL(t *testing.T) {
 		{"misspelt password in a string", `PASSWORD '{{Password}}'`, "", "unknown placeholder {{Password}}"},
 		{"misspelt password in a string, letters swapped", `PASSWORD '{{passwrod}}'`, "", "unknown placeholder {{passwrod}}"},
 		{"part of a placeholder's name in a string", `COMMENT ON ROLE x IS '{{user}}'`, "", "unknown placeholder {{user}}"},
+		{"placeholder after a brace in a string", `PASSWORD '{{{password}}}'`, `PASSWORD '{p''w"$$;--}'`, ""},
 		{"placeholder-like words in text", `COMMENT ON ROLE x IS '{{namespace}} {{hostname}} {{team}}'`, `COMMENT ON ROLE x IS '{{namespace}} {{hostname}} {{team}}'`, ""},
 		{"misspelt expiration in dollar-quoted text", `VALID UNTIL $${{expiraton}}$$`, "", "unknown placeholder {{expiraton}}"},
 		{"unknown placeholder in dollar-quoted text", `COMMENT ON ROLE x IS $c${{team}}$c$`, `COMMENT ON ROLE x IS $c${{team}}$c$`, ""},
