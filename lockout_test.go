@@ -1095,3 +1095,30 @@ func TestLockoutMemberGrantedInAnOpenTransactionIsRemovedUnderRepeatableRead(t *
 		t.Fatalf("DeleteUser(%s) succeeded under repeatable read, yet %s, granted it in a transaction open during the revocation, is a member", user, acct2)
 	}
 }
+
+// TestLockoutDisabledRoleNamesAPreparedMembershipChange: the user, under a
+// group role it was given that administers another role, grants that role
+// in a transaction it prepares: a membership change that never ends by
+// itself, and not the user's own by its owner. A revocation that can only
+// disable the role fails (Vault retries) and names it, with its gid and
+// owner, for a superuser to end.
+func TestLockoutDisabledRoleNamesAPreparedMembershipChange(t *testing.T) {
+	db, a, schema, third := disabledLab(t)
+	needPrepared(t, a)
+	user, password := disabledUser(t, db, a, schema, third)
+	group, other := "grp_"+randSuffix(), "other_"+randSuffix()
+	acct2, _ := attackerAccount(t, a)
+	execSQL(t, a, fmt.Sprintf("CREATE ROLE %[1]s NOLOGIN; CREATE ROLE %[2]s NOLOGIN; GRANT %[2]s TO %[1]s WITH ADMIN OPTION; GRANT %[1]s TO %[3]s",
+		render.QuoteIdent(group), render.QuoteIdent(other), render.QuoteIdent(user)))
+	t.Cleanup(func() {
+		execSQL(t, a, fmt.Sprintf("DROP ROLE IF EXISTS %s; DROP ROLE IF EXISTS %s", render.QuoteIdent(other), render.QuoteIdent(group)))
+	})
+	c := connectAs(t, user, password, "")
+	gid := prepareAs(t, c, "SET ROLE "+render.QuoteIdent(group), fmt.Sprintf("GRANT %s TO %s", render.QuoteIdent(other), render.QuoteIdent(acct2)))
+	_ = c.Close(testCtx(t))
+	_, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user})
+	if err == nil || !strings.Contains(err.Error(), gid) || !strings.Contains(err.Error(), group) {
+		t.Fatalf("DeleteUser = %v, want an error naming the prepared transaction %s of %s", err, gid, group)
+	}
+	assertNoLogin(t, user, password)
+}

@@ -230,7 +230,12 @@ BEGIN
 		  AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
 		  AND a.usesysid IS DISTINCT FROM (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname = session_user));
 	LOOP
-		SELECT pg_catalog.string_agg(DISTINCT coalesce('server pid ' || l.pid, 'a prepared transaction'), ', ') INTO g FROM pg_catalog.pg_lock_status() l
+		SELECT pg_catalog.string_agg(DISTINCT coalesce('server pid ' || l.pid,
+				(SELECT pg_catalog.format('prepared transaction %L (owner %s, database %s)', x.gid, x.owner, x.database)
+					FROM pg_catalog.pg_prepared_xacts x JOIN pg_catalog.pg_lock_status() t
+						ON t.locktype = 'transactionid' AND t.transactionid = x.transaction AND t.pid IS NULL
+					WHERE t.virtualtransaction = l.virtualtransaction LIMIT 1),
+				'a prepared transaction'), ', ') INTO g FROM pg_catalog.pg_lock_status() l
 			WHERE l.locktype = 'relation' AND l.database = 0 AND l.relation = 'pg_catalog.pg_auth_members'::regclass
 			  AND l.virtualtransaction = ANY (held);
 		EXIT WHEN g IS NULL;
