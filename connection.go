@@ -381,19 +381,23 @@ func execTagged(ctx context.Context, db execer, tag, sql string) error {
 			resetAfterFailure(ctx, on)
 			return err
 		}
-		return commitLeftOpen(ctx, on)
+		return commitLeftOpen(ctx, on, tag)
 	})
 }
 
 // commitLeftOpen commits the transaction block statements opened and left
 // open (a BEGIN without COMMIT), as the built-in's own commit does; a pool
 // would otherwise discard the connection, and with it everything they did.
-func commitLeftOpen(ctx context.Context, db execer) error {
+// The COMMIT carries the request's session tag, as the statements did: after
+// a lost reply, endSession must find the session that may still commit. The
+// pinned path comes back first (the closing reset ran inside the block):
+// deferred triggers run at COMMIT.
+func commitLeftOpen(ctx context.Context, db execer, tag string) error {
 	c, ok := db.(*pgx.Conn)
 	if !ok || c.IsClosed() || c.PgConn().TxStatus() != 'T' {
 		return nil
 	}
-	_, err := c.Exec(ctx, "COMMIT;\n"+sessionReset)
+	_, err := c.Exec(ctx, tag+pinPathSQL+"COMMIT;\n"+sessionReset)
 	return err
 }
 

@@ -232,7 +232,17 @@ func (st *state) reassignIn(ctx context.Context, dbname, username string) error 
 	// The disarming commits first, as in the connected database, so that a
 	// hand-over held back by a lock leaves nothing there to act as the user.
 	sql := "BEGIN;\n" + st.revokeTx + "DO " + render.DollarQuote(disarm) + ";\nCOMMIT;\n" + st.revokeTx + "DO " + render.DollarQuote(body)
-	if err := execAtomic(ctx, conn, sql); err != nil {
+	// revokeReset in front, as for the connected database: sessionReset's
+	// DISCARD TEMP takes a snapshot, and the BEGIN after it would carry it
+	// on, so that revokeTx could no longer set read committed.
+	err = withRetry(ctx, func() error {
+		_, err := conn.Exec(ctx, revokeReset+sql)
+		if err != nil {
+			resetAfterFailure(ctx, conn)
+		}
+		return err
+	})
+	if err != nil {
 		return st.failed("", err)
 	}
 	return nil
@@ -582,7 +592,7 @@ func holdsRoleRow(ctx context.Context, conn *pgx.Conn, gid, username string) boo
 // grant says so.
 func joinRoleSQL(role, member string) string {
 	grant := "GRANT " + render.QuoteIdent(role) + " TO " + render.QuoteIdent(member)
-	return "DO " + render.DollarQuote("BEGIN IF pg_catalog.current_setting('server_version_num')::int >= 160000 THEN EXECUTE "+
+	return "DO " + render.DollarQuote("BEGIN IF pg_catalog.current_setting('server_version_num')::int OPERATOR(pg_catalog.>=) 160000 THEN EXECUTE "+
 		render.QuoteLiteral(grant+" WITH INHERIT TRUE, SET TRUE")+"; ELSE EXECUTE "+render.QuoteLiteral(grant)+"; END IF; END")
 }
 

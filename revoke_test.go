@@ -381,3 +381,32 @@ func TestCustomRevocationFailingOnAnotherObject(t *testing.T) {
 		t.Fatal("the statements rolled back, yet the user is gone")
 	}
 }
+
+// TestRevocationInAnotherDatabaseUnderRepeatableRead: the hand-over in
+// another database sets read committed for its transactions; nothing before
+// it in its query may take a snapshot, or a database whose
+// default_transaction_isolation is repeatable read refuses the setting and
+// every revocation fails.
+func TestRevocationInAnotherDatabaseUnderRepeatableRead(t *testing.T) {
+	needPG(t)
+	a := admin(t)
+	db := newDB(t, nil)
+	dbname := "rs7_" + randSuffix()
+	execSQL(t, a, "CREATE DATABASE "+render.QuoteIdent(dbname))
+	t.Cleanup(func() {
+		_, _ = a.Exec(context.Background(), "DROP DATABASE IF EXISTS "+render.QuoteIdent(dbname)+" WITH (FORCE)")
+	})
+	execSQL(t, a, "ALTER DATABASE "+render.QuoteIdent(dbname)+" SET default_transaction_isolation = 'repeatable read'")
+	req := newUserReq(createStmt, fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO "{{name}}";`, render.QuoteIdent(dbname)))
+	user := dbtesting.AssertNewUser(t, db, req).Username
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(user)) })
+	c := connectAs(t, user, req.Password, dbname)
+	execSQL(t, c, "CREATE SCHEMA mine; CREATE TABLE mine.t (id int)")
+	_ = c.Close(testCtx(t))
+	if _, err := db.DeleteUser(testCtx(t), dbplugin.DeleteUserRequest{Username: user}); err != nil {
+		t.Fatalf("DeleteUser of a user with objects in %s (default_transaction_isolation = repeatable read): %v", dbname, err)
+	}
+	if roleExists(t, a, user) {
+		t.Fatal("role still exists")
+	}
+}
