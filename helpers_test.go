@@ -461,10 +461,6 @@ func disabledLab(t *testing.T) (*Postgres, *pgxpool.Pool, string, thirdRole) {
 	a := admin(t)
 	db, schema := revokeAdmins()[1].newDBAndSchema(t, a, "s5_")
 	third := newThirdRole(t, a, schema)
-	t.Cleanup(func() {
-		execSQL(t, a, "DROP TABLE IF EXISTS "+third.table())
-		execSQL(t, a, "DROP OWNED BY "+render.QuoteIdent(third.name)+"; DROP ROLE IF EXISTS "+render.QuoteIdent(third.name))
-	})
 	return db, a, schema, third
 }
 
@@ -751,10 +747,16 @@ func (adm revokeAdmin) newDBAndSchema(t *testing.T, a *pgxpool.Pool, prefix stri
 // table third_t in schema and grants on it.
 type thirdRole struct{ name, schema string }
 
+// newThirdRole makes the third role and its table, both dropped when the
+// test ends.
 func newThirdRole(t *testing.T, a *pgxpool.Pool, schema string) thirdRole {
 	t.Helper()
 	r := thirdRole{name: "grantor-" + randSuffix(), schema: schema}
 	execSQL(t, a, fmt.Sprintf(`CREATE ROLE %s`, render.QuoteIdent(r.name)))
+	t.Cleanup(func() {
+		execSQL(t, a, "DROP TABLE IF EXISTS "+r.table())
+		execSQL(t, a, "DROP OWNED BY "+render.QuoteIdent(r.name)+"; DROP ROLE IF EXISTS "+render.QuoteIdent(r.name))
+	})
 	execSQL(t, a, fmt.Sprintf(`CREATE TABLE %s (id int)`, r.table()))
 	execSQL(t, a, fmt.Sprintf(`ALTER TABLE %s OWNER TO %s`, r.table(), render.QuoteIdent(r.name)))
 	execSQL(t, a, fmt.Sprintf(`GRANT USAGE ON SCHEMA %s TO %s`, render.QuoteIdent(schema), render.QuoteIdent(r.name)))

@@ -869,10 +869,6 @@ func TestLockoutMemberGrantedInAnOpenTransactionIsRemoved(t *testing.T) {
 	a := admin(t)
 	db, schema := revokeAdmins()[1].newDBAndSchema(t, a, "member_")
 	third := newThirdRole(t, a, "public")
-	t.Cleanup(func() {
-		execSQL(t, a, "DROP TABLE IF EXISTS "+third.table())
-		execSQL(t, a, "DROP OWNED BY "+render.QuoteIdent(third.name)+"; DROP ROLE IF EXISTS "+render.QuoteIdent(third.name))
-	})
 	acct, acctPW := attackerAccount(t, a)
 	acct2, _ := attackerAccount(t, a)
 	user := dbtesting.AssertNewUser(t, db, newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE ON SCHEMA %s TO "{{name}}"; GRANT "{{name}}" TO %s WITH ADMIN OPTION;`,
@@ -997,12 +993,6 @@ func TestLockoutConcurrentDisabledRevocationsDoNotWaitForEachOther(t *testing.T)
 	schemaB := "s5b_" + randSuffix()
 	execSQL(t, a, fmt.Sprintf("CREATE SCHEMA %s AUTHORIZATION %s", render.QuoteIdent(schemaB), render.QuoteIdent(adm.user)))
 	third, thirdB := newThirdRole(t, a, schema), newThirdRole(t, a, schemaB)
-	t.Cleanup(func() {
-		for _, r := range []thirdRole{third, thirdB} {
-			execSQL(t, a, "DROP TABLE IF EXISTS "+r.table())
-			execSQL(t, a, "DROP OWNED BY "+render.QuoteIdent(r.name)+"; DROP ROLE IF EXISTS "+render.QuoteIdent(r.name))
-		}
-	})
 	userA, _ := disabledUser(t, db, a, schema, third)
 	reqB := newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE, CREATE ON SCHEMA %s TO "{{name}}";`, render.QuoteIdent(schemaB)))
 	userB := dbtesting.AssertNewUser(t, db, reqB).Username
@@ -1058,10 +1048,6 @@ func TestLockoutMemberGrantedInAnOpenTransactionIsRemovedUnderRepeatableRead(t *
 	})
 	db := newDB(t, map[string]interface{}{"username": adm.user, "password": "limited-pw"})
 	third := newThirdRole(t, a, "public")
-	t.Cleanup(func() {
-		execSQL(t, a, "DROP TABLE IF EXISTS "+third.table())
-		execSQL(t, a, "DROP OWNED BY "+render.QuoteIdent(third.name)+"; DROP ROLE IF EXISTS "+render.QuoteIdent(third.name))
-	})
 	acct, acctPW := attackerAccount(t, a)
 	acct2, _ := attackerAccount(t, a)
 	user := dbtesting.AssertNewUser(t, db, newUserReq(createStmt, fmt.Sprintf(`GRANT USAGE ON SCHEMA %s TO "{{name}}"; GRANT "{{name}}" TO %s WITH ADMIN OPTION;`,
