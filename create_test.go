@@ -15,8 +15,6 @@ import (
 
 	"github.com/hashicorp/vault/sdk/database/dbplugin/v5"
 	dbtesting "github.com/hashicorp/vault/sdk/database/dbplugin/v5/testing"
-
-	"github.com/pgvault/vault-plugin-database-postgres/internal/pgtest"
 	render "github.com/pgvault/vault-plugin-database-postgres/internal/sqlrender"
 )
 
@@ -315,32 +313,26 @@ func TestStatementsLeftOpenCommitWithTheSessionTag(t *testing.T) {
 	needPG(t)
 	a := admin(t)
 	key := int32(time.Now().UnixNano() & 0x7fffffff)
-	table := "rs7_slow_" + randSuffix()
+	table := "slow_" + randSuffix()
 	execSQL(t, a, fmt.Sprintf(`CREATE TABLE public.%[1]s (x int);
-CREATE FUNCTION public.%[1]s_trg() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN PERFORM pg_catalog.pg_advisory_xact_lock(4243, %[2]d); RETURN NULL; END $f$;
+CREATE FUNCTION public.%[1]s_trg() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN PERFORM pg_catalog.pg_advisory_xact_lock(4242, %[2]d); RETURN NULL; END $f$;
 CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON public.%[1]s DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.%[1]s_trg()`, table, key))
 	t.Cleanup(func() {
 		_, _ = a.Exec(context.Background(), fmt.Sprintf("DROP TABLE IF EXISTS public.%[1]s; DROP FUNCTION IF EXISTS public.%[1]s_trg()", table))
 	})
 	db := newDB(t, nil)
 	holder := connectAs(t, pg.SuperUser, pg.SuperPassword, "")
-	if _, err := holder.Exec(testCtx(t), "SELECT pg_advisory_lock(4243, $1)", key); err != nil {
+	if _, err := holder.Exec(testCtx(t), "SELECT pg_advisory_lock(4242, $1)", key); err != nil {
 		t.Fatal(err)
 	}
-	req := newUserReq(createStmt, `BEGIN;`, fmt.Sprintf(`INSERT INTO public.%s VALUES (1);`, table))
-	res := make(chan error, 1)
-	var user string
-	go func() {
-		resp, err := db.NewUser(testCtx(t), req)
-		user = resp.Username
-		res <- err
-	}()
+	res, user := newUserInBackground(t, db, newUserReq(createStmt, `BEGIN;`, fmt.Sprintf(`INSERT INTO public.%s VALUES (1);`, table)))
 	var query string
-	err := pgtest.Poll(testCtx(t), 30*time.Second, 20*time.Millisecond, func() error {
-		return a.QueryRow(testCtx(t), `SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query NOT LIKE '%pg_advisory_lock(4243%'
-			AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)`).Scan(&query)
-	})
-	if _, uerr := holder.Exec(testCtx(t), "SELECT pg_advisory_unlock(4243, $1)", key); uerr != nil {
+	pid := waitLockWaiter(t, a, key, 0, res)
+	if pid == 0 {
+		t.Fatalf("NewUser returned (%v) before its deferred trigger waited for the lock", <-res)
+	}
+	err := a.QueryRow(testCtx(t), "SELECT query FROM pg_stat_activity WHERE pid = $1", pid).Scan(&query)
+	if _, uerr := holder.Exec(testCtx(t), "SELECT pg_advisory_unlock(4242, $1)", key); uerr != nil {
 		t.Fatal(uerr)
 	}
 	if err != nil {
@@ -349,7 +341,7 @@ CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON public.%[1]s DEFERRABLE INITIALLY
 	if cerr := <-res; cerr != nil {
 		t.Fatalf("NewUser: %v", cerr)
 	}
-	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(user)) })
+	t.Cleanup(func() { _, _ = a.Exec(context.Background(), "DROP ROLE IF EXISTS "+render.QuoteIdent(*user)) })
 	if !strings.HasPrefix(query, "/* pgvault session ") {
 		t.Fatalf("the server session committing the block the statements left open runs %q: no session tag, so endSession cannot find it after a lost reply", query)
 	}

@@ -917,6 +917,18 @@ func isolatedDB(t *testing.T) (string, *pgxpool.Pool) {
 	return name, p
 }
 
+// newUserInBackground runs NewUser for req on a goroutine of its own; its
+// error arrives on res, and once it has, *user is the username it returned.
+func newUserInBackground(t *testing.T, db *Postgres, req dbplugin.NewUserRequest) (res chan error, user *string) {
+	res, user = make(chan error, 1), new(string)
+	go func() {
+		resp, err := db.NewUser(testCtx(t), req)
+		*user = resp.Username
+		res <- err
+	}()
+	return res, user
+}
+
 // attackerAccount is a login role the holder of a lease also controls (an
 // ordinary application account): the prize of an escalation.
 func attackerAccount(t *testing.T, a *pgxpool.Pool) (string, string) {

@@ -806,11 +806,7 @@ func TestConcurrentRevocationsOfAUserWithObjectsElsewhere(t *testing.T) {
 	needPG(t)
 	a := admin(t)
 	db := newDB(t, nil)
-	dbname := "conc_else_" + randSuffix()
-	execSQL(t, a, "CREATE DATABASE "+render.QuoteIdent(dbname))
-	t.Cleanup(func() {
-		_, _ = a.Exec(context.Background(), "DROP DATABASE IF EXISTS "+render.QuoteIdent(dbname)+" WITH (FORCE)")
-	})
+	dbname, _ := isolatedDB(t)
 	for round := 0; round < 5; round++ {
 		user, password := loginUser(t, db, fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO "{{name}}";`, render.QuoteIdent(dbname)))
 		c := connectAs(t, user, password, dbname)

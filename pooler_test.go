@@ -569,13 +569,7 @@ func assertCreationSurvivesLostReply(t *testing.T, db *Postgres, fp *pgtest.Prox
 	t.Cleanup(func() {
 		_, _ = a.Exec(context.Background(), `DO $$ DECLARE r text; BEGIN FOR r IN SELECT rolname FROM pg_roles WHERE rolname LIKE 'v-test-`+req.UsernameConfig.RoleName+`-%' LOOP EXECUTE format('DROP ROLE %I', r); END LOOP; END $$`)
 	})
-	res := make(chan error, 1)
-	var user string
-	go func() {
-		resp, err := db.NewUser(testCtx(t), req)
-		user = resp.Username
-		res <- err
-	}()
+	res, user := newUserInBackground(t, db, req)
 	first := waitLockWaiter(t, a, key, 0, res)
 	fp.KillAll()
 	waitLockWaiter(t, a, key, first, res)
@@ -585,7 +579,7 @@ func assertCreationSurvivesLostReply(t *testing.T, db *Postgres, fp *pgtest.Prox
 	if err := <-res; err != nil {
 		t.Fatalf("NewUser after its connection was lost: %v", err)
 	}
-	assertLogin(t, user, req.Password)
+	assertLogin(t, *user, req.Password)
 }
 
 // waitLockWaiter waits until a session other than not waits for the

@@ -391,11 +391,7 @@ func TestRevocationInAnotherDatabaseUnderRepeatableRead(t *testing.T) {
 	needPG(t)
 	a := admin(t)
 	db := newDB(t, nil)
-	dbname := "rs7_" + randSuffix()
-	execSQL(t, a, "CREATE DATABASE "+render.QuoteIdent(dbname))
-	t.Cleanup(func() {
-		_, _ = a.Exec(context.Background(), "DROP DATABASE IF EXISTS "+render.QuoteIdent(dbname)+" WITH (FORCE)")
-	})
+	dbname, _ := isolatedDB(t)
 	execSQL(t, a, "ALTER DATABASE "+render.QuoteIdent(dbname)+" SET default_transaction_isolation = 'repeatable read'")
 	req := newUserReq(createStmt, fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO "{{name}}";`, render.QuoteIdent(dbname)))
 	user := dbtesting.AssertNewUser(t, db, req).Username
